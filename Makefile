@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (the main job on SensorScenes) and `make test`.
+# Both work on a fresh machine with Python 3.10+: they create .venv and install torch==2.13.0
+# (a CPU build) before the package, so pip never pulls a multi-GB CUDA torch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/demo
+FUSION ?= gated
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip "setuptools>=69" wheel
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[test,plot]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/edgefuse train --data sensorscenes --fusion $(FUSION) --out $(RUN)/checkpoint
+	$(VENV)/bin/edgefuse eval $(RUN)/checkpoint --json $(RUN)/eval.json --plot $(RUN)/eval.png
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m pytest -q bench --benchmark-only
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

@@ -1,0 +1,3 @@
+from edgefuse.cli import main
+
+raise SystemExit(main())

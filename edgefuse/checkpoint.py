@@ -1,0 +1,80 @@
+"""Checkpoints: a folder with ``config.json`` (rebuilds the model) and ``model.pt`` (its weights), written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIG = "config.json"
+WEIGHTS = "model.pt"
+FORMAT = "edgefuse-checkpoint/1"
+
+
+def save_checkpoint(model, out: str | Path, info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` (a FusionModel) and ``info`` (training facts) to the folder ``out``.
+
+    The folder appears complete or not at all: it is written beside ``out`` and renamed.
+    An existing checkpoint at ``out`` is replaced only once the new one is complete.
+    """
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        doc = {"format": FORMAT, "model": model.config(), "info": dict(info or {})}
+        (tmp / CONFIG).write_text(json.dumps(doc, indent=2, default=_jsonable))
+        torch.save(model.state_dict(), tmp / WEIGHTS)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder (no torch needed)."""
+    path = Path(path)
+    cfg = path / CONFIG
+    if not cfg.is_file():
+        raise ValueError(f"expected a checkpoint folder with {CONFIG}, got {str(path)!r}")
+    doc = json.loads(cfg.read_text())
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{cfg}: expected format {FORMAT!r}, got {doc.get('format')!r}")
+    return doc
+
+
+def load_checkpoint(path: str | Path, encoders=None, map_location: str = "cpu"):
+    """Rebuild the model of a checkpoint, load its weights, return ``(model in eval mode, doc)``."""
+    import torch
+
+    from edgefuse.fusion import model_from_config
+
+    path = Path(path)
+    doc = read_config(path)
+    model = model_from_config(doc["model"], encoders=encoders)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} has no {WEIGHTS}")
+    state = torch.load(weights, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), doc
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

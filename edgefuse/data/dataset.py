@@ -1,0 +1,113 @@
+"""Dataset: modality arrays, labels and train/val/test splits, held as numpy (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from edgefuse.specs import ModalitySpec, check_specs
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split: ``inputs[name]`` is ``[N, *spec.shape]``, ``labels`` is ``[N]`` int64."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, idx: np.ndarray) -> "Split":
+        return Split(
+            {k: v[idx] for k, v in self.inputs.items()},
+            self.labels[idx],
+            {k: v[idx] for k, v in self.extras.items()},
+        )
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator["Split"]:
+        """Yield consecutive batches (shuffled when rng is given)."""
+        n = len(self)
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.take(order[start : start + batch_size])
+
+
+@dataclass
+class Dataset:
+    """A multi-sensor classification dataset with named splits."""
+
+    specs: list[ModalitySpec]
+    splits: dict[str, Split]
+    class_names: list[str]
+    name: str = "dataset"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.specs = check_specs(self.specs)
+        for split_name, split in self.splits.items():
+            validate_split(self.specs, split, len(self.class_names), where=f"split {split_name!r}")
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; this dataset has {sorted(self.splits)}")
+        return self.splits[split]
+
+    def stratified_sample(self, split: str, n: int, seed: int = 0) -> Split:
+        """Up to ``n`` samples of ``split`` with every class represented in proportion."""
+        data = self[split]
+        n = min(n, len(data))
+        rng = np.random.default_rng(seed)
+        classes, counts = np.unique(data.labels, return_counts=True)
+        quota = np.floor(counts / counts.sum() * n).astype(int)
+        # hand the remainder to the largest classes so the total is exactly n
+        for i in np.argsort(-counts)[: n - quota.sum()]:
+            quota[i] += 1
+        idx = np.concatenate(
+            [rng.choice(np.flatnonzero(data.labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+        )
+        return data.take(np.sort(idx))
+
+
+def validate_split(specs: Sequence[ModalitySpec], split: Split, num_classes: int, where: str = "data") -> None:
+    """Raise ValueError if any modality is missing, mis-shaped, mis-typed, non-finite or mis-sized."""
+    n = split.labels.shape[0] if split.labels.ndim == 1 else None
+    if n is None:
+        raise ValueError(f"{where}: expected labels of shape [N], got {split.labels.shape}")
+    if not np.issubdtype(split.labels.dtype, np.integer):
+        raise ValueError(f"{where}: expected integer labels, got dtype {split.labels.dtype}")
+    if n and (split.labels.min() < 0 or split.labels.max() >= num_classes):
+        raise ValueError(
+            f"{where}: expected labels in [0, {num_classes - 1}], got range [{split.labels.min()}, {split.labels.max()}]"
+        )
+    names = [s.name for s in specs]
+    extra = sorted(set(split.inputs) - set(names))
+    if extra:
+        raise ValueError(f"{where}: unknown modality {extra}; expected {names}")
+    for spec in specs:
+        if spec.name not in split.inputs:
+            raise ValueError(f"{where}: modality {spec.name!r} is missing; expected arrays for {names}")
+        arr = split.inputs[spec.name]
+        if arr.shape[:1] != (n,):
+            raise ValueError(
+                f"{where}: modality {spec.name!r} has {arr.shape[0] if arr.ndim else 0} samples, expected {n} (one per label)"
+            )
+        spec.check_array(arr)
+
+
+def as_inputs(spec_list: Sequence[ModalitySpec], arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Order ``arrays`` by spec order, keeping only modalities present in it."""
+    return {s.name: arrays[s.name] for s in spec_list if s.name in arrays}

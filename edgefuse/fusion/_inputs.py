@@ -1,0 +1,94 @@
+"""Input checking for fusion models: names, shapes, dtypes, finiteness and the presence mask."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from edgefuse.specs import ModalitySpec
+
+
+def _tracing() -> bool:
+    """True while exporting/compiling: data-dependent checks cannot run then."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+    )
+
+
+def prepare_inputs(
+    specs: Sequence[ModalitySpec],
+    inputs: Mapping[str, torch.Tensor],
+    present: torch.Tensor | None,
+) -> tuple[int, torch.Tensor]:
+    """Validate a batch and build its presence mask.
+
+    Args:
+        specs: the model's modalities, in order.
+        inputs: ``{name: [B, *spec.shape]}`` for any non-empty subset of the modalities.
+        present: optional ``[B, N]`` bool (or 0/1) per-row presence in spec order. A modality
+            absent from ``inputs`` must be marked absent. Default: the keys of ``inputs``.
+
+    Returns:
+        (batch size, mask ``[B, N]`` bool).
+    """
+    names = [s.name for s in specs]
+    if not isinstance(inputs, Mapping):
+        raise ValueError(f"expected inputs as a dict {{modality name: tensor}}, got {type(inputs).__name__}")
+    unknown = [k for k in inputs if k not in names]
+    if unknown:
+        raise ValueError(f"unknown modality {unknown}; this model expects names from {names}")
+    if not inputs:
+        raise ValueError(f"empty modality subset: expected at least one of {names}, got none")
+    checking = not _tracing()
+    batch = None
+    for spec in specs:
+        if spec.name not in inputs:
+            continue
+        x = inputs[spec.name]
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
+        want = ("B", *spec.shape)
+        if x.dim() != len(want) or tuple(x.shape[1:]) != spec.shape:
+            raise ValueError(f"modality {spec.name!r}: expected shape [{', '.join(map(str, want))}], got {list(x.shape)}")
+        if spec.kind == "tokens":
+            if x.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"modality {spec.name!r}: expected integer token ids (int64), got {x.dtype}")
+        elif not x.dtype.is_floating_point:
+            raise ValueError(f"modality {spec.name!r}: expected a floating-point tensor ({spec.dtype}), got {x.dtype}")
+        if batch is None:
+            batch = x.shape[0]
+        elif checking and x.shape[0] != batch:
+            raise ValueError(f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}")
+        if checking and spec.kind != "tokens" and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
+        if checking and spec.kind == "tokens" and x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= spec.vocab_size:
+                raise ValueError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
+    assert batch is not None
+    device = next(iter(inputs.values())).device
+    given = torch.tensor([s.name in inputs for s in specs], device=device)
+    if present is None:
+        return batch, given.unsqueeze(0).expand(batch, len(specs))
+    if not isinstance(present, torch.Tensor):
+        raise ValueError(f"present: expected a [B, N] bool tensor, got {type(present).__name__}")
+    if checking and tuple(present.shape) != (batch, len(specs)):
+        raise ValueError(f"present: expected shape [{batch}, {len(specs)}] (batch, modalities {names}), got {list(present.shape)}")
+    if present.dtype != torch.bool:
+        if checking and not bool(((present == 0) | (present == 1)).all()):
+            raise ValueError(f"present: expected bool or 0/1 values, got other values (dtype {present.dtype})")
+        present = present != 0
+    mask = present.to(device) & given
+    if checking:
+        claimed = present.to(device) & ~given
+        if bool(claimed.any()):
+            bad = [names[i] for i in torch.nonzero(claimed.any(0)).flatten().tolist()]
+            raise ValueError(f"present marks modality {bad} present, but inputs has no tensor for it")
+        empty = ~mask.any(1)
+        if bool(empty.any()):
+            rows = torch.nonzero(empty).flatten().tolist()
+            raise ValueError(f"empty modality subset in row(s) {rows[:8]}: expected at least one present modality per row, got none")
+    return batch, mask

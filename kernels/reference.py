@@ -1,0 +1,104 @@
+"""Pure-torch references for every edgefuse kernel: the CPU path, the autograd path and the test oracle."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _act(y: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return torch.relu(y)
+    if act == "gelu":
+        return F.gelu(y)  # exact (erf) GELU, as the kernels compute it
+    if act == "tanh":
+        return torch.tanh(y)
+    return y
+
+
+def fused_projection_reference(
+    xs: Sequence[torch.Tensor | None],
+    weights: Sequence[torch.Tensor],
+    bias: torch.Tensor | None,
+    act: str = "none",
+    normalize: bool = False,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """``y[:, i] = act(x_i W_i^T + b_i)`` (then L2-normalised rows if ``normalize``); absent x_i -> zeros."""
+    present = [x for x in xs if x is not None]
+    b, d = present[0].shape[0], weights[0].shape[0]
+    out = present[0].new_zeros((b, len(xs), d))
+    for i, (x, w) in enumerate(zip(xs, weights)):
+        if x is None:
+            continue
+        y = _act(F.linear(x, w, None if bias is None else bias[i]), act)
+        if normalize:
+            y = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
+        out[:, i] = y
+    return out
+
+
+def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``z_k = x^T W_k y + b_k`` (torch.nn.functional.bilinear)."""
+    return F.bilinear(x, y, weight, bias)
+
+
+def mfb_reference_pool(z: torch.Tensor, factors: int, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
+    """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if ``normalize``."""
+    pooled = z.view(z.shape[0], -1, factors).sum(-1)
+    if not normalize:
+        return pooled
+    pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
+    return pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def mfb_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    u_w: torch.Tensor,
+    u_b: torch.Tensor | None,
+    v_w: torch.Tensor,
+    v_b: torch.Tensor | None,
+    factors: int,
+    present: torch.Tensor | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """MFB: ``pool((U x + bu) * (V y + bv))``; an absent side (``present[:, i]`` False) is the identity 1."""
+    ux, vy = F.linear(x, u_w, u_b), F.linear(y, v_w, v_b)
+    if present is not None:
+        ux = torch.where(present[:, :1], ux, torch.ones_like(ux))
+        vy = torch.where(present[:, 1:2], vy, torch.ones_like(vy))
+    return mfb_reference_pool(ux * vy, factors, normalize)
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Softmax over ``dim`` restricted to ``mask`` (broadcast from ``[B, N]``); a row with nothing
+    present gives zeros, never NaN. Finite arithmetic only (no -inf), so it exports cleanly."""
+    m = mask
+    while m.dim() < logits.dim():
+        m = m.unsqueeze(-1)
+    m = m.expand_as(logits)
+    shifted = logits.masked_fill(~m, torch.finfo(logits.dtype).min)
+    e = torch.exp(shifted - shifted.amax(dim=dim, keepdim=True)) * m
+    return e / e.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(logits.dtype).tiny)
+
+
+def gated_fusion_reference(
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gates normalised over the present modalities, weighted sum ``[B, D]`` and the empty-row flag ``[B]``.
+
+    ``mode='softmax'``: softmax of the logits over present modalities. ``mode='sigmoid'``:
+    ``sigmoid(logits)`` renormalised to sum to 1 over present modalities. Rows with no
+    present modality give zeros.
+    """
+    g_logits = logits if logits.dim() == 3 else logits.unsqueeze(-1)
+    if mode == "softmax":
+        gates = masked_softmax(g_logits.float(), mask, dim=1)
+    else:
+        e = torch.sigmoid(g_logits.float()) * mask.unsqueeze(-1)
+        gates = e / e.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    out = (gates * feats.float()).sum(dim=1)
+    return out.to(feats.dtype), ~mask.any(dim=1)

@@ -1,0 +1,56 @@
+"""edgefuse: the package is edgefuse/; kernels/, engines/ and calibration/ install as edgefuse.* (see DESIGN.md)."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "edgefuse" / "__init__.py").read_text()).group(1)
+
+# the three top-level folders are installed inside the edgefuse namespace, never at top level
+PACKAGE_DIR = {
+    "edgefuse": "edgefuse",
+    "edgefuse.kernels": "kernels",
+    "edgefuse.engines": "engines",
+    "edgefuse.calibration": "calibration",
+}
+
+
+def _subpackages(pkg: str, folder: str) -> list[str]:
+    root = HERE / folder
+    return [pkg] + sorted(
+        pkg + "." + ".".join(p.parent.relative_to(root).parts)
+        for p in root.rglob("__init__.py")
+        if p.parent != root
+    )
+
+
+PACKAGES = [p for pkg, folder in PACKAGE_DIR.items() for p in _subpackages(pkg, folder)]
+
+setup(
+    name="edgefuse",
+    version=VERSION,
+    description="Multimodal sensor-fusion models from PyTorch to INT8 edge engines that keep answering when sensors drop out",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir={pkg: folder for pkg, folder in PACKAGE_DIR.items()},
+    package_data={"edgefuse": ["py.typed"]},
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.3",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "onnxscript>=0.1",
+        "tqdm>=4.60",
+        "triton>=3.0; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        "plot": ["matplotlib>=3.7"],
+        "trt": ["tensorrt>=10", "pycuda>=2024.1"],
+    },
+    entry_points={"console_scripts": ["edgefuse=edgefuse.cli:main"]},
+)

@@ -1,0 +1,51 @@
+"""Shared fixtures: small modality specs for N = 2, 3, 5 and random batches for them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgefuse import ModalitySpec
+
+SPECS5 = [
+    ModalitySpec("cam", (3, 8, 8), "image"),
+    ModalitySpec("lid", (2, 16), "signal"),
+    ModalitySpec("rad", (10,), "vector"),
+    ModalitySpec("txt", (5,), "tokens", dtype="int64", value_range=(0, 20)),
+    ModalitySpec("imu", (6,), "vector"),
+]
+
+
+def specs_n(n: int) -> list[ModalitySpec]:
+    return SPECS5[:n]
+
+
+def random_batch(specs, b: int = 3, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for s in specs:
+        if s.kind == "tokens":
+            out[s.name] = torch.randint(0, s.vocab_size, (b, *s.shape), generator=g)
+        else:
+            out[s.name] = torch.randn((b, *s.shape), generator=g)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_scenes():
+    """A small SensorScenes (fast to train on) shared by the training tests."""
+    from edgefuse.data import load_sensorscenes
+
+    return load_sensorscenes(seed=1, sizes={"train": 600, "val": 200, "test": 300})
+
+
+def numpy_batch(specs, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        s.name: rng.integers(0, s.vocab_size, size=(n, *s.shape)).astype(np.int64)
+        if s.kind == "tokens"
+        else rng.normal(size=(n, *s.shape)).astype(np.float32)
+        for s in specs
+    }
