@@ -6,6 +6,13 @@ environment variable ``EDGEFUSE_KERNELS=triton|interpret|reference`` overrides i
 set before this package is first imported).
 """
 
+import os as _os
+
+if _os.environ.get("EDGEFUSE_KERNELS", "").strip().lower() == "interpret":
+    # Triton decides interpreted vs compiled when a kernel is decorated; the kernel modules are
+    # imported lazily, on the first Triton call, so setting this here is in time.
+    _os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from edgefuse.kernels.ops import backend, bilinear, fused_projection, gated_fusion, mfb
 from edgefuse.kernels.reference import (
     bilinear_reference,

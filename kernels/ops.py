@@ -1,4 +1,16 @@
-"""Public fusion ops: choose the Triton kernel or the torch reference for each call."""
+"""Public fusion ops: each call runs the Triton kernel or the torch reference.
+
+Rules, in order:
+
+1. ``EDGEFUSE_KERNELS=reference`` -> reference. ``=triton`` -> Triton (CUDA tensors only).
+   ``=interpret`` -> Triton through its CPU interpreter (tests; orders of magnitude slower).
+2. While exporting or tracing (ONNX, torch.jit, torch.compile) -> reference, so graphs hold
+   standard operators.
+3. When autograd needs gradients (training) -> reference (the kernels are forward-only).
+4. Otherwise CUDA tensors -> Triton, anything else -> reference.
+
+Production never interprets Triton (decision 6 of DESIGN.md): ``interpret`` is opt-in only.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +24,42 @@ from edgefuse.kernels import reference as ref
 _CHOICES = ("triton", "interpret", "reference")
 
 
-def backend(t: torch.Tensor) -> str:
-    """'triton' or 'reference' for a call on ``t`` (EDGEFUSE_KERNELS overrides)."""
+def _forced() -> str:
     forced = os.environ.get("EDGEFUSE_KERNELS", "").strip().lower()
-    if forced:
-        if forced not in _CHOICES:
-            raise ValueError(f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}")
-        return "reference" if forced == "reference" else "triton"
-    return "triton" if t.is_cuda else "reference"
+    if forced and forced not in _CHOICES:
+        raise ValueError(f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}")
+    return forced
+
+
+def _tracing() -> bool:
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+    )
+
+
+def backend(*tensors: torch.Tensor | None) -> str:
+    """'triton' or 'reference': what a call on these tensors runs (see the module docstring)."""
+    ts = [t for t in tensors if t is not None]
+    forced = _forced()
+    if forced == "reference" or _tracing():
+        return "reference"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return "reference"
+    if forced == "interpret":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
+        return "triton"
+    if forced == "triton":
+        if not all(t.is_cuda for t in ts) and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
+        return "triton"
+    return "triton" if ts and all(t.is_cuda for t in ts) else "reference"
+
+
+def _c(t: torch.Tensor | None) -> torch.Tensor | None:
+    return t.contiguous() if t is not None else None
 
 
 def fused_projection(
@@ -29,16 +69,44 @@ def fused_projection(
     act: str = "none",
     normalize: bool = False,
 ) -> torch.Tensor:
+    """``[B, N, D]``: ``act(x_i W_i^T + b_i)`` per modality (L2-normalised rows if asked); None -> zeros."""
+    if backend(*xs, *weights, bias) == "triton":
+        from edgefuse.kernels.triton_projection import fused_projection_triton
+
+        return fused_projection_triton([_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias), act, normalize)
     return ref.fused_projection_reference(xs, weights, bias, act, normalize)
 
 
 def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, O]``: ``x^T W_k y + b_k`` (torch.nn.functional.bilinear)."""
+    if backend(x, y, weight, bias) == "triton":
+        from edgefuse.kernels.triton_bilinear import bilinear_triton
+
+        return bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
     return ref.bilinear_reference(x, y, weight, bias)
 
 
-def mfb(x, y, u_w, u_b, v_w, v_b, factors: int, present: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+def mfb(
+    x: torch.Tensor, y: torch.Tensor,
+    u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
+    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+) -> torch.Tensor:
+    """``[B, O]``: MFB pooling of ``(U x + bu) * (V y + bv)`` over ``factors``; absent side = 1."""
+    if backend(x, y, u_w, v_w, u_b, v_b) == "triton":
+        from edgefuse.kernels.triton_bilinear import mfb_triton
+
+        return mfb_triton(
+            x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
+        )
     return ref.mfb_reference(x, y, u_w, u_b, v_w, v_b, factors, present, normalize)
 
 
-def gated_fusion(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"):
+def gated_fusion(
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([B, D], [B] bool)``: gates normalised over present modalities, weighted sum, empty-row flag."""
+    if backend(feats, logits) == "triton":
+        from edgefuse.kernels.triton_gated import gated_fusion_triton
+
+        return gated_fusion_triton(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import torch
+
+# Triton kernels run compiled where CUDA is and through Triton's interpreter elsewhere. The
+# interpreter is chosen when a kernel is decorated, so this must precede any kernel import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 import pytest
 
 from edgefuse import ModalitySpec

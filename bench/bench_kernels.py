@@ -1,0 +1,277 @@
+"""Benchmark the Triton fusion kernels against PyTorch eager and torch.compile on a CUDA GPU.
+
+Writes ``kernels.json`` (every timing, median and 20/80% quantiles in µs, speedups, GB/s or
+TFLOP/s, the device copy bandwidth measured in the same run, the issue's bar verdicts, GPU
+name and versions) and ``kernels.png`` to ``--out``.
+
+Shapes (issue 3): B in {1, 8, 32, 256, 4096}, D in {256, 1024}, 3 modalities with
+K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` (back-to-back launches, so the
+CPU launch overhead shows at small B) and ``do_bench_cudagraph`` (one CUDA-graph replay per
+call: GPU time only).
+
+    python bench/bench_kernels.py --out bench/results/local          # needs a CUDA GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+BATCHES = (1, 8, 32, 256, 4096)
+DIMS = (256, 1024)
+KS = (2048, 1024, 128)
+QUANTILES = [0.5, 0.2, 0.8]
+
+
+def _time(fn, graph: bool) -> dict:
+    import triton.testing as tt
+
+    fn()  # compile / warm up outside the timing
+    torch.cuda.synchronize()
+    if graph:
+        med, lo, hi = tt.do_bench_cudagraph(fn, rep=50, quantiles=QUANTILES)
+    else:
+        med, lo, hi = tt.do_bench(fn, warmup=25, rep=100, quantiles=QUANTILES)
+    return {"us": med * 1e3, "p20_us": lo * 1e3, "p80_us": hi * 1e3}
+
+
+def _variants(fns: dict, graph_too: bool = True) -> dict:
+    out = {}
+    for name, fn in fns.items():
+        out[name] = {"stream": _time(fn, False)}
+        if graph_too:
+            try:
+                out[name]["graph"] = _time(fn, True)
+            except Exception as e:  # some torch.compile graphs refuse capture: say so, don't hide it
+                out[name]["graph"] = {"error": f"{type(e).__name__}: {e}"[:200]}
+    return out
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy GB/s (bytes read + written) of a 1 GiB buffer."""
+    import triton.testing as tt
+
+    src = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = tt.do_bench(lambda: dst.copy_(src), warmup=10, rep=100)
+    return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def bench_projection(dtype, results: list, compile_too: bool) -> None:
+    from edgefuse.kernels.reference import fused_projection_reference
+    from edgefuse.kernels.triton_projection import fused_projection_triton
+
+    for d in DIMS:
+        ws = [torch.randn(d, k, device="cuda", dtype=dtype) / k**0.5 for k in KS]
+        bias = torch.randn(len(KS), d, device="cuda", dtype=dtype)
+        eager = lambda xs: fused_projection_reference(xs, ws, bias, "relu", True)  # noqa: E731
+        compiled = torch.compile(eager, dynamic=False) if compile_too else None
+        for b in BATCHES:
+            xs = [torch.randn(b, k, device="cuda", dtype=dtype) for k in KS]
+            out = fused_projection_triton(xs, ws, bias, "relu", True)
+            torch.testing.assert_close(out.float(), eager(xs).float(), rtol=2e-2, atol=2e-2)
+            fns = {"triton": lambda: fused_projection_triton(xs, ws, bias, "relu", True), "eager": lambda: eager(xs)}
+            if compiled is not None:
+                fns["compile"] = lambda: compiled(xs)
+            t = _variants(fns)
+            el = dtype.itemsize
+            nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
+            flops = 2 * b * d * sum(KS)
+            results.append({"op": "fused_projection", "B": b, "D": d, "K": list(KS), "act": "relu", "normalize": True,
+                            "bytes": nbytes, "flops": flops, "timings": t})
+            print(f"fused_projection B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
+def bench_gated(dtype, results: list) -> None:
+    from edgefuse.kernels.reference import gated_fusion_reference
+    from edgefuse.kernels.triton_gated import gated_fusion_triton
+
+    n = len(KS)
+    for d in DIMS:
+        for b in BATCHES:
+            feats = torch.randn(b, n, d, device="cuda", dtype=dtype)
+            logits = torch.randn(b, n, d, device="cuda", dtype=dtype)
+            mask = torch.rand(b, n, device="cuda") > 0.2
+            out, _ = gated_fusion_triton(feats, logits, mask)
+            torch.testing.assert_close(out.float(), gated_fusion_reference(feats, logits, mask)[0].float(), rtol=2e-2, atol=2e-2)
+            t = _variants({
+                "triton": lambda: gated_fusion_triton(feats, logits, mask),
+                "eager": lambda: gated_fusion_reference(feats, logits, mask),
+            })
+            nbytes = dtype.itemsize * (2 * b * n * d + b * d) + b * n + b
+            results.append({"op": "gated_fusion", "B": b, "D": d, "N": n, "per_feature_gates": True, "bytes": nbytes, "timings": t})
+            print(f"gated_fusion     B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
+def bench_mfb(dtype, results: list, factors: int = 4) -> None:
+    from edgefuse.kernels.reference import mfb_reference
+    from edgefuse.kernels.triton_bilinear import mfb_triton
+
+    for d in DIMS:
+        o = 256  # MFB output width; the projections are [o * factors, d]
+        u, v = (torch.randn(o * factors, d, device="cuda", dtype=dtype) / d**0.5 for _ in range(2))
+        ub, vb = (torch.randn(o * factors, device="cuda", dtype=dtype) for _ in range(2))
+        for b in BATCHES:
+            x, y = torch.randn(b, d, device="cuda", dtype=dtype), torch.randn(b, d, device="cuda", dtype=dtype)
+            ref = mfb_reference(x.float(), y.float(), u.float(), ub.float(), v.float(), vb.float(), factors)
+            torch.testing.assert_close(mfb_triton(x, y, u, ub, v, vb, factors).float(), ref, rtol=3e-2, atol=3e-2)
+            t = _variants({
+                "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
+                "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
+            })
+            flops = 2 * 2 * b * o * factors * d
+            nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
+            results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t})
+            print(f"mfb              B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
+def bench_bilinear(dtype, results: list) -> None:
+    from edgefuse.kernels.triton_bilinear import bilinear_triton
+
+    d, o = 256, 64  # full bilinear weights are O x D x D: keep them at 8 MiB in fp16
+    w = torch.randn(o, d, d, device="cuda", dtype=dtype) / d
+    bias = torch.randn(o, device="cuda", dtype=dtype)
+    for b in BATCHES:
+        x, y = torch.randn(b, d, device="cuda", dtype=dtype), torch.randn(b, d, device="cuda", dtype=dtype)
+        torch.testing.assert_close(bilinear_triton(x, y, w, bias).float(), F.bilinear(x.float(), y.float(), w.float(), bias.float()), rtol=3e-2, atol=3e-2)
+        t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)})
+        results.append({"op": "bilinear", "B": b, "D": d, "O": o, "flops": 2 * b * o * d * d, "timings": t})
+        print(f"bilinear         B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
+def _fmt(t: dict) -> str:
+    parts = []
+    for name, modes in t.items():
+        s = modes["stream"]["us"]
+        g = modes.get("graph", {}).get("us")
+        parts.append(f"{name} {s:8.1f} us" + (f" (graph {g:7.1f})" if g is not None else ""))
+    return " | ".join(parts)
+
+
+def derive(results: list, copy_gbs: float) -> dict:
+    """Speedups, throughput, and the issue's bar verdicts."""
+    for r in results:
+        t = r["timings"]
+        for mode in ("stream", "graph"):
+            tri = t["triton"].get(mode, {}).get("us")
+            if tri is None:
+                continue
+            for other in ("eager", "compile"):
+                o = t.get(other, {}).get(mode, {}).get("us")
+                if o is not None:
+                    r.setdefault("speedup", {})[f"vs_{other}_{mode}"] = o / tri
+            if "bytes" in r:
+                r.setdefault("triton_GBps", {})[mode] = r["bytes"] / (tri * 1e-6) / 1e9
+            if "flops" in r:
+                r.setdefault("triton_TFLOPs", {})[mode] = r["flops"] / (tri * 1e-6) / 1e12
+
+    def sel(op, **kw):
+        return [r for r in results if r["op"] == op and all(r.get(k) == v for k, v in kw.items())]
+
+    small_proj = [r for r in sel("fused_projection") if r["B"] <= 32]
+    bar = {}
+    if small_proj:
+        bar["fused_projection_B<=32_>=2x_eager"] = {
+            "min_speedup_stream": min(r["speedup"]["vs_eager_stream"] for r in small_proj),
+            "pass": all(r["speedup"]["vs_eager_stream"] >= 2 for r in small_proj),
+        }
+        comp = [r for r in small_proj if "vs_compile_stream" in r.get("speedup", {})]
+        if comp:
+            bar["fused_projection_B<=32_no_slower_than_compile"] = {
+                "min_speedup_stream": min(r["speedup"]["vs_compile_stream"] for r in comp),
+                "pass": all(r["speedup"]["vs_compile_stream"] >= 1.0 for r in comp),
+            }
+    g = sel("gated_fusion", B=4096, D=1024)
+    if g:
+        frac = g[0]["triton_GBps"]["stream"] / copy_gbs
+        bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"] = {"fraction": frac, "pass": frac >= 0.7}
+    m = sel("mfb")
+    if m:
+        bar["mfb_>=1.5x_eager"] = {
+            "min_speedup_stream": min(r["speedup"]["vs_eager_stream"] for r in m),
+            "pass": all(r["speedup"]["vs_eager_stream"] >= 1.5 for r in m),
+        }
+    return bar
+
+
+def plot(results: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = [op for op in ("fused_projection", "gated_fusion", "mfb", "bilinear") if any(r["op"] == op for r in results)]
+    fig, axes = plt.subplots(len(ops), 2, figsize=(11, 3.6 * len(ops)), squeeze=False)
+    for row, op in zip(axes, ops):
+        for ax, mode in zip(row, ("stream", "graph")):
+            for d in sorted({r["D"] for r in results if r["op"] == op}):
+                rs = sorted((r for r in results if r["op"] == op and r["D"] == d), key=lambda r: r["B"])
+                for variant, style in (("triton", "-o"), ("eager", "--s"), ("compile", ":^")):
+                    pts = [(r["B"], r["timings"][variant][mode]["us"]) for r in rs
+                           if variant in r["timings"] and "us" in r["timings"][variant].get(mode, {})]
+                    if pts:
+                        ax.plot(*zip(*pts), style, label=f"{variant} D={d}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("batch B")
+            ax.set_ylabel("µs (median)")
+            ax.set_title(f"{op} ({'do_bench' if mode == 'stream' else 'CUDA graph'})")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--ops", default="fused_projection,gated_fusion,mfb,bilinear")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_kernels: needs a CUDA GPU (the kernels run compiled there); none is visible", file=sys.stderr)
+        return 2
+    import triton
+
+    dtype = getattr(torch, args.dtype)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    copy_gbs = copy_bandwidth()
+    print(f"device copy bandwidth: {copy_gbs:.0f} GB/s", flush=True)
+    results: list = []
+    ops = args.ops.split(",")
+    if "fused_projection" in ops:
+        bench_projection(dtype, results, compile_too=not args.no_compile)
+    if "gated_fusion" in ops:
+        bench_gated(dtype, results)
+    if "mfb" in ops:
+        bench_mfb(dtype, results)
+    if "bilinear" in ops:
+        bench_bilinear(dtype, results)
+    bar = derive(results, copy_gbs)
+    doc = {
+        "gpu": torch.cuda.get_device_name(),
+        "versions": {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version()},
+        "dtype": args.dtype,
+        "copy_bandwidth_GBps": copy_gbs,
+        "seconds": time.time() - start,
+        "bar": bar,
+        "results": results,
+    }
+    (args.out / "kernels.json").write_text(json.dumps(doc, indent=2))
+    plot(results, args.out / "kernels.png")
+    print(json.dumps(bar, indent=2))
+    print(f"wrote {args.out / 'kernels.json'} and kernels.png in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Bilinear fusion kernels: full bilinear ``z_k = x^T W_k y + b_k`` and low-rank MFB pooling.
+
+* ``bilinear``: the outer product ``x y^T`` is formed tile by tile in registers and used as the
+  A operand of a GEMM against ``W`` viewed as ``[O, K1*K2]``: the ``[B, K1*K2]`` outer product
+  never exists in memory.
+* ``mfb``: both projections ``U x`` and ``V y`` for a block of outputs x all their factors are
+  accumulated in the same program; the product, the sum-pooling over factors, the signed
+  square root and (when one block spans all outputs) the L2 normalisation happen in the
+  epilogue. Wider outputs get one extra row-normalisation launch.
+
+Order of this file: kernels, launchers (forward only: training takes the reference path).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from edgefuse.kernels.triton_projection import DOT_MIN, _l2norm_rows_kernel
+
+
+@triton.jit
+def _bilinear_kernel(
+    x_ptr, y_ptr, w_ptr, bias_ptr, out_ptr, B, K1, K2, O,
+    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_o = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    m_ok, o_ok = offs_m < B, offs_o < O
+    acc = tl.zeros((BLOCK_M, BLOCK_O), dtype=tl.float32)
+    ii, jj = tl.arange(0, BLOCK_I), tl.arange(0, BLOCK_J)
+    for i0 in range(0, K1, BLOCK_I):
+        i = i0 + ii
+        i_ok = i < K1
+        xa = tl.load(x_ptr + offs_m[:, None] * K1 + i[None, :], mask=m_ok[:, None] & i_ok[None, :], other=0.0).to(tl.float32)
+        for j0 in range(0, K2, BLOCK_J):
+            j = j0 + jj
+            j_ok = j < K2
+            yb = tl.load(y_ptr + offs_m[:, None] * K2 + j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0).to(tl.float32)
+            p = tl.reshape(xa[:, :, None] * yb[:, None, :], (BLOCK_M, BLOCK_I * BLOCK_J))
+            ij = tl.reshape(i[:, None] * K2 + j[None, :], (BLOCK_I * BLOCK_J,))
+            ij_ok = tl.reshape(i_ok[:, None] & j_ok[None, :], (BLOCK_I * BLOCK_J,))
+            w = tl.load(w_ptr + offs_o[None, :] * K1 * K2 + ij[:, None], mask=ij_ok[:, None] & o_ok[None, :], other=0.0)
+            acc = tl.dot(p.to(w.dtype), w, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+
+
+@triton.jit
+def _mfb_kernel(
+    x_ptr, y_ptr, u_ptr, ub_ptr, v_ptr, vb_ptr, present_ptr, out_ptr,
+    B, K1, K2, O, F,
+    HAS_BIAS: tl.constexpr, HAS_PRESENT: tl.constexpr, NORMALIZE: tl.constexpr, FUSED_L2: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0).to(tl.int64)
+    pid_o = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_f = tl.arange(0, BLOCK_F)
+    m_ok, o_ok = offs_m < B, offs_o < O
+    # weight rows of this block: output o, factor f -> row o * F + f (factors padded to a power of 2)
+    rows = tl.reshape(offs_o[:, None] * F + offs_f[None, :], (BLOCK_O * BLOCK_F,))
+    rows_ok = tl.reshape(o_ok[:, None] & (offs_f[None, :] < F), (BLOCK_O * BLOCK_F,))
+    kk = tl.arange(0, BLOCK_K)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_O * BLOCK_F), dtype=tl.float32)
+    for k0 in range(0, K1, BLOCK_K):
+        k = k0 + kk
+        a = tl.load(x_ptr + offs_m[:, None] * K1 + k[None, :], mask=m_ok[:, None] & (k[None, :] < K1), other=0.0)
+        w = tl.load(u_ptr + rows[None, :] * K1 + k[:, None], mask=(k[:, None] < K1) & rows_ok[None, :], other=0.0)
+        acc_u = tl.dot(a, w, acc_u, input_precision=PRECISION)
+    acc_v = tl.zeros((BLOCK_M, BLOCK_O * BLOCK_F), dtype=tl.float32)
+    for k0 in range(0, K2, BLOCK_K):
+        k = k0 + kk
+        a = tl.load(y_ptr + offs_m[:, None] * K2 + k[None, :], mask=m_ok[:, None] & (k[None, :] < K2), other=0.0)
+        w = tl.load(v_ptr + rows[None, :] * K2 + k[:, None], mask=(k[:, None] < K2) & rows_ok[None, :], other=0.0)
+        acc_v = tl.dot(a, w, acc_v, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc_u += tl.load(ub_ptr + rows, mask=rows_ok, other=0.0).to(tl.float32)[None, :]
+        acc_v += tl.load(vb_ptr + rows, mask=rows_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_PRESENT:  # an absent side is the identity of the product
+        px = tl.load(present_ptr + offs_m * 2, mask=m_ok, other=1) != 0
+        py = tl.load(present_ptr + offs_m * 2 + 1, mask=m_ok, other=1) != 0
+        acc_u = tl.where(px[:, None], acc_u, 1.0)
+        acc_v = tl.where(py[:, None], acc_v, 1.0)
+    prod = tl.where(rows_ok[None, :], acc_u * acc_v, 0.0)
+    z = tl.sum(tl.reshape(prod, (BLOCK_M, BLOCK_O, BLOCK_F)), axis=2)
+    if NORMALIZE:
+        z = tl.where(z >= 0, 1.0, -1.0) * tl.sqrt(tl.abs(z) + 1e-12)
+        if FUSED_L2:
+            z = tl.where(o_ok[None, :], z, 0.0)
+            z = z / tl.maximum(tl.sqrt(tl.sum(z * z, axis=1)), 1e-12)[:, None]
+    tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], z.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+
+
+def _check(name: str, tensors: dict[str, torch.Tensor | None], ref: torch.Tensor) -> None:
+    if ref.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"{name}: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
+    for what, t in tensors.items():
+        if t is None:
+            continue
+        if t.device != ref.device:
+            raise ValueError(f"{name}: {what} is on {t.device}, expected {ref.device}")
+        if t.dtype != ref.dtype and what != "present":
+            raise ValueError(f"{name}: {what} has dtype {t.dtype}, expected {ref.dtype}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
+
+
+def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"bilinear: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+    b, k1 = x.shape
+    k2 = y.shape[1]
+    if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
+        raise ValueError(f"bilinear: expected weight [O, {k1}, {k2}], got {list(weight.shape)}")
+    o = weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"bilinear: expected bias [{o}], got {list(bias.shape)}")
+    _check("bilinear", {"x": x, "y": y, "weight": weight, "bias": bias}, x)
+    out = torch.empty((b, o), device=x.device, dtype=x.dtype)
+    block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
+    if min(block_m, block_o, block_i * block_j) < DOT_MIN:
+        raise ValueError(f"bilinear: tl.dot needs blocks >= {DOT_MIN}")
+    if b:
+        grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
+        _bilinear_kernel[grid](
+            x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
+            HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4,
+        )
+    return out
+
+
+def mfb_triton(
+    x: torch.Tensor, y: torch.Tensor,
+    u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
+    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+) -> torch.Tensor:
+    """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``,
+    optional biases and ``present [B, 2]`` bool -> ``[B, O]``."""
+    if factors < 1:
+        raise ValueError(f"mfb: factors must be >= 1, got {factors}")
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"mfb: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+    b, k1 = x.shape
+    k2 = y.shape[1]
+    rows = u_w.shape[0]
+    if u_w.shape != (rows, k1) or v_w.shape != (rows, k2) or rows % factors:
+        raise ValueError(
+            f"mfb: expected u_w [O*{factors}, {k1}] and v_w [O*{factors}, {k2}], got {list(u_w.shape)} and {list(v_w.shape)}"
+        )
+    if (u_b is None) != (v_b is None) or (u_b is not None and (u_b.shape != (rows,) or v_b.shape != (rows,))):
+        raise ValueError(f"mfb: expected both biases [{rows}] or neither")
+    if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
+        raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
+    _check("mfb", {"x": x, "y": y, "u_w": u_w, "v_w": v_w, "u_b": u_b, "v_b": v_b, "present": present}, x)
+    o = rows // factors
+    out = torch.empty((b, o), device=x.device, dtype=x.dtype)
+    block_f = triton.next_power_of_2(factors)
+    # one block spans all outputs when it is small enough: the L2 norm then fuses in
+    block_o = max(DOT_MIN // block_f, min(triton.next_power_of_2(o), max(1, 256 // block_f)))
+    block_m, block_k = 16, 32
+    if min(block_m, block_o * block_f, block_k) < DOT_MIN:
+        raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}")
+    fused_l2 = normalize and block_o >= o
+    if b:
+        grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
+        _mfb_kernel[grid](
+            x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
+            present if present is not None else out, out, b, k1, k2, o, factors,
+            HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
+            PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=4 if block_o * block_f <= 128 else 8,
+        )
+        if normalize and not fused_l2:
+            _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4)
+    return out

@@ -1,0 +1,214 @@
+"""Fused multi-modality projection: ``y[:, i] = act(x_i W_i^T + b_i)`` for N modalities in ONE launch.
+
+Grouped GEMM: program (tile, g) computes one [BLOCK_M, BLOCK_N] tile of modality g. The
+per-modality metadata (input pointer, weight pointer, K_i) is passed as kernel arguments
+(up to ``MAX_GROUPS`` per launch) and selected by ``program_id(1)``: no device-side table
+to upload per call, so the launch is capturable in a CUDA graph and runs in the interpreter.
+Optional L2 normalisation of each output row happens in the epilogue when one tile spans
+the whole row (BLOCK_N >= D); otherwise a second, row-wise kernel normalises.
+
+Order of this file: kernel, launcher, (no autograd: training takes the reference path).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_GROUPS = 8
+ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
+DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
+
+
+@triton.jit
+def _apply_act(y, ACT: tl.constexpr):
+    if ACT == 1:
+        y = tl.maximum(y, 0.0)
+    elif ACT == 2:
+        y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+    elif ACT == 3:
+        y = 2.0 * tl.sigmoid(2.0 * y) - 1.0  # tanh, from sigmoid (no tl.tanh in every Triton 3.x)
+    return y
+
+
+@triton.jit
+def _select(g, v0, v1, v2, v3, v4, v5, v6, v7, NUM: tl.constexpr):
+    v = v0
+    if NUM > 1:
+        if g == 1:
+            v = v1
+    if NUM > 2:
+        if g == 2:
+            v = v2
+    if NUM > 3:
+        if g == 3:
+            v = v3
+    if NUM > 4:
+        if g == 4:
+            v = v4
+    if NUM > 5:
+        if g == 5:
+            v = v5
+    if NUM > 6:
+        if g == 6:
+            v = v6
+    if NUM > 7:
+        if g == 7:
+            v = v7
+    return v
+
+
+@triton.jit
+def _fused_projection_kernel(
+    x0, x1, x2, x3, x4, x5, x6, x7,
+    w0, w1, w2, w3, w4, w5, w6, w7,
+    k0, k1, k2, k3, k4, k5, k6, k7,
+    bias_ptr, out_ptr,
+    B, D, N_TOTAL, G_OFFSET,
+    NUM: tl.constexpr, PRESENT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    NORMALIZE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    tiles_n = tl.cdiv(D, BLOCK_N)
+    pid_m, pid_n = pid // tiles_n, pid % tiles_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok, n_ok = offs_m < B, offs_n < D
+    out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * N_TOTAL * D + (G_OFFSET + g) * D + offs_n[None, :]
+    out_mask = m_ok[:, None] & n_ok[None, :]
+    if ((PRESENT >> g) & 1) == 0:  # absent modality: a zero row, masked out downstream
+        tl.store(out_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        x_ptr = _select(g, x0, x1, x2, x3, x4, x5, x6, x7, NUM)
+        w_ptr = _select(g, w0, w1, w2, w3, w4, w5, w6, w7, NUM)
+        K = _select(g, k0, k1, k2, k3, k4, k5, k6, k7, NUM)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        offs_k = tl.arange(0, BLOCK_K)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            kk = k * BLOCK_K + offs_k
+            k_ok = kk < K
+            a = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # W is [D, K] (nn.Linear): read a [BLOCK_K, BLOCK_N] tile of W^T
+            w = tl.load(w_ptr + offs_n[None, :].to(tl.int64) * K + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if HAS_BIAS:
+            b = tl.load(bias_ptr + (G_OFFSET + g) * D + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+            acc = acc + b[None, :]
+        acc = _apply_act(acc, ACT)
+        if NORMALIZE:  # BLOCK_N >= D here: the whole row is in this tile
+            acc = tl.where(n_ok[None, :], acc, 0.0)
+            norm = tl.sqrt(tl.sum(acc * acc, axis=1))
+            acc = acc / tl.maximum(norm, 1e-12)[:, None]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _l2norm_rows_kernel(y_ptr, R, D, BLOCK_D: tl.constexpr):
+    """In-place L2 normalisation of R rows of width D (used when D spans several tiles)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_D)
+    sq = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for start in range(0, D, BLOCK_D):
+        v = tl.load(y_ptr + row * D + start + offs, mask=start + offs < D, other=0.0).to(tl.float32)
+        sq += v * v
+    inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(sq, axis=0)), 1e-12)
+    for start in range(0, D, BLOCK_D):
+        m = start + offs < D
+        v = tl.load(y_ptr + row * D + start + offs, mask=m, other=0.0).to(tl.float32)
+        tl.store(y_ptr + row * D + start + offs, (v * inv).to(y_ptr.dtype.element_ty), mask=m)
+
+
+def _config(b: int, d: int, normalize: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps). Edge batches are 1-32 rows: BLOCK_M = 16 wastes
+    the least; the fused L2 norm needs the whole row (D <= 1024) in one tile."""
+    block_m = 16 if b <= 16 else 32 if b <= 64 else 64
+    if normalize and d <= 1024:
+        block_n = max(DOT_MIN, triton.next_power_of_2(d))
+    else:
+        block_n = 64 if d <= 256 or b <= 64 else 128
+    block_k = 64 if block_n <= 256 else 32
+    warps = 4 if block_m * block_n <= 64 * 64 else 8
+    return block_m, block_n, block_k, warps
+
+
+def fused_projection_triton(
+    xs: Sequence[torch.Tensor | None],
+    weights: Sequence[torch.Tensor],
+    bias: torch.Tensor | None,
+    act: str = "none",
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Launcher. ``xs[i]`` ``[B, K_i]`` (None = absent), ``weights[i]`` ``[D, K_i]``, ``bias`` ``[N, D]``.
+
+    Returns ``[B, N, D]`` in the inputs' dtype. Raises ValueError on mismatched shapes,
+    dtypes, devices or non-contiguous tensors.
+    """
+    _check_projection(xs, weights, bias, act)
+    ref = next(x for x in xs if x is not None)
+    n, d, b = len(xs), weights[0].shape[0], ref.shape[0]
+    out = torch.empty((b, n, d), device=ref.device, dtype=ref.dtype)
+    if b == 0:
+        return out
+    block_m, block_n, block_k, warps = _config(b, d, normalize)
+    if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
+        raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
+    fused_norm = normalize and block_n >= d
+    precision = "ieee" if ref.dtype == torch.float32 else "tf32"
+    has_bias = bias is not None
+    for start in range(0, n, MAX_GROUPS):  # one launch per 8 modalities (one launch for N <= 8)
+        grp = list(range(start, min(n, start + MAX_GROUPS)))
+        present = sum(1 << j for j, i in enumerate(grp) if xs[i] is not None)
+        pad = MAX_GROUPS - len(grp)
+        xp = [xs[i] if xs[i] is not None else ref for i in grp] + [ref] * pad
+        wp = [weights[i] for i in grp] + [weights[0]] * pad
+        kp = [int(w.shape[1]) for w in wp]
+        grid = (triton.cdiv(b, block_m) * triton.cdiv(d, block_n), len(grp))
+        _fused_projection_kernel[grid](
+            *xp, *wp, *kp, bias if has_bias else out, out, b, d, n, start,
+            NUM=len(grp), PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
+            PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+        )
+    if normalize and not fused_norm:
+        _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4)  # zero rows stay zero
+    return out
+
+
+def _check_projection(xs, weights, bias, act) -> None:
+    if act not in ACTS:
+        raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
+    if len(xs) != len(weights) or not xs:
+        raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
+    present = [x for x in xs if x is not None]
+    if not present:
+        raise ValueError("fused_projection: expected at least one present input, got all None")
+    ref = present[0]
+    if ref.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"fused_projection: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
+    d = weights[0].shape[0]
+    for i, (x, w) in enumerate(zip(xs, weights)):
+        if w.dim() != 2 or w.shape[0] != d:
+            raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(w.shape)}")
+        tensors = [("weight", w)] + ([("input", x)] if x is not None else [])
+        for what, t in tensors:
+            if t.dtype != ref.dtype:
+                raise ValueError(f"fused_projection: {what} {i} has dtype {t.dtype}, expected {ref.dtype} like input 0")
+            if t.device != ref.device:
+                raise ValueError(f"fused_projection: {what} {i} is on {t.device}, expected {ref.device}")
+            if not t.is_contiguous():
+                raise ValueError(f"fused_projection: {what} {i} must be contiguous (call .contiguous()), got strides {t.stride()}")
+        if x is not None and (x.dim() != 2 or x.shape[0] != ref.shape[0] or x.shape[1] != w.shape[1]):
+            raise ValueError(
+                f"fused_projection: input {i} must be [B={ref.shape[0]}, K_{i}={w.shape[1]}], got {list(x.shape)}"
+            )
+    if bias is not None:
+        if tuple(bias.shape) != (len(xs), d):
+            raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
+        if bias.device != ref.device or not bias.is_contiguous():
+            raise ValueError(f"fused_projection: bias must be contiguous on {ref.device}")
+    if d < 1:
+        raise ValueError(f"fused_projection: D must be >= 1, got {d}")

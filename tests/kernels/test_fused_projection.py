@@ -1,0 +1,77 @@
+"""fused_projection (Triton) against the float64 reference: odd sizes, every activation, absent modalities."""
+
+import pytest
+import torch
+
+from edgefuse.kernels.reference import fused_projection_reference
+from edgefuse.kernels.triton_projection import DOT_MIN, _config, fused_projection_triton
+from tests.conftest import KERNEL_DEVICE as DEV
+from tests.kernels._tol import assert_close
+
+WIDTHS = [5, 33, 130, 8, 17]  # K_i: none a power of two except 8
+
+
+def _case(b, n, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(b, WIDTHS[i], generator=g).to(dtype).to(DEV) for i in range(n)]
+    ws = [(torch.randn(d, WIDTHS[i], generator=g) / WIDTHS[i] ** 0.5).to(dtype).to(DEV) for i in range(n)]
+    bias = torch.randn(n, d, generator=g).to(dtype).to(DEV)
+    return xs, ws, bias
+
+
+def _ref(xs, ws, bias, act, normalize):
+    d64 = lambda t: None if t is None else t.double()  # noqa: E731
+    return fused_projection_reference([d64(x) for x in xs], [w.double() for w in ws], bias.double(), act, normalize)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("b", [1, 3, 17])
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("act,normalize", [("none", False), ("relu", True), ("gelu", False), ("tanh", True)])
+def test_matches_reference(dtype, b, n, act, normalize):
+    d = 24 if n != 2 else 70
+    xs, ws, bias = _case(b, n, d, dtype, seed=b * 10 + n)
+    out = fused_projection_triton(xs, ws, bias, act, normalize)
+    assert out.shape == (b, n, d)
+    assert_close(out, _ref(xs, ws, bias, act, normalize), dtype, max(WIDTHS[:n]))
+
+
+@pytest.mark.parametrize("absent", [[0], [1, 3], [0, 1, 2, 3]])
+def test_absent_modalities_give_zero_rows(absent):
+    xs, ws, bias = _case(3, 5, 20, torch.float32, seed=7)
+    xs = [None if i in absent else x for i, x in enumerate(xs)]
+    out = fused_projection_triton(xs, ws, bias, "relu", True)
+    assert torch.equal(out[:, absent], torch.zeros_like(out[:, absent]))
+    assert_close(out, _ref(xs, ws, bias, "relu", True), torch.float32, 130)
+
+
+def test_more_than_eight_modalities_and_wide_normalised_rows():
+    g = torch.Generator().manual_seed(3)
+    n, d = 10, 1100  # 10 > 8 groups per launch; D > 1024 takes the separate L2 kernel
+    xs = [torch.randn(2, 6, generator=g).to(DEV) for _ in range(n)]
+    ws = [torch.randn(d, 6, generator=g).to(DEV) for _ in range(n)]
+    out = fused_projection_triton(xs, ws, None, "gelu", True)
+    assert_close(out, fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], None, "gelu", True), torch.float32, 6)
+
+
+def test_configs_respect_the_tl_dot_minimum():
+    for b in (1, 3, 17, 64, 4096):
+        for d in (1, 5, 16, 70, 256, 1024, 4096):
+            for normalize in (False, True):
+                assert min(_config(b, d, normalize)[:3]) >= DOT_MIN
+
+
+def test_launcher_rejects_bad_inputs():
+    xs, ws, bias = _case(3, 2, 16, torch.float32)
+    with pytest.raises(ValueError, match=r"input 1 must be \[B=3, K_1=33\]"):
+        fused_projection_triton([xs[0], xs[1][:, :5].contiguous()], ws, bias)
+    with pytest.raises(ValueError, match="contiguous"):
+        fused_projection_triton([xs[0], torch.randn(33, 3, device=DEV).t()], ws, bias)
+    with pytest.raises(ValueError, match="dtype torch.float16, expected torch.float32"):
+        fused_projection_triton([xs[0], xs[1].half()], ws, bias)
+    with pytest.raises(ValueError, match=r"bias must be \[N=2, D=16\]"):
+        fused_projection_triton(xs, ws, bias[:1])
+    with pytest.raises(ValueError, match="act must be one of"):
+        fused_projection_triton(xs, ws, bias, act="swish")
+    with pytest.raises(ValueError, match="all None"):
+        fused_projection_triton([None, None], ws, bias)

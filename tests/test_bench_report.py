@@ -1,0 +1,35 @@
+"""The kernel benchmark's derived numbers and bar verdicts (the GPU run depends on them), on synthetic timings."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).resolve().parents[1] / "bench" / "bench_kernels.py")
+bk = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bk)
+
+
+def _t(us):
+    return {"stream": {"us": us, "p20_us": us, "p80_us": us}, "graph": {"us": us / 2, "p20_us": us / 2, "p80_us": us / 2}}
+
+
+def test_derive_speedups_and_bar_verdicts(tmp_path):
+    results = [
+        {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
+         "timings": {"triton": _t(10.0), "eager": _t(25.0), "compile": _t(12.0)}},
+        {"op": "fused_projection", "B": 32, "D": 256, "bytes": 1e6, "flops": 1e6,
+         "timings": {"triton": _t(10.0), "eager": _t(15.0), "compile": _t(9.0)}},
+        {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
+        {"op": "mfb", "B": 8, "D": 256, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(10.0), "eager": _t(16.0)}},
+    ]
+    bar = bk.derive(results, copy_gbs=5000.0)
+    assert results[0]["speedup"]["vs_eager_stream"] == pytest.approx(2.5)
+    assert results[0]["triton_GBps"]["stream"] == pytest.approx(1e6 / 10e-6 / 1e9)
+    assert bar["fused_projection_B<=32_>=2x_eager"] == {"min_speedup_stream": pytest.approx(1.5), "pass": False}
+    assert bar["fused_projection_B<=32_no_slower_than_compile"]["pass"] is False  # 9 us compiled beats 10 us
+    assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["fraction"] == pytest.approx(0.8)
+    assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["pass"] is True
+    assert bar["mfb_>=1.5x_eager"]["pass"] is True
+    bk.plot(results, tmp_path / "k.png")
+    assert (tmp_path / "k.png").stat().st_size > 1000
