@@ -21,12 +21,14 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/edgefuse train --data sensorscenes --fusion $(FUSION) --out $(RUN)/checkpoint
 	$(VENV)/bin/edgefuse eval $(RUN)/checkpoint --json $(RUN)/eval.json --plot $(RUN)/eval.png
+	$(VENV)/bin/edgefuse build $(RUN)/checkpoint --backend ort --precision int8 --out $(RUN)/bundle
 
 test: venv
 	$(PY) -m pytest -q
 
+# CPU engine latency (needs `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
 bench: venv
-	$(PY) -m pytest -q bench --benchmark-only
+	$(PY) bench/bench_engines.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

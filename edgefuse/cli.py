@@ -64,6 +64,57 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.export import export_model
+
+    model, doc = load_checkpoint(args.checkpoint)
+    subsets = [s.split("+") for s in args.subsets.split(",")] if args.subsets else None
+    rec = export_model(model, args.out, subsets=subsets, split=args.split,
+                       source={"checkpoint": str(args.checkpoint), "data": doc["info"].get("dataset", {}).get("source"),
+                               "seed": doc["info"].get("train_config", {}).get("seed", 0)})
+    for name, g in rec["graphs"].items():
+        print(f"{name:<28}{g['file']:<40}max |onnx - torch| {g['max_abs_diff']:.2e}")
+    print(f"wrote {len(rec['graphs'])} graphs (opset {rec['opset']}) to {args.out}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from edgefuse.calibration import calibrate_export
+    from edgefuse.data import load_dataset
+    from edgefuse.export import read_export
+
+    exp = read_export(args.export_dir)
+    source = args.data or exp["source"].get("data")
+    if not source:
+        raise ValueError(f"{args.export_dir}: no data source recorded; pass --data")
+    data = load_dataset(source, seed=exp["source"].get("seed", 0))
+    rec = calibrate_export(args.export_dir, data, args.out, method=args.method, size=args.size, max_drop=args.max_drop)
+    print(f"{'subset':<28}{'fp32':>8}{'int8':>8}{'agree':>8}")
+    for k, v in rec["subsets"].items():
+        a = v["accuracy"]
+        print(f"{k:<28}{a['fp32']:8.4f}{a['int8']:8.4f}{a['agreement']:8.3f}")
+    print(f"calibrated {len(rec['subsets'])} graphs ({rec['method']}, {rec['size']} samples) in {rec['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from edgefuse.build import build_bundle
+
+    subsets = [s.split("+") for s in args.subsets.split(",")] if args.subsets else None
+    bundle = build_bundle(args.checkpoint, args.out, backend=args.backend, precision=args.precision,
+                          calib_method=args.calib_method, calib_size=args.calib_size, max_drop=args.max_drop,
+                          subsets=subsets, trt_max_batch=args.max_batch)
+    m = bundle.manifest
+    print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{'int8':>8}")
+    for k, v in bundle.subsets.items():
+        a = v["accuracy"]
+        int8 = f"{a['int8']:8.4f}" if "int8" in a else f"{'-':>8}"
+        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{int8}")
+    print(f"built {len(bundle.subsets)} {m['backend']} {m['precision']} engines in {m['build_seconds']:.1f} s -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefuse", description="Multimodal sensor fusion from PyTorch to edge engines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", type=Path, default=None, help="write a PNG of the report (needs matplotlib)")
     e.add_argument("--no-robustness", action="store_true", help="subset accuracies only")
     e.set_defaults(func=_cmd_eval)
+
+    x = sub.add_parser("export", help="one ONNX graph per sensor subset (or --split encoders + fusion head)")
+    x.add_argument("checkpoint", type=Path)
+    x.add_argument("--out", required=True, type=Path)
+    x.add_argument("--split", action="store_true", help="N encoder graphs + 1 fusion-head graph (mid-fusion models)")
+    x.add_argument("--subsets", default=None, help="comma-separated subsets, e.g. 'camera,camera+lidar' (default: all)")
+    x.set_defaults(func=_cmd_export)
+
+    c = sub.add_parser("calibrate", help="INT8 Q/DQ graphs + TensorRT caches + reports from an export folder")
+    c.add_argument("export_dir", type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--data", default=None, help="data source (default: the checkpoint's)")
+    c.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    c.add_argument("--size", type=int, default=512, help="class-stratified calibration samples")
+    c.add_argument("--max-drop", type=float, default=1.0, help="fail if a subset loses more accuracy points")
+    c.set_defaults(func=_cmd_calibrate)
+
+    b = sub.add_parser("build", help="export -> calibrate -> engines -> a verified bundle")
+    b.add_argument("checkpoint", type=Path)
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--backend", default="ort", choices=["ort", "trt", "torch"])
+    b.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"])
+    b.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    b.add_argument("--calib-size", type=int, default=512)
+    b.add_argument("--max-drop", type=float, default=1.0)
+    b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
+    b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
+    b.set_defaults(func=_cmd_build)
     return p
 
 

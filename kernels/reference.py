@@ -29,15 +29,16 @@ def fused_projection_reference(
     """``y[:, i] = act(x_i W_i^T + b_i)`` (then L2-normalised rows if ``normalize``); absent x_i -> zeros."""
     present = [x for x in xs if x is not None]
     b, d = present[0].shape[0], weights[0].shape[0]
-    out = present[0].new_zeros((b, len(xs), d))
+    rows = []
     for i, (x, w) in enumerate(zip(xs, weights)):
         if x is None:
+            rows.append(present[0].new_zeros((b, d)))
             continue
         y = _act(F.linear(x, w, None if bias is None else bias[i]), act)
         if normalize:
             y = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
-        out[:, i] = y
-    return out
+        rows.append(y)
+    return torch.stack(rows, dim=1)  # stack, not slice assignment: exports without a scatter
 
 
 def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -59,3 +59,34 @@ def numpy_batch(specs, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         else rng.normal(size=(n, *s.shape)).astype(np.float32)
         for s in specs
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(small_scenes, tmp_path_factory):
+    """A small gated model trained for two epochs, saved as a checkpoint (source: sensorscenes)."""
+    from edgefuse.train import TrainConfig, train
+
+    path = tmp_path_factory.mktemp("ck") / "gated"
+    train(small_scenes, TrainConfig(fusion="gated", epochs=2, dim=16), out=path, progress=False, source="sensorscenes")
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported per subset (all 7)."""
+    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.export import export_model
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    out = tmp_path_factory.mktemp("export") / "graphs"
+    export_model(model, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def calibrated(exported, small_scenes, tmp_path_factory):
+    from edgefuse.calibration import calibrate_export
+
+    out = tmp_path_factory.mktemp("calib") / "int8"
+    calibrate_export(exported, small_scenes, out, method="minmax", size=128, max_drop=100.0, progress=False)
+    return out

@@ -10,12 +10,27 @@ from edgefuse.specs import ModalitySpec
 
 
 def _tracing() -> bool:
-    """True while exporting/compiling: data-dependent checks cannot run then."""
+    """True while exporting, compiling or capturing a CUDA graph: data-dependent checks cannot run then."""
     return bool(
         torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
         or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+        or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
     )
+
+
+_GIVEN: dict[tuple[tuple[bool, ...], str], torch.Tensor] = {}
+
+
+def _given(bits: tuple[bool, ...], device: torch.device) -> torch.Tensor:
+    """The ``[N]`` bool row of which modalities a batch carries, cached per device: built once,
+    not copied from the host on every call (that copy is also illegal inside a CUDA graph)."""
+    if _tracing() and not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        return torch.tensor(bits, device=device)  # exporters want it in the graph, not a captured constant
+    key = (bits, str(device))
+    if key not in _GIVEN:
+        _GIVEN[key] = torch.tensor(bits, device=device)
+    return _GIVEN[key]
 
 
 def prepare_inputs(
@@ -70,7 +85,7 @@ def prepare_inputs(
                 raise ValueError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
     assert batch is not None
     device = next(iter(inputs.values())).device
-    given = torch.tensor([s.name in inputs for s in specs], device=device)
+    given = _given(tuple(s.name in inputs for s in specs), device)
     if present is None:
         return batch, given.unsqueeze(0).expand(batch, len(specs))
     if not isinstance(present, torch.Tensor):

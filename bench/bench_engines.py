@@ -1,0 +1,162 @@
+"""Latency of the all-sensor engine: INT8 ORT vs FP32 ORT vs PyTorch eager, on one model, in one run.
+
+Builds (or reuses) an INT8 and an FP32 ORT bundle from a checkpoint, then times the
+all-sensor engine of each and the checkpoint's model in eager PyTorch: batch 1 (and 8, 32),
+one thread each, the same SensorScenes test frames, after a warm-up. Writes
+``engines.json`` (p50/p90/mean µs, ratios, the issue's bar verdicts, CPU and versions) and
+``engines.png``.
+
+    python bench/bench_engines.py --checkpoint runs/demo/checkpoint --out bench/results/cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(fn, iters: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    ts = np.empty(iters)
+    for i in range(iters):
+        t = time.perf_counter()
+        fn()
+        ts[i] = time.perf_counter() - t
+    return {"_us": ts * 1e6}
+
+
+def _summary(us: np.ndarray) -> dict:
+    return {"p50_us": float(np.median(us)), "p90_us": float(np.percentile(us, 90)), "mean_us": float(us.mean()), "iters": int(len(us))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=Path("runs/demo/checkpoint"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--work", type=Path, default=None, help="where the bundles go (default: OUT/bundles)")
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--batches", default="1,8,32")
+    args = p.parse_args(argv)
+
+    import onnxruntime as ort
+    import torch
+
+    from edgefuse.build import build_bundle
+    from edgefuse.bundle import load_bundle
+    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.data import load_sensorscenes
+
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"bench_engines: no checkpoint at {args.checkpoint}; run `make demo` first (it trains one)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    work = args.work or args.out / "bundles"
+    args.out.mkdir(parents=True, exist_ok=True)
+    bundles = {}
+    for prec in ("int8", "fp32"):
+        path = work / f"ort-{prec}"
+        try:
+            bundles[prec] = load_bundle(path)
+        except ValueError:
+            bundles[prec] = build_bundle(args.checkpoint, path, backend="ort", precision=prec, progress=False)
+    model, _ = load_checkpoint(args.checkpoint)
+    full = "+".join(model.names)
+    test = load_sensorscenes()["test"]
+    results: dict = {}
+    engines = {}
+    for prec, bundle in bundles.items():
+        engines[f"ort_{prec}"] = bundle.load_engine(full, threads=1, optimized_cache=True)
+        engines[f"ort_{prec}"].warmup()
+    for b in [int(x) for x in args.batches.split(",")]:
+        feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
+        x = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        fns = {name: (lambda e=e: e.run(feeds)) for name, e in engines.items()}
+
+        def eager():
+            with torch.inference_mode():
+                return model(x)
+
+        fns["torch_eager"] = eager
+        iters = max(200, args.iters // b)
+        # interleave the variants in rounds so drift on a shared machine hits them all alike
+        samples = {k: [] for k in fns}
+        rounds = 10
+        for name, fn in fns.items():
+            _time(fn, 1, warmup=50)
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                n = max(10, iters // rounds // (4 if name == "torch_eager" else 1))
+                samples[name].append(_time(fn, n, warmup=5)["_us"])
+        row = {name: _summary(np.concatenate(v)) for name, v in samples.items()}
+        row["int8_over_fp32"] = row["ort_int8"]["p50_us"] / row["ort_fp32"]["p50_us"]
+        row["int8_over_eager"] = row["ort_int8"]["p50_us"] / row["torch_eager"]["p50_us"]
+        results[str(b)] = row
+        print(f"batch {b:>3}: " + "  ".join(f"{k} p50 {v['p50_us']:8.1f} us" for k, v in row.items() if isinstance(v, dict))
+              + f"  int8/fp32 {row['int8_over_fp32']:.2f}  int8/eager {row['int8_over_eager']:.2f}", flush=True)
+    for e in engines.values():
+        e.close()
+    b1 = results.get("1")
+    bar = {}
+    if b1:
+        bar = {
+            "int8_p50_<=0.55x_fp32_ort": {"ratio": b1["int8_over_fp32"], "pass": b1["int8_over_fp32"] <= 0.55},
+            "int8_p50_<=0.4x_torch_eager": {"ratio": b1["int8_over_eager"], "pass": b1["int8_over_eager"] <= 0.4},
+        }
+    doc = {
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
+        "threads": 1,
+        "model": {"fusion": model.fusion_name, "subset": full, "checkpoint": str(args.checkpoint)},
+        "bar": bar,
+        "results": results,
+    }
+    (args.out / "engines.json").write_text(json.dumps(doc, indent=2))
+    _plot(results, args.out / "engines.png", doc)
+    print(json.dumps(bar, indent=2))
+    return 0
+
+
+def _plot(results: dict, path: Path, doc: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    variants = ["ort_int8", "ort_fp32", "torch_eager"]
+    batches = list(results)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.27
+    for i, v in enumerate(variants):
+        ax.bar([j + i * w for j in range(len(batches))], [results[b][v]["p50_us"] for b in batches], w, label=v)
+    ax.set_xticks([j + w for j in range(len(batches))], [f"batch {b}" for b in batches])
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (µs, 1 thread)")
+    ax.set_title(f"{doc['model']['fusion']} all-sensor engine on {doc['machine']['cpu'][:40]}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

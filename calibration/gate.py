@@ -1,0 +1,58 @@
+"""Accuracy gate: FP32 vs INT8 accuracy and top-1 agreement per subset on held-out data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+
+@dataclass
+class GateResult:
+    subset: str
+    fp32_acc: float
+    int8_acc: float
+    agreement: float
+    n: int
+
+    @property
+    def drop_points(self) -> float:
+        return (self.fp32_acc - self.int8_acc) * 100.0
+
+    def to_dict(self) -> dict:
+        return {"fp32": self.fp32_acc, "int8": self.int8_acc, "agreement": self.agreement, "drop_points": self.drop_points, "n": self.n}
+
+
+def predict(path: Path, inputs: Mapping[str, np.ndarray], batch: int = 512) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    n = len(inputs[names[0]])
+    out = [sess.run(None, {k: inputs[k][s : s + batch] for k in names})[0] for s in range(0, n, batch)]
+    return np.concatenate(out).argmax(1)
+
+
+def accuracy(path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+    return float((predict(path, inputs) == labels).mean())
+
+
+def compare(subset: str, fp32_path: Path, int8_path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> GateResult:
+    a, b = predict(fp32_path, inputs), predict(int8_path, inputs)
+    return GateResult(subset, float((a == labels).mean()), float((b == labels).mean()), float((a == b).mean()), int(len(labels)))
+
+
+class AccuracyGateError(ValueError):
+    """An INT8 subset lost more accuracy than allowed; nothing was written."""
+
+
+def enforce(results: list[GateResult], max_drop: float) -> None:
+    bad = [r for r in results if r.drop_points > max_drop]
+    if bad:
+        rows = ", ".join(f"{r.subset}: {r.fp32_acc:.4f} -> {r.int8_acc:.4f} ({r.drop_points:.2f} points)" for r in bad)
+        raise AccuracyGateError(
+            f"INT8 accuracy gate failed: {len(bad)} subset(s) dropped more than --max-drop {max_drop} points: {rows}. "
+            "Try --calib-method entropy or percentile, a larger --calib-size, or --precision fp16/fp32 for them."
+        )

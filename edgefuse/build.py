@@ -1,0 +1,151 @@
+"""Build: checkpoint -> export -> (calibrate + gate) -> engines -> one verified bundle.
+
+``edgefuse build CHECKPOINT --backend ort|trt|torch --precision fp32|fp16|int8 --out BUNDLE``.
+Each stage is the module that also runs alone (``edgefuse.export``, ``edgefuse.calibration``,
+``edgefuse.engines``); this one only sequences them and writes the manifest. The bundle is
+written atomically: a failed build (a gate, a parser error, Ctrl-C) leaves no bundle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgefuse import __version__
+from edgefuse.bundle import Bundle, write_bundle
+
+PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32",)}
+
+
+def build_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    backend: str = "ort",
+    precision: str = "int8",
+    calib_method: str = "minmax",
+    calib_size: int = 512,
+    max_drop: float = 1.0,
+    subsets: Sequence[Sequence[str]] | None = None,
+    data=None,
+    trt_max_batch: int = 32,
+    trt_version: str | None = None,
+    progress: bool = True,
+) -> Bundle:
+    """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source."""
+    from edgefuse.calibration.gate import accuracy
+    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.data import load_dataset
+
+    if backend not in PRECISIONS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
+    if precision not in PRECISIONS[backend]:
+        raise ValueError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
+    if backend == "trt":  # fail before minutes of work, not after
+        from edgefuse.engines.trt import import_tensorrt
+
+        trt = import_tensorrt()
+        trt_version = trt_version or trt.__version__
+    start = time.perf_counter()
+    model, doc = load_checkpoint(checkpoint)
+    if data is None:
+        source = doc["info"].get("dataset", {}).get("source")
+        if not source:
+            raise ValueError(f"{checkpoint}: the checkpoint does not record its data source; pass data")
+        data = load_dataset(source, seed=doc["info"].get("train_config", {}).get("seed", 0))
+    if data.modality_names != model.names:
+        raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
+    test = data["test"]
+    manifest: dict[str, Any] = {
+        "edgefuse_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "backend": backend,
+        "precision": precision,
+        "fusion": model.fusion_name,
+        "modalities": [s.to_dict() for s in model.specs],
+        "class_names": list(doc["info"].get("dataset", {}).get("class_names") or [str(i) for i in range(model.num_classes)]),
+        "output": "logits",
+        "source": {"checkpoint": str(checkpoint), "data": data.description},
+        "subsets": {},
+    }
+
+    with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
+        work = Path(work)
+        if backend == "torch":
+            from edgefuse.specs import default_subsets, subset_name
+            from edgefuse.train import subset_accuracy
+
+            subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(model.names)
+            accs = subset_accuracy(model, test, subs)
+            graphs = {subset_name(s, model.names): {"modalities": list(s)} for s in subs}
+            calib = None
+        else:
+            from edgefuse.export import export_model
+
+            exp = export_model(model, work / "export", subsets=subsets, progress=progress,
+                               source={"checkpoint": str(checkpoint)})
+            graphs = exp["graphs"]
+            calib = None
+            if precision == "int8":
+                from edgefuse.calibration import calibrate_export
+
+                calib = calibrate_export(work / "export", data, work / "calib", method=calib_method, size=calib_size,
+                                         max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress)
+            else:
+                accs = {k: accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels) for k, g in graphs.items()}
+
+        def fill(tmp: Path) -> None:
+            (tmp / "engines").mkdir()
+            if backend == "torch":
+                shutil.copytree(checkpoint, tmp / "engines" / "torch")
+            for key, g in graphs.items():
+                members = g["modalities"]
+                entry: dict[str, Any] = {
+                    "modalities": members, "backend": backend, "precision": precision,
+                    "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
+                    "outputs": [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}],
+                }
+                if backend == "torch":
+                    entry["engine"] = "engines/torch"
+                    entry["accuracy"] = {"fp32": accs[key], "split": "test", "n": len(test)}
+                else:
+                    src = work / ("calib" if calib else "export") / (calib["subsets"][key]["int8_file"] if calib else g["file"])
+                    if calib:
+                        c = calib["subsets"][key]
+                        (tmp / "calibration").mkdir(exist_ok=True)
+                        for f in (c["report"], c["trt_cache"]):
+                            shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
+                        entry["accuracy"] = {**c["accuracy"], "split": "test"}
+                        entry["calibration"] = {"method": calib["method"], "size": calib["size"],
+                                                "report": f"calibration/{c['report']}", "trt_cache": f"calibration/{c['trt_cache']}"}
+                    else:
+                        entry["accuracy"] = {"fp32": accs[key], "split": "test", "n": len(test)}
+                    entry["engine"] = _engine_file(backend, precision, key, src, tmp / "engines", work, trt_max_batch)
+                manifest["subsets"][key] = entry
+            manifest["build_seconds"] = time.perf_counter() - start
+
+        return write_bundle(out, manifest, fill)
+
+
+def _engine_file(backend: str, precision: str, key: str, src: Path, dest: Path, work: Path, max_batch: int) -> str:
+    stem = f"{key}.{precision}"
+    if backend == "ort":
+        from edgefuse.engines.ort import write_optimized_cache
+
+        target = dest / f"{stem}.onnx"
+        shutil.copy2(src, target)
+        write_optimized_cache(target)  # checksummed with the bundle; read only by the same ORT version
+        return f"engines/{target.name}"
+    from edgefuse.engines.trt import build_plan
+
+    onnx_path = src
+    if precision == "fp16":
+        from edgefuse.engines.fp16 import to_fp16
+
+        onnx_path = to_fp16(src, work / f"{stem}.fp16.onnx")
+    target = dest / f"{stem}.plan"
+    build_plan(onnx_path, target, max_batch=max_batch, timing_cache=work / "timing.cache")
+    return f"engines/{target.name}"

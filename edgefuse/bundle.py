@@ -1,0 +1,166 @@
+"""Bundles: a folder of engines (one per sensor subset) + ``manifest.json``, verified before anything runs.
+
+``manifest.json`` holds the schema version, the edgefuse version, the modality specs and
+class names, and for each subset: its engine file, backend, precision, input/output names
+and shapes, FP32 and INT8 accuracy, and the calibration method and set size; plus the
+sha256 of every file. ``load_bundle`` checks the schema, every checksum and every subset's
+modality names first, and raises ``BundleError`` naming the problem; only then can engines
+be loaded. Needs numpy only (no torch): this is what a device runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from edgefuse.specs import ModalitySpec, SUBSET_SEP
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle failed verification; nothing from it was loaded."""
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A verified bundle: its folder and manifest."""
+
+    root: Path
+    manifest: dict[str, Any]
+    specs: list[ModalitySpec] = field(default_factory=list)
+
+    @property
+    def subsets(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["subsets"]
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.get("class_names", []))
+
+    def engine_path(self, subset: str) -> Path:
+        if subset not in self.subsets:
+            raise BundleError(f"bundle {self.root}: no engine for subset {subset!r}; it has {sorted(self.subsets)}")
+        return self.root / self.subsets[subset]["engine"]
+
+    def load_engine(self, subset: str, **kwargs: Any):
+        """Construct (not warm) the engine of one subset."""
+        from edgefuse.engines import load_engine
+
+        entry = self.subsets[subset]
+        if entry["backend"] == "torch":
+            kwargs.setdefault("modalities", entry["modalities"])
+        return load_engine(entry["backend"], self.engine_path(subset), name=subset, **kwargs)
+
+    def load_engines(self, warmup: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Every subset's engine, constructed and (by default) warmed: what the runtime holds."""
+        engines = {}
+        try:
+            for subset in self.subsets:
+                engines[subset] = self.load_engine(subset, **kwargs)
+                if warmup:
+                    engines[subset].warmup()
+        except BaseException:
+            for e in engines.values():
+                e.close()
+            raise
+        return engines
+
+
+def write_bundle(
+    out: str | Path,
+    manifest: Mapping[str, Any],
+    fill: Callable[[Path], None],
+) -> Bundle:
+    """Create a bundle atomically: ``fill(tmp)`` writes the files into a temporary folder, the
+    manifest gets every file's sha256, then the folder is renamed to ``out``. A failure at any
+    point leaves no bundle (and an existing one at ``out`` untouched until the new one is whole)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(tmp)
+        doc = dict(manifest)
+        doc["schema_version"] = SCHEMA_VERSION
+        doc["files"] = {
+            p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST
+        }
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=2))
+        _verify(tmp, doc)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle (schema, modality names, files, checksums). Raises BundleError."""
+    root = Path(path)
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
+    try:
+        doc = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mf}: not valid JSON ({e})") from e
+    specs = _verify(root, doc)
+    return Bundle(root, doc, specs)
+
+
+def _verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{root}: unknown bundle schema version {version!r}; this edgefuse reads version {SCHEMA_VERSION}")
+    for key in ("modalities", "subsets", "files"):
+        if key not in doc:
+            raise BundleError(f"{root}: {MANIFEST} has no {key!r}")
+    try:
+        specs = [ModalitySpec.from_dict(d) for d in doc["modalities"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{root}: bad modality spec in {MANIFEST}: {e}") from e
+    names = [s.name for s in specs]
+    files = doc["files"]
+    for subset, entry in doc["subsets"].items():
+        members = entry.get("modalities", [])
+        unknown = [m for m in members if m not in names]
+        if unknown or not members:
+            raise BundleError(f"{root}: subset {subset!r} names unknown modality {unknown}; the bundle's modalities are {names}")
+        if subset != SUBSET_SEP.join(n for n in names if n in members):
+            raise BundleError(f"{root}: subset key {subset!r} does not match its modalities {members}")
+        engine = entry.get("engine")
+        if engine not in files and not any(f.startswith(f"{engine}/") for f in files):
+            raise BundleError(f"{root}: subset {subset!r} engine {engine!r} is not listed among the bundle's files")
+    for rel, digest in files.items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"{root}: file {rel!r} listed in {MANIFEST} is missing")
+        if sha256(p) != digest:
+            raise BundleError(f"{root}: file {rel!r} is corrupted (sha256 differs from {MANIFEST})")
+    return specs

@@ -1,0 +1,260 @@
+"""Export: a trained fusion model -> one ONNX graph per modality subset (or split encoders + fusion head).
+
+Each graph is checked as it is written: ``onnx.checker``, opset <= 20, only operators that
+TensorRT's ONNX parser supports, no integer-GEMM (QOperator) nodes, and outputs equal to
+PyTorch within ``tolerance`` on a random batch through ONNX Runtime. ``export.json`` beside
+the graphs records what the next stage (calibration) needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgefuse import __version__
+from edgefuse.specs import ModalitySpec, default_subsets, subset_name
+
+OPSET = 18
+MAX_OPSET = 20
+EXPORT_FORMAT = "edgefuse-export/1"
+OUTPUT = "logits"
+
+#: operators TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5
+#: table), plus LayerNormalization, which TensorRT parses since 8.6 (INormalizationLayer).
+TRT_SUPPORTED_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil
+Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
+DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
+GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual
+GridSample GRU HardSwish HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN
+LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
+MatMul Max MaxPool Mean MeanVarianceNormalization Min Mod Mul Neg NonMaxSuppression NonZero Not
+OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike
+RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
+ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
+ReverseSequence RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
+Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
+Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+FORBIDDEN_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"})
+
+
+class _SubsetGraph(nn.Module):
+    """``forward(*tensors)`` in subset order -> logits: what one exported subset graph computes."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, list(names)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.model(dict(zip(self.names, xs)))
+
+
+class _EncoderGraph(nn.Module):
+    """Split export: one sensor's encoder + its projection -> embedding ``[B, D]``."""
+
+    def __init__(self, model: nn.Module, index: int) -> None:
+        super().__init__()
+        self.model, self.index, self.name = model, index, model.names[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.model.encoders[self.name](x.float() if x.is_floating_point() else x)
+        return self.model.project.project_one(self.index, feats)
+
+
+class _HeadGraph(nn.Module):
+    """Split export: embeddings ``[B, N, D]`` + presence ``[B, N]`` bool -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.model.op(embeddings, present))
+
+
+def sample_inputs(specs: Sequence[ModalitySpec], batch: int, norm: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs in each modality's training range (mean + std * N(0, 1)), for checks."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        if s.kind == "tokens":
+            out[s.name] = rng.integers(0, s.vocab_size, size=(batch, *s.shape)).astype(np.int64)
+        else:
+            mean, std = (norm or {}).get(s.name, (0.0, 1.0))
+            out[s.name] = (mean + std * rng.standard_normal((batch, *s.shape))).astype(np.float32)
+    return out
+
+
+def _to_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: list[dict]) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = [{k: batch for k in d} for d in dynamic]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(path), input_names=input_names, output_names=output_names,
+            opset_version=OPSET, dynamo=True, dynamic_shapes=(tuple(shapes),) if isinstance(module, _SubsetGraph) else tuple(shapes),
+            optimize=True, verbose=False,
+        )
+    # keep weights inside the .onnx file (one file per engine: simpler checksums and copies)
+    model = onnx.load(str(path), load_external_data=True)
+    for extra in path.parent.glob(path.name + ".data"):
+        extra.unlink()
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def check_graph(path: str | Path, allow_qdq: bool = False) -> list[str]:
+    """Raise ValueError if the graph fails ``onnx.checker``, uses opset > 20 or operators TensorRT
+    cannot parse; return its operator types."""
+    path = Path(path)
+    model = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise ValueError(f"{path.name}: onnx.checker failed: {e}") from e
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset > MAX_OPSET:
+        raise ValueError(f"{path.name}: expected opset <= {MAX_OPSET}, got {opset}")
+    ops = sorted({n.op_type for n in model.graph.node})
+    bad = sorted(set(ops) & FORBIDDEN_OPS)
+    if bad:
+        raise ValueError(f"{path.name}: integer-GEMM (QOperator) nodes {bad} are not allowed; expected a Q/DQ graph")
+    unsupported = sorted(set(ops) - TRT_SUPPORTED_OPS)
+    if unsupported:
+        raise ValueError(f"{path.name}: operators {unsupported} are not supported by TensorRT's ONNX parser")
+    if not allow_qdq and {"QuantizeLinear", "DequantizeLinear"} & set(ops):
+        raise ValueError(f"{path.name}: unexpected Q/DQ nodes in a float graph")
+    return ops
+
+
+def _max_diff(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)[0]
+    return float(np.abs(got - expected).max())
+
+
+def export_model(
+    model,
+    out: str | Path,
+    subsets: Sequence[Sequence[str]] | None = None,
+    split: bool = False,
+    tolerance: float = 1e-4,
+    source: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export ``model`` (a FusionModel in eval mode) to ``out``; return the ``export.json`` record.
+
+    Args:
+        subsets: modality subsets to export (default: all 2^N - 1 for N <= 4; singles,
+            all-but-one and all for larger N). Ignored with ``split``.
+        split: one encoder graph per sensor plus one fusion-head graph (mid-fusion models only).
+        tolerance: maximum |ONNX Runtime - PyTorch| allowed on a random batch.
+        source: facts about the checkpoint and data (recorded for the next stages).
+    """
+    from tqdm.auto import tqdm
+
+    from edgefuse.fusion import MidFusion
+
+    model = model.eval()
+    names = model.names
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    record: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "edgefuse_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": OPSET,
+        "specs": [s.to_dict() for s in model.specs],
+        "model": model.config(),
+        "source": dict(source or {}),
+        "output": OUTPUT,
+        "split": split,
+        "graphs": {},
+    }
+    feeds_all = sample_inputs(model.specs, batch=5, norm=model.norm, seed=0)
+    try:
+        if split:
+            if not isinstance(model, MidFusion):
+                raise ValueError(
+                    f"split export needs a mid-fusion model (encoders + projection + fusion op + head); "
+                    f"got fusion {model.fusion_name!r}. Export per subset instead (without --split)."
+                )
+            jobs = [("encoder", i) for i in range(len(names))] + [("head", None)]
+        else:
+            subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(names)
+            jobs = [("subset", subset_name(s, names)) for s in subs]
+        for kind, key in tqdm(jobs, desc="export", unit="graph", disable=not progress):
+            if kind == "subset":
+                members = [n for n in key.split("+")]
+                module = _SubsetGraph(model, members)
+                feeds = {n: feeds_all[n] for n in members}
+                args = tuple(torch.from_numpy(feeds[n][:2]) for n in members)
+                file, in_names, dyn = f"{key}.onnx", members, [{0: "batch"} for _ in members]
+                with torch.no_grad():
+                    expected = model({n: torch.from_numpy(v) for n, v in feeds.items()}).numpy()
+                entry = {"kind": "subset", "modalities": members}
+                name = key
+            elif kind == "encoder":
+                spec = model.specs[key]
+                module = _EncoderGraph(model, key)
+                feeds = {spec.name: feeds_all[spec.name]}
+                args = (torch.from_numpy(feeds[spec.name][:2]),)
+                file, in_names, dyn = f"encoder_{spec.name}.onnx", [spec.name], [{0: "batch"}]
+                with torch.no_grad():
+                    expected = module(torch.from_numpy(feeds[spec.name])).numpy()
+                entry = {"kind": "encoder", "modalities": [spec.name]}
+                name = f"encoder_{spec.name}"
+            else:
+                module = _HeadGraph(model)
+                rng = np.random.default_rng(1)
+                emb = rng.standard_normal((5, len(names), model.dim)).astype(np.float32)
+                present = rng.random((5, len(names))) > 0.4
+                present[:, 0] |= ~present.any(1)
+                feeds = {"embeddings": emb, "present": present}
+                args = (torch.from_numpy(emb[:2]), torch.from_numpy(present[:2]))
+                file, in_names, dyn = "head.onnx", ["embeddings", "present"], [{0: "batch"}, {0: "batch"}]
+                with torch.no_grad():
+                    expected = module(torch.from_numpy(emb), torch.from_numpy(present)).numpy()
+                entry = {"kind": "head", "modalities": list(names)}
+                name = "head"
+            out_name = OUTPUT if kind != "encoder" else "embedding"
+            _to_onnx(module, args, tmp / file, in_names, [out_name], dyn)
+            ops = check_graph(tmp / file)
+            diff = _max_diff(tmp / file, feeds, expected)
+            if not diff <= tolerance:
+                raise ValueError(f"{file}: ONNX Runtime differs from PyTorch by {diff:.3g} > tolerance {tolerance}")
+            record["graphs"][name] = {
+                **entry, "file": file, "inputs": in_names, "output": out_name, "operators": ops, "max_abs_diff": diff,
+            }
+        (tmp / "export.json").write_text(json.dumps(record, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return record
+
+
+def read_export(path: str | Path) -> dict[str, Any]:
+    """The ``export.json`` of an export folder."""
+    f = Path(path) / "export.json"
+    if not f.is_file():
+        raise ValueError(f"expected an export folder with export.json, got {str(path)!r}")
+    doc = json.loads(f.read_text())
+    if doc.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{f}: expected format {EXPORT_FORMAT!r}, got {doc.get('format')!r}")
+    return doc

@@ -1,0 +1,79 @@
+"""PyTorch backend: the checkpoint's model for one modality subset, eager or CUDA-graph replay.
+
+On a GPU the fusion modules run the Triton kernels (``edgefuse.kernels`` dispatches CUDA
+tensors to them). ``cuda_graph=True`` captures one graph per batch size after a warm run
+and replays it, removing Python and launch overhead. Needs torch (the training stack).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+
+
+class TorchEngine(Engine):
+    """Args: checkpoint folder, the subset's modality names, device ('cpu' or 'cuda'), cuda_graph."""
+
+    backend = "torch"
+
+    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str = "cpu", cuda_graph: bool = False, threads: int | None = None, name: str | None = None) -> None:
+        super().__init__()
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendUnavailable("the torch backend needs PyTorch: pip install torch") from e
+        from edgefuse.checkpoint import load_checkpoint
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("torch backend: device 'cuda' asked for, but no CUDA device is visible")
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model, _ = load_checkpoint(checkpoint, map_location=device)
+        self.model.to(device).eval()
+        unknown = [m for m in modalities if m not in self.model.names]
+        if unknown or not modalities:
+            raise ValueError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")
+        self.modalities = [n for n in self.model.names if n in set(modalities)]
+        self.device, self.use_cuda_graph = device, cuda_graph and device == "cuda"
+        self.name = name or "+".join(self.modalities)
+        specs = {s.name: s for s in self.model.specs}
+        self.inputs = [TensorSpec(n, (-1, *specs[n].shape), specs[n].dtype) for n in self.modalities]
+        self.outputs = [TensorSpec("logits", (-1, self.model.num_classes), "float32")]
+        self._graphs: dict[int, tuple[object, dict, object]] = {}
+
+    def _forward(self, x):
+        return self.model(x)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        batch = next(iter(feeds.values())).shape[0]
+        with torch.inference_mode():
+            if not self.use_cuda_graph:
+                x = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
+                return {"logits": self._forward(x).float().cpu().numpy()}
+            if batch not in self._graphs:
+                static = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to("cuda") for n in self.modalities}
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(2):  # warm: Triton compiles, cuBLAS picks algorithms
+                        self._forward(static)
+                torch.cuda.current_stream().wait_stream(s)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    out = self._forward(static)
+                self._graphs[batch] = (graph, static, out)
+            graph, static, out = self._graphs[batch]
+            for n in self.modalities:
+                static[n].copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=True)
+            graph.replay()
+            return {"logits": out.float().cpu().numpy()}
+
+    def close(self) -> None:
+        self._graphs.clear()
+        super().close()

@@ -1,0 +1,208 @@
+"""TensorRT backend (TensorRT 10 and 11 Python API): build a plan from ONNX, load it, run it.
+
+Build: the ONNX graph (FP32, or Q/DQ INT8 from ``edgefuse.calibration``) is parsed into a
+*strongly typed* network: precision comes from the graph's own types and Q/DQ nodes
+(explicit quantization; TensorRT 11 removed implicit INT8 and calibrators). One
+optimisation profile covers batch 1..``max_batch`` (optimised at ``opt_batch``); a timing
+cache file is read and updated so rebuilds are fast. FP16 is a cast pass on the ONNX graph
+(``edgefuse.engines.fp16``), not a builder flag, since strongly typed networks take none.
+
+Run: an execution context per plan; I/O in device buffers held as torch CUDA tensors (or
+pycuda allocations when torch has no CUDA); the enqueue is captured into a CUDA graph per
+batch size when capture succeeds and replayed afterwards; contexts that never run
+concurrently (the runtime's one-engine-at-a-time swap) share one device-memory block.
+
+Nothing here imports tensorrt at module import: ``import edgefuse.engines`` works without it,
+and constructing anything raises ``BackendUnavailable`` with the install command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+
+INSTALL = "pip install 'edgefuse[trt]' (TensorRT 10+ with its CUDA libraries; on Jetson, JetPack's python3-libnvinfer)"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailable(f"the TensorRT backend needs the tensorrt package: {INSTALL}") from e
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise BackendUnavailable(f"the TensorRT backend needs TensorRT >= 10 (explicit quantization, strongly typed networks), found {trt.__version__}")
+    return trt
+
+
+def _logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def build_plan(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    max_batch: int = 32,
+    opt_batch: int = 1,
+    workspace_mb: int = 1024,
+    timing_cache: str | Path | None = None,
+) -> Path:
+    """Parse ``onnx_path`` into a strongly typed network and serialise a plan to ``plan_path``."""
+    trt = import_tensorrt()
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(f"TensorRT could not parse {Path(onnx_path).name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+        per_sample = dims[1:]
+        if any(d < 0 for d in per_sample):
+            raise ValueError(f"{Path(onnx_path).name}: input {tensor.name!r} has dynamic non-batch dims {dims}; only the batch may vary")
+        profile.set_shape(tensor.name, [1, *per_sample], [opt_batch, *per_sample], [max_batch, *per_sample])
+    config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        data = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ValueError(f"TensorRT failed to build an engine from {Path(onnx_path).name} (see the TensorRT log above)")
+    Path(plan_path).write_bytes(bytes(plan))
+    if cache is not None:
+        Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+    return Path(plan_path)
+
+
+class SharedDeviceMemory:
+    """One device-memory block for several execution contexts that never run at the same time
+    (the runtime calls one engine at a time): the total is the largest, not the sum."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._buf = None
+
+    def ensure(self, size: int):
+        import torch
+
+        if size > self.size:
+            self._buf = torch.empty(size, dtype=torch.uint8, device="cuda")
+            self.size = size
+        return self._buf.data_ptr() if self._buf is not None else 0
+
+
+class TrtEngine(Engine):
+    """A deserialised TensorRT plan behind the Engine interface (inputs/outputs as numpy on the host)."""
+
+    backend = "trt"
+
+    def __init__(self, plan_path: str | Path, shared_memory: SharedDeviceMemory | None = None, cuda_graph: bool = True, name: str | None = None) -> None:
+        super().__init__()
+        trt = import_tensorrt()
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendUnavailable("the TensorRT backend keeps device buffers as torch CUDA tensors: install torch with CUDA") from e
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("the TensorRT backend needs a CUDA device; none is visible")
+        self._trt, self._torch = trt, torch
+        plan_path = Path(plan_path)
+        self.name = name or plan_path.stem
+        self.runtime = trt.Runtime(_logger(trt))
+        self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self.engine is None:
+            raise ValueError(f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)")
+        if shared_memory is not None:
+            self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            size = getattr(self.engine, "device_memory_size_v2", None) or self.engine.device_memory_size
+            ptr = shared_memory.ensure(size)
+            if hasattr(self.context, "set_device_memory"):
+                self.context.set_device_memory(ptr, size)
+            else:  # TensorRT 10.0
+                self.context.device_memory = ptr
+        else:
+            self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self._is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._np_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.inputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name) for n in names if self._is_input[n]]
+        self.outputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name) for n in names if not self._is_input[n]]
+        self.use_cuda_graph = cuda_graph
+        self._buffers: dict[int, dict[str, object]] = {}  # batch -> name -> torch tensor
+        self._graphs: dict[int, object] = {}
+        self.graph_failures: dict[int, str] = {}
+
+    def _bind(self, batch: int) -> dict[str, object]:
+        torch = self._torch
+        if batch not in self._buffers:
+            bufs = {}
+            for t in self.inputs:
+                bufs[t.name] = torch.empty((batch, *t.shape[1:]), dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
+                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
+            for t in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(t.name))
+                bufs[t.name] = torch.empty(shape, dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
+            self._buffers[batch] = bufs
+        bufs = self._buffers[batch]
+        for t in self.inputs:
+            self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
+        for name, buf in bufs.items():
+            self.context.set_tensor_address(name, buf.data_ptr())
+        return bufs
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ValueError(f"TensorRT engine {self.name!r}: enqueue failed")
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        batch = next(iter(feeds.values())).shape[0]
+        bufs = self._bind(batch)
+        with torch.cuda.stream(self.stream):
+            for t in self.inputs:
+                bufs[t.name].copy_(torch.from_numpy(np.ascontiguousarray(feeds[t.name])), non_blocking=True)
+            graph = self._graphs.get(batch)
+            if graph is not None:
+                graph.replay()
+            else:
+                self._enqueue()
+                if self.use_cuda_graph and batch not in self.graph_failures:
+                    self._capture(batch)
+            outs = {t.name: bufs[t.name].cpu() for t in self.outputs}
+        self.stream.synchronize()
+        return {k: v.numpy() for k, v in outs.items()}
+
+    def _capture(self, batch: int) -> None:
+        torch = self._torch
+        try:
+            self.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._enqueue()
+            self._graphs[batch] = graph
+        except Exception as e:  # some plans (e.g. data-dependent shapes) cannot be captured: run them plainly
+            self.graph_failures[batch] = f"{type(e).__name__}: {e}"
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._buffers.clear()
+        self.context = None
+        self.engine = None
+        super().close()
+
+
+def _torch_dtype(torch, dt: np.dtype):
+    return {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16, np.dtype("int64"): torch.int64,
+            np.dtype("int32"): torch.int32, np.dtype("bool"): torch.bool, np.dtype("int8"): torch.int8}[np.dtype(dt)]

@@ -1,0 +1,134 @@
+"""Engine backends: ONNX Runtime (run here), torch (run here), TensorRT (needs tensorrt + a GPU), FP16 cast pass."""
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgefuse.checkpoint import load_checkpoint
+from edgefuse.engines import BackendUnavailable, load_engine
+from edgefuse.engines.ort import OrtEngine, cache_path_for, write_optimized_cache
+from edgefuse.export import sample_inputs
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+HAS_CUDA = torch.cuda.is_available()
+
+
+def _feeds(model, names, batch=3):
+    return sample_inputs([s for s in model.specs if s.name in names], batch, model.norm, seed=11)
+
+
+def test_ort_engine_runs_the_graph(exported, tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    eng = OrtEngine(exported / "camera+radar.onnx", threads=1)
+    assert [t.name for t in eng.inputs] == ["camera", "radar"]
+    assert eng.inputs[0].shape == (-1, 3, 16, 16) and eng.outputs[0].name == "logits"
+    feeds = _feeds(model, ["camera", "radar"])
+    out = eng.run(feeds)["logits"]
+    with torch.no_grad():
+        want = model({k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+    np.testing.assert_allclose(out, want, atol=1e-4)
+    assert eng.last_latency_ms > 0
+    eng.warmup(batch_sizes=(1, 4))
+
+
+def test_engine_rejects_bad_feeds(exported):
+    eng = OrtEngine(exported / "camera+radar.onnx")
+    good = {"camera": np.zeros((2, 3, 16, 16), np.float32), "radar": np.zeros((2, 64), np.float32)}
+    with pytest.raises(ValueError, match=r"expected inputs \['camera', 'radar'\].*missing \['radar'\]"):
+        eng.run({"camera": good["camera"]})
+    with pytest.raises(ValueError, match="input 'radar' expected dtype float32, got float64"):
+        eng.run({**good, "radar": good["radar"].astype(np.float64)})
+    with pytest.raises(ValueError, match=r"input 'camera' expected shape \[-1, 3, 16, 16\]"):
+        eng.run({**good, "camera": np.zeros((2, 3, 16, 15), np.float32)})
+    with pytest.raises(ValueError, match="has batch 1, expected 2"):
+        eng.run({**good, "radar": good["radar"][:1]})
+    eng.close()
+    with pytest.raises(ValueError, match="is closed"):
+        eng.run(good)
+
+
+def test_ort_optimized_cache_is_used_when_present(exported, tmp_path):
+    import shutil
+
+    model = tmp_path / "lidar.onnx"
+    shutil.copy2(exported / "lidar.onnx", model)
+    assert OrtEngine(model, optimized_cache=True).source == model  # nothing cached yet: the graph itself
+    cache = write_optimized_cache(model)
+    assert cache == cache_path_for(model) and cache.is_file()
+    eng = OrtEngine(model, optimized_cache=True)
+    assert eng.source == cache
+    feeds = {"lidar": np.random.default_rng(0).random((2, 2, 64), dtype=np.float32)}
+    np.testing.assert_allclose(eng.run(feeds)["logits"], OrtEngine(model).run(feeds)["logits"], atol=1e-5)
+
+
+def test_unknown_provider_is_a_clear_error(exported):
+    with pytest.raises(BackendUnavailable, match="execution provider 'nope' is not available"):
+        OrtEngine(exported / "lidar.onnx", providers="nope")
+
+
+def test_torch_engine_matches_the_model(tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    eng = load_engine("torch", tiny_checkpoint, modalities=["lidar", "camera"])
+    assert [t.name for t in eng.inputs] == ["camera", "lidar"]  # spec order
+    feeds = _feeds(model, ["camera", "lidar"])
+    with torch.no_grad():
+        want = model({k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+    np.testing.assert_allclose(eng.run(feeds)["logits"], want, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty subset"):
+        load_engine("torch", tiny_checkpoint, modalities=["sonar"])
+
+
+def test_fp16_cast_pass_keeps_float32_io_and_agrees(exported, tmp_path):
+    from edgefuse.engines.fp16 import to_fp16
+
+    out = to_fp16(exported / "camera+lidar+radar.onnx", tmp_path / "h.onnx")
+    m = onnx.load(str(out))
+    assert {i.data_type for i in m.graph.initializer} & {onnx.TensorProto.FLOAT} == set()
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in list(m.graph.input) + list(m.graph.output))
+    from edgefuse.data.sensorscenes import generate
+
+    x = generate(64, seed=9).inputs
+    half = OrtEngine(out).run(x)["logits"]
+    full = OrtEngine(exported / "camera+lidar+radar.onnx").run(x)["logits"]
+    assert np.abs(half - full).max() < 0.05
+    assert (half.argmax(1) == full.argmax(1)).mean() >= 0.95
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the error raised when tensorrt is absent; tensorrt is installed here")
+def test_tensorrt_backend_without_tensorrt_is_a_clear_error(exported, tmp_path):
+    from edgefuse.engines.trt import build_plan
+
+    with pytest.raises(BackendUnavailable, match=r"needs the tensorrt package: pip install 'edgefuse\[trt\]'"):
+        build_plan(exported / "lidar.onnx", tmp_path / "x.plan")
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        load_engine("trt", tmp_path / "x.plan")
+
+
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs the tensorrt package and a CUDA GPU (neither is on CI)")
+def test_tensorrt_builds_and_matches_onnxruntime(calibrated, tmp_path):  # pragma: no cover - needs TensorRT
+    from edgefuse.engines.trt import SharedDeviceMemory, TrtEngine, build_plan
+
+    shared = SharedDeviceMemory()
+    for f in ("camera+lidar+radar.onnx", "camera+lidar+radar.int8.onnx"):
+        plan = build_plan(calibrated / f, tmp_path / (f + ".plan"), max_batch=8, timing_cache=tmp_path / "tc")
+        eng = TrtEngine(plan, shared_memory=shared)
+        from edgefuse.data.sensorscenes import generate
+
+        x = generate(8, seed=2).inputs
+        got = eng.run(x)["logits"]
+        want = OrtEngine(calibrated / f).run(x)["logits"]
+        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+        eng.run(x)  # second call replays the CUDA graph when capture succeeded
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (CI has none)")
+def test_torch_engine_cuda_graph_replay_matches_eager(tiny_checkpoint):  # pragma: no cover - needs a GPU
+    model, _ = load_checkpoint(tiny_checkpoint)
+    eager = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda")
+    graph = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True)
+    for seed in (1, 2):  # the second call replays the captured graph with new inputs
+        feeds = sample_inputs(model.specs, 4, model.norm, seed=seed)
+        np.testing.assert_allclose(graph.run(feeds)["logits"], eager.run(feeds)["logits"], atol=1e-4)

@@ -1,0 +1,144 @@
+"""Bundles: build (ort int8 / fp32, torch), manifest contents, verification, corruption, atomicity, CLI, no-torch loading."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgefuse.build import build_bundle
+from edgefuse.bundle import MANIFEST, BundleError, load_bundle
+from edgefuse.cli import main
+
+SUBSETS = [("radar",), ("camera", "lidar", "radar")]
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_checkpoint, small_scenes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "int8"
+    build_bundle(tiny_checkpoint, out, backend="ort", precision="int8", subsets=SUBSETS, data=small_scenes,
+                 calib_size=128, max_drop=100.0, progress=False)
+    return out
+
+
+def test_manifest_describes_every_subset(int8_bundle):
+    b = load_bundle(int8_bundle)
+    m = b.manifest
+    assert m["schema_version"] == 1 and m["edgefuse_version"] and m["backend"] == "ort" and m["precision"] == "int8"
+    assert [s["name"] for s in m["modalities"]] == ["camera", "lidar", "radar"]
+    assert list(m["subsets"]) == ["radar", "camera+lidar+radar"]
+    full = m["subsets"]["camera+lidar+radar"]
+    assert full["engine"] == "engines/camera+lidar+radar.int8.onnx"
+    assert [i["name"] for i in full["inputs"]] == ["camera", "lidar", "radar"]
+    assert full["inputs"][0]["shape"] == [-1, 3, 16, 16] and full["outputs"][0]["shape"] == [-1, 6]
+    assert {"fp32", "int8", "agreement"} <= set(full["accuracy"])
+    assert full["calibration"]["method"] == "minmax" and full["calibration"]["size"] == 128
+    assert all(len(h) == 64 for h in m["files"].values())
+    assert full["engine"] in m["files"] and full["calibration"]["trt_cache"] in m["files"]
+
+
+def test_engines_load_warm_and_run(int8_bundle, small_scenes):
+    b = load_bundle(int8_bundle)
+    engines = b.load_engines(threads=1, optimized_cache=True)
+    assert set(engines) == {"radar", "camera+lidar+radar"}
+    x = small_scenes["test"].inputs
+    out = engines["camera+lidar+radar"].run({k: v[:10] for k, v in x.items()})["logits"]
+    assert out.shape == (10, 6) and np.isfinite(out).all()
+    assert engines["radar"].run({"radar": x["radar"][:3]})["logits"].shape == (3, 6)
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_flipped_byte_in_an_engine_is_caught(int8_bundle, tmp_path, monkeypatch):
+    b = _copy(int8_bundle, tmp_path)
+    f = b / "engines" / "radar.int8.onnx"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    constructed = []
+    monkeypatch.setattr("edgefuse.engines.load_engine", lambda *a, **k: constructed.append(a))
+    with pytest.raises(BundleError, match=r"file 'engines/radar.int8.onnx' is corrupted"):
+        load_bundle(b).load_engines()
+    assert constructed == []  # nothing loaded
+
+
+def test_deleted_engine_and_bad_manifests(int8_bundle, tmp_path):
+    b = _copy(int8_bundle, tmp_path)
+    (b / "engines" / "radar.int8.onnx").unlink()
+    with pytest.raises(BundleError, match=r"file 'engines/radar.int8.onnx' listed in manifest.json is missing"):
+        load_bundle(b)
+    b2 = _copy(int8_bundle, tmp_path / "2")
+    doc = json.loads((b2 / MANIFEST).read_text())
+    (b2 / MANIFEST).write_text(json.dumps({**doc, "schema_version": 99}))
+    with pytest.raises(BundleError, match="unknown bundle schema version 99; this edgefuse reads version 1"):
+        load_bundle(b2)
+    doc["subsets"]["radar"]["modalities"] = ["sonar"]
+    (b2 / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"subset 'radar' names unknown modality \['sonar'\]"):
+        load_bundle(b2)
+    (b2 / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(b2)
+    with pytest.raises(BundleError, match="not a bundle"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_failed_build_leaves_no_bundle(tiny_checkpoint, small_scenes, int8_bundle, tmp_path):
+    before = {p.name: p.stat().st_mtime for p in int8_bundle.rglob("*")}
+    with pytest.raises(ValueError, match="INT8 accuracy gate failed"):
+        build_bundle(tiny_checkpoint, int8_bundle, subsets=SUBSETS[:1], data=small_scenes, calib_size=64, max_drop=-1.0, progress=False)
+    assert {p.name: p.stat().st_mtime for p in int8_bundle.rglob("*")} == before  # the old bundle is untouched
+    assert sorted(p.name for p in int8_bundle.parent.iterdir()) == ["int8"]  # no temp folders left
+    with pytest.raises(ValueError, match="backend 'ort' builds precisions"):
+        build_bundle(tiny_checkpoint, tmp_path / "x", precision="fp16", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fp32_and_torch_bundles(tiny_checkpoint, small_scenes, tmp_path):
+    fp32 = build_bundle(tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False)
+    assert set(fp32.subsets["radar"]["accuracy"]) >= {"fp32"} and "calibration" not in fp32.subsets["radar"]
+    tb = build_bundle(tiny_checkpoint, tmp_path / "torch", backend="torch", precision="fp32", subsets=SUBSETS, data=small_scenes, progress=False)
+    eng = tb.load_engine("radar")
+    x = small_scenes["test"].inputs["radar"][:4]
+    np.testing.assert_allclose(eng.run({"radar": x})["logits"], fp32.load_engine("radar").run({"radar": x})["logits"], atol=1e-4)
+
+
+def test_trt_build_without_tensorrt_fails_before_any_work(tiny_checkpoint, tmp_path, capsys):
+    pytest.importorskip("numpy")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("checks the error raised when tensorrt is absent; tensorrt is installed here")
+    assert main(["build", str(tiny_checkpoint), "--backend", "trt", "--out", str(tmp_path / "t")]) == 2
+    assert "needs the tensorrt package" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_cli_export_calibrate_build(tiny_checkpoint, tmp_path, capsys):
+    assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "g"), "--subsets", "lidar,camera+lidar"]) == 0
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.onnx")) == ["camera+lidar.onnx", "lidar.onnx"]
+    assert main(["calibrate", str(tmp_path / "g"), "--out", str(tmp_path / "c"), "--size", "64", "--max-drop", "100"]) == 0
+    assert (tmp_path / "c" / "lidar.trtcache").is_file()
+    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--subsets", "lidar", "--calib-size", "64", "--max-drop", "100"]) == 0
+    assert "built 1 ort int8 engines" in capsys.readouterr().out
+    assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "s"), "--split"]) == 0
+    assert (tmp_path / "s" / "head.onnx").is_file()
+
+
+def test_a_device_loads_and_runs_a_bundle_without_torch(int8_bundle):
+    code = (
+        "import sys, numpy as np\n"
+        "from edgefuse.bundle import load_bundle\n"
+        f"b = load_bundle({str(int8_bundle)!r})\n"
+        "e = b.load_engines(threads=1)['radar']\n"
+        "out = e.run({'radar': np.zeros((2, 64), np.float32)})['logits']\n"
+        "assert out.shape == (2, 6)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
