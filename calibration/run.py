@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from edgefuse._atomic import atomic_dir
 from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
 from edgefuse.calibration.gate import compare, enforce
 from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache
@@ -50,14 +49,12 @@ def calibrate_export(
         raise ValueError(f"calibration size must be >= 1, got {size}")
     sample = data.stratified_sample("train", size, seed=seed)
     held_out = data[split]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     record: dict[str, Any] = {
         "format": CALIB_FORMAT, "method": method, "size": len(sample), "gate_split": split, "gate_n": len(held_out),
         "max_drop": max_drop, "trt_version": trt_version, "subsets": {},
     }
     start = time.perf_counter()
-    try:
+    with atomic_dir(out) as tmp:
         results = []
         for key, g in tqdm(exp["graphs"].items(), desc="calibrate", unit="subset", disable=not progress):
             fp32 = export_dir / g["file"]
@@ -83,10 +80,4 @@ def calibrate_export(
         enforce(results, max_drop)
         record["seconds"] = time.perf_counter() - start
         (tmp / "calibration.json").write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return record

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edgefuse.specs import ModalitySpec, SUBSET_SEP
+from edgefuse._atomic import atomic_dir
+from edgefuse.specs import SUBSET_SEP, ModalitySpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -95,9 +93,7 @@ def write_bundle(
     manifest gets every file's sha256, then the folder is renamed to ``out``. A failure at any
     point leaves no bundle (and an existing one at ``out`` untouched until the new one is whole)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         fill(tmp)
         doc = dict(manifest)
         doc["schema_version"] = SCHEMA_VERSION
@@ -106,17 +102,6 @@ def write_bundle(
         }
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2))
         _verify(tmp, doc)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_bundle(out)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from edgefuse._atomic import atomic_dir
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -23,23 +22,10 @@ def save_checkpoint(model, out: str | Path, info: Mapping[str, Any] | None = Non
     import torch
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         doc = {"format": FORMAT, "model": model.config(), "info": dict(info or {})}
         (tmp / CONFIG).write_text(json.dumps(doc, indent=2, default=_jsonable))
         torch.save(model.state_dict(), tmp / WEIGHTS)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgefuse.data import Dataset, Split
-from edgefuse.specs import all_subsets, subset_name
+from edgefuse.specs import all_subsets
 
 GAUSSIAN_LEVELS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
 DROP_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)

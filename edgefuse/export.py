@@ -9,9 +9,6 @@ the graphs records what the next stage (calibration) needs.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +19,7 @@ import torch
 from torch import nn
 
 from edgefuse import __version__
+from edgefuse._atomic import atomic_dir
 from edgefuse.specs import ModalitySpec, default_subsets, subset_name
 
 OPSET = 18
@@ -170,8 +168,6 @@ def export_model(
     model = model.eval()
     names = model.names
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     record: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "edgefuse_version": __version__,
@@ -185,7 +181,7 @@ def export_model(
         "graphs": {},
     }
     feeds_all = sample_inputs(model.specs, batch=5, norm=model.norm, seed=0)
-    try:
+    with atomic_dir(out) as tmp:
         if split:
             if not isinstance(model, MidFusion):
                 raise ValueError(
@@ -240,12 +236,6 @@ def export_model(
                 **entry, "file": file, "inputs": in_names, "output": out_name, "operators": ops, "max_abs_diff": diff,
             }
         (tmp / "export.json").write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return record
 
 

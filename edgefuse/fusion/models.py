@@ -16,7 +16,7 @@ from torch import nn
 
 from edgefuse.fusion._inputs import prepare_inputs
 from edgefuse.fusion.encoders import build_encoder, resolve_encoder
-from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_mean, masked_softmax
+from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
 from edgefuse.specs import ModalitySpec, check_specs, subset_name, all_subsets
 
 

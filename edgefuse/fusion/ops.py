@@ -12,7 +12,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgefuse.kernels.reference import masked_softmax
