@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import DOT_MIN, _l2norm_rows_kernel
+from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel
 
 
 @triton.jit
@@ -142,10 +142,11 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
 def mfb_triton(
     x: torch.Tensor, y: torch.Tensor,
     u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
-    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+    factors: int, present: torch.Tensor | None = None, normalize: bool = True, block_o: int | None = None,
 ) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``,
-    optional biases and ``present [B, 2]`` bool -> ``[B, O]``."""
+    optional biases and ``present [B, 2]`` bool -> ``[B, O]``. ``block_o`` overrides the
+    output block (tests use it to reach both the fused-norm and the two-launch path)."""
     if factors < 1:
         raise ValueError(f"mfb: factors must be >= 1, got {factors}")
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
@@ -165,9 +166,17 @@ def mfb_triton(
     o = rows // factors
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_f = triton.next_power_of_2(factors)
-    # one block spans all outputs when it is small enough: the L2 norm then fuses in
-    block_o = max(DOT_MIN // block_f, min(triton.next_power_of_2(o), max(1, 256 // block_f)))
     block_m, block_k = 16, 32
+    tiles_m = triton.cdiv(b, block_m)
+    # one block spanning all outputs fuses the L2 norm, but at edge batches (one row tile)
+    # that is a handful of programs streaming all of U and V: then use the narrowest block
+    # tl.dot allows (16 weight rows) and a row-norm launch after. See MIN_PROGRAMS.
+    widest = max(DOT_MIN // block_f, min(triton.next_power_of_2(o), max(1, 256 // block_f)))
+    if block_o is None:
+        if tiles_m * triton.cdiv(o, widest) >= MIN_PROGRAMS:
+            block_o = widest
+        else:  # as narrow as gives MIN_PROGRAMS programs, never below tl.dot's 16 weight rows
+            block_o = max(max(1, DOT_MIN // block_f), min(widest, triton.next_power_of_2(max(1, o * tiles_m // MIN_PROGRAMS))))
     if min(block_m, block_o * block_f, block_k) < DOT_MIN:
         raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}")
     fused_l2 = normalize and block_o >= o

@@ -123,17 +123,36 @@ def _l2norm_rows_kernel(y_ptr, R, D, BLOCK_D: tl.constexpr):
         tl.store(y_ptr + row * D + start + offs, (v * inv).to(y_ptr.dtype.element_ty), mask=m)
 
 
-def _config(b: int, d: int, normalize: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps). Edge batches are 1-32 rows: BLOCK_M = 16 wastes
-    the least; the fused L2 norm needs the whole row (D <= 1024) in one tile."""
-    block_m = 16 if b <= 16 else 32 if b <= 64 else 64
-    if normalize and d <= 1024:
-        block_n = max(DOT_MIN, triton.next_power_of_2(d))
+#: fewest programs one launch should have to keep a GPU's SMs busy (H100/H200: 132 SMs;
+#: Orin: 16). Below it, narrow tiles beat a fused epilogue. Chosen by reasoning, not yet
+#: measured: bench/gpu_check.sh is the measurement that should tune it.
+MIN_PROGRAMS = 64
+
+
+def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, fused_norm).
+
+    Edge batches (1-32 rows) make the projection a set of GEMVs bound by reading the weights:
+    BLOCK_M = 16 wastes the least, and narrow BLOCK_N spreads the weights over many programs.
+    The L2 norm fuses into the epilogue only when one tile can span the row (D <= 1024) and
+    the launch still has MIN_PROGRAMS programs; otherwise a row-norm launch follows.
+    """
+    wide = max(DOT_MIN, triton.next_power_of_2(d))
+    # a fused tile spans the row: keep it 16 rows tall so its fp32 accumulator (16 x D) fits
+    # in registers (64 x 1024 would be 256 KiB per program, the whole register file)
+    fused = normalize and d <= 1024 and -(-b // 16) * n >= MIN_PROGRAMS
+    if fused:
+        block_m, block_n = (16 if wide > 256 else 32 if b <= 64 else 64), wide
     else:
-        block_n = 64 if d <= 256 or b <= 64 else 128
+        block_m = 16 if b <= 16 else 32 if b <= 64 else 64
+        tiles_m = -(-b // block_m)
+        if tiles_m * n * -(-d // 64) >= MIN_PROGRAMS or d <= 32:
+            block_n = min(wide, 64 if b <= 64 else 128)
+        else:
+            block_n = min(wide, 32)
     block_k = 64 if block_n <= 256 else 32
     warps = 4 if block_m * block_n <= 64 * 64 else 8
-    return block_m, block_n, block_k, warps
+    return block_m, block_n, block_k, warps, fused
 
 
 def fused_projection_triton(
@@ -142,11 +161,12 @@ def fused_projection_triton(
     bias: torch.Tensor | None,
     act: str = "none",
     normalize: bool = False,
+    config: tuple[int, int, int, int, bool] | None = None,
 ) -> torch.Tensor:
     """Launcher. ``xs[i]`` ``[B, K_i]`` (None = absent), ``weights[i]`` ``[D, K_i]``, ``bias`` ``[N, D]``.
 
     Returns ``[B, N, D]`` in the inputs' dtype. Raises ValueError on mismatched shapes,
-    dtypes, devices or non-contiguous tensors.
+    dtypes, devices or non-contiguous tensors. ``config`` overrides ``_config`` (tests).
     """
     _check_projection(xs, weights, bias, act)
     ref = next(x for x in xs if x is not None)
@@ -154,10 +174,10 @@ def fused_projection_triton(
     out = torch.empty((b, n, d), device=ref.device, dtype=ref.dtype)
     if b == 0:
         return out
-    block_m, block_n, block_k, warps = _config(b, d, normalize)
+    block_m, block_n, block_k, warps, fused_norm = config or _config(b, d, normalize, n)
     if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
         raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
-    fused_norm = normalize and block_n >= d
+    fused_norm = normalize and fused_norm and block_n >= d
     precision = "ieee" if ref.dtype == torch.float32 else "tf32"
     has_bias = bias is not None
     for start in range(0, n, MAX_GROUPS):  # one launch per 8 modalities (one launch for N <= 8)

@@ -62,3 +62,14 @@ def test_launchers_reject_bad_inputs():
         mfb_triton(x, y, torch.randn(8, 5, device=DEV), None, torch.randn(8, 5, device=DEV), None, 4)
     with pytest.raises(ValueError, match="present"):
         mfb_triton(x, y, torch.randn(8, 4, device=DEV), None, torch.randn(8, 5, device=DEV), None, 4, torch.ones(3, 3, dtype=torch.bool, device=DEV))
+
+
+@pytest.mark.parametrize("block_o", [4, 16])
+def test_mfb_fused_and_two_launch_normalisation_agree(block_o):
+    g = torch.Generator().manual_seed(9)
+    o, f = 12, 4  # block_o 16 >= O fuses the L2 norm; 4 splits O over 3 programs + a norm launch
+    x, y = _rand(g, 3, 8, dtype=torch.float32), _rand(g, 3, 6, dtype=torch.float32)
+    u, v = _rand(g, o * f, 8, dtype=torch.float32), _rand(g, o * f, 6, dtype=torch.float32)
+    out = mfb_triton(x, y, u, None, v, None, f, None, True, block_o=block_o)
+    ref = mfb_reference(x.double(), y.double(), u.double(), None, v.double(), None, f, None, True)
+    assert_close(out, ref, torch.float32, 32)

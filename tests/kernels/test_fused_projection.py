@@ -75,3 +75,27 @@ def test_launcher_rejects_bad_inputs():
         fused_projection_triton(xs, ws, bias, act="swish")
     with pytest.raises(ValueError, match="all None"):
         fused_projection_triton([None, None], ws, bias)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_and_two_launch_normalisation_agree(fused):
+    """The L2 norm in the epilogue (big grids) and the separate row-norm launch (edge batches)."""
+    xs, ws, bias = _case(5, 3, 40, torch.float32, seed=4)
+    cfg = (16, 64, 32, 4, True) if fused else (16, 16, 32, 4, False)
+    out = fused_projection_triton(xs, ws, bias, "relu", True, config=cfg)
+    assert_close(out, _ref(xs, ws, bias, "relu", True), torch.float32, 130)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(5, 3, dtype=torch.float32, device=out.device), atol=1e-5)
+
+
+def test_edge_batches_spread_over_many_programs():
+    # B <= 32, D = 1024, 3 modalities: a fused norm would be 3 programs; narrow tiles give 96
+    bm, bn, bk, warps, fused = _config(8, 1024, True, 3)
+    assert not fused and (1024 // bn) * 3 >= 64
+    assert _config(4096, 1024, True, 3)[4]  # big batches keep the fused epilogue
+
+
+def test_fused_tiles_keep_their_accumulator_small():
+    for b in (1, 64, 4096):
+        for d in (256, 1024):
+            bm, bn, _, _, fused = _config(b, d, True, 3)
+            assert bm * bn <= 64 * 256, (b, d, bm, bn)  # fp32 accumulator <= 64 KiB per program
