@@ -26,10 +26,10 @@ if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install
 fi
 
 status=0
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/kernels "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/kernels "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-timeout 240 "$PY" bench/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.log"
+timeout 170 "$PY" bench/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status

@@ -70,7 +70,14 @@ class Bundle:
         return load_engine(entry["backend"], self.engine_path(subset), name=subset, **kwargs)
 
     def load_engines(self, warmup: bool = True, **kwargs: Any) -> dict[str, Any]:
-        """Every subset's engine, constructed and (by default) warmed: what the runtime holds."""
+        """Every subset's engine, constructed and (by default) warmed: what the runtime holds.
+
+        TensorRT engines share one device-memory block: the runtime runs one at a time.
+        """
+        if self.manifest.get("backend") == "trt" and "shared_memory" not in kwargs:
+            from edgefuse.engines.trt import SharedDeviceMemory
+
+            kwargs["shared_memory"] = SharedDeviceMemory()
         engines = {}
         try:
             for subset in self.subsets:

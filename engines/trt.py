@@ -7,8 +7,8 @@ optimisation profile covers batch 1..``max_batch`` (optimised at ``opt_batch``);
 cache file is read and updated so rebuilds are fast. FP16 is a cast pass on the ONNX graph
 (``edgefuse.engines.fp16``), not a builder flag, since strongly typed networks take none.
 
-Run: an execution context per plan; I/O in device buffers held as torch CUDA tensors (or
-pycuda allocations when torch has no CUDA); the enqueue is captured into a CUDA graph per
+Run: an execution context per plan; I/O in device buffers held as torch CUDA tensors (a
+CUDA build of torch is required; pycuda buffers are not implemented); the enqueue is captured into a CUDA graph per
 batch size when capture succeeds and replayed afterwards; contexts that never run
 concurrently (the runtime's one-engine-at-a-time swap) share one device-memory block.
 

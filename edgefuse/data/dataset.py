@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -107,7 +107,3 @@ def validate_split(specs: Sequence[ModalitySpec], split: Split, num_classes: int
             )
         spec.check_array(arr)
 
-
-def as_inputs(spec_list: Sequence[ModalitySpec], arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Order ``arrays`` by spec order, keeping only modalities present in it."""
-    return {s.name: arrays[s.name] for s in spec_list if s.name in arrays}

@@ -249,17 +249,18 @@ class AdaptiveGate(nn.Module):
         self.score = nn.ModuleList([nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for _ in range(n)])
         self.out_features = dim
 
+    def _logits(self, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([s(e[:, i]) for i, s in enumerate(self.score)], dim=1)  # [B, N]
+
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         from edgefuse.kernels import gated_fusion
 
-        logits = torch.cat([s(e[:, i]) for i, s in enumerate(self.score)], dim=1)  # [B, N]
-        out, _ = gated_fusion(e, logits, mask, mode="softmax")
+        out, _ = gated_fusion(e, self._logits(e), mask, mode="softmax")
         return out
 
     def gates(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The normalised per-modality weights ``[B, N]`` (for inspection)."""
-        logits = torch.cat([s(e[:, i]) for i, s in enumerate(self.score)], dim=1)
-        return masked_softmax(logits, mask)
+        return masked_softmax(self._logits(e), mask)
 
 
 MID_OPS: dict[str, type[nn.Module]] = {

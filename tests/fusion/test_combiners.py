@@ -45,3 +45,16 @@ def test_gated_reference_empty_row_is_zero_and_flagged():
 def test_masked_mean():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert masked_mean(x, torch.tensor([[True, True, False]])).item() == pytest.approx(2.0)
+
+
+def test_adaptive_gate_weights_cover_present_modalities_only():
+    from edgefuse.fusion.ops import AdaptiveGate
+
+    torch.manual_seed(0)
+    gate = AdaptiveGate(3, 8)
+    e = torch.randn(4, 3, 8)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    w = gate.gates(e, mask)
+    torch.testing.assert_close(w.sum(1), torch.ones(4))
+    assert torch.equal(w[~mask], torch.zeros(int((~mask).sum())))
+    torch.testing.assert_close(gate(e, mask), (w.unsqueeze(-1) * e).sum(1))
