@@ -7,6 +7,8 @@ stratified sample, a progress bar, and per-tensor statistics for the report.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +93,8 @@ def compute_ranges(
         # onnxruntime's entropy search is quadratic in the bins, in Python: 512 bins keep it to
         # seconds per graph (2048 took 195 s for SensorScenes' 7 graphs on 2 cores)
         extra.update(num_bins=min(num_bins, 512), num_quantized_bins=128)
-    with tempfile.TemporaryDirectory(prefix="edgefuse-calib.") as tmp:
+    # onnxruntime prints its own progress to stdout; ours is the tqdm bar
+    with tempfile.TemporaryDirectory(prefix="edgefuse-calib.") as tmp, contextlib.redirect_stdout(io.StringIO()):
         calibrator = create_calibrator(
             Path(onnx_path), list(op_types) if op_types else None,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),

@@ -9,6 +9,7 @@ only (no QOperator ``MatMulInteger``/``ConvInteger``). The rewrite itself is
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import tempfile
 from pathlib import Path
@@ -36,6 +37,20 @@ def quantize_qdq(
 ) -> Path:
     """Write the Q/DQ INT8 graph of ``fp32_path`` to ``out_path`` using ``ranges`` (TensorsData)."""
     out_path = Path(out_path)
+    # quantize_static warns on the root logger that the model was not pre-processed (shape
+    # inference + optimisation): export's graphs are already shape-inferred and optimised
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _quantize(fp32_path, out_path, ranges, op_types, per_channel)
+    finally:
+        quiet.setLevel(level)
+    check_qdq(out_path)
+    return out_path
+
+
+def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_channel: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="edgefuse-qdq.") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -51,8 +66,6 @@ def quantize_qdq(
                 "QuantizeBias": False,
             },
         )
-    check_qdq(out_path)
-    return out_path
 
 
 def check_qdq(path: str | Path) -> dict[str, int]:
