@@ -29,6 +29,7 @@ test: venv
 # CPU engine latency (needs `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
 bench: venv
 	$(PY) bench/bench_engines.py --checkpoint $(RUN)/checkpoint --out bench/results/local
+	$(PY) bench/bench_calibration.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info
