@@ -80,6 +80,11 @@ def main(argv=None) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     full = "+".join(model.names)
     test = load_sensorscenes()["test"]
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:  # matmul/conv work of one frame
+        model({k: torch.from_numpy(v[:1]) for k, v in test.inputs.items()})
+    macs_per_frame = counter.get_total_flops() // 2
     results: dict = {}
     engines = {}
     for prec, bundle in bundles.items():
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "threads": 1,
-        "model": {"fusion": model.fusion_name, "subset": full, "checkpoint": str(args.checkpoint)},
+        "model": {"fusion": model.fusion_name, "subset": full, "checkpoint": str(args.checkpoint), "macs_per_frame": macs_per_frame},
         "bar": bar,
         "results": results,
     }

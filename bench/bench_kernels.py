@@ -267,14 +267,16 @@ def main(argv=None) -> int:
         (args.out / "kernels.json").write_text(json.dumps(doc, indent=2))
         return doc
 
-    ops = args.ops.split(",")
-    steps = {"gated_fusion": bench_gated, "mfb": bench_mfb, "fused_projection": None, "bilinear": bench_bilinear}
-    for op in [o for o in ("gated_fusion", "mfb", "fused_projection", "bilinear") if o in ops]:  # cheapest first
-        if op == "fused_projection":
-            bench_projection(dtype, results, compile_too=not args.no_compile, checkpoint=write)
-        else:
-            steps[op](dtype, results)
-        write()
+    steps = {  # cheapest first, so a timeout loses the least
+        "gated_fusion": lambda: bench_gated(dtype, results),
+        "mfb": lambda: bench_mfb(dtype, results),
+        "fused_projection": lambda: bench_projection(dtype, results, compile_too=not args.no_compile, checkpoint=write),
+        "bilinear": lambda: bench_bilinear(dtype, results),
+    }
+    for op, run in steps.items():
+        if op in args.ops.split(","):
+            run()
+            write()
     doc = write()
     bar = doc["bar"]
     plot(results, args.out / "kernels.png")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgefuse._atomic import atomic_dir
+from edgefuse._fs import atomic_dir
 from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
 from edgefuse.calibration.gate import compare, enforce
 from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache

@@ -74,28 +74,29 @@ def build_bundle(
 
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
+        calib = None
         if backend == "torch":
             from edgefuse.specs import default_subsets, subset_name
             from edgefuse.train import subset_accuracy
 
             subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(model.names)
-            accs = subset_accuracy(model, test, subs)
             graphs = {subset_name(s, model.names): {"modalities": list(s)} for s in subs}
-            calib = None
+            acc = {k: {"fp32": v} for k, v in subset_accuracy(model, test, subs).items()}
         else:
             from edgefuse.export import export_model
 
             exp = export_model(model, work / "export", subsets=subsets, progress=progress,
                                source={"checkpoint": str(checkpoint)})
             graphs = exp["graphs"]
-            calib = None
             if precision == "int8":
                 from edgefuse.calibration import calibrate_export
 
                 calib = calibrate_export(work / "export", data, work / "calib", method=calib_method, size=calib_size,
                                          max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress)
+                acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
             else:
-                accs = {k: accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels) for k, g in graphs.items()}
+                acc = {k: {"fp32": accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels)}
+                       for k, g in graphs.items()}
 
         def fill(tmp: Path) -> None:
             (tmp / "engines").mkdir()
@@ -107,10 +108,10 @@ def build_bundle(
                     "modalities": members, "backend": backend, "precision": precision,
                     "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
                     "outputs": [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}],
+                    "accuracy": {**acc[key], "split": "test", "n": len(test)},
                 }
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
-                    entry["accuracy"] = {"fp32": accs[key], "split": "test", "n": len(test)}
                 else:
                     src = work / ("calib" if calib else "export") / (calib["subsets"][key]["int8_file"] if calib else g["file"])
                     if calib:
@@ -118,11 +119,8 @@ def build_bundle(
                         (tmp / "calibration").mkdir(exist_ok=True)
                         for f in (c["report"], c["trt_cache"]):
                             shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
-                        entry["accuracy"] = {**c["accuracy"], "split": "test"}
                         entry["calibration"] = {"method": calib["method"], "size": calib["size"],
                                                 "report": f"calibration/{c['report']}", "trt_cache": f"calibration/{c['trt_cache']}"}
-                    else:
-                        entry["accuracy"] = {"fp32": accs[key], "split": "test", "n": len(test)}
                     entry["engine"] = _engine_file(backend, precision, key, src, tmp / "engines", work, trt_max_batch)
                 manifest["subsets"][key] = entry
             manifest["build_seconds"] = time.perf_counter() - start

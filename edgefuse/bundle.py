@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edgefuse._atomic import atomic_dir
+from edgefuse._fs import atomic_dir
 from edgefuse.specs import SUBSET_SEP, ModalitySpec
 
 SCHEMA_VERSION = 1

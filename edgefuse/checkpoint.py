@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgefuse._atomic import atomic_dir
+from edgefuse._fs import atomic_dir, read_record
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -31,14 +31,7 @@ def save_checkpoint(model, out: str | Path, info: Mapping[str, Any] | None = Non
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder (no torch needed)."""
-    path = Path(path)
-    cfg = path / CONFIG
-    if not cfg.is_file():
-        raise ValueError(f"expected a checkpoint folder with {CONFIG}, got {str(path)!r}")
-    doc = json.loads(cfg.read_text())
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{cfg}: expected format {FORMAT!r}, got {doc.get('format')!r}")
-    return doc
+    return read_record(path, CONFIG, FORMAT, "a checkpoint folder")
 
 
 def load_checkpoint(path: str | Path, encoders=None, map_location: str = "cpu"):

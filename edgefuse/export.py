@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgefuse import __version__
-from edgefuse._atomic import atomic_dir
+from edgefuse._fs import atomic_dir, read_record
 from edgefuse.specs import ModalitySpec, default_subsets, subset_name
 
 OPSET = 18
@@ -241,10 +241,4 @@ def export_model(
 
 def read_export(path: str | Path) -> dict[str, Any]:
     """The ``export.json`` of an export folder."""
-    f = Path(path) / "export.json"
-    if not f.is_file():
-        raise ValueError(f"expected an export folder with export.json, got {str(path)!r}")
-    doc = json.loads(f.read_text())
-    if doc.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{f}: expected format {EXPORT_FORMAT!r}, got {doc.get('format')!r}")
-    return doc
+    return read_record(path, "export.json", EXPORT_FORMAT, "an export folder")

@@ -171,7 +171,7 @@ def subset_name(names: Iterable[str], order: Sequence[str]) -> str:
 def parse_subset(name: str, order: Sequence[str]) -> tuple[str, ...]:
     """Inverse of subset_name: 'camera+radar' -> ('camera', 'radar') in spec order."""
     parts = [p for p in name.split(SUBSET_SEP) if p]
-    return tuple(n for n in order if n in set(parts)) if subset_name(parts, order) else ()
+    return tuple(subset_name(parts, order).split(SUBSET_SEP))  # validates: known names, non-empty
 
 
 def all_subsets(order: Sequence[str]) -> list[tuple[str, ...]]:

@@ -125,7 +125,8 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     train_split = data["train"]
-    val_split = data["val"] if len(data.splits.get("val", Split({}, np.zeros(0, np.int64)))) else train_split
+    val = data.splits.get("val")
+    val_split = val if val is not None and len(val) else train_split  # no validation split: early-stop on train
     n = len(data.specs)
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, best_subsets, stale = -1.0, 0, None, {}, 0

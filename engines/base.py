@@ -78,7 +78,7 @@ class Engine:
         return out
 
     def dummy_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
-        return {t.name: np.zeros((batch, *[s for s in t.shape[1:]]), dtype=t.dtype) for t in self.inputs}
+        return {t.name: np.zeros((batch, *t.shape[1:]), dtype=t.dtype) for t in self.inputs}
 
     def warmup(self, iterations: int = 3, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run ``iterations`` times per batch size so the first real call pays no first-run cost."""

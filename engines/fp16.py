@@ -23,6 +23,20 @@ def _half(t: onnx.TensorProto) -> onnx.TensorProto:
     return numpy_helper.from_array(np.clip(arr, -_F16_MAX, _F16_MAX).astype(np.float16), t.name)
 
 
+def _boundary_cast(g: onnx.GraphProto, name: str, inward: bool) -> onnx.NodeProto:
+    """Rename every use of graph input/output ``name`` inside the graph to ``name__fp16`` and
+    return the Cast that connects the float32 boundary tensor to it."""
+    half = f"{name}__fp16"
+    for node in g.node:
+        for field in (node.input, node.output):
+            for k, n in enumerate(field):
+                if n == name:
+                    field[k] = half
+    if inward:
+        return helper.make_node("Cast", [name], [half], to=TensorProto.FLOAT16, name=f"{name}__to_fp16")
+    return helper.make_node("Cast", [half], [name], to=TensorProto.FLOAT, name=f"{name}__to_fp32")
+
+
 def to_fp16(src: str | Path, dst: str | Path) -> Path:
     model = onnx.load(str(src))
     g = model.graph
@@ -36,25 +50,8 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
     del g.value_info[:]  # re-inferred below with the new types
-    casts_in, casts_out = [], []
-    for inp in g.input:
-        if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half = f"{inp.name}__fp16"
-        for node in g.node:
-            for k, name in enumerate(node.input):
-                if name == inp.name:
-                    node.input[k] = half
-        casts_in.append(helper.make_node("Cast", [inp.name], [half], to=TensorProto.FLOAT16, name=f"{inp.name}__to_fp16"))
-    for out in g.output:
-        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half = f"{out.name}__fp16"
-        for node in g.node:
-            for k, name in enumerate(node.output):
-                if name == out.name:
-                    node.output[k] = half
-        casts_out.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT, name=f"{out.name}__to_fp32"))
+    casts_in = [_boundary_cast(g, v.name, inward=True) for v in g.input if v.type.tensor_type.elem_type == TensorProto.FLOAT]
+    casts_out = [_boundary_cast(g, v.name, inward=False) for v in g.output if v.type.tensor_type.elem_type == TensorProto.FLOAT]
     nodes = casts_in + list(g.node) + casts_out
     del g.node[:]
     g.node.extend(nodes)

@@ -109,7 +109,8 @@ class OrtEngine(Engine):
         self._out_names = [o.name for o in self.outputs]
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._out_names, self.session.run(self._out_names, dict(feeds))))
+        feeds = feeds if isinstance(feeds, dict) else dict(feeds)  # no copy on the usual path
+        return dict(zip(self._out_names, self.session.run(self._out_names, feeds)))
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -142,24 +142,29 @@ class TrtEngine(Engine):
         self.use_cuda_graph = cuda_graph
         self._buffers: dict[int, dict[str, object]] = {}  # batch -> name -> torch tensor
         self._graphs: dict[int, object] = {}
+        self._bound: int | None = None  # batch size whose buffers the context points at
         self.graph_failures: dict[int, str] = {}
 
     def _bind(self, batch: int) -> dict[str, object]:
+        """Buffers for ``batch`` (allocated once), bound to the context only when the batch changes."""
         torch = self._torch
         if batch not in self._buffers:
             bufs = {}
             for t in self.inputs:
                 bufs[t.name] = torch.empty((batch, *t.shape[1:]), dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
-                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
+                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))  # output shapes follow from these
             for t in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(t.name))
                 bufs[t.name] = torch.empty(shape, dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
             self._buffers[batch] = bufs
+            self._bound = None
         bufs = self._buffers[batch]
-        for t in self.inputs:
-            self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
-        for name, buf in bufs.items():
-            self.context.set_tensor_address(name, buf.data_ptr())
+        if self._bound != batch:
+            for t in self.inputs:
+                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
+            for name, buf in bufs.items():
+                self.context.set_tensor_address(name, buf.data_ptr())
+            self._bound = batch
         return bufs
 
     def _enqueue(self) -> None:

@@ -31,7 +31,8 @@ def _forced() -> str:
     return forced
 
 
-def _tracing() -> bool:
+def is_exporting() -> bool:
+    """True while exporting or compiling (ONNX, torch.jit, torch.compile/export)."""
     return bool(
         torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
@@ -43,7 +44,7 @@ def backend(*tensors: torch.Tensor | None) -> str:
     """'triton' or 'reference': what a call on these tensors runs (see the module docstring)."""
     ts = [t for t in tensors if t is not None]
     forced = _forced()
-    if forced == "reference" or _tracing():
+    if forced == "reference" or is_exporting():
         return "reference"
     if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
         return "reference"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 
 # Triton kernels run compiled where CUDA is and through Triton's interpreter elsewhere. The
@@ -49,16 +48,6 @@ def small_scenes():
     from edgefuse.data import load_sensorscenes
 
     return load_sensorscenes(seed=1, sizes={"train": 600, "val": 200, "test": 300})
-
-
-def numpy_batch(specs, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        s.name: rng.integers(0, s.vocab_size, size=(n, *s.shape)).astype(np.int64)
-        if s.kind == "tokens"
-        else rng.normal(size=(n, *s.shape)).astype(np.float32)
-        for s in specs
-    }
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,17 @@ from typing import Mapping, Sequence
 
 import torch
 
+from edgefuse.kernels.ops import is_exporting
 from edgefuse.specs import ModalitySpec
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _tracing() -> bool:
     """True while exporting, compiling or capturing a CUDA graph: data-dependent checks cannot run then."""
-    return bool(
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
-        or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
-    )
+    return is_exporting() or _capturing()
 
 
 _GIVEN: dict[tuple[tuple[bool, ...], str], torch.Tensor] = {}
@@ -25,8 +25,6 @@ _GIVEN: dict[tuple[tuple[bool, ...], str], torch.Tensor] = {}
 def _given(bits: tuple[bool, ...], device: torch.device) -> torch.Tensor:
     """The ``[N]`` bool row of which modalities a batch carries, cached per device: built once,
     not copied from the host on every call (that copy is also illegal inside a CUDA graph)."""
-    if _tracing() and not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
-        return torch.tensor(bits, device=device)  # exporters want it in the graph, not a captured constant
     key = (bits, str(device))
     if key not in _GIVEN:
         _GIVEN[key] = torch.tensor(bits, device=device)
@@ -59,6 +57,7 @@ def prepare_inputs(
         raise ValueError(f"empty modality subset: expected at least one of {names}, got none")
     checking = not _tracing()
     batch = None
+    value_checks: list[tuple[ModalitySpec, torch.Tensor, torch.Tensor]] = []  # (spec, x, ok flag)
     for spec in specs:
         if spec.name not in inputs:
             continue
@@ -77,12 +76,18 @@ def prepare_inputs(
             batch = x.shape[0]
         elif checking and x.shape[0] != batch:
             raise ValueError(f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}")
-        if checking and spec.kind != "tokens" and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
-        if checking and spec.kind == "tokens" and x.numel():
-            lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi >= spec.vocab_size:
+        if checking and x.numel():
+            ok = ((x >= 0) & (x < spec.vocab_size)).all() if spec.kind == "tokens" else torch.isfinite(x).all()
+            value_checks.append((spec, x, ok))
+    # one device sync for every modality's value check (not one per modality); name it on failure
+    if value_checks and not bool(torch.stack([ok for _, _, ok in value_checks]).all()):
+        for spec, x, ok in value_checks:
+            if bool(ok):
+                continue
+            if spec.kind == "tokens":
+                lo, hi = int(x.min()), int(x.max())
                 raise ValueError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
+            raise ValueError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
     assert batch is not None
     device = next(iter(inputs.values())).device
     given = _given(tuple(s.name in inputs for s in specs), device)

@@ -132,3 +132,20 @@ def test_torch_engine_cuda_graph_replay_matches_eager(tiny_checkpoint):  # pragm
     for seed in (1, 2):  # the second call replays the captured graph with new inputs
         feeds = sample_inputs(model.specs, 4, model.norm, seed=seed)
         np.testing.assert_allclose(graph.run(feeds)["logits"], eager.run(feeds)["logits"], atol=1e-4)
+
+
+def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):
+    from onnx import TensorProto, helper
+
+    from edgefuse.engines.fp16 import to_fp16
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["y"], ["z"])]  # y is an output and an input
+    src = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y, z]), opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    feeds = {"x": np.array([[-1.0, 2.0, -3.0], [4.0, -5.0, 6.0]], np.float32)}
+    out = OrtEngine(to_fp16(src, tmp_path / "h.onnx")).run(feeds)
+    np.testing.assert_array_equal(out["y"], np.maximum(feeds["x"], 0))
+    np.testing.assert_array_equal(out["z"], -np.maximum(feeds["x"], 0))

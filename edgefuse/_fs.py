@@ -1,13 +1,14 @@
-"""Atomic folder writes: a stage's output folder appears complete or not at all."""
+"""Stage folders on disk: atomic writes (complete or absent) and reading a stage's JSON record."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -30,3 +31,14 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_record(folder: str | Path, name: str, fmt: str, what: str) -> dict[str, Any]:
+    """The JSON file ``name`` of a stage folder; ValueError unless it exists and has ``format == fmt``."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ValueError(f"expected {what} with {name}, got {str(folder)!r}")
+    doc = json.loads(path.read_text())
+    if doc.get("format") != fmt:
+        raise ValueError(f"{path}: expected format {fmt!r}, got {doc.get('format')!r}")
+    return doc
