@@ -52,6 +52,22 @@ def _bilinear_kernel(
 
 
 @triton.jit
+def _project_rows(
+    x_ptr, w_ptr, K, offs_m, m_ok, rows, rows_ok,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, WIDTH: tl.constexpr,
+):
+    """``x[offs_m] @ w[rows]^T`` over all of K, fp32 accumulation: one MFB projection tile."""
+    kk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + kk
+        a = tl.load(x_ptr + offs_m[:, None] * K + k[None, :], mask=m_ok[:, None] & (k[None, :] < K), other=0.0)
+        w = tl.load(w_ptr + rows[None, :] * K + k[:, None], mask=(k[:, None] < K) & rows_ok[None, :], other=0.0)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _mfb_kernel(
     x_ptr, y_ptr, u_ptr, ub_ptr, v_ptr, vb_ptr, present_ptr, out_ptr,
     B, K1, K2, O, F,
@@ -68,19 +84,8 @@ def _mfb_kernel(
     # weight rows of this block: output o, factor f -> row o * F + f (factors padded to a power of 2)
     rows = tl.reshape(offs_o[:, None] * F + offs_f[None, :], (BLOCK_O * BLOCK_F,))
     rows_ok = tl.reshape(o_ok[:, None] & (offs_f[None, :] < F), (BLOCK_O * BLOCK_F,))
-    kk = tl.arange(0, BLOCK_K)
-    acc_u = tl.zeros((BLOCK_M, BLOCK_O * BLOCK_F), dtype=tl.float32)
-    for k0 in range(0, K1, BLOCK_K):
-        k = k0 + kk
-        a = tl.load(x_ptr + offs_m[:, None] * K1 + k[None, :], mask=m_ok[:, None] & (k[None, :] < K1), other=0.0)
-        w = tl.load(u_ptr + rows[None, :] * K1 + k[:, None], mask=(k[:, None] < K1) & rows_ok[None, :], other=0.0)
-        acc_u = tl.dot(a, w, acc_u, input_precision=PRECISION)
-    acc_v = tl.zeros((BLOCK_M, BLOCK_O * BLOCK_F), dtype=tl.float32)
-    for k0 in range(0, K2, BLOCK_K):
-        k = k0 + kk
-        a = tl.load(y_ptr + offs_m[:, None] * K2 + k[None, :], mask=m_ok[:, None] & (k[None, :] < K2), other=0.0)
-        w = tl.load(v_ptr + rows[None, :] * K2 + k[:, None], mask=(k[:, None] < K2) & rows_ok[None, :], other=0.0)
-        acc_v = tl.dot(a, w, acc_v, input_precision=PRECISION)
+    acc_u = _project_rows(x_ptr, u_ptr, K1, offs_m, m_ok, rows, rows_ok, PRECISION, BLOCK_M, BLOCK_K, BLOCK_O * BLOCK_F)
+    acc_v = _project_rows(y_ptr, v_ptr, K2, offs_m, m_ok, rows, rows_ok, PRECISION, BLOCK_M, BLOCK_K, BLOCK_O * BLOCK_F)
     if HAS_BIAS:
         acc_u += tl.load(ub_ptr + rows, mask=rows_ok, other=0.0).to(tl.float32)[None, :]
         acc_v += tl.load(vb_ptr + rows, mask=rows_ok, other=0.0).to(tl.float32)[None, :]
