@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel
+from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline
 
 
 @triton.jit
@@ -134,12 +134,13 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
     block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
     if min(block_m, block_o, block_i * block_j) < DOT_MIN:
         raise ValueError(f"bilinear: tl.dot needs blocks >= {DOT_MIN}")
+    _, stages = _pipeline(block_m, block_o, block_i * block_j, x.element_size())  # the K-step is fixed at I x J
     if b:
         grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
         _bilinear_kernel[grid](
             x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
             HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4,
+            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4, num_stages=stages,
         )
     return out
 
@@ -185,6 +186,7 @@ def mfb_triton(
     if min(block_m, block_o * block_f, block_k) < DOT_MIN:
         raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}")
     fused_l2 = normalize and block_o >= o
+    block_k, stages = _pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
         grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
         _mfb_kernel[grid](
@@ -193,6 +195,7 @@ def mfb_triton(
             HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
             PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=4 if block_o * block_f <= 128 else 8,
+            num_stages=stages,
         )
         if normalize and not fused_l2:
             _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4)

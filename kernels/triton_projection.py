@@ -22,6 +22,28 @@ MAX_GROUPS = 8
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
 DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
 
+#: shared memory one launch may plan for, bytes: under the smallest per-block limit of the
+#: GPUs edgefuse targets (99 KiB on sm_86/89/120, the RTX parts; Jetson Orin sm_87 and A100
+#: have 163 KiB, H100/H200 227 KiB). The compiler's real usage of every launch the benchmarks
+#: make is checked against it per architecture, without a GPU, by kernels/aot.py.
+SHARED_BUDGET = 96 * 1024
+MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
+
+
+def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
+    """(BLOCK_K, num_stages) such that every pipeline stage's A and B tiles fit SHARED_BUDGET.
+
+    The compiled kernel keeps up to ``num_stages`` K-steps of both operand tiles in shared
+    memory; BLOCK_K halves (down to tl.dot's 16) until at least two stages fit, so loads of
+    the next K-step overlap the current dot.
+    """
+    def tile(bk: int) -> int:
+        return (block_m * bk + bk * block_n) * itemsize
+
+    while block_k > DOT_MIN and 2 * tile(block_k) > SHARED_BUDGET:
+        block_k //= 2
+    return block_k, max(1, min(MAX_STAGES, SHARED_BUDGET // tile(block_k)))
+
 
 @triton.jit
 def _apply_act(y, ACT: tl.constexpr):
@@ -177,6 +199,7 @@ def fused_projection_triton(
     block_m, block_n, block_k, warps, fused_norm = config or _config(b, d, normalize, n)
     if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
         raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
+    block_k, stages = _pipeline(block_m, block_n, block_k, ref.element_size())
     fused_norm = normalize and fused_norm and block_n >= d
     precision = "ieee" if ref.dtype == torch.float32 else "tf32"
     has_bias = bias is not None
@@ -191,7 +214,7 @@ def fused_projection_triton(
         _fused_projection_kernel[grid](
             *xp, *wp, *kp, bias if has_bias else out, out, b, d, n, start,
             NUM=len(grp), PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
-            PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+            PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
         )
     if normalize and not fused_norm:
         _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4)  # zero rows stay zero

@@ -1,0 +1,297 @@
+"""Compile the Triton kernels ahead of time for a GPU architecture, with no GPU present.
+
+Every launch a launcher would make for a set of shapes is captured (nothing runs), then
+compiled by Triton's own compiler and ``ptxas`` down to a cubin for the target (sm_90 for
+H100/H200, sm_87 for Jetson Orin, ...). This catches what the interpreter cannot: the
+``tl.dot`` size minimums, type errors in the compiled lowering, tiles whose shared memory
+exceeds the target's per-block limit, and register spills; ``cuobjdump`` (shipped in
+Triton's wheel) reads each cubin's registers, spill (local) bytes and shared memory.
+
+It must run in a process where ``TRITON_INTERPRET`` is unset (the interpreter replaces the
+JIT functions this needs).
+
+    python -m edgefuse.kernels.aot --arch 90 --arch 87 [--json kernels_aot.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+#: shared memory one block may use (opt-in maximum), bytes, per compute capability
+MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+#: 32-bit registers per SM (all listed architectures)
+REGS_PER_SM = 65536
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas")
+_PTR = {
+    torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.bool: "*i1",
+    torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8", torch.uint8: "*u8",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One captured kernel launch: the kernel, its typed signature and constexprs."""
+
+    kernel: object  # triton JITFunction
+    signature: tuple[tuple[str, str], ...]
+    constexprs: tuple[tuple[str, object], ...]
+    divisible: tuple[int, ...]  # argument indices the JIT would mark divisible by 16
+    options: tuple[tuple[str, int], ...]
+    grid: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.kernel.__name__
+
+    def key(self) -> tuple:
+        """What makes a distinct binary (the grid does not)."""
+        return (self.name, self.signature, self.constexprs, self.divisible, self.options)
+
+
+@dataclass
+class Compiled:
+    kernel: str
+    arch: int
+    constexprs: dict
+    num_warps: int
+    registers: int
+    spill_bytes: int  # per-thread local memory: > 0 means registers spilled
+    shared_bytes: int
+    max_shared_bytes: int | None
+    blocks_per_sm_by_regs: int
+    seconds: float
+    cases: list[str] = field(default_factory=list)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[Launch]]:
+    """Within the block, kernel launches are recorded instead of run."""
+    if _interpreting():
+        raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compilable kernels)")
+    import triton.runtime.jit as jit
+
+    launches: list[Launch] = []
+
+    def record(self, *args, grid, warmup, **kwargs):
+        launches.append(_launch(self, args, kwargs, grid))
+
+    original = jit.JITFunction.run
+    jit.JITFunction.run = record
+    try:
+        yield launches
+    finally:
+        jit.JITFunction.run = original
+
+
+def _launch(fn, args, kwargs, grid) -> Launch:
+    bound = dict(zip(fn.arg_names, args))
+    bound.update({k: v for k, v in kwargs.items() if k not in _LAUNCH_OPTIONS})
+    missing = [n for n in fn.arg_names if n not in bound]
+    if missing:
+        raise TypeError(f"{fn.__name__}: launch is missing arguments {missing}")
+    const_idx = {p.num for p in fn.params if p.is_constexpr}
+    signature, constexprs, divisible = [], [], []
+    # as Triton's JIT specialises: pointers 16-byte aligned and ints divisible by 16 get a
+    # tt.divisibility attribute (without it, loads do not vectorise and loops do not pipeline)
+    for i, name in enumerate(fn.arg_names):
+        v = bound[name]
+        if i in const_idx or v is None:
+            signature.append((name, "constexpr"))
+            constexprs.append((name, v))
+        elif isinstance(v, torch.Tensor):
+            if v.dtype not in _PTR:
+                raise TypeError(f"{fn.__name__}: argument {name} has dtype {v.dtype}; expected one of {list(_PTR)}")
+            signature.append((name, _PTR[v.dtype]))
+            if v.data_ptr() % 16 == 0:
+                divisible.append(i)
+        elif isinstance(v, bool):
+            signature.append((name, "i1"))
+        elif isinstance(v, int):
+            signature.append((name, "i32" if -(2**31) <= v < 2**31 else "i64"))
+            if v % 16 == 0:
+                divisible.append(i)
+        elif isinstance(v, float):
+            signature.append((name, "fp32"))
+        else:
+            raise TypeError(f"{fn.__name__}: argument {name} is a {type(v).__name__}; expected a tensor, int, float or None")
+    grid = tuple(grid(bound) if callable(grid) else grid)
+    options = tuple((k, int(kwargs[k])) for k in _LAUNCH_OPTIONS if k in kwargs)
+    return Launch(fn, tuple(signature), tuple(constexprs), tuple(divisible), options, grid)
+
+
+def compile_launch(launch: Launch, arch: int) -> Compiled:
+    """Compile one captured launch to a cubin for ``sm_<arch>`` and read its resource usage."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    t = time.perf_counter()
+    attrs = {(i,): [["tt.divisibility", 16]] for i in launch.divisible}
+    src = ASTSource(launch.kernel, dict(launch.signature), dict(launch.constexprs), attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
+    seconds = time.perf_counter() - t
+    usage = resource_usage(compiled.asm["cubin"])
+    warps = dict(launch.options).get("num_warps", 4)
+    regs = usage["REG"]
+    return Compiled(
+        kernel=launch.name, arch=arch,
+        constexprs={k: v for k, v in launch.constexprs if v is not None},
+        num_warps=warps, registers=regs, spill_bytes=usage["LOCAL"],
+        shared_bytes=int(compiled.metadata.shared), max_shared_bytes=MAX_SHARED.get(arch),
+        blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(seconds, 3),
+    )
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """REG, LOCAL (spill bytes per thread), SHARED... of a one-kernel cubin, via cuobjdump."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.is_file():
+        raise FileNotFoundError(f"cuobjdump not found at {tool}; it ships in Triton's NVIDIA backend")
+    with tempfile.TemporaryDirectory(prefix="edgefuse-aot.") as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        out = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True, check=True).stdout
+    fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", out))
+    if "REG" not in fields:
+        raise ValueError(f"cuobjdump printed no resource usage:\n{out}")
+    return {k: int(v) for k, v in fields.items()}
+
+
+# -- the shapes to check: issue 3's benchmark grid, in the bench's fp16 and the models' fp32 ----
+
+BATCHES = (1, 8, 32, 256, 4096)
+DIMS = (256, 1024)
+KS = (2048, 1024, 128)
+
+
+def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
+    """(label, a call of a launcher) for every op at the benchmark shapes."""
+    from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
+    from edgefuse.kernels.triton_gated import gated_fusion_triton
+    from edgefuse.kernels.triton_projection import fused_projection_triton
+
+    def t(*shape, dt=dtype):
+        return torch.empty(shape, dtype=dt)
+
+    tag = str(dtype).replace("torch.", "")
+    for d in DIMS:
+        ws, bias = [t(d, k) for k in KS], t(len(KS), d)
+        for b in BATCHES:
+            xs = [t(b, k) for k in KS]
+            for normalize in (True, False):
+                yield (f"fused_projection {tag} B={b} D={d} l2={normalize}",
+                       lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n))
+            mask = torch.ones(b, len(KS), dtype=torch.bool)
+            for per_feature in (True, False):
+                logits = t(b, len(KS), d) if per_feature else t(b, len(KS))
+                for mode in ("softmax", "sigmoid"):
+                    yield (f"gated_fusion {tag} B={b} D={d} per_feature={per_feature} {mode}",
+                           lambda f=t(b, len(KS), d), lg=logits, m=mask, mode=mode: gated_fusion_triton(f, lg, m, mode))
+            o, factors = 256, 4
+            u, v, ub, vb = t(o * factors, d), t(o * factors, d), t(o * factors), t(o * factors)
+            yield (f"mfb {tag} B={b} D={d}",
+                   lambda x=t(b, d), y=t(b, d), u=u, v=v, ub=ub, vb=vb: mfb_triton(x, y, u, ub, v, vb, factors))
+    w, bb = t(64, 256, 256), t(64)
+    for b in BATCHES:
+        yield f"bilinear {tag} B={b} D=256", lambda x=t(b, 256), y=t(b, 256): bilinear_triton(x, y, w, bb)
+
+
+def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1)) -> list[Compiled]:
+    """Compile every distinct launch of ``cases`` for each arch; one record per binary.
+
+    ``shard=(k, n)`` compiles only the k-th of n interleaved slices of the distinct launches
+    (n processes, one per core, each run with its own k, cover them all)."""
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    seen: dict[tuple, tuple[Launch, list[str]]] = {}
+    for dtype in dtypes:
+        for label, call in cases(dtype):
+            with capture() as launches:
+                call()
+            if not launches:
+                raise RuntimeError(f"{label}: the launcher made no kernel launch")
+            for launch in launches:
+                seen.setdefault(launch.key(), (launch, []))[1].append(label)
+    out = []
+    for i, (launch, labels) in enumerate(seen.values()):
+        if i % n != k:
+            continue
+        for arch in archs:
+            rec = compile_launch(launch, arch)
+            rec.cases = labels
+            out.append(rec)
+            if progress:
+                print(f"[{i + 1}/{len(seen)}] sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
+    return out
+
+
+def problems(records: list[Compiled]) -> list[str]:
+    """What would fail or run badly on the target: shared memory over the limit, spills."""
+    out = []
+    for r in records:
+        if r.max_shared_bytes is not None and r.shared_bytes > r.max_shared_bytes:
+            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: {r.shared_bytes} B shared > the {r.max_shared_bytes} B limit")
+        if r.spill_bytes:
+            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: spills {r.spill_bytes} B per thread to local memory")
+    return out
+
+
+def _row(r: Compiled) -> str:
+    blocks = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK")}
+    return (f"{r.kernel:<26} warps={r.num_warps} {blocks} regs={r.registers} spill={r.spill_bytes} "
+            f"shared={r.shared_bytes} ({r.seconds:.1f} s)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Compile edgefuse's Triton kernels for GPU architectures without a GPU.")
+    p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Orin); repeatable")
+    p.add_argument("--dtype", action="append", choices=["float16", "float32"], help="repeatable; default both")
+    p.add_argument("--json", type=Path, help="write every record here")
+    p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")
+    args = p.parse_args(argv)
+    try:
+        shard = tuple(int(x) for x in args.shard.split("/"))
+        assert len(shard) == 2
+    except (ValueError, AssertionError):
+        p.error(f"--shard expects K/N, e.g. 0/2; got {args.shard!r}")
+    archs = args.arch or [90, 87]
+    dtypes = [getattr(torch, d) for d in (args.dtype or ["float16", "float32"])]
+    import triton
+
+    start = time.perf_counter()
+    records = check(archs, dtypes, progress=True, shard=shard)
+    found = problems(records)
+    if args.json:
+        doc = {"triton": triton.__version__, "archs": archs, "shard": args.shard, "seconds": round(time.perf_counter() - start, 1),
+               "problems": found, "binaries": [asdict(r) for r in records]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2, default=str))
+    print(f"compiled {len(records)} binaries for sm_{', sm_'.join(map(str, archs))} with Triton {triton.__version__} "
+          f"in {time.perf_counter() - start:.0f} s; {len(found)} problem(s)")
+    for line in found:
+        print("  " + line)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The kernels compiled for real GPU targets (sm_90: H100/H200, sm_87: Jetson Orin) with no GPU.
+
+The interpreter tests check the arithmetic; this checks what only the GPU compiler sees:
+Triton's lowering and ptxas accept every launch the launchers make at the benchmark shapes,
+in fp16 and fp32, each fits its target's shared memory without spilling registers, and the
+launchers' shared-memory plan (SHARED_BUDGET) holds for the compiler's real allocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgefuse.kernels.aot import Compiled, problems
+from edgefuse.kernels.triton_projection import DOT_MIN, MAX_STAGES, SHARED_BUDGET, _config, _pipeline
+
+KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_gated_kernel", "_mfb_kernel", "_bilinear_kernel"}
+SHARDS = 2  # CI has two cores
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("aot")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env["TRITON_CACHE_DIR"] = str(tmp / "cache")  # compile for real, not from an earlier run's cache
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "edgefuse.kernels.aot", "--arch", "90", "--arch", "87", "--shard", f"{k}/{SHARDS}",
+             "--json", str(tmp / f"shard{k}.json")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for k in range(SHARDS)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    docs = [json.loads((tmp / f"shard{k}.json").read_text()) if (tmp / f"shard{k}.json").is_file() else None for k in range(SHARDS)]
+    return [p.returncode for p in procs], logs, docs
+
+
+def test_every_launch_compiles_for_h200_and_orin_within_limits(compiled):
+    codes, logs, docs = compiled
+    for code, log, doc in zip(codes, logs, docs):
+        assert doc is not None, log[-3000:]
+        assert doc["problems"] == [] and code == 0, log[-3000:]
+    binaries = [b for doc in docs for b in doc["binaries"]]
+    assert {b["kernel"] for b in binaries} == KERNELS
+    assert {b["arch"] for b in binaries} == {90, 87}
+    # each distinct launch compiled once per architecture
+    per_arch = {a: sorted(json.dumps([b["kernel"], b["constexprs"], b["cases"]]) for b in binaries if b["arch"] == a) for a in (90, 87)}
+    assert per_arch[90] == per_arch[87]
+    assert len(per_arch[90]) >= 30
+
+
+def test_launchers_shared_memory_plan_holds_for_the_compiler(compiled):
+    _, logs, docs = compiled
+    for doc in docs:
+        for b in doc["binaries"]:
+            assert b["shared_bytes"] <= SHARED_BUDGET, (b["kernel"], b["arch"], b["constexprs"], b["shared_bytes"])
+            assert b["spill_bytes"] == 0, b
+
+
+def test_pipeline_plan_fits_the_budget_and_keeps_tl_dot_sizes():
+    for b in (1, 8, 32, 256, 4096):
+        for d in (16, 256, 1024, 4096):
+            bm, bn, bk, _, _ = _config(b, d, True, 3)
+            for itemsize in (2, 4):
+                k, stages = _pipeline(bm, bn, bk, itemsize)
+                assert k >= DOT_MIN and 1 <= stages <= MAX_STAGES
+                assert stages * (bm * k + k * bn) * itemsize <= SHARED_BUDGET or k == DOT_MIN, (b, d, itemsize)
+
+
+def test_problems_flags_shared_overflow_and_spills():
+    ok = Compiled("k", 87, {}, 4, 64, 0, 1000, 166912, 8, 0.1)
+    over = Compiled("k", 87, {"BLOCK_K": 64}, 8, 255, 0, 266240, 166912, 1, 0.1)
+    spill = Compiled("k", 90, {}, 8, 255, 96, 1000, 232448, 1, 0.1)
+    assert problems([ok]) == []
+    found = problems([ok, over, spill])
+    assert len(found) == 2 and "266240 B shared > the 166912 B limit" in found[0] and "spills 96 B" in found[1]
