@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline
+from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, next_pow2
 
 
 @triton.jit
@@ -136,7 +136,7 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
         raise ValueError(f"bilinear: tl.dot needs blocks >= {DOT_MIN}")
     _, stages = _pipeline(block_m, block_o, block_i * block_j, x.element_size())  # the K-step is fixed at I x J
     if b:
-        grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
+        grid = (cdiv(b, block_m), cdiv(o, block_o))
         _bilinear_kernel[grid](
             x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
             HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
@@ -171,24 +171,24 @@ def mfb_triton(
     _check("mfb", {"x": x, "y": y, "u_w": u_w, "v_w": v_w, "u_b": u_b, "v_b": v_b, "present": present}, x)
     o = rows // factors
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
-    block_f = triton.next_power_of_2(factors)
+    block_f = next_pow2(factors)
     block_m, block_k = 16, 32
-    tiles_m = triton.cdiv(b, block_m)
+    tiles_m = cdiv(b, block_m)
     # one block spanning all outputs fuses the L2 norm, but at edge batches (one row tile)
     # that is a handful of programs streaming all of U and V: then use the narrowest block
     # tl.dot allows (16 weight rows) and a row-norm launch after. See MIN_PROGRAMS.
-    widest = max(DOT_MIN // block_f, min(triton.next_power_of_2(o), max(1, 256 // block_f)))
+    widest = max(DOT_MIN // block_f, min(next_pow2(o), max(1, 256 // block_f)))
     if block_o is None:
-        if tiles_m * triton.cdiv(o, widest) >= MIN_PROGRAMS:
+        if tiles_m * cdiv(o, widest) >= MIN_PROGRAMS:
             block_o = widest
         else:  # as narrow as gives MIN_PROGRAMS programs, never below tl.dot's 16 weight rows
-            block_o = max(max(1, DOT_MIN // block_f), min(widest, triton.next_power_of_2(max(1, o * tiles_m // MIN_PROGRAMS))))
+            block_o = max(max(1, DOT_MIN // block_f), min(widest, next_pow2(max(1, o * tiles_m // MIN_PROGRAMS))))
     if min(block_m, block_o * block_f, block_k) < DOT_MIN:
         raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}")
     fused_l2 = normalize and block_o >= o
     block_k, stages = _pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
-        grid = (triton.cdiv(b, block_m), triton.cdiv(o, block_o))
+        grid = (cdiv(b, block_m), cdiv(o, block_o))
         _mfb_kernel[grid](
             x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
             present if present is not None else out, out, b, k1, k2, o, factors,

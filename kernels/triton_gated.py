@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from edgefuse.kernels.triton_projection import cdiv, next_pow2
+
 
 @triton.jit
 def _gated_kernel(
@@ -76,9 +78,9 @@ def gated_fusion_triton(
         return out, empty
     # 1024-wide blocks: one program reads N x 4 KiB (fp32) per row, enough bytes in flight
     # per SM to stream at bandwidth while keeping the grid (B x D/1024) large at B >= 64
-    block_d = min(1024, triton.next_power_of_2(d))
-    block_n = triton.next_power_of_2(n)
-    grid = (b, triton.cdiv(d, block_d))
+    block_d = min(1024, next_pow2(d))
+    block_n = next_pow2(n)
+    grid = (b, cdiv(d, block_d))
     _gated_kernel[grid](
         feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,

@@ -12,6 +12,7 @@ Order of this file: kernel, launcher, (no autograd: training takes the reference
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -28,6 +29,19 @@ DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not 
 #: make is checked against it per architecture, without a GPU, by kernels/aot.py.
 SHARED_BUDGET = 96 * 1024
 MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# Launch arithmetic in plain Python: triton.cdiv and triton.next_power_of_2 are JIT-callable
+# wrappers costing microseconds each, and at edge batches the launcher's host time is the
+# kernel's latency.
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
@@ -159,7 +173,7 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     The L2 norm fuses into the epilogue only when one tile can span the row (D <= 1024) and
     the launch still has MIN_PROGRAMS programs; otherwise a row-norm launch follows.
     """
-    wide = max(DOT_MIN, triton.next_power_of_2(d))
+    wide = max(DOT_MIN, next_pow2(d))
     # a fused tile spans the row: keep it 16 rows tall so its fp32 accumulator (16 x D) fits
     # in registers (64 x 1024 would be 256 KiB per program, the whole register file)
     fused = normalize and d <= 1024 and -(-b // 16) * n >= MIN_PROGRAMS
@@ -177,6 +191,18 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     return block_m, block_n, block_k, warps, fused
 
 
+@functools.lru_cache(maxsize=512)
+def _plan(b: int, d: int, n: int, normalize: bool, itemsize: int, config: tuple | None):
+    """Everything about a launch that depends only on shapes, computed once per shape:
+    (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, fused_norm, programs along axis 0)."""
+    block_m, block_n, block_k, warps, fused_norm = config or _config(b, d, normalize, n)
+    if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
+        raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
+    block_k, stages = _pipeline(block_m, block_n, block_k, itemsize)
+    fused_norm = normalize and fused_norm and block_n >= d
+    return block_m, block_n, block_k, warps, stages, fused_norm, cdiv(b, block_m) * cdiv(d, block_n)
+
+
 def fused_projection_triton(
     xs: Sequence[torch.Tensor | None],
     weights: Sequence[torch.Tensor],
@@ -190,30 +216,30 @@ def fused_projection_triton(
     Returns ``[B, N, D]`` in the inputs' dtype. Raises ValueError on mismatched shapes,
     dtypes, devices or non-contiguous tensors. ``config`` overrides ``_config`` (tests).
     """
-    _check_projection(xs, weights, bias, act)
-    ref = next(x for x in xs if x is not None)
+    ref = _check_projection(xs, weights, bias, act)
     n, d, b = len(xs), weights[0].shape[0], ref.shape[0]
     out = torch.empty((b, n, d), device=ref.device, dtype=ref.dtype)
     if b == 0:
         return out
-    block_m, block_n, block_k, warps, fused_norm = config or _config(b, d, normalize, n)
-    if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
-        raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
-    block_k, stages = _pipeline(block_m, block_n, block_k, ref.element_size())
-    fused_norm = normalize and fused_norm and block_n >= d
+    block_m, block_n, block_k, warps, stages, fused_norm, programs = _plan(
+        b, d, n, normalize, ref.element_size(), None if config is None else tuple(config))
     precision = "ieee" if ref.dtype == torch.float32 else "tf32"
     has_bias = bias is not None
     for start in range(0, n, MAX_GROUPS):  # one launch per 8 modalities (one launch for N <= 8)
-        grp = list(range(start, min(n, start + MAX_GROUPS)))
-        present = sum(1 << j for j, i in enumerate(grp) if xs[i] is not None)
-        pad = MAX_GROUPS - len(grp)
-        xp = [xs[i] if xs[i] is not None else ref for i in grp] + [ref] * pad
-        wp = [weights[i] for i in grp] + [weights[0]] * pad
-        kp = [int(w.shape[1]) for w in wp]
-        grid = (triton.cdiv(b, block_m) * triton.cdiv(d, block_n), len(grp))
-        _fused_projection_kernel[grid](
-            *xp, *wp, *kp, bias if has_bias else out, out, b, d, n, start,
-            NUM=len(grp), PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
+        stop = min(n, start + MAX_GROUPS)
+        present, xp, wp, kp = 0, [], [], []
+        for j in range(start, stop):
+            x, w = xs[j], weights[j]
+            if x is not None:
+                present |= 1 << (j - start)
+            xp.append(ref if x is None else x)
+            wp.append(w)
+            kp.append(w.shape[1])
+        pad = MAX_GROUPS - (stop - start)
+        _fused_projection_kernel[(programs, stop - start)](
+            *xp, *([ref] * pad), *wp, *([weights[0]] * pad), *kp, *([kp[0]] * pad),
+            bias if has_bias else out, out, b, d, n, start,
+            NUM=stop - start, PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
             PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
         )
     if normalize and not fused_norm:
@@ -221,37 +247,38 @@ def fused_projection_triton(
     return out
 
 
-def _check_projection(xs, weights, bias, act) -> None:
+def _check_projection(xs, weights, bias, act) -> torch.Tensor:
+    """Raise ValueError naming what is wrong; return the first present input."""
     if act not in ACTS:
         raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
     if len(xs) != len(weights) or not xs:
         raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
-    present = [x for x in xs if x is not None]
-    if not present:
+    ref = next((x for x in xs if x is not None), None)
+    if ref is None:
         raise ValueError("fused_projection: expected at least one present input, got all None")
-    ref = present[0]
-    if ref.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"fused_projection: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
+    dtype, device, b = ref.dtype, ref.device, ref.shape[0]
+    if dtype not in _FLOATS:
+        raise ValueError(f"fused_projection: expected float32/float16/bfloat16 inputs, got {dtype}")
     d = weights[0].shape[0]
+    if d < 1:
+        raise ValueError(f"fused_projection: D must be >= 1, got {d}")
     for i, (x, w) in enumerate(zip(xs, weights)):
         if w.dim() != 2 or w.shape[0] != d:
             raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(w.shape)}")
-        tensors = [("weight", w)] + ([("input", x)] if x is not None else [])
-        for what, t in tensors:
-            if t.dtype != ref.dtype:
-                raise ValueError(f"fused_projection: {what} {i} has dtype {t.dtype}, expected {ref.dtype} like input 0")
-            if t.device != ref.device:
-                raise ValueError(f"fused_projection: {what} {i} is on {t.device}, expected {ref.device}")
+        for what, t in (("weight", w), ("input", x)):
+            if t is None:
+                continue
+            if t.dtype != dtype:
+                raise ValueError(f"fused_projection: {what} {i} has dtype {t.dtype}, expected {dtype} like input 0")
+            if t.device != device:
+                raise ValueError(f"fused_projection: {what} {i} is on {t.device}, expected {device}")
             if not t.is_contiguous():
                 raise ValueError(f"fused_projection: {what} {i} must be contiguous (call .contiguous()), got strides {t.stride()}")
-        if x is not None and (x.dim() != 2 or x.shape[0] != ref.shape[0] or x.shape[1] != w.shape[1]):
-            raise ValueError(
-                f"fused_projection: input {i} must be [B={ref.shape[0]}, K_{i}={w.shape[1]}], got {list(x.shape)}"
-            )
+        if x is not None and (x.dim() != 2 or x.shape[0] != b or x.shape[1] != w.shape[1]):
+            raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={w.shape[1]}], got {list(x.shape)}")
     if bias is not None:
         if tuple(bias.shape) != (len(xs), d):
             raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
-        if bias.device != ref.device or not bias.is_contiguous():
-            raise ValueError(f"fused_projection: bias must be contiguous on {ref.device}")
-    if d < 1:
-        raise ValueError(f"fused_projection: D must be >= 1, got {d}")
+        if bias.device != device or not bias.is_contiguous():
+            raise ValueError(f"fused_projection: bias must be contiguous on {device}")
+    return ref
