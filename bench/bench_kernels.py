@@ -66,7 +66,7 @@ def copy_bandwidth() -> float:
 
 def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -> None:
     from edgefuse.kernels.reference import fused_projection_reference
-    from edgefuse.kernels.triton_projection import fused_projection_triton
+    from edgefuse.kernels.triton_projection import _config, fused_projection_triton
 
     for d in DIMS:
         ws = [torch.randn(d, k, device="cuda", dtype=dtype) / k**0.5 for k in KS]
@@ -83,14 +83,41 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             if compiled is not None and b <= 32:
                 fns["compile"] = lambda: compiled(xs)
             t = _variants(fns)
+            # tuning data for _config / MIN_PROGRAMS: the launch configurations the heuristic
+            # chooses between at edge batches, timed in the same run (not part of the bar)
+            alts = {}
+            if b <= 32:
+                for label, cfg in _alternatives(b, d).items():
+                    try:  # a configuration that fails to compile costs its entry, not the run
+                        alts[label] = {"config": list(cfg), **_variants(
+                            {"x": lambda cfg=cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg)})["x"]}
+                    except Exception as e:
+                        alts[label] = {"config": list(cfg), "error": f"{type(e).__name__}: {e}"[:300]}
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
             results.append({"op": "fused_projection", "B": b, "D": d, "K": list(KS), "act": "relu", "normalize": True,
-                            "bytes": nbytes, "flops": flops, "timings": t})
+                            "bytes": nbytes, "flops": flops, "timings": t, "config": list(_config(b, d, True, len(KS))),
+                            "alternatives": alts})
             print(f"fused_projection B={b:<5} D={d:<5} " + _fmt(t), flush=True)
             if checkpoint:
                 checkpoint()
+
+
+def _alternatives(b: int, d: int) -> dict[str, tuple]:
+    """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2) other than the default."""
+    from edgefuse.kernels.triton_projection import _config, next_pow2
+
+    wide = max(16, next_pow2(d))
+    cands = {
+        "one_launch_fused_l2": (16, wide, 32, 8 if wide > 256 else 4, True),
+        "narrow16_two_launch": (16, 16, 64, 4, False),
+        "narrow32_two_launch": (16, 32, 64, 4, False),
+        "narrow64_two_launch": (16, 64, 64, 4, False),
+        "narrow32_k128": (16, 32, 128, 4, False),
+    }
+    default = _config(b, d, True, len(KS))
+    return {k: v for k, v in cands.items() if v != default}
 
 
 def bench_gated(dtype, results: list) -> None:

@@ -33,3 +33,29 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     assert bar["mfb_>=1.5x_eager"]["pass"] is True
     bk.plot(results, tmp_path / "k.png")
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_projection_alternatives_are_valid_configs_that_compute_the_same_result():
+    """The GPU run times these next to the default; each must launch (tl.dot sizes) and be correct."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        assert os.environ.get("TRITON_INTERPRET") == "1"  # set by tests/conftest.py before any kernel import
+    from edgefuse.kernels.reference import fused_projection_reference
+    from edgefuse.kernels.triton_projection import DOT_MIN, fused_projection_triton
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(0)
+    ks, b, d = (40, 24, 8), 3, 48  # tiny stand-ins for (2048, 1024, 128), D = 256
+    xs = [torch.randn(b, k, generator=g).to(dev) for k in ks]
+    ws = [torch.randn(d, k, generator=g).to(dev) for k in ks]
+    bias = torch.randn(len(ks), d, generator=g).to(dev)
+    ref = fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], bias.double(), "relu", True)
+    alts = bk._alternatives(b, d)
+    assert len(alts) >= 4
+    for label, cfg in alts.items():
+        assert min(cfg[:3]) >= DOT_MIN, label
+        out = fused_projection_triton(xs, ws, bias, "relu", True, config=cfg)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4, msg=label)
