@@ -82,8 +82,9 @@ class Bundle:
         try:
             for subset in self.subsets:
                 engines[subset] = self.load_engine(subset, **kwargs)
-                if warmup:
-                    engines[subset].warmup()
+            if warmup:  # after every engine exists: a shared TensorRT block has reached its final size
+                for engine in engines.values():
+                    engine.warmup()
         except BaseException:
             for e in engines.values():
                 e.close()

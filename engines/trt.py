@@ -87,19 +87,52 @@ def build_plan(
 
 class SharedDeviceMemory:
     """One device-memory block for several execution contexts that never run at the same time
-    (the runtime calls one engine at a time): the total is the largest, not the sum."""
+    (the runtime calls one engine at a time): the total is the largest, not the sum.
 
-    def __init__(self) -> None:
+    Each engine ``attach``es with the scratch size its context needs. When a later engine
+    needs more, the block is reallocated and every earlier context is re-pointed at the new
+    block (and drops the CUDA graphs it captured, which hold the old address) before the old
+    block is freed. Attach every engine before running any (``Bundle.load_engines`` does), so
+    no graph is ever dropped; and never attach while an engine is running.
+    """
+
+    def __init__(self, alloc=None) -> None:
         self.size = 0
         self._buf = None
+        self._users: list = []  # weak references to attached engines
+        self._alloc = alloc or _cuda_bytes
 
-    def ensure(self, size: int):
-        import torch
+    def attach(self, engine, size: int) -> None:
+        """Point ``engine``'s context (via ``engine._set_device_memory(ptr, size)``) at the block."""
+        import weakref
 
-        if size > self.size:
-            self._buf = torch.empty(size, dtype=torch.uint8, device="cuda")
-            self.size = size
-        return self._buf.data_ptr() if self._buf is not None else 0
+        self._users = [r for r in self._users if r() is not None]
+        if size > self.size or self._buf is None:
+            size = max(size, 1)
+            buf = self._alloc(size)
+            for ref in self._users:
+                ref()._set_device_memory(buf.data_ptr(), size)
+            self._buf, self.size = buf, size  # the old block is released here, once no context points at it
+        self._users.append(weakref.ref(engine))
+        engine._set_device_memory(self._buf.data_ptr(), self.size)
+
+    @property
+    def users(self) -> int:
+        return sum(r() is not None for r in self._users)
+
+
+def _cuda_bytes(size: int):
+    import torch
+
+    return torch.empty(size, dtype=torch.uint8, device="cuda")
+
+
+def _device_memory_size(engine) -> int:
+    """Scratch bytes a context of ``engine`` needs (``device_memory_size_v2`` since TensorRT 10.1;
+    TensorRT 11 has only that)."""
+    if hasattr(engine, "device_memory_size_v2"):
+        return int(engine.device_memory_size_v2)
+    return int(engine.device_memory_size)
 
 
 class TrtEngine(Engine):
@@ -123,14 +156,10 @@ class TrtEngine(Engine):
         self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
             raise ValueError(f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)")
+        self._graphs: dict[int, object] = {}
         if shared_memory is not None:
             self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            size = getattr(self.engine, "device_memory_size_v2", None) or self.engine.device_memory_size
-            ptr = shared_memory.ensure(size)
-            if hasattr(self.context, "set_device_memory"):
-                self.context.set_device_memory(ptr, size)
-            else:  # TensorRT 10.0
-                self.context.device_memory = ptr
+            shared_memory.attach(self, _device_memory_size(self.engine))
         else:
             self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
@@ -141,9 +170,16 @@ class TrtEngine(Engine):
         self.outputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name) for n in names if not self._is_input[n]]
         self.use_cuda_graph = cuda_graph
         self._buffers: dict[int, dict[str, object]] = {}  # batch -> name -> torch tensor
-        self._graphs: dict[int, object] = {}
         self._bound: int | None = None  # batch size whose buffers the context points at
         self.graph_failures: dict[int, str] = {}
+
+    def _set_device_memory(self, ptr: int, size: int) -> None:
+        """Point the context's scratch memory at ``ptr`` (SharedDeviceMemory calls this)."""
+        if hasattr(self.context, "set_device_memory"):  # TensorRT >= 10.1: setDeviceMemoryV2(memory, size)
+            self.context.set_device_memory(ptr, size)
+        else:  # TensorRT 10.0
+            self.context.device_memory = ptr
+        self._graphs.clear()  # captured graphs hold the old address
 
     def _bind(self, batch: int) -> dict[str, object]:
         """Buffers for ``batch`` (allocated once), bound to the context only when the batch changes."""

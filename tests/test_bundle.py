@@ -140,3 +140,26 @@ def test_a_device_loads_and_runs_a_bundle_without_torch(int8_bundle):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_bundle_constructs_every_engine_before_warming_any(int8_bundle, monkeypatch):
+    """So a shared TensorRT block is at its final size before any engine captures a CUDA graph."""
+    from edgefuse.bundle import Bundle
+
+    events = []
+    real = Bundle.load_engine
+
+    def load_engine(self, subset, **kw):
+        engine = real(self, subset, **kw)
+        events.append(("construct", subset))
+        warm = engine.warmup
+        engine.warmup = lambda *a, **k: (events.append(("warm", subset)), warm(*a, **k))[1]
+        return engine
+
+    monkeypatch.setattr(Bundle, "load_engine", load_engine)
+    engines = load_bundle(int8_bundle).load_engines()
+    kinds = [k for k, _ in events]
+    n = len(engines)
+    assert n >= 2 and kinds == ["construct"] * n + ["warm"] * n
+    for e in engines.values():
+        e.close()

@@ -107,6 +107,59 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(exported, tmp_path):
         load_engine("trt", tmp_path / "x.plan")
 
 
+def test_shared_device_memory_grows_to_the_largest_and_repoints_earlier_contexts():
+    """The block TensorRT contexts share: sized to the largest, earlier contexts moved (their
+    captured CUDA graphs dropped) before the old block is freed. Fake engines and allocator:
+    the logic is TensorRT-independent, and no machine here runs TensorRT."""
+    import gc
+
+    from edgefuse.engines.trt import SharedDeviceMemory
+
+    class Block:
+        live = 0
+
+        def __init__(self, size, addr):
+            self.size, self.addr = size, addr
+            Block.live += 1
+
+        def data_ptr(self):
+            return self.addr
+
+        def __del__(self):
+            Block.live -= 1
+
+    allocated = []
+
+    def alloc(size):
+        allocated.append(size)
+        return Block(size, 0x1000 * len(allocated))
+
+    class FakeEngine:
+        def __init__(self):
+            self.pointed, self.blocks_alive, self.graphs = [], [], {1: "captured"}
+
+        def _set_device_memory(self, ptr, size):
+            self.pointed.append((ptr, size))
+            self.blocks_alive.append(Block.live)
+            self.graphs.clear()
+
+    shared = SharedDeviceMemory(alloc=alloc)
+    a, b, c = FakeEngine(), FakeEngine(), FakeEngine()
+    shared.attach(a, 100)
+    shared.attach(b, 50)  # smaller: reuses the block
+    assert allocated == [100] and a.pointed == [(0x1000, 100)] and b.pointed == [(0x1000, 100)]
+    b.graphs[4] = "captured"
+    shared.attach(c, 300)  # larger: one new block, every earlier context moved onto it
+    gc.collect()
+    assert allocated == [100, 300] and shared.size == 300 and Block.live == 1
+    assert a.pointed[-1] == b.pointed[-1] == c.pointed[-1] == (0x2000, 300)
+    assert a.graphs == {} and b.graphs == {}  # graphs holding the old address are gone
+    assert a.blocks_alive[-1] == 2  # moved while the old block still existed: freed only after
+    del a
+    gc.collect()
+    assert shared.users == 2
+
+
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs the tensorrt package and a CUDA GPU (neither is on CI)")
 def test_tensorrt_builds_and_matches_onnxruntime(calibrated, tmp_path):  # pragma: no cover - needs TensorRT
     from edgefuse.engines.trt import SharedDeviceMemory, TrtEngine, build_plan
