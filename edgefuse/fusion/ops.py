@@ -234,7 +234,13 @@ class GatedFusion(nn.Module):
         from edgefuse.kernels import gated_fusion
 
         ctx = masked_mean(e, mask).unsqueeze(1).expand_as(e)
-        logits = torch.einsum("bnk,nkd->bnd", torch.cat([e, ctx], dim=-1), self.gate_w) + self.gate_b
+        # G_i [e_i ; ctx] as N two-dimensional MatMuls (the arithmetic of einsum
+        # "bnk,nkd->bnd"): exported, each is a MatMul with a constant 2-D weight, which ONNX
+        # Runtime runs on its GEMM kernels (its Einsum was about 2x slower at dim 512-1024) and
+        # INT8 calibration quantizes into an integer GEMM, where an Einsum stayed FP32 and a
+        # batched 3-D MatMul was dequantized every frame.
+        x = torch.cat([e, ctx], dim=-1)
+        logits = torch.stack([x[:, i] @ self.gate_w[i] for i in range(x.shape[1])], dim=1) + self.gate_b
         out, _ = gated_fusion(e, logits, mask, mode=self.gate)
         return out
 

@@ -1,0 +1,140 @@
+"""When does INT8 pay on this CPU? INT8 / FP32 ONNX Runtime latency as the model grows.
+
+The demo model is 0.6 M MACs per frame, small enough that per-node overhead dominates at
+batch 1 and INT8's extra Q/DQ nodes cost more than its integer GEMMs save. This sweeps the
+fusion width ``dim`` (the projection, gating and head grow as dim^2; the conv encoders stay)
+on untrained SensorScenes models. For each model it exports the all-sensor graph, calibrates
+it with edgefuse's MinMax Q/DQ path on 256 stratified training frames, and times FP32 and
+INT8 in interleaved rounds: 1 thread, batch 1 and 8. Accuracy is not the point here (the
+models are untrained), so only latency is reported. Writes ``int8_scaling.json`` and
+``int8_scaling.png``.
+
+    python bench/bench_int8_scaling.py --out bench/results/cpu-2core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _p50_us(sessions: dict, feeds: dict, rounds: int = 10, per_round: int = 60) -> dict:
+    samples = {k: [] for k in sessions}
+    for s in sessions.values():
+        for _ in range(30):
+            s.run(None, feeds)
+    for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant alike
+        for k, s in sessions.items():
+            for _ in range(5):
+                s.run(None, feeds)
+            for _ in range(per_round):
+                t = time.perf_counter()
+                s.run(None, feeds)
+                samples[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v) * 1e6) for k, v in samples.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fusions", default="gated,concat")
+    p.add_argument("--dims", default="64,256,512,1024")
+    p.add_argument("--batches", default="1,8")
+    args = p.parse_args(argv)
+
+    import onnxruntime as ort
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges
+    from edgefuse.calibration.quantize import OP_TYPES, quantize_qdq
+    from edgefuse.data import load_sensorscenes
+    from edgefuse.export import export_model
+    from edgefuse.fusion import build_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    data = load_sensorscenes()
+    sample = data.stratified_sample("train", 256, seed=0)
+    test = data["test"]
+    rows = []
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="edgefuse-int8-scaling.") as tmp:
+        tmp = Path(tmp)
+        for fusion in args.fusions.split(","):
+            for dim in [int(d) for d in args.dims.split(",")]:
+                model = build_model(fusion, data.specs, data.num_classes, dim=dim).eval()
+                with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                    model({k: torch.from_numpy(v[:1]) for k, v in test.inputs.items()})
+                macs = counter.get_total_flops() // 2
+                work = tmp / f"{fusion}-{dim}"
+                rec = export_model(model, work / "export", subsets=[model.names], progress=False)
+                fp32 = work / "export" / next(iter(rec["graphs"].values()))["file"]
+                ranges, _ = compute_ranges(fp32, StratifiedReader(sample.inputs, progress=False), method="minmax", op_types=OP_TYPES)
+                int8 = quantize_qdq(fp32, work / "int8.onnx", ranges)
+                sessions = {}
+                for name, path in (("fp32", fp32), ("int8", int8)):
+                    so = ort.SessionOptions()
+                    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+                    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                    so.log_severity_level = 3
+                    sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                for b in [int(x) for x in args.batches.split(",")]:
+                    feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
+                    t = _p50_us(sessions, feeds)
+                    row = {"fusion": fusion, "dim": dim, "batch": b, "macs_per_frame": int(macs),
+                           "fp32_p50_us": t["fp32"], "int8_p50_us": t["int8"], "int8_over_fp32": t["int8"] / t["fp32"]}
+                    rows.append(row)
+                    print(f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
+                          f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us  int8/fp32 {row['int8_over_fp32']:.2f}", flush=True)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), [])
+    doc = {
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512_vnni": "avx512_vnni" in flags,
+                    "avx_vnni": "avx_vnni" in flags, "python": platform.python_version()},
+        "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
+        "threads": 1, "calibration": {"method": "minmax", "size": len(sample)},
+        "seconds": round(time.time() - start, 1), "results": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8_scaling.json").write_text(json.dumps(doc, indent=2))
+    _plot(rows, args.out / "int8_scaling.png", doc)
+    return 0
+
+
+def _plot(rows: list, path: Path, doc: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for fusion in dict.fromkeys(r["fusion"] for r in rows):
+        for b, style in zip(sorted({r["batch"] for r in rows}), ("-o", "--s", ":^")):
+            pts = sorted((r["macs_per_frame"] / 1e6, r["int8_over_fp32"]) for r in rows if r["fusion"] == fusion and r["batch"] == b)
+            ax.plot(*zip(*pts), style, label=f"{fusion}, batch {b}")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(0.55, color="red", lw=0.8, ls="--", label="issue 4 bar (0.55)")
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (M MACs per frame)")
+    ax.set_ylabel("INT8 / FP32 p50 latency (ORT, 1 thread)")
+    ax.set_title(f"INT8 vs FP32 on {doc['machine']['cpu'][:40]} (VNNI: {doc['machine']['avx512_vnni'] or doc['machine']['avx_vnni']})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
