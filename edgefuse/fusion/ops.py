@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from edgefuse.kernels.ops import is_exporting
 from edgefuse.kernels.reference import masked_softmax
 
 ACTIVATIONS = ("none", "relu", "gelu", "tanh")
@@ -234,13 +235,17 @@ class GatedFusion(nn.Module):
         from edgefuse.kernels import gated_fusion
 
         ctx = masked_mean(e, mask).unsqueeze(1).expand_as(e)
-        # G_i [e_i ; ctx] as N two-dimensional MatMuls (the arithmetic of einsum
-        # "bnk,nkd->bnd"): exported, each is a MatMul with a constant 2-D weight, which ONNX
-        # Runtime runs on its GEMM kernels (its Einsum was about 2x slower at dim 512-1024) and
-        # INT8 calibration quantizes into an integer GEMM, where an Einsum stayed FP32 and a
-        # batched 3-D MatMul was dequantized every frame.
         x = torch.cat([e, ctx], dim=-1)
-        logits = torch.stack([x[:, i] @ self.gate_w[i] for i in range(x.shape[1])], dim=1) + self.gate_b
+        # logits_i = G_i [e_i ; ctx] (einsum "bnk,nkd->bnd"). In PyTorch: one batched matmul.
+        # Exported: N MatMuls with constant 2-D weights, the same arithmetic, which ONNX
+        # Runtime runs on its GEMM kernels (its Einsum was about 2x slower at dim 512-1024) and
+        # INT8 calibration quantizes into integer GEMMs (an Einsum stayed FP32; a batched 3-D
+        # MatMul was dequantized every frame).
+        if is_exporting():
+            logits = torch.stack([x[:, i] @ self.gate_w[i] for i in range(x.shape[1])], dim=1)
+        else:
+            logits = torch.matmul(x.transpose(0, 1), self.gate_w).transpose(0, 1)
+        logits = logits + self.gate_b
         out, _ = gated_fusion(e, logits, mask, mode=self.gate)
         return out
 
