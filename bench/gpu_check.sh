@@ -17,7 +17,9 @@ source bench/_env.sh
 cat "$OUT/env.txt"
 
 status=0
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/kernels "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
+# test_aot.py compiles for sm_90/sm_87 without a GPU: a CI check, not needed here
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/kernels --ignore=tests/kernels/test_aot.py \
+  "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
