@@ -24,19 +24,27 @@ from edgefuse.kernels import reference as ref
 _CHOICES = ("triton", "interpret", "reference")
 
 
+_FORCED_CACHE: tuple[str | None, str] = (None, "")
+
+
 def _forced() -> str:
-    forced = os.environ.get("EDGEFUSE_KERNELS", "").strip().lower()
+    global _FORCED_CACHE
+    raw = os.environ.get("EDGEFUSE_KERNELS")
+    if raw == _FORCED_CACHE[0]:  # parsed once per value: this runs on every fused-op call
+        return _FORCED_CACHE[1]
+    forced = (raw or "").strip().lower()
     if forced and forced not in _CHOICES:
         raise ValueError(f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}")
+    _FORCED_CACHE = (raw, forced)
     return forced
 
 
 def is_exporting() -> bool:
     """True while exporting or compiling (ONNX, torch.jit, torch.compile/export)."""
     return bool(
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+        (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()  # the slow check (two imports per call): last
     )
 
 
@@ -44,7 +52,12 @@ def backend(*tensors: torch.Tensor | None) -> str:
     """'triton' or 'reference': what a call on these tensors runs (see the module docstring)."""
     ts = [t for t in tensors if t is not None]
     forced = _forced()
-    if forced == "reference" or is_exporting():
+    if forced == "reference":
+        return "reference"
+    on_cuda = bool(ts) and all(t.is_cuda for t in ts)
+    if not forced and not on_cuda:
+        return "reference"  # the default on CPU: no need for the export and autograd checks
+    if is_exporting():
         return "reference"
     if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
         return "reference"
@@ -53,10 +66,10 @@ def backend(*tensors: torch.Tensor | None) -> str:
             raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
         return "triton"
     if forced == "triton":
-        if not all(t.is_cuda for t in ts) and os.environ.get("TRITON_INTERPRET") != "1":
+        if not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
         return "triton"
-    return "triton" if ts and all(t.is_cuda for t in ts) else "reference"
+    return "triton"  # on_cuda
 
 
 def _c(t: torch.Tensor | None) -> torch.Tensor | None:
