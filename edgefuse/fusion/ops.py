@@ -28,6 +28,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tens
     return (x * m).sum(dim) / m.sum(dim).clamp_min(1.0)
 
 
+def _take(e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
+    """``e[:, present]`` with a constant index (no gather when every modality is present)."""
+    return e if list(present) == list(range(e.shape[1])) else e[:, list(present)]
+
+
 class MultiProjection(nn.Module):
     """``y_i = act(x_i W_i^T + b_i)`` for each modality (widths ``K_i`` may differ), stacked ``[B, N, D]``.
 
@@ -79,6 +84,10 @@ class SumFusion(nn.Module):
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_mean(e, mask)
+
+    def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
+        """``forward`` when every row has exactly the modalities ``present`` (see MidFusion.fuse)."""
+        return _take(e, present).mean(1)
 
 
 class HadamardFusion(nn.Module):
@@ -249,6 +258,20 @@ class GatedFusion(nn.Module):
         out, _ = gated_fusion(e, logits, mask, mode=self.gate)
         return out
 
+    def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
+        """``forward`` when every row has exactly the modalities ``present``: the mean and the
+        gate normalisation run over those alone, with no per-row mask arithmetic (what an
+        exported per-subset graph computes; see MidFusion.fuse)."""
+        ep = _take(e, present)
+        x = torch.cat([ep, ep.mean(1, keepdim=True).expand_as(ep)], dim=-1)
+        logits = torch.stack([x[:, j] @ self.gate_w[i] for j, i in enumerate(present)], dim=1) + _take(self.gate_b.unsqueeze(0), present)
+        if self.gate == "softmax":
+            gates = torch.softmax(logits, dim=1)
+        else:
+            g = torch.sigmoid(logits)
+            gates = g / g.sum(dim=1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+        return (gates * ep).sum(1)
+
 
 class AdaptiveGate(nn.Module):
     """Masked adaptive gating: each modality scores its own reliability from its embedding
@@ -268,6 +291,12 @@ class AdaptiveGate(nn.Module):
 
         out, _ = gated_fusion(e, self._logits(e), mask, mode="softmax")
         return out
+
+    def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
+        """``forward`` when every row has exactly the modalities ``present`` (see MidFusion.fuse)."""
+        ep = _take(e, present)
+        logits = torch.cat([self.score[i](e[:, i]) for i in present], dim=1)  # [B, P]
+        return (torch.softmax(logits, dim=1).unsqueeze(-1) * ep).sum(1)
 
     def gates(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The normalised per-modality weights ``[B, N]`` (for inspection)."""
