@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, next_pow2
+from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, next_pow2
 
 
 @triton.jit
@@ -104,20 +104,6 @@ def _mfb_kernel(
     tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], z.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 
-def _check(name: str, tensors: dict[str, torch.Tensor | None], ref: torch.Tensor) -> None:
-    if ref.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"{name}: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
-    for what, t in tensors.items():
-        if t is None:
-            continue
-        if t.device != ref.device:
-            raise ValueError(f"{name}: {what} is on {t.device}, expected {ref.device}")
-        if t.dtype != ref.dtype and what != "present":
-            raise ValueError(f"{name}: {what} has dtype {t.dtype}, expected {ref.dtype}")
-        if not t.is_contiguous():
-            raise ValueError(f"{name}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
-
-
 def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
@@ -129,7 +115,7 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
     o = weight.shape[0]
     if bias is not None and tuple(bias.shape) != (o,):
         raise ValueError(f"bilinear: expected bias [{o}], got {list(bias.shape)}")
-    _check("bilinear", {"x": x, "y": y, "weight": weight, "bias": bias}, x)
+    check_tensors("bilinear", x, [("x", x), ("y", y), ("weight", weight), ("bias", bias)])
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
     if min(block_m, block_o, block_i * block_j) < DOT_MIN:
@@ -168,7 +154,8 @@ def mfb_triton(
         raise ValueError(f"mfb: expected both biases [{rows}] or neither")
     if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
         raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
-    _check("mfb", {"x": x, "y": y, "u_w": u_w, "v_w": v_w, "u_b": u_b, "v_b": v_b, "present": present}, x)
+    check_tensors("mfb", x, [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
+                  any_dtype=("present",))
     o = rows // factors
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_f = next_pow2(factors)

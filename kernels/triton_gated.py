@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import cdiv, next_pow2
+from edgefuse.kernels.triton_projection import cdiv, check_tensors, next_pow2
 
 
 @triton.jit
@@ -63,15 +63,9 @@ def gated_fusion_triton(
         raise ValueError(f"gated_fusion: expected logits [{b}, {n}] or [{b}, {n}, {d}], got {list(logits.shape)}")
     if tuple(mask.shape) != (b, n) or mask.dtype != torch.bool:
         raise ValueError(f"gated_fusion: expected mask [{b}, {n}] bool, got {list(mask.shape)} {mask.dtype}")
-    if feats.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"gated_fusion: expected float32/float16/bfloat16 feats, got {feats.dtype}")
     if not logits.dtype.is_floating_point:
         raise ValueError(f"gated_fusion: expected floating-point logits, got {logits.dtype}")
-    for what, t in (("feats", feats), ("logits", logits), ("mask", mask)):
-        if t.device != feats.device:
-            raise ValueError(f"gated_fusion: {what} is on {t.device}, expected {feats.device}")
-        if not t.is_contiguous():
-            raise ValueError(f"gated_fusion: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
+    check_tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], any_dtype=("logits", "mask"))
     out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
     empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
     if b == 0:

@@ -44,6 +44,23 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def check_tensors(op: str, ref: torch.Tensor, tensors, any_dtype: tuple[str, ...] = ()) -> None:
+    """The launchers' common argument check: ``ref`` is a float tensor, and every ``(name,
+    tensor)`` of ``tensors`` (None = absent, skipped) is on ``ref``'s device, contiguous and,
+    unless its name is in ``any_dtype``, of ``ref``'s dtype. Raises ValueError naming it."""
+    if ref.dtype not in _FLOATS:
+        raise ValueError(f"{op}: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
+    for what, t in tensors:
+        if t is None:
+            continue
+        if t.device != ref.device:
+            raise ValueError(f"{op}: {what} is on {t.device}, expected {ref.device}")
+        if t.dtype != ref.dtype and what not in any_dtype:
+            raise ValueError(f"{op}: {what} has dtype {t.dtype}, expected {ref.dtype}")
+        if not t.is_contiguous():
+            raise ValueError(f"{op}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
+
+
 def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
     """(BLOCK_K, num_stages) such that every pipeline stage's A and B tiles fit SHARED_BUDGET.
 
@@ -176,13 +193,12 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     wide = max(DOT_MIN, next_pow2(d))
     # a fused tile spans the row: keep it 16 rows tall so its fp32 accumulator (16 x D) fits
     # in registers (64 x 1024 would be 256 KiB per program, the whole register file)
-    fused = normalize and d <= 1024 and -(-b // 16) * n >= MIN_PROGRAMS
+    fused = normalize and d <= 1024 and cdiv(b, 16) * n >= MIN_PROGRAMS
     if fused:
         block_m, block_n = (16 if wide > 256 else 32 if b <= 64 else 64), wide
     else:
         block_m = 16 if b <= 16 else 32 if b <= 64 else 64
-        tiles_m = -(-b // block_m)
-        if tiles_m * n * -(-d // 64) >= MIN_PROGRAMS or d <= 32:
+        if cdiv(b, block_m) * n * cdiv(d, 64) >= MIN_PROGRAMS or d <= 32:
             block_n = min(wide, 64 if b <= 64 else 128)
         else:
             block_n = min(wide, 32)
@@ -256,29 +272,16 @@ def _check_projection(xs, weights, bias, act) -> torch.Tensor:
     ref = next((x for x in xs if x is not None), None)
     if ref is None:
         raise ValueError("fused_projection: expected at least one present input, got all None")
-    dtype, device, b = ref.dtype, ref.device, ref.shape[0]
-    if dtype not in _FLOATS:
-        raise ValueError(f"fused_projection: expected float32/float16/bfloat16 inputs, got {dtype}")
-    d = weights[0].shape[0]
+    b, d = ref.shape[0], weights[0].shape[0]
     if d < 1:
         raise ValueError(f"fused_projection: D must be >= 1, got {d}")
     for i, (x, w) in enumerate(zip(xs, weights)):
         if w.dim() != 2 or w.shape[0] != d:
             raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(w.shape)}")
-        for what, t in (("weight", w), ("input", x)):
-            if t is None:
-                continue
-            if t.dtype != dtype:
-                raise ValueError(f"fused_projection: {what} {i} has dtype {t.dtype}, expected {dtype} like input 0")
-            if t.device != device:
-                raise ValueError(f"fused_projection: {what} {i} is on {t.device}, expected {device}")
-            if not t.is_contiguous():
-                raise ValueError(f"fused_projection: {what} {i} must be contiguous (call .contiguous()), got strides {t.stride()}")
         if x is not None and (x.dim() != 2 or x.shape[0] != b or x.shape[1] != w.shape[1]):
             raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={w.shape[1]}], got {list(x.shape)}")
-    if bias is not None:
-        if tuple(bias.shape) != (len(xs), d):
-            raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
-        if bias.device != device or not bias.is_contiguous():
-            raise ValueError(f"fused_projection: bias must be contiguous on {device}")
+    if bias is not None and tuple(bias.shape) != (len(xs), d):
+        raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
+    named = [(f"weight {i}", w) for i, w in enumerate(weights)] + [(f"input {i}", x) for i, x in enumerate(xs)]
+    check_tensors("fused_projection", ref, named + [("bias", bias)], any_dtype=("bias",))  # the kernel reads bias as fp32
     return ref
