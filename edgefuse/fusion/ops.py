@@ -14,7 +14,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgefuse.kernels.ops import is_exporting
 from edgefuse.kernels.reference import masked_softmax
 
 ACTIVATIONS = ("none", "relu", "gelu", "tanh")
@@ -244,27 +243,25 @@ class GatedFusion(nn.Module):
         from edgefuse.kernels import gated_fusion
 
         ctx = masked_mean(e, mask).unsqueeze(1).expand_as(e)
-        x = torch.cat([e, ctx], dim=-1)
-        # logits_i = G_i [e_i ; ctx] (einsum "bnk,nkd->bnd"). In PyTorch: one batched matmul.
-        # Exported: N MatMuls with constant 2-D weights, the same arithmetic, which ONNX
-        # Runtime runs on its GEMM kernels (its Einsum was about 2x slower at dim 512-1024) and
-        # INT8 calibration quantizes into integer GEMMs (an Einsum stayed FP32; a batched 3-D
-        # MatMul was dequantized every frame).
-        if is_exporting():
-            logits = torch.stack([x[:, i] @ self.gate_w[i] for i in range(x.shape[1])], dim=1)
-        else:
-            logits = torch.matmul(x.transpose(0, 1), self.gate_w).transpose(0, 1)
-        logits = logits + self.gate_b
+        logits = self._logits(torch.cat([e, ctx], dim=-1), range(e.shape[1]))
         out, _ = gated_fusion(e, logits, mask, mode=self.gate)
         return out
+
+    def _logits(self, x: torch.Tensor, modalities: Sequence[int]) -> torch.Tensor:
+        """Gate logits ``G_i [e_i ; ctx] + b_i`` for ``x[:, j] = [e_i ; ctx]``, i = modalities[j].
+
+        N two-dimensional MatMuls (not einsum "bnk,nkd->bnd", not one batched 3-D MatMul):
+        exported, each is a MatMul with a constant 2-D weight, which ONNX Runtime runs on its
+        GEMM kernels and INT8 calibration quantizes into an integer GEMM; an Einsum stayed
+        FP32 and a batched 3-D MatMul was dequantized every frame."""
+        return torch.stack([x[:, j] @ self.gate_w[i] for j, i in enumerate(modalities)], dim=1) + _take(self.gate_b.unsqueeze(0), modalities)
 
     def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
         """``forward`` when every row has exactly the modalities ``present``: the mean and the
         gate normalisation run over those alone, with no per-row mask arithmetic (what an
         exported per-subset graph computes; see MidFusion.fuse)."""
         ep = _take(e, present)
-        x = torch.cat([ep, ep.mean(1, keepdim=True).expand_as(ep)], dim=-1)
-        logits = torch.stack([x[:, j] @ self.gate_w[i] for j, i in enumerate(present)], dim=1) + _take(self.gate_b.unsqueeze(0), present)
+        logits = self._logits(torch.cat([ep, ep.mean(1, keepdim=True).expand_as(ep)], dim=-1), present)
         if self.gate == "softmax":
             gates = torch.softmax(logits, dim=1)
         else:
@@ -283,8 +280,10 @@ class AdaptiveGate(nn.Module):
         self.score = nn.ModuleList([nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for _ in range(n)])
         self.out_features = dim
 
-    def _logits(self, e: torch.Tensor) -> torch.Tensor:
-        return torch.cat([s(e[:, i]) for i, s in enumerate(self.score)], dim=1)  # [B, N]
+    def _logits(self, e: torch.Tensor, modalities: Sequence[int] | None = None) -> torch.Tensor:
+        """Reliability scores ``[B, len(modalities)]`` (default: all N) of ``e [B, N, D]``."""
+        idx = range(len(self.score)) if modalities is None else modalities
+        return torch.cat([self.score[i](e[:, i]) for i in idx], dim=1)
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         from edgefuse.kernels import gated_fusion
@@ -294,9 +293,7 @@ class AdaptiveGate(nn.Module):
 
     def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
         """``forward`` when every row has exactly the modalities ``present`` (see MidFusion.fuse)."""
-        ep = _take(e, present)
-        logits = torch.cat([self.score[i](e[:, i]) for i in present], dim=1)  # [B, P]
-        return (torch.softmax(logits, dim=1).unsqueeze(-1) * ep).sum(1)
+        return (torch.softmax(self._logits(e, present), dim=1).unsqueeze(-1) * _take(e, present)).sum(1)
 
     def gates(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The normalised per-modality weights ``[B, N]`` (for inspection)."""
