@@ -72,8 +72,7 @@ def check_qdq(path: str | Path) -> dict[str, int]:
     """Raise ValueError unless the graph is the explicit-quantization form; return node counts."""
     path = Path(path)
     model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
+    inits, consts = _constants(model)
     q = dq = 0
     for node in model.graph.node:
         if node.op_type in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
@@ -100,6 +99,13 @@ def check_qdq(path: str | Path) -> dict[str, int]:
     return {"QuantizeLinear": q, "DequantizeLinear": dq}
 
 
+def _constants(model: onnx.ModelProto) -> tuple[dict, dict]:
+    """The graph's initializers and Constant-node values by tensor name (what _value reads)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
+    return inits, consts
+
+
 def _value(name: str, inits, consts) -> np.ndarray | None:
     if name in inits:
         return numpy_helper.to_array(inits[name])
@@ -111,8 +117,7 @@ def _value(name: str, inits, consts) -> np.ndarray | None:
 def activation_scales(path: str | Path) -> dict[str, float]:
     """``{tensor name: float32 scale}`` of every per-tensor QuantizeLinear in a Q/DQ graph."""
     model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
+    inits, consts = _constants(model)
     out = {}
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear":

@@ -37,8 +37,7 @@ def build_bundle(
 ) -> Bundle:
     """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source."""
     from edgefuse.calibration.gate import accuracy
-    from edgefuse.checkpoint import load_checkpoint
-    from edgefuse.data import load_dataset
+    from edgefuse.checkpoint import load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
@@ -52,10 +51,7 @@ def build_bundle(
     start = time.perf_counter()
     model, doc = load_checkpoint(checkpoint)
     if data is None:
-        source = doc["info"].get("dataset", {}).get("source")
-        if not source:
-            raise ValueError(f"{checkpoint}: the checkpoint does not record its data source; pass data")
-        data = load_dataset(source, seed=doc["info"].get("train_config", {}).get("seed", 0))
+        data = load_training_data(checkpoint, doc)
     if data.modality_names != model.names:
         raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     test = data["test"]

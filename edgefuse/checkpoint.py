@@ -51,6 +51,23 @@ def load_checkpoint(path: str | Path, encoders=None, map_location: str = "cpu"):
     return model.eval(), doc
 
 
+def data_source(doc: Mapping[str, Any]) -> tuple[str | None, int]:
+    """(data source, seed) the checkpoint ``doc`` was trained on, as its config records them."""
+    info = doc.get("info", {})
+    return info.get("dataset", {}).get("source"), info.get("train_config", {}).get("seed", 0)
+
+
+def load_training_data(checkpoint: str | Path, doc: Mapping[str, Any], source: str | None = None, seed: int | None = None):
+    """The dataset a checkpoint was trained on (its recorded source and seed, unless given)."""
+    from edgefuse.data import load_dataset
+
+    recorded, recorded_seed = data_source(doc)
+    source = source or recorded
+    if not source:
+        raise ValueError(f"{checkpoint}: the checkpoint does not record its data source; pass the data explicitly")
+    return load_dataset(source, seed=recorded_seed if seed is None else seed)
+
+
 def _jsonable(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()

@@ -38,17 +38,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from edgefuse.checkpoint import load_checkpoint
-    from edgefuse.data import load_dataset
+    from edgefuse.checkpoint import load_checkpoint, load_training_data
     from edgefuse.evaluate import evaluate, format_report, plot_report, write_json
 
     model, doc = load_checkpoint(args.checkpoint)
-    ds = doc["info"].get("dataset", {})
-    source = args.data or ds.get("source")
-    if not source:
-        raise ValueError(f"{args.checkpoint}: the checkpoint does not record its data source; pass --data")
-    seed = args.seed if args.seed is not None else doc["info"].get("train_config", {}).get("seed", 0)
-    data = load_dataset(source, seed=seed)
+    data = load_training_data(args.checkpoint, doc, source=args.data, seed=args.seed)
     if data.modality_names != model.names:
         raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     report = evaluate(model, data, split=args.split, with_robustness=not args.no_robustness)
@@ -63,15 +57,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subsets(arg: str | None) -> list[list[str]] | None:
+    """'camera,camera+lidar' -> [['camera'], ['camera', 'lidar']]; None -> None (the default set)."""
+    return [s.split("+") for s in arg.split(",")] if arg else None
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.checkpoint import data_source, load_checkpoint
     from edgefuse.export import export_model
 
     model, doc = load_checkpoint(args.checkpoint)
-    subsets = [s.split("+") for s in args.subsets.split(",")] if args.subsets else None
-    rec = export_model(model, args.out, subsets=subsets, split=args.split,
-                       source={"checkpoint": str(args.checkpoint), "data": doc["info"].get("dataset", {}).get("source"),
-                               "seed": doc["info"].get("train_config", {}).get("seed", 0)})
+    source, seed = data_source(doc)
+    rec = export_model(model, args.out, subsets=_subsets(args.subsets), split=args.split,
+                       source={"checkpoint": str(args.checkpoint), "data": source, "seed": seed})
     for name, g in rec["graphs"].items():
         print(f"{name:<28}{g['file']:<40}max |onnx - torch| {g['max_abs_diff']:.2e}")
     print(f"wrote {len(rec['graphs'])} graphs (opset {rec['opset']}) to {args.out}")
@@ -100,10 +98,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from edgefuse.build import build_bundle
 
-    subsets = [s.split("+") for s in args.subsets.split(",")] if args.subsets else None
     bundle = build_bundle(args.checkpoint, args.out, backend=args.backend, precision=args.precision,
                           calib_method=args.calib_method, calib_size=args.calib_size, max_drop=args.max_drop,
-                          subsets=subsets, trt_max_batch=args.max_batch)
+                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch)
     m = bundle.manifest
     print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{'int8':>8}")
     for k, v in bundle.subsets.items():

@@ -136,10 +136,10 @@ def check_graph(path: str | Path, allow_qdq: bool = False) -> list[str]:
 
 
 def _max_diff(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> float:
-    import onnxruntime as ort
+    from edgefuse.engines.ort import OrtEngine
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)[0]
+    with OrtEngine(path) as engine:
+        got = next(iter(engine.run(feeds).values()))
     return float(np.abs(got - expected).max())
 
 

@@ -46,27 +46,24 @@ class TorchEngine(Engine):
         self.outputs = [TensorSpec("logits", (-1, self.model.num_classes), "float32")]
         self._graphs: dict[int, tuple[object, dict, object]] = {}
 
-    def _forward(self, x):
-        return self.model(x)
-
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         batch = next(iter(feeds.values())).shape[0]
         with torch.inference_mode():
             if not self.use_cuda_graph:
                 x = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
-                return {"logits": self._forward(x).float().cpu().numpy()}
+                return {"logits": self.model(x).float().cpu().numpy()}
             if batch not in self._graphs:
                 static = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to("cuda") for n in self.modalities}
                 s = torch.cuda.Stream()
                 s.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(s):
                     for _ in range(2):  # warm: Triton compiles, cuBLAS picks algorithms
-                        self._forward(static)
+                        self.model(static)
                 torch.cuda.current_stream().wait_stream(s)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    out = self._forward(static)
+                    out = self.model(static)
                 self._graphs[batch] = (graph, static, out)
             graph, static, out = self._graphs[batch]
             for n in self.modalities:
