@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
+
+from _common import machine
 
 
 def main(argv=None) -> int:
@@ -31,12 +32,11 @@ def main(argv=None) -> int:
 
     from edgefuse.calibration import calibrate_export
     from edgefuse.calibration.quantize import OP_TYPES
-    from edgefuse.checkpoint import load_checkpoint
-    from edgefuse.data import load_dataset
+    from edgefuse.checkpoint import load_checkpoint, load_training_data
     from edgefuse.export import export_model
 
     model, doc = load_checkpoint(args.checkpoint)
-    data = load_dataset(doc["info"]["dataset"]["source"], seed=doc["info"]["train_config"]["seed"])
+    data = load_training_data(args.checkpoint, doc)
     results = {}
     with tempfile.TemporaryDirectory(prefix="edgefuse-bench-calib.") as work:
         export_model(model, Path(work) / "export", progress=False)
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             print(f"{method:<11} {rec['seconds']:7.1f} s   max drop {max(drops.values()):6.2f} points", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine(),
         "versions": {"onnxruntime": ort.__version__},
         "checkpoint": str(args.checkpoint), "size": args.size, "qdq_op_types": list(OP_TYPES), "methods": results,
     }

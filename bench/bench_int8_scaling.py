@@ -16,28 +16,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, macs_per_frame, pyplot
 
 
-def _p50_us(sessions: dict, feeds: dict, rounds: int = 10, per_round: int = 60) -> dict:
-    samples = {k: [] for k in sessions}
-    for s in sessions.values():
+def _p50_us(engines: dict, feeds: dict, rounds: int = 10, per_round: int = 60) -> dict:
+    samples = {k: [] for k in engines}
+    for e in engines.values():
         for _ in range(30):
-            s.run(None, feeds)
+            e.run(feeds)
     for _ in range(rounds):  # interleaved: drift on a shared machine hits every variant alike
-        for k, s in sessions.items():
+        for k, e in engines.items():
             for _ in range(5):
-                s.run(None, feeds)
+                e.run(feeds)
             for _ in range(per_round):
                 t = time.perf_counter()
-                s.run(None, feeds)
+                e.run(feeds)
                 samples[k].append(time.perf_counter() - t)
     return {k: float(np.median(v) * 1e6) for k, v in samples.items()}
 
@@ -52,11 +51,11 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges
     from edgefuse.calibration.quantize import OP_TYPES, quantize_qdq
     from edgefuse.data import load_sensorscenes
+    from edgefuse.engines.ort import OrtEngine
     from edgefuse.export import export_model
     from edgefuse.fusion import build_model
 
@@ -72,35 +71,25 @@ def main(argv=None) -> int:
         for fusion in args.fusions.split(","):
             for dim in [int(d) for d in args.dims.split(",")]:
                 model = build_model(fusion, data.specs, data.num_classes, dim=dim).eval()
-                with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-                    model({k: torch.from_numpy(v[:1]) for k, v in test.inputs.items()})
-                macs = counter.get_total_flops() // 2
+                macs = macs_per_frame(model, test.inputs)
                 work = tmp / f"{fusion}-{dim}"
                 rec = export_model(model, work / "export", subsets=[model.names], progress=False)
                 fp32 = work / "export" / next(iter(rec["graphs"].values()))["file"]
                 ranges, _ = compute_ranges(fp32, StratifiedReader(sample.inputs, progress=False), method="minmax", op_types=OP_TYPES)
                 int8 = quantize_qdq(fp32, work / "int8.onnx", ranges)
-                sessions = {}
-                for name, path in (("fp32", fp32), ("int8", int8)):
-                    so = ort.SessionOptions()
-                    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-                    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                    so.log_severity_level = 3
-                    sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                engines = {"fp32": OrtEngine(fp32, threads=1), "int8": OrtEngine(int8, threads=1)}  # the bundles' settings
                 for b in [int(x) for x in args.batches.split(",")]:
                     feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
-                    t = _p50_us(sessions, feeds)
+                    t = _p50_us(engines, feeds)
                     row = {"fusion": fusion, "dim": dim, "batch": b, "macs_per_frame": int(macs),
                            "fp32_p50_us": t["fp32"], "int8_p50_us": t["int8"], "int8_over_fp32": t["int8"] / t["fp32"]}
                     rows.append(row)
                     print(f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
                           f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us  int8/fp32 {row['int8_over_fp32']:.2f}", flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), [])
+                for e in engines.values():
+                    e.close()
     doc = {
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512_vnni": "avx512_vnni" in flags,
-                    "avx_vnni": "avx_vnni" in flags, "python": platform.python_version()},
+        "machine": machine(),
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "threads": 1, "calibration": {"method": "minmax", "size": len(sample)},
         "seconds": round(time.time() - start, 1), "results": rows,
@@ -112,12 +101,8 @@ def main(argv=None) -> int:
 
 
 def _plot(rows: list, path: Path, doc: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     for fusion in dict.fromkeys(r["fusion"] for r in rows):

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import machine
 
 
 def _best_us(fn, n: int = 2000, repeats: int = 7) -> float:
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
         n_launch = len(launches)
         results[name] = {"host_us": round(_best_us(fn), 2), "kernel_launches": n_launch}
         print(f"{name:36s} {results[name]['host_us']:7.1f} us  ({n_launch} launch{'es' if n_launch != 1 else ''})", flush=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
-    doc = {"machine": {"cpu": cpu, "python": platform.python_version()},
+    doc = {"machine": machine(),
            "versions": {"torch": torch.__version__, "triton": triton.__version__},
            "shapes": {"B": b, "D": d, "K": list(ks)}, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
