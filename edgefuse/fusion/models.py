@@ -176,9 +176,8 @@ class MidFusion(FusionModel):
         e = self.embed(inputs)
         if static and is_exporting() and hasattr(self.op, "forward_static"):
             # an exported per-subset graph: every row has the same modalities, so the op runs
-            # over those alone and the graph carries no per-frame mask arithmetic (on the demo
-            # model, 52 instead of 71 nodes in ONNX Runtime's optimised graph). Same result as the
-            # masked path (the export check compares them).
+            # over those alone and the graph carries no per-frame mask arithmetic. Same result
+            # as the masked path (the export check compares them).
             return self.head(self.op.forward_static(e, [i for i, n in enumerate(self.names) if n in inputs]))
         return self.head(self.op(e, mask))
 
