@@ -141,6 +141,31 @@ def bench_gated(dtype, results: list) -> None:
             print(f"gated_fusion     B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
+def bench_gated_train(dtype, results: list) -> None:
+    """Forward + backward (a training step's share of the op) at training batches: the Triton
+    autograd.Function against autograd through the eager reference. Stream timings only:
+    autograd calls are not captured in a CUDA graph here."""
+    from edgefuse.kernels.reference import gated_fusion_reference
+    from edgefuse.kernels.triton_gated import GatedFusion
+
+    n = len(KS)
+    for d in DIMS:
+        for b in (256, 4096):
+            feats = torch.randn(b, n, d, device="cuda", dtype=dtype, requires_grad=True)
+            logits = torch.randn(b, n, device="cuda", dtype=dtype, requires_grad=True)
+            mask = torch.rand(b, n, device="cuda") > 0.2
+            dout = torch.randn(b, d, device="cuda", dtype=dtype)
+            fns = {
+                "triton": lambda: torch.autograd.grad(GatedFusion.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout),
+                "eager": lambda: torch.autograd.grad(gated_fusion_reference(feats, logits, mask)[0], (feats, logits), dout),
+            }
+            for got, want in zip(fns["triton"](), fns["eager"]()):
+                torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+            t = _variants(fns, graph_too=False)
+            results.append({"op": "gated_fusion_train", "B": b, "D": d, "N": n, "per_feature_gates": False, "timings": t})
+            print(f"gated fwd+bwd    B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
 def bench_mfb(dtype, results: list, factors: int = 4) -> None:
     from edgefuse.kernels.reference import mfb_reference
     from edgefuse.kernels.triton_bilinear import mfb_triton
@@ -238,7 +263,7 @@ def plot(results: list, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ops = [op for op in ("fused_projection", "gated_fusion", "mfb", "bilinear") if any(r["op"] == op for r in results)]
+    ops = [op for op in ("fused_projection", "gated_fusion", "gated_fusion_train", "mfb", "bilinear") if any(r["op"] == op for r in results)]
     fig, axes = plt.subplots(len(ops), 2, figsize=(11, 3.6 * len(ops)), squeeze=False)
     for row, op in zip(axes, ops):
         for ax, mode in zip(row, ("stream", "graph")):
@@ -265,7 +290,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    p.add_argument("--ops", default="fused_projection,gated_fusion,mfb,bilinear")
+    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_kernels: needs a CUDA GPU (the kernels run compiled there); none is visible", file=sys.stderr)
@@ -296,6 +321,7 @@ def main(argv=None) -> int:
 
     steps = {  # cheapest first, so a timeout loses the least
         "gated_fusion": lambda: bench_gated(dtype, results),
+        "gated_fusion_train": lambda: bench_gated_train(dtype, results),
         "mfb": lambda: bench_mfb(dtype, results),
         "fused_projection": lambda: bench_projection(dtype, results, compile_too=not args.no_compile, checkpoint=write),
         "bilinear": lambda: bench_bilinear(dtype, results),

@@ -186,7 +186,7 @@ KS = (2048, 1024, 128)
 def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     """(label, a call of a launcher) for every op at the benchmark shapes."""
     from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
-    from edgefuse.kernels.triton_gated import gated_fusion_triton
+    from edgefuse.kernels.triton_gated import gated_fusion_backward_triton, gated_fusion_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
 
     def t(*shape, dt=dtype):
@@ -206,6 +206,9 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
                 for mode in ("softmax", "sigmoid"):
                     yield (f"gated_fusion {tag} B={b} D={d} per_feature={per_feature} {mode}",
                            lambda f=t(b, len(KS), d), lg=logits, m=mask, mode=mode: gated_fusion_triton(f, lg, m, mode))
+                    yield (f"gated_fusion backward {tag} B={b} D={d} per_feature={per_feature} {mode}",
+                           lambda f=t(b, len(KS), d), lg=logits, m=mask, g=t(b, d), mode=mode:
+                           gated_fusion_backward_triton(f, lg, m, g, mode))
             o, factors = 256, 4
             u, v, ub, vb = t(o * factors, d), t(o * factors, d), t(o * factors), t(o * factors)
             yield (f"mfb {tag} B={b} D={d}",

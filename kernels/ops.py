@@ -6,7 +6,8 @@ Rules, in order:
    ``=interpret`` -> Triton through its CPU interpreter (tests; orders of magnitude slower).
 2. While exporting or tracing (ONNX, torch.jit, torch.compile) -> reference, so graphs hold
    standard operators.
-3. When autograd needs gradients (training) -> reference (the kernels are forward-only).
+3. When autograd needs gradients (training) -> reference, except for ops with a Triton
+   backward (gated_fusion), which run their autograd.Function.
 4. Otherwise CUDA tensors -> Triton, anything else -> reference.
 
 Production never interprets Triton (decision 6 of DESIGN.md): ``interpret`` is opt-in only.
@@ -48,8 +49,11 @@ def is_exporting() -> bool:
     )
 
 
-def backend(*tensors: torch.Tensor | None) -> str:
-    """'triton' or 'reference': what a call on these tensors runs (see the module docstring)."""
+def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
+    """'triton' or 'reference': what a call on these tensors runs (see the module docstring).
+
+    ``has_backward``: the op's Triton path is differentiable, so training need not fall back.
+    """
     ts = [t for t in tensors if t is not None]
     forced = _forced()
     if forced == "reference":
@@ -59,7 +63,7 @@ def backend(*tensors: torch.Tensor | None) -> str:
         return "reference"  # the default on CPU: no need for the export and autograd checks
     if is_exporting():
         return "reference"
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+    if not has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in ts):
         return "reference"
     if forced == "interpret":
         if os.environ.get("TRITON_INTERPRET") != "1":
@@ -118,9 +122,12 @@ def mfb(
 def gated_fusion(
     feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([B, D], [B] bool)``: gates normalised over present modalities, weighted sum, empty-row flag."""
-    if backend(feats, logits) == "triton":
-        from edgefuse.kernels.triton_gated import gated_fusion_triton
+    """``([B, D], [B] bool)``: gates normalised over present modalities, weighted sum, empty-row flag.
 
-        return gated_fusion_triton(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
+    Differentiable in feats and logits on both paths (the Triton one has its own backward kernel).
+    """
+    if backend(feats, logits, has_backward=True) == "triton":
+        from edgefuse.kernels.triton_gated import GatedFusion
+
+        return GatedFusion.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

@@ -5,7 +5,12 @@ feature), presence ``mask [B, N]`` -> ``out [B, D]`` and ``empty [B]`` (rows wit
 modality: zeros, flagged, never NaN). One program per (row, block of D): it reads the N
 feature vectors and logits once, so the op is bound by memory bandwidth.
 
-Order of this file: kernel, launcher (forward only: training takes the reference path).
+The backward is one pass too: it recomputes the gates from the logits (cheaper than storing
+them) and writes ``d feats`` and ``d logits``. With per-feature gates every column of D is
+independent, so the grid is the forward's; with one gate per modality ``d logits`` sums over
+D, so one program owns a whole row and walks D in blocks (no atomics, deterministic).
+
+Order of this file: kernels (forward, backward), launchers, the autograd Function.
 """
 
 from __future__ import annotations
@@ -13,8 +18,31 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from edgefuse.kernels.triton_projection import cdiv, check_tensors, next_pow2
+
+
+@triton.jit
+def _gates(logits, present, SIGMOID: tl.constexpr):
+    """(normalised gates, d gate / d logit factor) over the present rows of a [BLOCK_N, *] tile.
+
+    softmax: d logit = g * (dg - sum(g dg)); sigmoid renormalised (g = s / S):
+    d logit = s (1 - s) / S * (dg - sum(g dg)). The second value is g resp. s (1 - s) / S.
+    """
+    if SIGMOID:
+        s = tl.where(present, tl.sigmoid(logits), 0.0)
+        total = tl.maximum(tl.sum(s, axis=0), 1e-30)[None, :]
+        g = s / total
+        factor = s * (1.0 - s) / total
+    else:
+        shifted = tl.where(present, logits, -float("inf"))
+        mx = tl.max(shifted, axis=0)
+        mx = tl.where(mx == -float("inf"), 0.0, mx)  # a row with nothing present: avoid inf - inf
+        e = tl.where(present, tl.exp(logits - mx[None, :]), 0.0)
+        g = e / tl.maximum(tl.sum(e, axis=0), 1e-30)[None, :]
+        factor = g
+    return g, factor
 
 
 @triton.jit
@@ -33,15 +61,7 @@ def _gated_kernel(
         logits = tl.load(logit_ptr + row * N * D + offs_n[:, None] * D + offs_d[None, :], mask=tile, other=0.0).to(tl.float32)
     else:
         logits = tl.load(logit_ptr + row * N + offs_n, mask=present, other=0.0).to(tl.float32)[:, None]
-    if SIGMOID:
-        w = tl.where(present[:, None], tl.sigmoid(logits), 0.0)
-    else:
-        shifted = tl.where(present[:, None], logits, -float("inf"))
-        mx = tl.max(shifted, axis=0)
-        mx = tl.where(mx == -float("inf"), 0.0, mx)  # a row with nothing present: avoid inf - inf
-        w = tl.where(present[:, None], tl.exp(logits - mx[None, :]), 0.0)
-    total = tl.sum(w, axis=0)
-    w = w / tl.maximum(total, 1e-30)[None, :]
+    w, _ = _gates(logits, present[:, None], SIGMOID)
     feats = tl.load(feat_ptr + row * N * D + offs_n[:, None] * D + offs_d[None, :], mask=tile, other=0.0).to(tl.float32)
     out = tl.sum(w * feats, axis=0)
     tl.store(out_ptr + row * D + offs_d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
@@ -50,10 +70,46 @@ def _gated_kernel(
         tl.store(empty_ptr + row, any_present == 0)
 
 
-def gated_fusion_triton(
-    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'."""
+@triton.jit
+def _gated_bwd_kernel(
+    feat_ptr, logit_ptr, mask_ptr, dout_ptr, dfeat_ptr, dlogit_ptr, N, D,
+    PER_FEATURE: tl.constexpr, SIGMOID: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    offs_n = tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    present = (tl.load(mask_ptr + row * N + offs_n, mask=n_ok, other=0) != 0) & n_ok
+    if PER_FEATURE:
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        d_ok = offs_d < D
+        tile = present[:, None] & d_ok[None, :]
+        idx = row * N * D + offs_n[:, None] * D + offs_d[None, :]
+        store = n_ok[:, None] & d_ok[None, :]
+        logits = tl.load(logit_ptr + idx, mask=tile, other=0.0).to(tl.float32)
+        g, factor = _gates(logits, present[:, None], SIGMOID)
+        dout = tl.load(dout_ptr + row * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        feats = tl.load(feat_ptr + idx, mask=tile, other=0.0).to(tl.float32)
+        dg = feats * dout
+        dlogit = factor * (dg - tl.sum(g * dg, axis=0)[None, :])
+        tl.store(dfeat_ptr + idx, (g * dout).to(dfeat_ptr.dtype.element_ty), mask=store)
+        tl.store(dlogit_ptr + idx, dlogit.to(dlogit_ptr.dtype.element_ty), mask=store)
+    else:
+        logits = tl.load(logit_ptr + row * N + offs_n, mask=present, other=0.0).to(tl.float32)[:, None]
+        g, factor = _gates(logits, present[:, None], SIGMOID)
+        dg = tl.zeros((BLOCK_N, 1), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            d_ok = offs_d < D
+            idx = row * N * D + offs_n[:, None] * D + offs_d[None, :]
+            dout = tl.load(dout_ptr + row * D + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+            feats = tl.load(feat_ptr + idx, mask=present[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+            dg += tl.sum(feats * dout, axis=1)[:, None]
+            tl.store(dfeat_ptr + idx, (g * dout).to(dfeat_ptr.dtype.element_ty), mask=n_ok[:, None] & d_ok[None, :])
+        dlogit = factor * (dg - tl.sum(g * dg, axis=0)[None, :])
+        tl.store(dlogit_ptr + row * N + offs_n[:, None], dlogit.to(dlogit_ptr.dtype.element_ty), mask=n_ok[:, None])
+
+
+def _check(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
     if mode not in ("softmax", "sigmoid"):
         raise ValueError(f"gated_fusion: mode must be 'softmax' or 'sigmoid', got {mode!r}")
     if feats.dim() != 3:
@@ -66,18 +122,76 @@ def gated_fusion_triton(
     if not logits.dtype.is_floating_point:
         raise ValueError(f"gated_fusion: expected floating-point logits, got {logits.dtype}")
     check_tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], any_dtype=("logits", "mask"))
-    out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
-    empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
-    if b == 0:
-        return out, empty
+
+
+def _blocks(n: int, d: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, num_warps)."""
     # 1024-wide blocks: one program reads N x 4 KiB (fp32) per row, enough bytes in flight
     # per SM to stream at bandwidth while keeping the grid (B x D/1024) large at B >= 64
     block_d = min(1024, next_pow2(d))
     block_n = next_pow2(n)
-    grid = (b, cdiv(d, block_d))
-    _gated_kernel[grid](
+    return block_n, block_d, 4 if block_d * block_n <= 2048 else 8
+
+
+def gated_fusion_triton(
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'."""
+    _check(feats, logits, mask, mode)
+    b, n, d = feats.shape
+    out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
+    empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
+    if b == 0:
+        return out, empty
+    block_n, block_d, warps = _blocks(n, d)
+    _gated_kernel[(b, cdiv(d, block_d))](
         feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=4 if block_d * block_n <= 2048 else 8,
+        num_warps=warps,
     )
     return out, empty
+
+
+def gated_fusion_backward_triton(
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, dout: torch.Tensor, mode: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward launcher: ``(d feats [B, N, D], d logits)`` (logits' shape and dtype) for ``dout [B, D]``.
+
+    Absent modalities and empty rows get zero gradients, as from the reference.
+    """
+    _check(feats, logits, mask, mode)
+    b, n, d = feats.shape
+    if tuple(dout.shape) != (b, d):
+        raise ValueError(f"gated_fusion backward: expected dout [{b}, {d}], got {list(dout.shape)}")
+    check_tensors("gated_fusion backward", feats, [("dout", dout)], any_dtype=("dout",))
+    dfeat = torch.empty_like(feats)
+    dlogit = torch.empty_like(logits)
+    if b == 0:
+        return dfeat, dlogit
+    per_feature = logits.dim() == 3
+    block_n, block_d, warps = _blocks(n, d)
+    _gated_bwd_kernel[(b, cdiv(d, block_d) if per_feature else 1)](
+        feats, logits, mask, dout, dfeat, dlogit, n, d,
+        PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=warps,
+    )
+    return dfeat, dlogit
+
+
+class GatedFusion(torch.autograd.Function):
+    """Triton forward and backward: training on CUDA runs the fused kernels both ways."""
+
+    @staticmethod
+    def forward(ctx, feats, logits, mask, mode):  # noqa: D102 (torch.autograd.Function protocol)
+        out, empty = gated_fusion_triton(feats, logits, mask, mode)
+        ctx.save_for_backward(feats, logits, mask)
+        ctx.mode = mode
+        ctx.mark_non_differentiable(empty)
+        return out, empty
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, _dempty):  # noqa: D102
+        feats, logits, mask = ctx.saved_tensors
+        dfeat, dlogit = gated_fusion_backward_triton(feats, logits, mask, dout.contiguous(), ctx.mode)
+        return (dfeat if ctx.needs_input_grad[0] else None), (dlogit if ctx.needs_input_grad[1] else None), None, None

@@ -22,6 +22,8 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
          "timings": {"triton": _t(10.0), "eager": _t(15.0), "compile": _t(9.0)}},
         {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
         {"op": "mfb", "B": 8, "D": 256, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(10.0), "eager": _t(16.0)}},
+        # forward + backward: stream timings only (no CUDA graph)
+        {"op": "gated_fusion_train", "B": 256, "D": 256, "timings": {"triton": {"stream": _t(20.0)["stream"]}, "eager": {"stream": _t(50.0)["stream"]}}},
     ]
     bar = bk.derive(results, copy_gbs=5000.0)
     assert results[0]["speedup"]["vs_eager_stream"] == pytest.approx(2.5)
@@ -31,6 +33,7 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["fraction"] == pytest.approx(0.8)
     assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["pass"] is True
     assert bar["mfb_>=1.5x_eager"]["pass"] is True
+    assert results[4]["speedup"] == {"vs_eager_stream": pytest.approx(2.5)}
     bk.plot(results, tmp_path / "k.png")
     assert (tmp_path / "k.png").stat().st_size > 1000
 
