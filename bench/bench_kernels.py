@@ -120,6 +120,21 @@ def _alternatives(b: int, d: int) -> dict[str, tuple]:
     return {k: v for k, v in cands.items() if v != default}
 
 
+def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
+    """MFB launch configurations (BLOCK_M, BLOCK_O, BLOCK_K, warps) other than the default."""
+    from edgefuse.kernels.triton_bilinear import MFB_GEMM_ROWS, _mfb_config
+    from edgefuse.kernels.triton_projection import next_pow2
+
+    f = next_pow2(factors)
+    w = lambda rows: max(1, rows // f)  # noqa: E731 (BLOCK_O for this many weight rows)
+    if b > MFB_GEMM_ROWS:
+        cands = {"m16_w256": (16, w(256), 32, 8), "m64_w256": (64, w(256), 64, 8), "m128_w128": (128, w(128), 64, 8)}
+    else:
+        cands = {"m16_w32": (16, w(32), 32, 4), "m16_w256": (16, w(256), 32, 8)}
+    default = _mfb_config(b, o, factors)
+    return {k: v for k, v in cands.items() if v != default}
+
+
 def bench_gated(dtype, results: list) -> None:
     from edgefuse.kernels.reference import gated_fusion_reference
     from edgefuse.kernels.triton_gated import gated_fusion_triton
@@ -168,7 +183,7 @@ def bench_gated_train(dtype, results: list) -> None:
 
 def bench_mfb(dtype, results: list, factors: int = 4) -> None:
     from edgefuse.kernels.reference import mfb_reference
-    from edgefuse.kernels.triton_bilinear import mfb_triton
+    from edgefuse.kernels.triton_bilinear import _mfb_config, mfb_triton
 
     for d in DIMS:
         o = 256  # MFB output width; the projections are [o * factors, d]
@@ -182,9 +197,18 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
                 "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
                 "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
             })
+            alts = {}  # tuning data for _mfb_config, as for the projection
+            if b in (1, 32, 4096):
+                for label, cfg in _mfb_alternatives(b, o, factors).items():
+                    try:
+                        alts[label] = {"config": list(cfg), **_variants(
+                            {"x": lambda cfg=cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg)})["x"]}
+                    except Exception as e:
+                        alts[label] = {"config": list(cfg), "error": f"{type(e).__name__}: {e}"[:300]}
             flops = 2 * 2 * b * o * factors * d
             nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
-            results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t})
+            results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t,
+                            "config": list(_mfb_config(b, o, factors)), "alternatives": alts})
             print(f"mfb              B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
@@ -279,7 +303,10 @@ def plot(results: list, path: Path) -> None:
             ax.set_xlabel("batch B")
             ax.set_ylabel("µs (median)")
             ax.set_title(f"{op} ({'do_bench' if mode == 'stream' else 'CUDA graph'})")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+            else:  # e.g. forward + backward: autograd is not captured in a CUDA graph
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

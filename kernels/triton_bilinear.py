@@ -104,6 +104,40 @@ def _mfb_kernel(
     tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], z.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 
+#: batches above this are GEMM-shaped (training, offline scoring): 64-row tiles
+MFB_GEMM_ROWS = 64
+
+
+def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_O, BLOCK_K, num_warps) for MFB with ``b`` rows, ``o`` outputs.
+
+    A program accumulates ``BLOCK_O * BLOCK_F`` rows of both U and V (two fp32 accumulators)
+    for ``BLOCK_M`` input rows, so every program streams its slice of U and V once.
+
+    * Edge batches (``b <= MFB_GEMM_ROWS``): one or a few 16-row tiles, bound by reading the
+      weights. One block spanning all outputs would fuse the L2 norm but leave a handful of
+      programs streaming all of U and V, so blocks narrow until the launch has MIN_PROGRAMS
+      programs (never below tl.dot's 16 weight rows); the row norm is then a second launch.
+    * Larger batches: 64-row tiles. With 16-row tiles every 16 rows re-read all of U and V
+      (B/16 passes over the weights, ~15 flop per byte of tile traffic); 64 x 128 tiles give
+      ~43, and 64 rows is the tile height of Hopper's warpgroup MMA. Two 64 x 128 fp32
+      accumulators over 8 warps are 64 registers a thread; BLOCK_K = 64 (halved for fp32
+      by ``_pipeline`` if the stages would not fit the shared-memory budget).
+    """
+    block_f = next_pow2(factors)
+    floor = max(1, DOT_MIN // block_f)  # narrowest block tl.dot takes: 16 weight rows
+    if b > MFB_GEMM_ROWS:
+        block_o = max(floor, min(next_pow2(o), max(1, 128 // block_f)))
+        return 64, block_o, 64, 8 if 64 * block_o * block_f > 64 * 64 else 4
+    tiles_m = cdiv(b, 16)
+    widest = max(floor, min(next_pow2(o), max(1, 256 // block_f)))
+    if tiles_m * cdiv(o, widest) >= MIN_PROGRAMS:
+        block_o = widest
+    else:  # as narrow as gives MIN_PROGRAMS programs
+        block_o = max(floor, min(widest, next_pow2(max(1, o * tiles_m // MIN_PROGRAMS))))
+    return 16, block_o, 32, 4 if block_o * block_f <= 128 else 8
+
+
 def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
@@ -134,11 +168,13 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
 def mfb_triton(
     x: torch.Tensor, y: torch.Tensor,
     u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
-    factors: int, present: torch.Tensor | None = None, normalize: bool = True, block_o: int | None = None,
+    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+    config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``,
-    optional biases and ``present [B, 2]`` bool -> ``[B, O]``. ``block_o`` overrides the
-    output block (tests use it to reach both the fused-norm and the two-launch path)."""
+    optional biases and ``present [B, 2]`` bool -> ``[B, O]``. ``config`` (BLOCK_M, BLOCK_O,
+    BLOCK_K, num_warps) overrides ``_mfb_config`` (tests reach both normalisation paths with it;
+    the benchmark times alternatives)."""
     if factors < 1:
         raise ValueError(f"mfb: factors must be >= 1, got {factors}")
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
@@ -159,19 +195,10 @@ def mfb_triton(
     o = rows // factors
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_f = next_pow2(factors)
-    block_m, block_k = 16, 32
-    tiles_m = cdiv(b, block_m)
-    # one block spanning all outputs fuses the L2 norm, but at edge batches (one row tile)
-    # that is a handful of programs streaming all of U and V: then use the narrowest block
-    # tl.dot allows (16 weight rows) and a row-norm launch after. See MIN_PROGRAMS.
-    widest = max(DOT_MIN // block_f, min(next_pow2(o), max(1, 256 // block_f)))
-    if block_o is None:
-        if tiles_m * cdiv(o, widest) >= MIN_PROGRAMS:
-            block_o = widest
-        else:  # as narrow as gives MIN_PROGRAMS programs, never below tl.dot's 16 weight rows
-            block_o = max(max(1, DOT_MIN // block_f), min(widest, next_pow2(max(1, o * tiles_m // MIN_PROGRAMS))))
+    block_m, block_o, block_k, warps = config or _mfb_config(b, o, factors)
     if min(block_m, block_o * block_f, block_k) < DOT_MIN:
-        raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}")
+        raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}, got BLOCK_M={block_m}, "
+                         f"BLOCK_O*BLOCK_F={block_o * block_f}, BLOCK_K={block_k}")
     fused_l2 = normalize and block_o >= o
     block_k, stages = _pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
@@ -181,8 +208,7 @@ def mfb_triton(
             present if present is not None else out, out, b, k1, k2, o, factors,
             HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
             PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=4 if block_o * block_f <= 128 else 8,
-            num_stages=stages,
+            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
         )
         if normalize and not fused_l2:
             _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4)

@@ -62,3 +62,26 @@ def test_projection_alternatives_are_valid_configs_that_compute_the_same_result(
         assert min(cfg[:3]) >= DOT_MIN, label
         out = fused_projection_triton(xs, ws, bias, "relu", True, config=cfg)
         torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4, msg=label)
+
+
+@pytest.mark.parametrize("b", [3, 67])  # an edge batch and a GEMM-shaped one (> MFB_GEMM_ROWS)
+def test_mfb_alternatives_are_valid_configs_that_compute_the_same_result(b):
+    import torch
+
+    from edgefuse.kernels.reference import mfb_reference
+    from edgefuse.kernels.triton_bilinear import MFB_GEMM_ROWS, _mfb_config, mfb_triton
+    from edgefuse.kernels.triton_projection import DOT_MIN
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(1)
+    k, o, f = 24, 40, 4  # tiny stand-ins for D = 256, O = 256
+    x, y = (torch.randn(b, k, generator=g).to(dev) for _ in range(2))
+    u, v = (torch.randn(o * f, k, generator=g).div(k**0.5).to(dev) for _ in range(2))
+    ref = mfb_reference(x.double(), y.double(), u.double(), None, v.double(), None, f)
+    alts = bk._mfb_alternatives(b, o, f)
+    assert len(alts) >= 2
+    assert _mfb_config(b, o, f)[0] == (64 if b > MFB_GEMM_ROWS else 16)
+    for label, cfg in alts.items():
+        assert min(cfg[0], cfg[1] * f, cfg[2]) >= DOT_MIN, label
+        out = mfb_triton(x, y, u, None, v, None, f, config=cfg)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4, msg=label)

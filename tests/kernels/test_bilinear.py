@@ -28,7 +28,7 @@ def test_bilinear_matches_torch(dtype, b, k1, k2, o, with_bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("b,k1,k2,o,factors", [(1, 5, 7, 3, 4), (3, 20, 33, 40, 3), (17, 16, 16, 300, 4), (5, 9, 10, 6, 1)])
+@pytest.mark.parametrize("b,k1,k2,o,factors", [(1, 5, 7, 3, 4), (3, 20, 33, 40, 3), (17, 16, 16, 300, 4), (5, 9, 10, 6, 1), (67, 9, 20, 12, 3)])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_mfb_matches_reference(dtype, b, k1, k2, o, factors, normalize):
     g = torch.Generator().manual_seed(o + factors)
@@ -70,6 +70,6 @@ def test_mfb_fused_and_two_launch_normalisation_agree(block_o):
     o, f = 12, 4  # block_o 16 >= O fuses the L2 norm; 4 splits O over 3 programs + a norm launch
     x, y = _rand(g, 3, 8, dtype=torch.float32), _rand(g, 3, 6, dtype=torch.float32)
     u, v = _rand(g, o * f, 8, dtype=torch.float32), _rand(g, o * f, 6, dtype=torch.float32)
-    out = mfb_triton(x, y, u, None, v, None, f, None, True, block_o=block_o)
+    out = mfb_triton(x, y, u, None, v, None, f, None, True, config=(16, block_o, 32, 4))
     ref = mfb_reference(x.double(), y.double(), u.double(), None, v.double(), None, f, None, True)
     assert_close(out, ref, torch.float32, 32)
