@@ -7,7 +7,8 @@ name and versions) and ``kernels.png`` to ``--out``.
 Shapes (issue 3): B in {1, 8, 32, 256, 4096}, D in {256, 1024}, 3 modalities with
 K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` (back-to-back launches, so the
 CPU launch overhead shows at small B) and ``do_bench_cudagraph`` (one CUDA-graph replay per
-call: GPU time only).
+call: GPU time only). torch.compile: static shapes for fused_projection at B <= 32 (its bar);
+one dynamic-shape compile per op for the others, timed after everything else.
 
     python bench/bench_kernels.py --out bench/results/local          # needs a CUDA GPU
 """
@@ -153,6 +154,7 @@ def bench_gated(dtype, results: list) -> None:
             })
             nbytes = dtype.itemsize * (2 * b * n * d + b * d) + b * n + b
             results.append({"op": "gated_fusion", "B": b, "D": d, "N": n, "per_feature_gates": True, "bytes": nbytes, "timings": t})
+            LATER_COMPILE.append((results[-1], gated_fusion_reference, (feats, logits, mask)))
             print(f"gated_fusion     B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
@@ -209,6 +211,7 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
             nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
             results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t,
                             "config": list(_mfb_config(b, o, factors)), "alternatives": alts})
+            LATER_COMPILE.append((results[-1], mfb_reference, (x, y, u, ub, v, vb, factors)))
             print(f"mfb              B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
@@ -223,7 +226,33 @@ def bench_bilinear(dtype, results: list) -> None:
         torch.testing.assert_close(bilinear_triton(x, y, w, bias).float(), F.bilinear(x.float(), y.float(), w.float(), bias.float()), rtol=3e-2, atol=3e-2)
         t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)})
         results.append({"op": "bilinear", "B": b, "D": d, "O": o, "flops": 2 * b * o * d * d, "timings": t})
+        LATER_COMPILE.append((results[-1], F.bilinear, (x, y, w, bias)))
         print(f"bilinear         B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
+#: (result record, eager function, its arguments): the torch.compile baseline of gated_fusion,
+#: mfb and bilinear, timed last (bench_compile_baselines) so a slow compile cannot cost the
+#: bar's own measurements
+LATER_COMPILE: list[tuple[dict, object, tuple]] = []
+
+
+def bench_compile_baselines(checkpoint=None) -> None:
+    """torch.compile of each op's eager reference, one compile per op with dynamic shapes
+    (a static compile per shape, as for the projection's bar, would not fit the 5-minute
+    check); recorded as the ``compile`` variant with ``compile_mode: dynamic``."""
+    compiled: dict = {}
+    for rec, fn, args in LATER_COMPILE:
+        if rec["op"] not in compiled:
+            compiled[rec["op"]] = torch.compile(fn, dynamic=True)
+        c = compiled[rec["op"]]
+        try:
+            rec["timings"]["compile"] = _variants({"compile": lambda: c(*args)})["compile"]
+            rec["compile_mode"] = "dynamic"
+        except Exception as e:  # say why, keep going
+            rec["compile_error"] = f"{type(e).__name__}: {e}"[:300]
+        print(f"{rec['op']:<16} B={rec['B']:<5} D={rec['D']:<5} " + _fmt({"compile": rec["timings"].get("compile", {"stream": {"us": float('nan')}})}), flush=True)
+        if checkpoint:
+            checkpoint()
 
 
 def _fmt(t: dict) -> str:
@@ -317,7 +346,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear")
+    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear,compile_baselines")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_kernels: needs a CUDA GPU (the kernels run compiled there); none is visible", file=sys.stderr)
@@ -352,6 +381,7 @@ def main(argv=None) -> int:
         "mfb": lambda: bench_mfb(dtype, results),
         "fused_projection": lambda: bench_projection(dtype, results, compile_too=not args.no_compile, checkpoint=write),
         "bilinear": lambda: bench_bilinear(dtype, results),
+        "compile_baselines": lambda: None if args.no_compile else bench_compile_baselines(checkpoint=write),
     }
     for op, run in steps.items():
         if op in args.ops.split(","):

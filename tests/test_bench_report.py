@@ -85,3 +85,28 @@ def test_mfb_alternatives_are_valid_configs_that_compute_the_same_result(b):
         assert min(cfg[0], cfg[1] * f, cfg[2]) >= DOT_MIN, label
         out = mfb_triton(x, y, u, None, v, None, f, config=cfg)
         torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4, msg=label)
+
+
+def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
+    """The deferred torch.compile step: one compile per op, a timing per record, errors recorded (not raised)."""
+    compiles, calls = [], []
+
+    def fake_compile(fn, dynamic):
+        compiles.append((fn, dynamic))
+        return lambda *a: calls.append(fn(*a))
+
+    def fake_variants(fns, graph_too=True):
+        return {name: (fn(), {"stream": {"us": 3.0}})[1] for name, fn in fns.items()}
+
+    def broken(*_):
+        raise RuntimeError("inductor said no")
+
+    recs = [{"op": "gated_fusion", "B": b, "D": 8, "timings": {}} for b in (1, 4)] + [{"op": "mfb", "B": 1, "D": 8, "timings": {}}]
+    monkeypatch.setattr(bk.torch, "compile", fake_compile)
+    monkeypatch.setattr(bk, "_variants", fake_variants)
+    monkeypatch.setattr(bk, "LATER_COMPILE", [(recs[0], abs, (-2,)), (recs[1], abs, (-3,)), (recs[2], broken, ())])
+    bk.bench_compile_baselines()
+    assert [d for _, d in compiles] == [True, True]  # gated_fusion once, mfb once, dynamic shapes
+    assert calls == [2, 3]
+    assert recs[0]["timings"]["compile"]["stream"]["us"] == 3.0 and recs[0]["compile_mode"] == "dynamic"
+    assert "inductor said no" in recs[2]["compile_error"] and "compile" not in recs[2]["timings"]
