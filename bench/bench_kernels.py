@@ -163,7 +163,7 @@ def bench_gated_train(dtype, results: list) -> None:
     autograd.Function against autograd through the eager reference. Stream timings only:
     autograd calls are not captured in a CUDA graph here."""
     from edgefuse.kernels.reference import gated_fusion_reference
-    from edgefuse.kernels.triton_gated import GatedFusion
+    from edgefuse.kernels.triton_gated import GatedFusionFunction
 
     n = len(KS)
     for d in DIMS:
@@ -173,7 +173,7 @@ def bench_gated_train(dtype, results: list) -> None:
             mask = torch.rand(b, n, device="cuda") > 0.2
             dout = torch.randn(b, d, device="cuda", dtype=dtype)
             fns = {
-                "triton": lambda: torch.autograd.grad(GatedFusion.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout),
+                "triton": lambda: torch.autograd.grad(GatedFusionFunction.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout),
                 "eager": lambda: torch.autograd.grad(gated_fusion_reference(feats, logits, mask)[0], (feats, logits), dout),
             }
             for got, want in zip(fns["triton"](), fns["eager"]()):

@@ -127,7 +127,7 @@ def gated_fusion(
     Differentiable in feats and logits on both paths (the Triton one has its own backward kernel).
     """
     if backend(feats, logits, has_backward=True) == "triton":
-        from edgefuse.kernels.triton_gated import GatedFusion
+        from edgefuse.kernels.triton_gated import GatedFusionFunction
 
-        return GatedFusion.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
+        return GatedFusionFunction.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

@@ -178,7 +178,7 @@ def gated_fusion_backward_triton(
     return dfeat, dlogit
 
 
-class GatedFusion(torch.autograd.Function):
+class GatedFusionFunction(torch.autograd.Function):
     """Triton forward and backward: training on CUDA runs the fused kernels both ways."""
 
     @staticmethod
