@@ -8,14 +8,18 @@ Rules, in order:
    standard operators.
 3. When autograd needs gradients (training) -> reference, except for ops with a Triton
    backward (gated_fusion), which run their autograd.Function.
-4. Otherwise CUDA tensors -> Triton, anything else -> reference.
+4. Otherwise CUDA tensors -> Triton, anything else -> reference. If Triton cannot be imported
+   (a Jetson image without it, a broken install), CUDA tensors take the reference too, with
+   one warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
 
 Production never interprets Triton (decision 6 of DESIGN.md): ``interpret`` is opt-in only.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from typing import Sequence
 
 import torch
@@ -38,6 +42,33 @@ def _forced() -> str:
         raise ValueError(f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}")
     _FORCED_CACHE = (raw, forced)
     return forced
+
+
+@functools.lru_cache(maxsize=1)
+def triton_import_error() -> str | None:
+    """Why Triton cannot be used in this process (None: it can). Checked once."""
+    try:
+        import importlib
+
+        importlib.import_module("triton.language")  # imports triton too; loads its compiled libraries
+    except Exception as e:  # ImportError, or a wheel that fails to load its libraries
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _no_triton(forced: str) -> str:
+    why = triton_import_error()
+    if forced:
+        raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton, which cannot be imported here ({why}); "
+                           "install it (pip install triton) or unset EDGEFUSE_KERNELS")
+    if not _WARNED_NO_TRITON:
+        _WARNED_NO_TRITON.append(True)
+        warnings.warn(f"edgefuse.kernels: Triton cannot be imported ({why}); CUDA tensors run the PyTorch "
+                      "reference ops instead of the fused kernels", RuntimeWarning, stacklevel=4)
+    return "reference"
+
+
+_WARNED_NO_TRITON: list[bool] = []
 
 
 def is_exporting() -> bool:
@@ -65,6 +96,8 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
         return "reference"
     if not has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in ts):
         return "reference"
+    if triton_import_error() is not None:
+        return _no_triton(forced)
     if forced == "interpret":
         if os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")

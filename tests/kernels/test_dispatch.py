@@ -1,5 +1,7 @@
 """Which path runs: reference on CPU, Triton when forced or on CUDA; fusion modules go through the ops."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -92,3 +94,23 @@ def test_a_training_step_gets_the_same_gradients_through_the_kernels(fusion, mon
     assert ref.keys() == out.keys() and any(k.startswith("op.") for k in ref)  # the gate is trained too
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_without_triton_cuda_falls_back_to_the_reference_and_forcing_is_a_clear_error(monkeypatch):
+    """A Jetson image without Triton (or a broken wheel): models keep running on the reference."""
+    import edgefuse.kernels.ops as ops
+
+    monkeypatch.setattr(ops, "triton_import_error", lambda: "ModuleNotFoundError: No module named 'triton'")
+    monkeypatch.setattr(ops, "_WARNED_NO_TRITON", [])
+    fake_cuda = torch.zeros(2, 3)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
+    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+    with pytest.warns(RuntimeWarning, match="Triton cannot be imported.*reference"):
+        assert backend(fake_cuda) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not on every call
+        assert backend(fake_cuda) == "reference"
+    for forced in ("triton", "interpret"):
+        monkeypatch.setenv("EDGEFUSE_KERNELS", forced)
+        with pytest.raises(RuntimeError, match=f"EDGEFUSE_KERNELS={forced} needs Triton.*No module named 'triton'"):
+            backend(fake_cuda)
