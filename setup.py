@@ -40,7 +40,7 @@ setup(
     package_data={"edgefuse": ["py.typed"]},
     install_requires=[
         "numpy>=1.24",
-        "torch>=2.3",
+        "torch>=2.3.0a0",  # the a0 admits JetPack 6.0's 2.3.0a0+nv24.03 build, which ">=2.3" would replace
         "onnx>=1.16",
         "onnxruntime>=1.18",
         "onnxscript>=0.1",

@@ -46,3 +46,13 @@ def test_wheel_installs_only_the_edgefuse_namespace(tmp_path):
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip().startswith(str(target))
     assert not (target / "kernels").exists() and not (target / "engines").exists()
+    # the wheel's torch requirement keeps JetPack's own CUDA builds (pip would otherwise replace them)
+    from packaging.requirements import Requirement
+
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    reqs = [Requirement(line.split(":", 1)[1].strip()) for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+            if line.startswith("Requires-Dist:")]
+    (torch_req,) = [r for r in reqs if r.name == "torch"]
+    for jetpack_torch in ("2.3.0a0+40ec155e58.nv24.03", "2.5.0a0+872d972e41.nv24.08"):  # JetPack 6.0, 6.1
+        assert torch_req.specifier.contains(jetpack_torch, prereleases=True), (torch_req, jetpack_torch)
+    assert not torch_req.specifier.contains("2.1.0", prereleases=True)
