@@ -310,6 +310,24 @@ def derive(results: list, copy_gbs: float) -> dict:
     return bar
 
 
+def retune(results: list, margin: float = 1.1) -> list[dict]:
+    """Where a timed alternative launch configuration beat the default by more than ``margin``
+    in both timing modes: what to change in ``_config`` / ``_mfb_config`` / MIN_PROGRAMS."""
+    out = []
+    for r in results:
+        default = r["timings"]["triton"]
+        best = None
+        for label, alt in r.get("alternatives", {}).items():
+            gains = {m: default[m]["us"] / alt[m]["us"] for m in ("stream", "graph")
+                     if "us" in default.get(m, {}) and "us" in alt.get(m, {})}
+            if len(gains) == 2 and min(gains.values()) > margin and (best is None or gains["graph"] > best["speedup"]["graph"]):
+                best = {"op": r["op"], "B": r["B"], "D": r["D"], "default": r.get("config"), "better": label,
+                        "config": alt["config"], "speedup": gains}
+        if best:
+            out.append(best)
+    return out
+
+
 def plot(results: list, path: Path) -> None:
     import matplotlib
 
@@ -370,6 +388,7 @@ def main(argv=None) -> int:
             "copy_bandwidth_GBps": copy_gbs,
             "seconds": time.time() - start,
             "bar": derive(results, copy_gbs),
+            "retune": retune(results),
             "results": results,
         }
         (args.out / "kernels.json").write_text(json.dumps(doc, indent=2))
@@ -391,6 +410,9 @@ def main(argv=None) -> int:
     bar = doc["bar"]
     plot(results, args.out / "kernels.png")
     print(json.dumps(bar, indent=2))
+    for row in doc["retune"]:
+        print(f"retune: {row['op']} B={row['B']} D={row['D']}: {row['better']} {row['config']} beats the default {row['default']} "
+              f"({row['speedup']['stream']:.2f}x stream, {row['speedup']['graph']:.2f}x graph)")
     print(f"wrote {args.out / 'kernels.json'} and kernels.png in {time.time() - start:.0f} s")
     return 0
 

@@ -110,3 +110,17 @@ def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
     assert calls == [2, 3]
     assert recs[0]["timings"]["compile"]["stream"]["us"] == 3.0 and recs[0]["compile_mode"] == "dynamic"
     assert "inductor said no" in recs[2]["compile_error"] and "compile" not in recs[2]["timings"]
+
+
+def test_retune_names_only_alternatives_that_win_in_both_modes():
+    alt = lambda us, cfg: {"config": cfg, **_t(us)}  # noqa: E731
+    results = [
+        {"op": "mfb", "B": 4096, "D": 1024, "config": [64, 32, 64, 8], "timings": {"triton": _t(100.0)},
+         "alternatives": {"m16_w256": alt(150.0, [16, 64, 32, 8]), "m128_w128": alt(80.0, [128, 32, 64, 8]),
+                          "m64_w256": alt(60.0, [64, 64, 64, 8]), "broken": {"config": [1], "error": "boom"}}},
+        {"op": "mfb", "B": 1, "D": 256, "config": [16, 4, 32, 4], "timings": {"triton": _t(10.0)},
+         "alternatives": {"m16_w32": alt(9.5, [16, 8, 32, 4])}},  # < 10% better: not worth a change
+    ]
+    (row,) = bk.retune(results)
+    assert row["better"] == "m64_w256" and row["config"] == [64, 64, 64, 8] and row["B"] == 4096
+    assert row["speedup"]["stream"] == pytest.approx(100 / 60)
