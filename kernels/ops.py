@@ -13,6 +13,11 @@ Rules, in order:
    one warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
 
 Production never interprets Triton (decision 6 of DESIGN.md): ``interpret`` is opt-in only.
+
+Under ``torch.autocast`` the matmul-like ops (projection, bilinear, MFB) run in the autocast
+dtype on both paths, as ``F.linear`` would: their floating-point arguments are cast first
+(weights stay float32 parameters, so AMP training keeps its master weights). ``gated_fusion``
+is a weighted sum and keeps its inputs' dtypes.
 """
 
 from __future__ import annotations
@@ -113,6 +118,29 @@ def _c(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.contiguous() if t is not None else None
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` casts matmuls to on ``device_type`` now, or None when it is off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except TypeError:  # torch < 2.4 (JetPack 6.0): per-device functions, no argument
+        if device_type == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return None
+
+
+def _autocast(tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """``tensors`` with every floating-point one cast to the autocast dtype, if autocast is on."""
+    ref = next((t for t in tensors if t is not None), None)
+    dt = None if ref is None else autocast_dtype(ref.device.type)
+    if dt is None:
+        return list(tensors)
+    return [t.to(dt) if t is not None and t.is_floating_point() and t.dtype != dt else t for t in tensors]
+
+
 def fused_projection(
     xs: Sequence[torch.Tensor | None],
     weights: Sequence[torch.Tensor],
@@ -121,6 +149,9 @@ def fused_projection(
     normalize: bool = False,
 ) -> torch.Tensor:
     """``[B, N, D]``: ``act(x_i W_i^T + b_i)`` per modality (L2-normalised rows if asked); None -> zeros."""
+    n = len(xs)
+    *cast, bias = _autocast([*xs, *weights, bias])
+    xs, weights = cast[:n], cast[n:]
     if backend(*xs, *weights, bias) == "triton":
         from edgefuse.kernels.triton_projection import fused_projection_triton
 
@@ -130,6 +161,7 @@ def fused_projection(
 
 def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, O]``: ``x^T W_k y + b_k`` (torch.nn.functional.bilinear)."""
+    x, y, weight, bias = _autocast([x, y, weight, bias])
     if backend(x, y, weight, bias) == "triton":
         from edgefuse.kernels.triton_bilinear import bilinear_triton
 
@@ -143,6 +175,7 @@ def mfb(
     factors: int, present: torch.Tensor | None = None, normalize: bool = True,
 ) -> torch.Tensor:
     """``[B, O]``: MFB pooling of ``(U x + bu) * (V y + bv)`` over ``factors``; absent side = 1."""
+    x, y, u_w, u_b, v_w, v_b = _autocast([x, y, u_w, u_b, v_w, v_b])
     if backend(x, y, u_w, v_w, u_b, v_b) == "triton":
         from edgefuse.kernels.triton_bilinear import mfb_triton
 

@@ -245,7 +245,8 @@ class LateFusion(FusionModel):
                 w = self.fixed_weights.unsqueeze(0) * mask
                 w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
             out = (probs * w.unsqueeze(-1)).sum(1)
-        return torch.log(out.clamp_min(1e-12))
+        # 1e-12 underflows to 0 in float16 (autocast), and log(0) = -inf: clamp at fp16's tiny there
+        return torch.log(out.clamp_min(max(1e-12, torch.finfo(out.dtype).tiny)))
 
     def loss(self, logits, labels):
         aux = self._aux

@@ -114,3 +114,26 @@ def test_without_triton_cuda_falls_back_to_the_reference_and_forcing_is_a_clear_
         monkeypatch.setenv("EDGEFUSE_KERNELS", forced)
         with pytest.raises(RuntimeError, match=f"EDGEFUSE_KERNELS={forced} needs Triton.*No module named 'triton'"):
             backend(fake_cuda)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "hadamard", "bilinear", "mfb", "gated", "adaptive_gate", "late_vote"])
+def test_models_run_under_autocast_on_both_paths(fusion, monkeypatch):
+    """Autocast (the usual fp16 inference on a Jetson) casts the matmul-like ops' arguments to its
+    dtype on both paths: float32 weights and float16 activations used to reach the kernels and
+    F.bilinear as a dtype mismatch."""
+    from edgefuse.kernels.ops import autocast_dtype
+
+    torch.manual_seed(0)
+    specs = specs_n(3) if fusion != "mfb" else specs_n(2)
+    model = build_model(fusion, specs, num_classes=4, dim=16).eval().to(DEV)
+    x = {k: v.to(DEV) for k, v in random_batch(specs, b=3).items()}
+    dtype = torch.float16  # CPU autocast takes float16 too; the interpreter's bf16 tl.dot is unreliable
+    assert autocast_dtype(DEV) is None
+    outs = {}
+    with torch.no_grad(), torch.autocast(DEV, dtype=dtype):
+        assert autocast_dtype(DEV) == dtype
+        for kernels in ("reference", FORCE):
+            monkeypatch.setenv("EDGEFUSE_KERNELS", kernels)
+            outs[kernels] = model(x, None).float()
+    assert torch.isfinite(outs["reference"]).all()
+    torch.testing.assert_close(outs[FORCE], outs["reference"], rtol=1e-2, atol=1e-2)
