@@ -3,7 +3,9 @@
 Strongly typed networks take their precision from the graph (no FP16 builder flag), so FP16
 engines are built from a graph whose float tensors are float16. Float32 initializers and
 Constant/ConstantOfShape values become float16 (clipped to +-65504, so a mask fill of
-float32's lowest value becomes -65504, not -inf), Cast-to-float32 becomes Cast-to-float16,
+float32's lowest value becomes -65504, not -inf; and a nonzero value too small for float16
+becomes +-2^-24, its smallest subnormal, not 0, so an epsilon such as a ``clamp_min(1e-12)``
+before a log or a division stays positive), Cast-to-float32 becomes Cast-to-float16,
 and graph inputs/outputs keep float32 through a Cast at each boundary.
 """
 
@@ -16,11 +18,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 _F16_MAX = float(np.finfo(np.float16).max)
+_F16_MIN_SUBNORMAL = float(np.float16(2.0**-24))
 
 
 def _half(t: onnx.TensorProto) -> onnx.TensorProto:
     arr = numpy_helper.to_array(t)
-    return numpy_helper.from_array(np.clip(arr, -_F16_MAX, _F16_MAX).astype(np.float16), t.name)
+    tiny = (arr != 0) & (np.abs(arr) < _F16_MIN_SUBNORMAL)
+    arr = np.where(tiny, np.copysign(_F16_MIN_SUBNORMAL, arr), np.clip(arr, -_F16_MAX, _F16_MAX))
+    return numpy_helper.from_array(arr.astype(np.float16), t.name)
 
 
 def _boundary_cast(g: onnx.GraphProto, name: str, inward: bool) -> onnx.NodeProto:

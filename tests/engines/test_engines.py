@@ -202,3 +202,21 @@ def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):
     out = OrtEngine(to_fp16(src, tmp_path / "h.onnx")).run(feeds)
     np.testing.assert_array_equal(out["y"], np.maximum(feeds["x"], 0))
     np.testing.assert_array_equal(out["z"], -np.maximum(feeds["x"], 0))
+
+
+def test_fp16_cast_pass_keeps_an_epsilon_positive(tmp_path):
+    """log(max(x, 1e-12)) must not become log(0) = -inf: 1e-12 is below float16's range."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefuse.engines.fp16 import to_fp16
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    eps = numpy_helper.from_array(np.array(1e-12, np.float32), "eps")
+    nodes = [helper.make_node("Max", ["x", "eps"], ["m"]), helper.make_node("Log", ["m"], ["y"])]
+    src = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [eps]), opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    out = OrtEngine(to_fp16(src, tmp_path / "h.onnx")).run({"x": np.array([0.0, 0.5, 2.0], np.float32)})["y"]
+    assert np.isfinite(out).all(), out
+    assert out[0] == pytest.approx(np.log(2.0**-24), abs=1e-2)  # 1e-12 is floored at float16's 2^-24, not flushed to 0
+    np.testing.assert_allclose(out[1:], np.log([0.5, 2.0]), atol=1e-3)
