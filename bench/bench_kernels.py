@@ -55,6 +55,19 @@ def _variants(fns: dict, graph_too: bool = True) -> dict:
     return out
 
 
+#: time.time() after which the optional measurements (alternative configurations, the deferred
+#: compile baselines) are skipped, so the run ends with its JSON and plot inside the GPU check
+DEADLINE = float("inf")
+
+
+def _out_of_time(record: dict, key: str) -> bool:
+    """True past DEADLINE; says so in ``record`` (an optional measurement is skipped, not lost silently)."""
+    if time.time() <= DEADLINE:
+        return False
+    record[key] = "time budget (--budget-s) spent"
+    return True
+
+
 def copy_bandwidth() -> float:
     """Device-to-device copy GB/s (bytes read + written) of a 1 GiB buffer."""
     import triton.testing as tt
@@ -86,23 +99,34 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             t = _variants(fns)
             # tuning data for _config / MIN_PROGRAMS: the launch configurations the heuristic
             # chooses between at edge batches, timed in the same run (not part of the bar)
-            alts = {}
-            if b <= 32:
-                for label, cfg in _alternatives(b, d).items():
-                    try:  # a configuration that fails to compile costs its entry, not the run
-                        alts[label] = {"config": list(cfg), **_variants(
-                            {"x": lambda cfg=cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg)})["x"]}
-                    except Exception as e:
-                        alts[label] = {"config": list(cfg), "error": f"{type(e).__name__}: {e}"[:300]}
+            extra: dict = {}
+            alts = _time_alternatives(
+                _alternatives(b, d), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
+            ) if b <= 32 else {}
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
             results.append({"op": "fused_projection", "B": b, "D": d, "K": list(KS), "act": "relu", "normalize": True,
                             "bytes": nbytes, "flops": flops, "timings": t, "config": list(_config(b, d, True, len(KS))),
-                            "alternatives": alts})
+                            "alternatives": alts, **extra})
             print(f"fused_projection B={b:<5} D={d:<5} " + _fmt(t), flush=True)
             if checkpoint:
                 checkpoint()
+
+
+def _time_alternatives(cands: dict[str, tuple], call, extra: dict) -> dict:
+    """Time ``call(config)`` for each alternative launch configuration (tuning data, not part of
+    the bar). One that fails costs its own entry, not the run; past the time budget none is
+    timed and ``extra`` says so."""
+    alts: dict = {}
+    if _out_of_time(extra, "alternatives_skipped"):
+        return alts
+    for label, cfg in cands.items():
+        try:
+            alts[label] = {"config": list(cfg), **_variants({"x": lambda cfg=cfg: call(cfg)})["x"]}
+        except Exception as e:
+            alts[label] = {"config": list(cfg), "error": f"{type(e).__name__}: {e}"[:300]}
+    return alts
 
 
 def _alternatives(b: int, d: int) -> dict[str, tuple]:
@@ -199,18 +223,14 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
                 "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
                 "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
             })
-            alts = {}  # tuning data for _mfb_config, as for the projection
-            if b in (1, 32, 4096):
-                for label, cfg in _mfb_alternatives(b, o, factors).items():
-                    try:
-                        alts[label] = {"config": list(cfg), **_variants(
-                            {"x": lambda cfg=cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg)})["x"]}
-                    except Exception as e:
-                        alts[label] = {"config": list(cfg), "error": f"{type(e).__name__}: {e}"[:300]}
+            extra: dict = {}  # tuning data for _mfb_config, as for the projection
+            alts = _time_alternatives(
+                _mfb_alternatives(b, o, factors), lambda cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg), extra
+            ) if b in (1, 32, 4096) else {}
             flops = 2 * 2 * b * o * factors * d
             nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
             results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t,
-                            "config": list(_mfb_config(b, o, factors)), "alternatives": alts})
+                            "config": list(_mfb_config(b, o, factors)), "alternatives": alts, **extra})
             LATER_COMPILE.append((results[-1], mfb_reference, (x, y, u, ub, v, vb, factors)))
             print(f"mfb              B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
@@ -242,6 +262,8 @@ def bench_compile_baselines(checkpoint=None) -> None:
     check); recorded as the ``compile`` variant with ``compile_mode: dynamic``."""
     compiled: dict = {}
     for rec, fn, args in LATER_COMPILE:
+        if _out_of_time(rec, "compile_skipped"):
+            continue
         if rec["op"] not in compiled:
             compiled[rec["op"]] = torch.compile(fn, dynamic=True)
         c = compiled[rec["op"]]
@@ -364,6 +386,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="seconds after which optional measurements (alternatives, deferred compile baselines) are skipped")
     p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear,compile_baselines")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -375,6 +399,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
     start = time.time()
+    global DEADLINE
+    DEADLINE = start + args.budget_s
     copy_gbs = copy_bandwidth()
     print(f"device copy bandwidth: {copy_gbs:.0f} GB/s", flush=True)
     results: list = []

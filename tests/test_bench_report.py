@@ -124,3 +124,19 @@ def test_retune_names_only_alternatives_that_win_in_both_modes():
     (row,) = bk.retune(results)
     assert row["better"] == "m64_w256" and row["config"] == [64, 64, 64, 8] and row["B"] == 4096
     assert row["speedup"]["stream"] == pytest.approx(100 / 60)
+
+
+def test_past_the_time_budget_optional_measurements_are_skipped_and_said(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bk, "_variants", lambda fns, graph_too=True: {k: (calls.append(k), _t(1.0))[1] for k in fns})
+    extra: dict = {}
+    assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {"a": {"config": [16, 16, 16, 4, False], **_t(1.0)}}
+    assert extra == {} and calls == ["x"]
+    monkeypatch.setattr(bk, "DEADLINE", 0.0)  # long past
+    assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {}
+    assert "time budget" in extra["alternatives_skipped"] and calls == ["x"]
+    rec = {"op": "mfb", "B": 1, "D": 8, "timings": {}}
+    monkeypatch.setattr(bk, "LATER_COMPILE", [(rec, abs, (-1,))])
+    monkeypatch.setattr(bk.torch, "compile", lambda fn, dynamic: calls.append("compiled") or fn)
+    bk.bench_compile_baselines()
+    assert "time budget" in rec["compile_skipped"] and "compiled" not in calls and rec["timings"] == {}
