@@ -80,7 +80,7 @@ def copy_bandwidth() -> float:
 
 def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -> None:
     from edgefuse.kernels.reference import fused_projection_reference
-    from edgefuse.kernels.triton_projection import _config, fused_projection_triton
+    from edgefuse.kernels.triton_projection import fused_projection_triton
 
     for d in DIMS:
         ws = [torch.randn(d, k, device="cuda", dtype=dtype) / k**0.5 for k in KS]
@@ -97,17 +97,17 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             if compiled is not None and b <= 32:
                 fns["compile"] = lambda: compiled(xs)
             t = _variants(fns)
-            # tuning data for _config / MIN_PROGRAMS: the launch configurations the heuristic
+            # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
             # chooses between at edge batches, timed in the same run (not part of the bar)
             extra: dict = {}
             alts = _time_alternatives(
-                _alternatives(b, d), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
+                _alternatives(b, d, dtype.itemsize), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
             ) if b <= 32 else {}
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
             results.append({"op": "fused_projection", "B": b, "D": d, "K": list(KS), "act": "relu", "normalize": True,
-                            "bytes": nbytes, "flops": flops, "timings": t, "config": list(_config(b, d, True, len(KS))),
+                            "bytes": nbytes, "flops": flops, "timings": t, "config": list(_projection_default(b, d, dtype.itemsize)),
                             "alternatives": alts, **extra})
             print(f"fused_projection B={b:<5} D={d:<5} " + _fmt(t), flush=True)
             if checkpoint:
@@ -129,19 +129,30 @@ def _time_alternatives(cands: dict[str, tuple], call, extra: dict) -> dict:
     return alts
 
 
-def _alternatives(b: int, d: int) -> dict[str, tuple]:
-    """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2) other than the default."""
-    from edgefuse.kernels.triton_projection import _config, next_pow2
+def _projection_default(b: int, d: int, itemsize: int) -> tuple:
+    """The launch configuration the launcher picks at the benchmark shapes: ``_config``'s
+    five values plus the split-K factor ``_plan`` adds."""
+    from edgefuse.kernels.triton_projection import _config, _plan
+
+    return (*_config(b, d, True, len(KS)), _plan(b, d, len(KS), True, itemsize, None, max(KS), sum(KS))[-1])
+
+
+def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
+    """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2, split-K) other than the default."""
+    from edgefuse.kernels.triton_projection import next_pow2
 
     wide = max(16, next_pow2(d))
+    default = _projection_default(b, d, itemsize)
     cands = {
-        "one_launch_fused_l2": (16, wide, 32, 8 if wide > 256 else 4, True),
-        "narrow16_two_launch": (16, 16, 64, 4, False),
-        "narrow32_two_launch": (16, 32, 64, 4, False),
-        "narrow64_two_launch": (16, 64, 64, 4, False),
-        "narrow32_k128": (16, 32, 128, 4, False),
+        "default_without_split": (*default[:5], 1),
+        "one_launch_fused_l2": (16, wide, 32, 8 if wide > 256 else 4, True, 1),
+        "narrow16_two_launch": (16, 16, 64, 4, False, 1),
+        "narrow32_two_launch": (16, 32, 64, 4, False, 1),
+        "narrow64_two_launch": (16, 64, 64, 4, False, 1),
+        "narrow32_k128": (16, 32, 128, 4, False, 1),
+        "narrow64_split4": (16, 64, 64, 4, False, 4),
+        "narrow32_split8": (16, 32, 64, 4, False, 8),
     }
-    default = _config(b, d, True, len(KS))
     return {k: v for k, v in cands.items() if v != default}
 
 

@@ -7,6 +7,10 @@ to upload per call, so the launch is capturable in a CUDA graph and runs in the 
 Optional L2 normalisation of each output row happens in the epilogue when one tile spans
 the whole row (BLOCK_N >= D); otherwise a second, row-wise kernel normalises.
 
+At edge batches with few output tiles the K loop is split over several programs (split-K):
+each stores an fp32 partial, and one small epilogue launch per group of modalities sums the
+partials and applies bias, activation and the L2 norm (see ``_split_k``).
+
 Order of this file: kernel, launcher, (no autograd: training takes the reference path).
 """
 
@@ -119,10 +123,10 @@ def _fused_projection_kernel(
     x0, x1, x2, x3, x4, x5, x6, x7,
     w0, w1, w2, w3, w4, w5, w6, w7,
     k0, k1, k2, k3, k4, k5, k6, k7,
-    bias_ptr, out_ptr,
+    bias_ptr, out_ptr, ws_ptr,
     B, D, N_TOTAL, G_OFFSET,
     NUM: tl.constexpr, PRESENT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-    NORMALIZE: tl.constexpr, PRECISION: tl.constexpr,
+    NORMALIZE: tl.constexpr, PRECISION: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -135,29 +139,70 @@ def _fused_projection_kernel(
     out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * N_TOTAL * D + (G_OFFSET + g) * D + offs_n[None, :]
     out_mask = m_ok[:, None] & n_ok[None, :]
     if ((PRESENT >> g) & 1) == 0:  # absent modality: a zero row, masked out downstream
-        tl.store(out_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=out_mask)
+        if SPLIT_K == 1:  # (split: the epilogue kernel writes it)
+            tl.store(out_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=out_mask)
     else:
         x_ptr = _select(g, x0, x1, x2, x3, x4, x5, x6, x7, NUM)
         w_ptr = _select(g, w0, w1, w2, w3, w4, w5, w6, w7, NUM)
         K = _select(g, k0, k1, k2, k3, k4, k5, k6, k7, NUM)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         offs_k = tl.arange(0, BLOCK_K)
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_tiles = tl.cdiv(K, BLOCK_K)
+        k_first, k_last = 0, k_tiles
+        if SPLIT_K > 1:  # this program's share of the K tiles (a share may be empty: acc stays 0)
+            per = tl.cdiv(k_tiles, SPLIT_K)
+            k_first = tl.program_id(2) * per
+            k_last = tl.minimum(k_first + per, k_tiles)
+        for k in range(k_first, k_last):
             kk = k * BLOCK_K + offs_k
             k_ok = kk < K
             a = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             # W is [D, K] (nn.Linear): read a [BLOCK_K, BLOCK_N] tile of W^T
             w = tl.load(w_ptr + offs_n[None, :].to(tl.int64) * K + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if SPLIT_K > 1:  # a partial sum, fp32, to ws[split, m, group, n]; _split_k_epilogue finishes
+            ws_ptrs = (ws_ptr + (tl.program_id(2) * B + offs_m[:, None].to(tl.int64)) * N_TOTAL * D
+                       + (G_OFFSET + g) * D + offs_n[None, :])
+            tl.store(ws_ptrs, acc, mask=out_mask)
+        else:
+            if HAS_BIAS:
+                b = tl.load(bias_ptr + (G_OFFSET + g) * D + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+                acc = acc + b[None, :]
+            acc = _apply_act(acc, ACT)
+            if NORMALIZE:  # BLOCK_N >= D here: the whole row is in this tile
+                acc = tl.where(n_ok[None, :], acc, 0.0)
+                norm = tl.sqrt(tl.sum(acc * acc, axis=1))
+                acc = acc / tl.maximum(norm, 1e-12)[:, None]
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _split_k_epilogue(
+    ws_ptr, bias_ptr, out_ptr, B, D, N_TOTAL, G_OFFSET,
+    PRESENT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORMALIZE: tl.constexpr,
+    SPLIT_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """One program per (row, modality): sum the SPLIT_K partials, then bias, activation and
+    the L2 norm (BLOCK_D >= D: the row is in registers), and store in the output dtype."""
+    m = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    offs = tl.arange(0, BLOCK_D)
+    ok = offs < D
+    col = (G_OFFSET + g) * D + offs
+    out_ptrs = out_ptr + m * N_TOTAL * D + col
+    if ((PRESENT >> g) & 1) == 0:
+        tl.store(out_ptrs, tl.zeros((BLOCK_D,), dtype=out_ptr.dtype.element_ty), mask=ok)
+    else:
+        acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for s in range(SPLIT_K):
+            acc += tl.load(ws_ptr + (s * B + m) * N_TOTAL * D + col, mask=ok, other=0.0)
         if HAS_BIAS:
-            b = tl.load(bias_ptr + (G_OFFSET + g) * D + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-            acc = acc + b[None, :]
+            acc += tl.load(bias_ptr + col, mask=ok, other=0.0).to(tl.float32)
         acc = _apply_act(acc, ACT)
-        if NORMALIZE:  # BLOCK_N >= D here: the whole row is in this tile
-            acc = tl.where(n_ok[None, :], acc, 0.0)
-            norm = tl.sqrt(tl.sum(acc * acc, axis=1))
-            acc = acc / tl.maximum(norm, 1e-12)[:, None]
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+        if NORMALIZE:
+            acc = tl.where(ok, acc, 0.0)
+            acc = acc / tl.maximum(tl.sqrt(tl.sum(acc * acc, axis=0)), 1e-12)
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -207,16 +252,55 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     return block_m, block_n, block_k, warps, fused
 
 
+#: split-K aims for this many programs at edge batches (H200: 132 SMs, two programs each)
+SPLIT_TARGET = 256
+MAX_SPLIT = 16
+#: split-K partials are fp32 and cross memory twice: keep them under this share of the weight bytes
+SPLIT_TRAFFIC = 0.25
+#: the split-K epilogue holds a whole row in registers
+SPLIT_MAX_D = 4096
+
+
+def _split_k(programs: int, b: int, d: int, n: int, k_max: int, k_sum: int, block_k: int, itemsize: int) -> int:
+    """How many programs share each tile's K loop (1: none).
+
+    At edge batches the projection is a set of GEMVs that stream the weights once; with few
+    output tiles (3 modalities at D = 256 give 24 programs, at D = 1024 96) only a fraction
+    of the SMs issue loads, and each program's loads in flight bound its bandwidth. Splitting K multiplies the programs; each
+    writes an fp32 partial and a small epilogue launch sums them (and applies bias, activation,
+    L2 norm). The split doubles while under SPLIT_TARGET programs, while every share keeps
+    >= 2 K tiles of the widest input, and while the partials' traffic stays under
+    SPLIT_TRAFFIC of the weight bytes (which rules it out as B grows).
+    """
+    if programs >= SPLIT_TARGET or d > SPLIT_MAX_D:
+        return 1
+    split = 1
+    while (programs * split < SPLIT_TARGET and split < MAX_SPLIT and cdiv(k_max, block_k) >= 4 * split
+           and 2 * split * b * n * 4 <= SPLIT_TRAFFIC * k_sum * itemsize):
+        split *= 2
+    return split
+
+
 @functools.lru_cache(maxsize=512)
-def _plan(b: int, d: int, n: int, normalize: bool, itemsize: int, config: tuple | None):
+def _plan(b: int, d: int, n: int, normalize: bool, itemsize: int, config: tuple | None, k_max: int, k_sum: int):
     """Everything about a launch that depends only on shapes, computed once per shape:
-    (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, fused_norm, programs along axis 0)."""
-    block_m, block_n, block_k, warps, fused_norm = config or _config(b, d, normalize, n)
+    (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, fused_norm, programs along axis 0,
+    split_k). ``config``: 5 values (as ``_config``; no split) or 6 (with split_k)."""
+    block_m, block_n, block_k, warps, fused_norm, *split = config or _config(b, d, normalize, n)
     if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
         raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
     block_k, stages = _pipeline(block_m, block_n, block_k, itemsize)
     fused_norm = normalize and fused_norm and block_n >= d
-    return block_m, block_n, block_k, warps, stages, fused_norm, cdiv(b, block_m) * cdiv(d, block_n)
+    programs = cdiv(b, block_m) * cdiv(d, block_n)
+    if split:
+        split_k = split[0]
+    elif config is None and not fused_norm:
+        split_k = _split_k(programs * min(n, MAX_GROUPS), b, d, n, k_max, k_sum, block_k, itemsize)
+    else:
+        split_k = 1
+    if split_k > 1 and d > SPLIT_MAX_D:
+        raise ValueError(f"fused_projection: split-K needs D <= {SPLIT_MAX_D}, got D={d}")
+    return block_m, block_n, block_k, warps, stages, fused_norm, programs, split_k
 
 
 def fused_projection_triton(
@@ -237,10 +321,12 @@ def fused_projection_triton(
     out = torch.empty((b, n, d), device=ref.device, dtype=ref.dtype)
     if b == 0:
         return out
-    block_m, block_n, block_k, warps, stages, fused_norm, programs = _plan(
-        b, d, n, normalize, ref.element_size(), None if config is None else tuple(config))
+    ks = [w.shape[1] for w in weights]
+    block_m, block_n, block_k, warps, stages, fused_norm, programs, split_k = _plan(
+        b, d, n, normalize, ref.element_size(), None if config is None else tuple(config), max(ks), sum(ks))
     precision = "ieee" if ref.dtype == torch.float32 else "tf32"
     has_bias = bias is not None
+    ws = torch.empty((split_k, b, n, d), device=ref.device, dtype=torch.float32) if split_k > 1 else out
     for start in range(0, n, MAX_GROUPS):  # one launch per 8 modalities (one launch for N <= 8)
         stop = min(n, start + MAX_GROUPS)
         present, xp, wp, kp = 0, [], [], []
@@ -252,13 +338,21 @@ def fused_projection_triton(
             wp.append(w)
             kp.append(w.shape[1])
         pad = MAX_GROUPS - (stop - start)
-        _fused_projection_kernel[(programs, stop - start)](
+        _fused_projection_kernel[(programs, stop - start, split_k)](
             *xp, *([ref] * pad), *wp, *([weights[0]] * pad), *kp, *([kp[0]] * pad),
-            bias if has_bias else out, out, b, d, n, start,
+            bias if has_bias else out, out, ws, b, d, n, start,
             NUM=stop - start, PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
-            PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+            PRECISION=precision, SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            num_warps=warps, num_stages=stages,
         )
-    if normalize and not fused_norm:
+        if split_k > 1:
+            block_d = max(16, next_pow2(d))
+            _split_k_epilogue[(b, stop - start)](
+                ws, bias if has_bias else out, out, b, d, n, start,
+                PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
+                BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8,
+            )
+    if normalize and not fused_norm and split_k == 1:
         _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4)  # zero rows stay zero
     return out
 

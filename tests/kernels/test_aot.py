@@ -18,7 +18,8 @@ import pytest
 from edgefuse.kernels.aot import Compiled, problems
 from edgefuse.kernels.triton_projection import DOT_MIN, MAX_STAGES, SHARED_BUDGET, _config, _pipeline
 
-KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_gated_kernel", "_gated_bwd_kernel", "_mfb_kernel", "_bilinear_kernel"}
+KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_split_k_epilogue", "_gated_kernel", "_gated_bwd_kernel", "_mfb_kernel",
+           "_bilinear_kernel"}
 SHARDS = 2  # CI has two cores
 
 

@@ -99,3 +99,51 @@ def test_fused_tiles_keep_their_accumulator_small():
         for d in (256, 1024):
             bm, bn, _, _, fused = _config(b, d, True, 3)
             assert bm * bn <= 64 * 256, (b, d, bm, bn)  # fp32 accumulator <= 64 KiB per program
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("split", [2, 3, 8])
+@pytest.mark.parametrize("act,normalize", [("relu", True), ("gelu", False), ("tanh", True)])
+def test_split_k_matches_reference(dtype, split, act, normalize):
+    """K split over programs (edge batches): fp32 partials + an epilogue that sums them, adds the
+    bias, applies the activation and the norm. 8 splits of 130 (9 K tiles of 16) leave empty shares."""
+    xs, ws, bias = _case(3, 5, 40, dtype, seed=split)
+    xs[3] = None  # an absent modality: zeros from the epilogue
+    out = fused_projection_triton(xs, ws, bias, act, normalize, config=(16, 16, 16, 4, False, split))
+    assert torch.equal(out[:, 3], torch.zeros_like(out[:, 3]))
+    assert_close(out, _ref(xs, ws, bias, act, normalize), dtype, max(WIDTHS))
+
+
+def test_split_k_over_more_than_eight_modalities():
+    g = torch.Generator().manual_seed(5)
+    n, d = 10, 24  # two launches of groups share one partials buffer
+    xs = [torch.randn(2, 40, generator=g).to(DEV) for _ in range(n)]
+    ws = [torch.randn(d, 40, generator=g).to(DEV) for _ in range(n)]
+    bias = torch.randn(n, d, generator=g).to(DEV)
+    out = fused_projection_triton(xs, ws, bias, "relu", True, config=(16, 16, 16, 4, False, 2))
+    ref = fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], bias.double(), "relu", True)
+    assert_close(out, ref, torch.float32, 40)
+
+
+def test_split_k_is_chosen_for_few_tiles_and_dropped_as_the_batch_grows():
+    from edgefuse.kernels.triton_projection import SPLIT_TARGET, _plan
+
+    ks = (2048, 1024, 128)  # the benchmark's modalities, fp16
+
+    def plan(b, d):
+        return _plan(b, d, 3, True, 2, None, max(ks), sum(ks))
+
+    *_, programs, split = plan(1, 256)  # 8 tiles of 32 columns x 3 modalities
+    assert split > 1 and programs * 3 * split >= SPLIT_TARGET
+    # the partials' traffic caps it as B grows: split x B x 3 x 4 B per column <= 1/4 of 3200 x 2 B of weights
+    assert plan(32, 256)[-1] == 4 and plan(32, 1024)[-1] == 4 and plan(64, 1024)[-1] == 2
+    assert plan(4096, 1024)[-1] == 1 and plan(4096, 256)[-1] == 1
+    # heuristic split in a real call (K = 300: 5 tiles of 64)
+    g = torch.Generator().manual_seed(6)
+    xs = [torch.randn(2, k, generator=g).to(DEV) for k in (300, 40)]
+    ws = [torch.randn(24, k, generator=g).div(k**0.5).to(DEV) for k in (300, 40)]
+    assert _plan(2, 24, 2, False, 4, None, 300, 340)[-1] == 2
+    out = fused_projection_triton(xs, ws, None, "tanh", False)
+    ref = fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], None, "tanh", False)
+    assert_close(out, ref, torch.float32, 300)
+
