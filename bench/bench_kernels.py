@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -28,10 +29,32 @@ import torch.nn.functional as F
 BATCHES = (1, 8, 32, 256, 4096)
 DIMS = (256, 1024)
 KS = (2048, 1024, 128)
+TRAIN_BATCHES = (256, 4096)  # gated forward + backward
+MFB_OUT, MFB_ALT_BATCHES = 256, (1, 32, 4096)
+BILINEAR_D, BILINEAR_O = 256, 64  # full bilinear weights are O x D x D: 8 MiB in fp16
 QUANTILES = [0.5, 0.2, 0.8]
+DEV = "cuda"
+DRY = False
+
+#: --dry-run: every step at tiny shapes, one call per timing, on the GPU if there is one, else
+#: on the CPU through Triton's interpreter. It checks the script end to end (CI runs it); it
+#: measures nothing.
+DRY_RUN = {
+    "BATCHES": (1, 3, 67), "DIMS": (24,), "KS": (40, 24, 8), "TRAIN_BATCHES": (3,),
+    "MFB_OUT": 12, "MFB_ALT_BATCHES": (1, 67), "BILINEAR_D": 16, "BILINEAR_O": 8,
+}
 
 
 def _time(fn, graph: bool) -> dict:
+    if DRY:  # one call, so the plumbing runs; not a measurement
+        if graph:
+            raise RuntimeError("no CUDA graphs in a dry run")
+        t0 = time.perf_counter()
+        fn()
+        if DEV == "cuda":
+            torch.cuda.synchronize()
+        us = (time.perf_counter() - t0) * 1e6
+        return {"us": us, "p20_us": us, "p80_us": us}
     import triton.testing as tt
 
     fn()  # compile / warm up outside the timing
@@ -70,9 +93,12 @@ def _out_of_time(record: dict, key: str) -> bool:
 
 def copy_bandwidth() -> float:
     """Device-to-device copy GB/s (bytes read + written) of a 1 GiB buffer."""
+    if DRY:
+        src = torch.randn(1 << 20, device=DEV)
+        return 2 * src.numel() * 4 / (_time(lambda: src.clone(), False)["us"] * 1e-6) / 1e9
     import triton.testing as tt
 
-    src = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device="cuda").normal_()
+    src = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device=DEV).normal_()
     dst = torch.empty_like(src)
     ms = tt.do_bench(lambda: dst.copy_(src), warmup=10, rep=100)
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
@@ -83,14 +109,14 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
     from edgefuse.kernels.triton_projection import fused_projection_triton
 
     for d in DIMS:
-        ws = [torch.randn(d, k, device="cuda", dtype=dtype) / k**0.5 for k in KS]
-        bias = torch.randn(len(KS), d, device="cuda", dtype=dtype)
+        ws = [torch.randn(d, k, device=DEV, dtype=dtype) / k**0.5 for k in KS]
+        bias = torch.randn(len(KS), d, device=DEV, dtype=dtype)
         eager = lambda xs: fused_projection_reference(xs, ws, bias, "relu", True)  # noqa: E731
         # static shapes (the strongest baseline), compiled only where the bar compares (B <= 32):
         # every shape is a fresh compile, and the whole GPU check must stay under 5 minutes
         compiled = torch.compile(eager, dynamic=False) if compile_too else None
         for b in BATCHES:
-            xs = [torch.randn(b, k, device="cuda", dtype=dtype) for k in KS]
+            xs = [torch.randn(b, k, device=DEV, dtype=dtype) for k in KS]
             out = fused_projection_triton(xs, ws, bias, "relu", True)
             torch.testing.assert_close(out.float(), eager(xs).float(), rtol=2e-2, atol=2e-2)
             fns = {"triton": lambda: fused_projection_triton(xs, ws, bias, "relu", True), "eager": lambda: eager(xs)}
@@ -178,9 +204,9 @@ def bench_gated(dtype, results: list) -> None:
     n = len(KS)
     for d in DIMS:
         for b in BATCHES:
-            feats = torch.randn(b, n, d, device="cuda", dtype=dtype)
-            logits = torch.randn(b, n, d, device="cuda", dtype=dtype)
-            mask = torch.rand(b, n, device="cuda") > 0.2
+            feats = torch.randn(b, n, d, device=DEV, dtype=dtype)
+            logits = torch.randn(b, n, d, device=DEV, dtype=dtype)
+            mask = torch.rand(b, n, device=DEV) > 0.2
             out, _ = gated_fusion_triton(feats, logits, mask)
             torch.testing.assert_close(out.float(), gated_fusion_reference(feats, logits, mask)[0].float(), rtol=2e-2, atol=2e-2)
             t = _variants({
@@ -202,11 +228,11 @@ def bench_gated_train(dtype, results: list) -> None:
 
     n = len(KS)
     for d in DIMS:
-        for b in (256, 4096):
-            feats = torch.randn(b, n, d, device="cuda", dtype=dtype, requires_grad=True)
-            logits = torch.randn(b, n, device="cuda", dtype=dtype, requires_grad=True)
-            mask = torch.rand(b, n, device="cuda") > 0.2
-            dout = torch.randn(b, d, device="cuda", dtype=dtype)
+        for b in TRAIN_BATCHES:
+            feats = torch.randn(b, n, d, device=DEV, dtype=dtype, requires_grad=True)
+            logits = torch.randn(b, n, device=DEV, dtype=dtype, requires_grad=True)
+            mask = torch.rand(b, n, device=DEV) > 0.2
+            dout = torch.randn(b, d, device=DEV, dtype=dtype)
             fns = {
                 "triton": lambda: torch.autograd.grad(GatedFusionFunction.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout),
                 "eager": lambda: torch.autograd.grad(gated_fusion_reference(feats, logits, mask)[0], (feats, logits), dout),
@@ -223,11 +249,11 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
     from edgefuse.kernels.triton_bilinear import _mfb_config, mfb_triton
 
     for d in DIMS:
-        o = 256  # MFB output width; the projections are [o * factors, d]
-        u, v = (torch.randn(o * factors, d, device="cuda", dtype=dtype) / d**0.5 for _ in range(2))
-        ub, vb = (torch.randn(o * factors, device="cuda", dtype=dtype) for _ in range(2))
+        o = MFB_OUT  # MFB output width; the projections are [o * factors, d]
+        u, v = (torch.randn(o * factors, d, device=DEV, dtype=dtype) / d**0.5 for _ in range(2))
+        ub, vb = (torch.randn(o * factors, device=DEV, dtype=dtype) for _ in range(2))
         for b in BATCHES:
-            x, y = torch.randn(b, d, device="cuda", dtype=dtype), torch.randn(b, d, device="cuda", dtype=dtype)
+            x, y = torch.randn(b, d, device=DEV, dtype=dtype), torch.randn(b, d, device=DEV, dtype=dtype)
             ref = mfb_reference(x.float(), y.float(), u.float(), ub.float(), v.float(), vb.float(), factors)
             torch.testing.assert_close(mfb_triton(x, y, u, ub, v, vb, factors).float(), ref, rtol=3e-2, atol=3e-2)
             t = _variants({
@@ -237,7 +263,7 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
             extra: dict = {}  # tuning data for _mfb_config, as for the projection
             alts = _time_alternatives(
                 _mfb_alternatives(b, o, factors), lambda cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg), extra
-            ) if b in (1, 32, 4096) else {}
+            ) if b in MFB_ALT_BATCHES else {}
             flops = 2 * 2 * b * o * factors * d
             nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
             results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t,
@@ -249,11 +275,11 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
 def bench_bilinear(dtype, results: list) -> None:
     from edgefuse.kernels.triton_bilinear import bilinear_triton
 
-    d, o = 256, 64  # full bilinear weights are O x D x D: keep them at 8 MiB in fp16
-    w = torch.randn(o, d, d, device="cuda", dtype=dtype) / d
-    bias = torch.randn(o, device="cuda", dtype=dtype)
+    d, o = BILINEAR_D, BILINEAR_O
+    w = torch.randn(o, d, d, device=DEV, dtype=dtype) / d
+    bias = torch.randn(o, device=DEV, dtype=dtype)
     for b in BATCHES:
-        x, y = torch.randn(b, d, device="cuda", dtype=dtype), torch.randn(b, d, device="cuda", dtype=dtype)
+        x, y = torch.randn(b, d, device=DEV, dtype=dtype), torch.randn(b, d, device=DEV, dtype=dtype)
         torch.testing.assert_close(bilinear_triton(x, y, w, bias).float(), F.bilinear(x.float(), y.float(), w.float(), bias.float()), rtol=3e-2, atol=3e-2)
         t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)})
         results.append({"op": "bilinear", "B": b, "D": d, "O": o, "flops": 2 * b * o * d * d, "timings": t})
@@ -400,8 +426,19 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="seconds after which optional measurements (alternatives, deferred compile baselines) are skipped")
     p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear,compile_baselines")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every step at tiny shapes, one call per timing (checks the script, measures nothing; "
+                        "without a GPU it needs TRITON_INTERPRET=1; implies --no-compile)")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.dry_run:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            print("bench_kernels --dry-run: set TRITON_INTERPRET=1 (no GPU: the kernels run interpreted on the CPU)", file=sys.stderr)
+            return 2
+        globals().update(DRY_RUN, DEV=dev, DRY=True)
+        args.no_compile = True
+        args.dtype = "float32"  # the interpreter's low-precision dots are not what this checks
+    elif not torch.cuda.is_available():
         print("bench_kernels: needs a CUDA GPU (the kernels run compiled there); none is visible", file=sys.stderr)
         return 2
     import triton
@@ -419,7 +456,8 @@ def main(argv=None) -> int:
     def write() -> dict:
         """Write what is measured so far (a run stopped by a timeout still leaves its numbers)."""
         doc = {
-            "gpu": torch.cuda.get_device_name(),
+            "gpu": torch.cuda.get_device_name() if DEV == "cuda" else "none",
+            "dry_run": DRY,
             "versions": {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version()},
             "dtype": args.dtype,
             "copy_bandwidth_GBps": copy_gbs,

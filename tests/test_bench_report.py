@@ -140,3 +140,26 @@ def test_past_the_time_budget_optional_measurements_are_skipped_and_said(monkeyp
     monkeypatch.setattr(bk.torch, "compile", lambda fn, dynamic: calls.append("compiled") or fn)
     bk.bench_compile_baselines()
     assert "time budget" in rec["compile_skipped"] and "compiled" not in calls and rec["timings"] == {}
+
+
+def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatch):
+    """The GPU run's script, every step, at tiny shapes (on CPU through the interpreter): what
+    would break the one GPU run (a wrong key, a closure, a plot) breaks here first."""
+    import json
+    import os
+
+    assert os.environ.get("TRITON_INTERPRET") == "1" or bk.torch.cuda.is_available()  # tests/conftest.py
+    for name in (*bk.DRY_RUN, "DEV", "DRY", "LATER_COMPILE", "DEADLINE"):  # main() sets these; restore them after
+        monkeypatch.setattr(bk, name, getattr(bk, name))
+    monkeypatch.setattr(bk, "LATER_COMPILE", [])
+    assert bk.main(["--out", str(tmp_path), "--dry-run"]) == 0
+    doc = json.loads((tmp_path / "kernels.json").read_text())
+    assert doc["dry_run"] is True and (tmp_path / "kernels.png").stat().st_size > 1000
+    ops = {r["op"] for r in doc["results"]}
+    assert ops == {"fused_projection", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
+    for r in doc["results"]:
+        assert {"triton", "eager"} <= set(r["timings"]) and "vs_eager_stream" in r["speedup"], r["op"]
+        assert not any("error" in a for a in r.get("alternatives", {}).values()), r["alternatives"]
+    assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
+    assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")
+    assert set(doc["bar"]) >= {"fused_projection_B<=32_>=2x_eager", "mfb_>=1.5x_eager"}
