@@ -66,14 +66,15 @@ def _no_triton(forced: str) -> str:
     if forced:
         raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton, which cannot be imported here ({why}); "
                            "install it (pip install triton) or unset EDGEFUSE_KERNELS")
-    if not _WARNED_NO_TRITON:
-        _WARNED_NO_TRITON.append(True)
-        warnings.warn(f"edgefuse.kernels: Triton cannot be imported ({why}); CUDA tensors run the PyTorch "
-                      "reference ops instead of the fused kernels", RuntimeWarning, stacklevel=4)
+    _warn_no_triton(why)
     return "reference"
 
 
-_WARNED_NO_TRITON: list[bool] = []
+@functools.lru_cache(maxsize=1)
+def _warn_no_triton(why: str) -> None:
+    """Once per process (the cache is the 'already warned' state)."""
+    warnings.warn(f"edgefuse.kernels: Triton cannot be imported ({why}); CUDA tensors run the PyTorch "
+                  "reference ops instead of the fused kernels", RuntimeWarning, stacklevel=5)
 
 
 def is_exporting() -> bool:
@@ -118,13 +119,16 @@ def _c(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.contiguous() if t is not None else None
 
 
-def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype ``torch.autocast`` casts matmuls to on ``device_type`` now, or None when it is off."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except TypeError:  # torch < 2.4 (JetPack 6.0): per-device functions, no argument
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one API per device type
+
+    def autocast_dtype(device_type: str) -> torch.dtype | None:
+        """The dtype ``torch.autocast`` casts matmuls to on ``device_type`` now, or None when it is off."""
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+else:  # torch < 2.4 (JetPack 6.0): per-device functions; decided once here, not per call
+
+    def autocast_dtype(device_type: str) -> torch.dtype | None:
+        """The dtype ``torch.autocast`` casts matmuls to on ``device_type`` now, or None when it is off."""
         if device_type == "cuda":
             return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
         if device_type == "cpu":

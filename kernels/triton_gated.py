@@ -164,6 +164,12 @@ def gated_fusion_backward_triton(
     if tuple(dout.shape) != (b, d):
         raise ValueError(f"gated_fusion backward: expected dout [{b}, {d}], got {list(dout.shape)}")
     check_tensors("gated_fusion backward", feats, [("dout", dout)], any_dtype=("dout",))
+    return _backward(feats, logits, mask, dout, mode)
+
+
+def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward launch on checked arguments (the autograd Function's were checked by its forward)."""
+    b, n, d = feats.shape
     dfeat = torch.empty_like(feats)
     dlogit = torch.empty_like(logits)
     if b == 0:
@@ -193,5 +199,5 @@ class GatedFusionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout, _dempty):  # noqa: D102
         feats, logits, mask = ctx.saved_tensors
-        dfeat, dlogit = gated_fusion_backward_triton(feats, logits, mask, dout.contiguous(), ctx.mode)
+        dfeat, dlogit = _backward(feats, logits, mask, dout.contiguous(), ctx.mode)
         return (dfeat if ctx.needs_input_grad[0] else None), (dlogit if ctx.needs_input_grad[1] else None), None, None

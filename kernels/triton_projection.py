@@ -268,9 +268,10 @@ def _split_k(programs: int, b: int, d: int, n: int, k_max: int, k_sum: int, bloc
     output tiles (3 modalities at D = 256 give 24 programs, at D = 1024 96) only a fraction
     of the SMs issue loads, and each program's loads in flight bound its bandwidth.
     Splitting K multiplies the programs; each writes an fp32 partial and a small epilogue
-    launch sums them (and applies bias, activation, L2 norm). The split doubles while under SPLIT_TARGET programs, while every share keeps
-    >= 2 K tiles of the widest input, and while the partials' traffic stays under
-    SPLIT_TRAFFIC of the weight bytes (which rules it out as B grows).
+    launch sums them (and applies bias, activation, L2 norm). The split doubles while under
+    SPLIT_TARGET programs, while every share keeps >= 2 K tiles of the widest input, and
+    while the partials' traffic stays under SPLIT_TRAFFIC of the weight bytes (which rules it
+    out as B grows).
     """
     if programs >= SPLIT_TARGET or d > SPLIT_MAX_D:
         return 1

@@ -101,7 +101,7 @@ def test_without_triton_cuda_falls_back_to_the_reference_and_forcing_is_a_clear_
     import edgefuse.kernels.ops as ops
 
     monkeypatch.setattr(ops, "triton_import_error", lambda: "ModuleNotFoundError: No module named 'triton'")
-    monkeypatch.setattr(ops, "_WARNED_NO_TRITON", [])
+    ops._warn_no_triton.cache_clear()
     fake_cuda = torch.zeros(2, 3)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
     monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
