@@ -5,9 +5,10 @@ TFLOP/s, the device copy bandwidth measured in the same run, the issue's bar ver
 name and versions) and ``kernels.png`` to ``--out``.
 
 Shapes (issue 3): B in {1, 8, 32, 256, 4096}, D in {256, 1024}, 3 modalities with
-K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` (back-to-back launches, so the
-CPU launch overhead shows at small B) and ``do_bench_cudagraph`` (one CUDA-graph replay per
-call: GPU time only). torch.compile: static shapes for fused_projection at B <= 32 (its bar);
+K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` ("stream": each call is timed
+with CUDA events after an L2 flush, so weights come from HBM and host launch cost shows only
+where it outlasts the flush) and ``do_bench_cudagraph`` ("graph": one CUDA-graph replay per
+call, GPU time only). torch.compile: static shapes for fused_projection at B <= 32 (its bar);
 one dynamic-shape compile per op for the others, timed after everything else.
 
     python bench/bench_kernels.py --out bench/results/local          # needs a CUDA GPU
@@ -305,11 +306,13 @@ def bench_compile_baselines(checkpoint=None) -> None:
             compiled[rec["op"]] = torch.compile(fn, dynamic=True)
         c = compiled[rec["op"]]
         try:
-            rec["timings"]["compile"] = _variants({"compile": lambda: c(*args)})["compile"]
+            t = _variants({"compile": lambda: c(*args)})
+            rec["timings"].update(t)
             rec["compile_mode"] = "dynamic"
+            result = _fmt(t)
         except Exception as e:  # say why, keep going
-            rec["compile_error"] = f"{type(e).__name__}: {e}"[:300]
-        print(f"{rec['op']:<16} B={rec['B']:<5} D={rec['D']:<5} " + _fmt({"compile": rec["timings"].get("compile", {"stream": {"us": float('nan')}})}), flush=True)
+            rec["compile_error"] = result = f"{type(e).__name__}: {e}"[:300]
+        print(f"{rec['op']:<16} B={rec['B']:<5} D={rec['D']:<5} {result}", flush=True)
         if checkpoint:
             checkpoint()
 
@@ -371,7 +374,7 @@ def derive(results: list, copy_gbs: float) -> dict:
 
 def retune(results: list, margin: float = 1.1) -> list[dict]:
     """Where a timed alternative launch configuration beat the default by more than ``margin``
-    in both timing modes: what to change in ``_config`` / ``_mfb_config`` / MIN_PROGRAMS."""
+    in both timing modes: what to change in ``_config`` / ``_split_k`` / ``_mfb_config`` / MIN_PROGRAMS."""
     out = []
     for r in results:
         default = r["timings"]["triton"]
