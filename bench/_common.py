@@ -1,4 +1,4 @@
-"""Helpers the CPU benchmark scripts share (imported as ``_common``: the scripts run from bench/)."""
+"""Helpers the benchmark scripts share (imported as ``_common``: the scripts run from bench/)."""
 
 from __future__ import annotations
 

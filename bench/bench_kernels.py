@@ -391,11 +391,12 @@ def retune(results: list, margin: float = 1.1) -> list[dict]:
 
 
 def plot(results: list, path: Path) -> None:
-    import matplotlib
+    from _common import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        print("bench_kernels: matplotlib is not installed; kernels.json only, no plot", file=sys.stderr)
+        return
     ops = [op for op in ("fused_projection", "gated_fusion", "gated_fusion_train", "mfb", "bilinear") if any(r["op"] == op for r in results)]
     fig, axes = plt.subplots(len(ops), 2, figsize=(11, 3.6 * len(ops)), squeeze=False)
     for row, op in zip(axes, ops):

@@ -1,11 +1,14 @@
 """The kernel benchmark's derived numbers and bar verdicts (the GPU run depends on them), on synthetic timings."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).resolve().parents[1] / "bench" / "bench_kernels.py")
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))  # the bench scripts import their shared helpers as _common, as when run from bench/
+spec = importlib.util.spec_from_file_location("bench_kernels", BENCH / "bench_kernels.py")
 bk = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bk)
 
