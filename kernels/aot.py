@@ -34,7 +34,7 @@ import torch
 MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 #: 32-bit registers per SM (all listed architectures)
 REGS_PER_SM = 65536
-_LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas")
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
 _PTR = {
     torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.bool: "*i1",
     torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8", torch.uint8: "*u8",
@@ -49,7 +49,7 @@ class Launch:
     signature: tuple[tuple[str, str], ...]
     constexprs: tuple[tuple[str, object], ...]
     divisible: tuple[int, ...]  # argument indices the JIT would mark divisible by 16
-    options: tuple[tuple[str, int], ...]
+    options: tuple[tuple[str, int | bool], ...]
     grid: tuple[int, ...]
 
     @property
@@ -74,6 +74,8 @@ class Compiled:
     blocks_per_sm_by_regs: int
     seconds: float
     cases: list[str] = field(default_factory=list)
+    #: the launch's enable_fp_fusion; None: left to Triton's default, which differs by version
+    fp_fusion: bool | None = None
 
 
 def _interpreting() -> bool:
@@ -132,7 +134,7 @@ def _launch(fn, args, kwargs, grid) -> Launch:
         else:
             raise TypeError(f"{fn.__name__}: argument {name} is a {type(v).__name__}; expected a tensor, int, float or None")
     grid = tuple(grid(bound) if callable(grid) else grid)
-    options = tuple((k, int(kwargs[k])) for k in _LAUNCH_OPTIONS if k in kwargs)
+    options = tuple((k, kwargs[k]) for k in _LAUNCH_OPTIONS if k in kwargs)
     return Launch(fn, tuple(signature), tuple(constexprs), tuple(divisible), options, grid)
 
 
@@ -156,6 +158,7 @@ def compile_launch(launch: Launch, arch: int) -> Compiled:
         num_warps=warps, registers=regs, spill_bytes=usage["LOCAL"],
         shared_bytes=int(compiled.metadata.shared), max_shared_bytes=MAX_SHARED.get(arch),
         blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(seconds, 3),
+        fp_fusion=dict(launch.options).get("enable_fp_fusion"),
     )
 
 
@@ -249,13 +252,17 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
 
 
 def problems(records: list[Compiled]) -> list[str]:
-    """What would fail or run badly on the target: shared memory over the limit, spills."""
+    """What would fail or run badly on the target, or differ by Triton version: shared memory
+    over the limit, spills, FMA contraction left to Triton's default (on in 3.9, which warns
+    about it; off from 3.10)."""
     out = []
     for r in records:
         if r.max_shared_bytes is not None and r.shared_bytes > r.max_shared_bytes:
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: {r.shared_bytes} B shared > the {r.max_shared_bytes} B limit")
         if r.spill_bytes:
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: spills {r.spill_bytes} B per thread to local memory")
+        if r.fp_fusion is None:
+            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: launched without enable_fp_fusion (Triton's default differs by version)")
     return out
 
 

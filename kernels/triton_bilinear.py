@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from edgefuse.kernels.triton_projection import DOT_MIN, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, next_pow2
+from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, next_pow2
 
 
 @triton.jit
@@ -161,6 +161,7 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
             x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
             HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4, num_stages=stages,
+            enable_fp_fusion=FP_FUSION,
         )
     return out
 
@@ -209,7 +210,8 @@ def mfb_triton(
             HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
             PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+            enable_fp_fusion=FP_FUSION,
         )
         if normalize and not fused_l2:
-            _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4)
+            _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)
     return out

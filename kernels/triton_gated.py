@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from edgefuse.kernels.triton_projection import cdiv, check_tensors, next_pow2
+from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, check_tensors, next_pow2
 
 
 @triton.jit
@@ -147,7 +147,7 @@ def gated_fusion_triton(
     _gated_kernel[(b, cdiv(d, block_d))](
         feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=warps,
+        num_warps=warps, enable_fp_fusion=FP_FUSION,
     )
     return out, empty
 
@@ -179,7 +179,7 @@ def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tens
     _gated_bwd_kernel[(b, cdiv(d, block_d) if per_feature else 1)](
         feats, logits, mask, dout, dfeat, dlogit, n, d,
         PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=warps,
+        num_warps=warps, enable_fp_fusion=FP_FUSION,
     )
     return dfeat, dlogit
 

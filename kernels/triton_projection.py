@@ -33,6 +33,10 @@ DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not 
 #: make is checked against it per architecture, without a GPU, by kernels/aot.py.
 SHARED_BUDGET = 96 * 1024
 MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
+#: every launch passes this as ``enable_fp_fusion``: a*b+c contracts to one FMA, as in nvcc's
+#: code (eager PyTorch's kernels). Pinned, not left to Triton's default, which Triton 3.9 warns
+#: about on every first compile and 3.10 turns off.
+FP_FUSION = True
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -344,17 +348,17 @@ def fused_projection_triton(
             bias if has_bias else out, out, ws, b, d, n, start,
             NUM=stop - start, PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
             PRECISION=precision, SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-            num_warps=warps, num_stages=stages,
+            num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
         )
         if split_k > 1:
             block_d = max(16, next_pow2(d))
             _split_k_epilogue[(b, stop - start)](
                 ws, bias if has_bias else out, out, b, d, n, start,
                 PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
-                BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8,
+                BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8, enable_fp_fusion=FP_FUSION,
             )
     if normalize and not fused_norm and split_k == 1:
-        _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4)  # zero rows stay zero
+        _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)  # zero rows stay zero
     return out
 
 
