@@ -12,6 +12,10 @@ Rules, in order:
    (a Jetson image without it, a broken install), CUDA tensors take the reference too, with
    one warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
 
+Triton launches on the current CUDA device's stream, whatever device the tensors are on;
+so, as torch's own ops do, a call switches to its tensors' device first when that is not the
+current one (a model on ``cuda:1`` while ``cuda:0`` is current).
+
 Production never interprets Triton (decision 6 of DESIGN.md): ``interpret`` is opt-in only.
 
 Under ``torch.autocast`` the matmul-like ops (projection, bilinear, MFB) run in the autocast
@@ -22,6 +26,7 @@ is a weighted sum and keeps its inputs' dtypes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -115,6 +120,13 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
     return "triton"  # on_cuda
 
 
+def on_device(t: torch.Tensor):
+    """A context that makes ``t``'s CUDA device the current one, if it is not already."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device.index)
+    return contextlib.nullcontext()
+
+
 def _c(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.contiguous() if t is not None else None
 
@@ -159,7 +171,8 @@ def fused_projection(
     if backend(*xs, *weights, bias) == "triton":
         from edgefuse.kernels.triton_projection import fused_projection_triton
 
-        return fused_projection_triton([_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias), act, normalize)
+        with on_device(weights[0]):
+            return fused_projection_triton([_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias), act, normalize)
     return ref.fused_projection_reference(xs, weights, bias, act, normalize)
 
 
@@ -169,7 +182,8 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
     if backend(x, y, weight, bias) == "triton":
         from edgefuse.kernels.triton_bilinear import bilinear_triton
 
-        return bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
+        with on_device(x):
+            return bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
     return ref.bilinear_reference(x, y, weight, bias)
 
 
@@ -183,9 +197,10 @@ def mfb(
     if backend(x, y, u_w, v_w, u_b, v_b) == "triton":
         from edgefuse.kernels.triton_bilinear import mfb_triton
 
-        return mfb_triton(
-            x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
-        )
+        with on_device(x):
+            return mfb_triton(
+                x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
+            )
     return ref.mfb_reference(x, y, u_w, u_b, v_w, v_b, factors, present, normalize)
 
 
@@ -199,5 +214,6 @@ def gated_fusion(
     if backend(feats, logits, has_backward=True) == "triton":
         from edgefuse.kernels.triton_gated import GatedFusionFunction
 
-        return GatedFusionFunction.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
+        with on_device(feats):  # (autograd runs a CUDA backward with its device current)
+            return GatedFusionFunction.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

@@ -137,3 +137,48 @@ def test_models_run_under_autocast_on_both_paths(fusion, monkeypatch):
             outs[kernels] = model(x, None).float()
     assert torch.isfinite(outs["reference"]).all()
     torch.testing.assert_close(outs[FORCE], outs["reference"], rtol=1e-2, atol=1e-2)
+
+
+def test_a_call_switches_to_its_tensors_cuda_device(monkeypatch):
+    """Triton launches on the current device: tensors on cuda:1 while cuda:0 is current would
+    be read by a kernel on the wrong GPU. ``on_device`` switches, as torch's ops do."""
+    import types
+
+    from edgefuse.kernels.ops import on_device
+
+    assert on_device(torch.zeros(2)).__class__.__name__ == "nullcontext"  # CPU: nothing to switch
+    on_gpu1 = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 1))  # no GPU here: a stand-in
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    guard = on_device(on_gpu1)
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert on_device(on_gpu1).__class__.__name__ == "nullcontext"  # already current: no switch
+
+
+def test_every_op_launches_under_its_tensors_device(monkeypatch):
+    import contextlib
+
+    import edgefuse.kernels.ops as ops
+
+    seen = []
+    monkeypatch.setattr(ops, "on_device", lambda t: seen.append(t.device) or contextlib.nullcontext())
+    monkeypatch.setenv("EDGEFUSE_KERNELS", FORCE)
+    r = lambda *s: torch.randn(*s, device=DEV)  # noqa: E731
+    ops.fused_projection([r(2, 16), r(2, 24)], [r(16, 16), r(16, 24)], r(2, 16), "relu", True)
+    ops.bilinear(r(2, 16), r(2, 16), r(16, 16, 16), r(16))
+    ops.mfb(r(2, 16), r(2, 16), r(32, 16), r(32), r(32, 16), r(32), 2)
+    ops.gated_fusion(r(2, 3, 16), r(2, 3), torch.ones(2, 3, dtype=torch.bool, device=DEV))
+    assert len(seen) == 4 and all(d.type == torch.device(DEV).type for d in seen)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_kernels_on_the_second_gpu_while_the_first_is_current():
+    from edgefuse.kernels import ops
+
+    torch.manual_seed(0)
+    feats, logits = torch.randn(5, 3, 64), torch.randn(5, 3, 64)
+    mask = torch.tensor([[1, 0, 1]] * 5, dtype=torch.bool)
+    want, _ = ops.ref.gated_fusion_reference(feats, logits, mask)
+    torch.cuda.set_device(0)
+    out, _ = ops.gated_fusion(feats.to("cuda:1"), logits.to("cuda:1"), mask.to("cuda:1"))
+    torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)
