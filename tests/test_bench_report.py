@@ -166,3 +166,26 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")
     assert set(doc["bar"]) >= {"fused_projection_B<=32_>=2x_eager", "mfb_>=1.5x_eager"}
+
+
+def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_path):
+    """bench_launch_overhead runs on a CPU: launchers with Triton's run stubbed, then with
+    Triton's real launch path on a stand-in sm_90 driver (it relies on Triton internals; a
+    Triton that changes them fails here, not on the GPU run)."""
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    run = subprocess.run([sys.executable, str(BENCH / "bench_launch_overhead.py"), "--out", str(tmp_path)],
+                         cwd=BENCH, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "TRITON_DEFAULT_FP_FUSION" not in run.stderr  # every launch pins FMA contraction
+    doc = json.loads((tmp_path / "launch_overhead.json").read_text())
+    assert doc["with_triton"] == "measured", doc["with_triton"]
+    launches = {name: rec["kernel_launches"] for name, rec in doc["results"].items()}
+    assert launches == {"fused_projection(relu, l2)": 2, "gated_fusion(per-feature softmax)": 1,
+                        "mfb(factors=4, l2)": 2, "torch.empty (for scale)": 0}
+    for name, rec in doc["results"].items():
+        if rec["kernel_launches"]:
+            assert rec["with_triton_us"] > rec["host_us"] > 0, (name, rec)  # Triton's run costs something on top
