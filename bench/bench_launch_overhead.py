@@ -20,7 +20,6 @@ Writes ``launch_overhead.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -44,50 +43,6 @@ def _best_us(fn, n: int = 2000, repeats: int = 7) -> float:
     return best
 
 
-@contextlib.contextmanager
-def _stand_in_gpu(arch: int = 90):
-    """Triton's launch path runs for real on CPU tensors, up to the CUDA driver call.
-
-    A stand-in active driver reports device 0, stream 0 and an ``sm_<arch>`` target, so the
-    JIT compiles each kernel for that target (Triton's compiler and the ptxas in its wheel; no
-    GPU needed) and caches it. Loading a compiled kernel onto a GPU is replaced by handing it
-    a no-op launcher. Uses Triton internals (``driver._active``, ``CompiledKernel._init_handles``)
-    that Triton 3.6-3.9 share; the caller reports a failure instead of a number.
-    """
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import CompiledKernel
-    from triton.runtime import driver
-
-    class StandIn:
-        def get_current_device(self):
-            return 0
-
-        def get_current_stream(self, device=None):
-            return 0
-
-        def get_current_target(self):
-            return GPUTarget("cuda", arch, 32)
-
-        def get_active_torch_device(self):
-            return torch.device("cpu")
-
-        def is_active(self):
-            return True
-
-    def no_gpu_load(self):
-        if self.module is None:
-            self.module, self.function = object(), 0
-            self._run = lambda *args: None
-
-    active, init_handles = driver._active, CompiledKernel._init_handles
-    driver.set_active(StandIn())
-    CompiledKernel._init_handles = no_gpu_load
-    try:
-        yield
-    finally:
-        driver._active, CompiledKernel._init_handles = active, init_handles
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -101,6 +56,7 @@ def main(argv=None) -> int:
     launches = []
     triton_run = jit.JITFunction.run
 
+    from edgefuse.kernels.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
@@ -131,7 +87,7 @@ def main(argv=None) -> int:
         jit.JITFunction.run = triton_run
     triton_path = None
     try:
-        with _stand_in_gpu():
+        with stand_in_gpu(90):
             for name, fn in calls.items():
                 if results[name]["kernel_launches"]:
                     fn()  # the first call compiles for sm_90

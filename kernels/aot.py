@@ -109,6 +109,7 @@ def _launch(fn, args, kwargs, grid) -> Launch:
     if missing:
         raise TypeError(f"{fn.__name__}: launch is missing arguments {missing}")
     const_idx = {p.num for p in fn.params if p.is_constexpr}
+    plain = {p.num for p in fn.params if p.do_not_specialize}  # @triton.jit(do_not_specialize=...)
     signature, constexprs, divisible = [], [], []
     # as Triton's JIT specialises: pointers 16-byte aligned and ints divisible by 16 get a
     # tt.divisibility attribute (without it, loads do not vectorise and loops do not pipeline)
@@ -127,7 +128,7 @@ def _launch(fn, args, kwargs, grid) -> Launch:
             signature.append((name, "i1"))
         elif isinstance(v, int):
             signature.append((name, "i32" if -(2**31) <= v < 2**31 else "i64"))
-            if v % 16 == 0:
+            if v % 16 == 0 and i not in plain:
                 divisible.append(i)
         elif isinstance(v, float):
             signature.append((name, "fp32"))
@@ -177,6 +178,83 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     if "REG" not in fields:
         raise ValueError(f"cuobjdump printed no resource usage:\n{out}")
     return {k: int(v) for k, v in fields.items()}
+
+
+def our_kernels() -> dict[str, object]:
+    """Every Triton JIT function of edgefuse.kernels, by name."""
+    import triton.runtime.jit as jit
+
+    from edgefuse.kernels import triton_bilinear, triton_gated, triton_projection
+
+    return {name: fn for mod in (triton_projection, triton_bilinear, triton_gated)
+            for name, fn in vars(mod).items() if isinstance(fn, jit.JITFunction)}
+
+
+@contextlib.contextmanager
+def stand_in_gpu(arch: int = 90) -> Iterator[None]:
+    """Triton's launch path runs for real on CPU tensors, up to the CUDA driver call.
+
+    A stand-in active driver reports device 0, stream 0 and an ``sm_<arch>`` target, so the
+    JIT compiles each kernel for that target (Triton's compiler and the ptxas in its wheel; no
+    GPU needed) and caches it. Loading a compiled kernel onto a GPU is replaced by handing it
+    a no-op launcher, so nothing runs: what this measures is Triton's host path (launch
+    overhead, bench/bench_launch_overhead.py) and which binaries its JIT compiles
+    (``jit_binaries``). On leaving, edgefuse's kernels get their own device-0 caches back, so
+    no no-op binary outlives the block. Uses Triton internals (``driver._active``,
+    ``CompiledKernel._init_handles``, ``JITFunction.device_caches``) that Triton 3.6-3.9 share.
+    """
+    if _interpreting():
+        raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import CompiledKernel
+    from triton.runtime import driver
+
+    class StandIn:
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def get_current_target(self):
+            return GPUTarget("cuda", arch, 32)
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+        def is_active(self):
+            return True
+
+    def no_gpu_load(self):
+        if self.module is None:
+            self.module, self.function = object(), 0
+            self._run = lambda *args: None
+
+    kernels = our_kernels().values()
+    caches = [(fn, fn.device_caches.pop(0, None)) for fn in kernels]
+    active, init_handles = driver._active, CompiledKernel._init_handles
+    driver.set_active(StandIn())
+    CompiledKernel._init_handles = no_gpu_load
+    try:
+        yield
+    finally:
+        driver._active, CompiledKernel._init_handles = active, init_handles
+        for fn, cache in caches:
+            fn.device_caches.pop(0, None)
+            if cache is not None:
+                fn.device_caches[0] = cache
+
+
+def jit_binaries(calls: list[Callable[[], object]], arch: int = 90) -> dict[str, int]:
+    """Run ``calls`` through Triton's real JIT on a stand-in ``sm_<arch>`` GPU (see
+    ``stand_in_gpu``): how many binaries each of edgefuse's kernels needed. Triton's own
+    specialisation rules decide (constexprs, integer arguments equal to 1 or divisible by 16,
+    pointer alignment), so this is how many compiles these calls would cost on a GPU."""
+    with stand_in_gpu(arch):
+        for call in calls:
+            call()
+        return {name: len(fn.device_caches[0][0]) for name, fn in our_kernels().items()
+                if 0 in fn.device_caches and fn.device_caches[0][0]}
 
 
 # -- the shapes to check: issue 3's benchmark grid, in the bench's fp16 and the models' fp32 ----

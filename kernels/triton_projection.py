@@ -122,14 +122,17 @@ def _select(g, v0, v1, v2, v3, v4, v5, v6, v7, NUM: tl.constexpr):
     return v
 
 
-@triton.jit
+# PRESENT (bit g: modality g has input) is a runtime argument that Triton must not specialise
+# (it would for values 1 and multiples of 16): a sensor that drops out or comes back changes
+# it, and must not make the JIT compile a new binary in the middle of a run.
+@triton.jit(do_not_specialize=["PRESENT"])
 def _fused_projection_kernel(
     x0, x1, x2, x3, x4, x5, x6, x7,
     w0, w1, w2, w3, w4, w5, w6, w7,
     k0, k1, k2, k3, k4, k5, k6, k7,
     bias_ptr, out_ptr, ws_ptr,
-    B, D, N_TOTAL, G_OFFSET,
-    NUM: tl.constexpr, PRESENT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    B, D, N_TOTAL, G_OFFSET, PRESENT,
+    NUM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
     NORMALIZE: tl.constexpr, PRECISION: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -180,10 +183,10 @@ def _fused_projection_kernel(
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["PRESENT"])
 def _split_k_epilogue(
-    ws_ptr, bias_ptr, out_ptr, B, D, N_TOTAL, G_OFFSET,
-    PRESENT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORMALIZE: tl.constexpr,
+    ws_ptr, bias_ptr, out_ptr, B, D, N_TOTAL, G_OFFSET, PRESENT,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORMALIZE: tl.constexpr,
     SPLIT_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program per (row, modality): sum the SPLIT_K partials, then bias, activation and
