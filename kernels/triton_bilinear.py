@@ -11,8 +11,6 @@
 Order of this file: kernels, launchers (forward only: training takes the reference path).
 """
 
-from __future__ import annotations
-
 import torch
 import triton
 import triton.language as tl

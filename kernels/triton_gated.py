@@ -13,8 +13,6 @@ D, so one program owns a whole row and walks D in blocks (no atomics, determinis
 Order of this file: kernels (forward, backward), launchers, the autograd Function.
 """
 
-from __future__ import annotations
-
 import torch
 import triton
 import triton.language as tl

@@ -14,8 +14,6 @@ partials and applies bias, activation and the L2 norm (see ``_split_k``).
 Order of this file: kernel, launcher, (no autograd: training takes the reference path).
 """
 
-from __future__ import annotations
-
 import functools
 from typing import Sequence
 
