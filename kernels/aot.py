@@ -1,11 +1,15 @@
 """Compile the Triton kernels ahead of time for a GPU architecture, with no GPU present.
 
-Every launch a launcher would make for a set of shapes is captured (nothing runs), then
-compiled by Triton's own compiler and ``ptxas`` down to a cubin for the target (sm_90 for
-H100/H200, sm_87 for Jetson Orin, ...). This catches what the interpreter cannot: the
-``tl.dot`` size minimums, type errors in the compiled lowering, tiles whose shared memory
-exceeds the target's per-block limit, and register spills; ``cuobjdump`` (shipped in
-Triton's wheel) reads each cubin's registers, spill (local) bytes and shared memory.
+Every launch a launcher would make for a set of shapes is captured (nothing runs) and
+compiled by Triton's own JIT, as a GPU run would compile it, for a stand-in GPU of the target
+architecture (sm_90 for H100/H200, sm_87 for Jetson Orin, ...; see ``stand_in_gpu``). The
+binaries are therefore exactly the ones a run on that GPU would build, Triton's argument
+specialisation included (integers equal to 1 or divisible by 16, pointer alignment), and the
+check works across the Triton versions whose JIT internals ``stand_in_gpu`` knows (3.0 to
+3.9). This catches what the interpreter cannot: the ``tl.dot`` size minimums, type errors in
+the compiled lowering, tiles whose shared memory exceeds the target's per-block limit, and
+register spills; ``cuobjdump`` (shipped in Triton's wheel) reads each cubin's registers,
+spill (local) bytes and shared memory.
 
 It must run in a process where ``TRITON_INTERPRET`` is unset (the interpreter replaces the
 JIT functions this needs).
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -35,30 +39,28 @@ MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232
 #: 32-bit registers per SM (all listed architectures)
 REGS_PER_SM = 65536
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
-_PTR = {
-    torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.bool: "*i1",
-    torch.int64: "*i64", torch.int32: "*i32", torch.int8: "*i8", torch.uint8: "*u8",
-}
 
 
 @dataclass(frozen=True)
 class Launch:
-    """One captured kernel launch: the kernel, its typed signature and constexprs."""
+    """One captured kernel launch: the kernel, its argument types, constexprs and options;
+    ``compiled`` is Triton's CompiledKernel when ``capture`` compiled it."""
 
     kernel: object  # triton JITFunction
-    signature: tuple[tuple[str, str], ...]
+    signature: tuple[tuple[str, str], ...]  # (name, tensor dtype or Python type) of each runtime argument
     constexprs: tuple[tuple[str, object], ...]
-    divisible: tuple[int, ...]  # argument indices the JIT would mark divisible by 16
     options: tuple[tuple[str, int | bool], ...]
     grid: tuple[int, ...]
+    compiled: object = field(default=None, compare=False, repr=False)
+    seconds: float = field(default=0.0, compare=False)
 
     @property
     def name(self) -> str:
         return self.kernel.__name__
 
     def key(self) -> tuple:
-        """What makes a distinct binary (the grid does not)."""
-        return (self.name, self.signature, self.constexprs, self.divisible, self.options)
+        """What tells launches apart, short of Triton's value specialisation (the grid does not)."""
+        return (self.name, self.signature, self.constexprs, self.options)
 
 
 @dataclass
@@ -83,18 +85,25 @@ def _interpreting() -> bool:
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[list[Launch]]:
-    """Within the block, kernel launches are recorded instead of run."""
+def capture(compile_if: Callable[[Launch], bool] | None = None) -> Iterator[list[Launch]]:
+    """Within the block, kernel launches are recorded instead of run. A launch for which
+    ``compile_if`` is true is also compiled by Triton's JIT (its warmup: compile and cache, no
+    launch) for the active driver's target: under ``stand_in_gpu``, the stand-in's."""
     if _interpreting():
         raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compilable kernels)")
     import triton.runtime.jit as jit
 
     launches: list[Launch] = []
+    original = jit.JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
-        launches.append(_launch(self, args, kwargs, grid))
+        launch = _launch(self, args, kwargs, grid)
+        if compile_if is not None and compile_if(launch):
+            t = time.perf_counter()
+            compiled = original(self, *args, grid=grid, warmup=True, **kwargs)
+            launch = replace(launch, compiled=compiled, seconds=time.perf_counter() - t)
+        launches.append(launch)
 
-    original = jit.JITFunction.run
     jit.JITFunction.run = record
     try:
         yield launches
@@ -109,56 +118,34 @@ def _launch(fn, args, kwargs, grid) -> Launch:
     if missing:
         raise TypeError(f"{fn.__name__}: launch is missing arguments {missing}")
     const_idx = {p.num for p in fn.params if p.is_constexpr}
-    plain = {p.num for p in fn.params if p.do_not_specialize}  # @triton.jit(do_not_specialize=...)
-    signature, constexprs, divisible = [], [], []
-    # as Triton's JIT specialises: pointers 16-byte aligned and ints divisible by 16 get a
-    # tt.divisibility attribute (without it, loads do not vectorise and loops do not pipeline)
+    signature, constexprs = [], []
     for i, name in enumerate(fn.arg_names):
         v = bound[name]
         if i in const_idx or v is None:
-            signature.append((name, "constexpr"))
             constexprs.append((name, v))
         elif isinstance(v, torch.Tensor):
-            if v.dtype not in _PTR:
-                raise TypeError(f"{fn.__name__}: argument {name} has dtype {v.dtype}; expected one of {list(_PTR)}")
-            signature.append((name, _PTR[v.dtype]))
-            if v.data_ptr() % 16 == 0:
-                divisible.append(i)
-        elif isinstance(v, bool):
-            signature.append((name, "i1"))
-        elif isinstance(v, int):
-            signature.append((name, "i32" if -(2**31) <= v < 2**31 else "i64"))
-            if v % 16 == 0 and i not in plain:
-                divisible.append(i)
-        elif isinstance(v, float):
-            signature.append((name, "fp32"))
+            signature.append((name, str(v.dtype).replace("torch.", "")))
+        elif isinstance(v, (bool, int, float)):
+            signature.append((name, type(v).__name__))
         else:
             raise TypeError(f"{fn.__name__}: argument {name} is a {type(v).__name__}; expected a tensor, int, float or None")
     grid = tuple(grid(bound) if callable(grid) else grid)
     options = tuple((k, kwargs[k]) for k in _LAUNCH_OPTIONS if k in kwargs)
-    return Launch(fn, tuple(signature), tuple(constexprs), tuple(divisible), options, grid)
+    return Launch(fn, tuple(signature), tuple(constexprs), options, grid)
 
 
-def compile_launch(launch: Launch, arch: int) -> Compiled:
-    """Compile one captured launch to a cubin for ``sm_<arch>`` and read its resource usage."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    t = time.perf_counter()
-    attrs = {(i,): [["tt.divisibility", 16]] for i in launch.divisible}
-    src = ASTSource(launch.kernel, dict(launch.signature), dict(launch.constexprs), attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(launch.options))
-    seconds = time.perf_counter() - t
+def _record(launch: Launch, arch: int) -> Compiled:
+    """The resource usage of a launch's compiled binary for ``sm_<arch>``."""
+    compiled = launch.compiled
     usage = resource_usage(compiled.asm["cubin"])
-    warps = dict(launch.options).get("num_warps", 4)
+    warps = compiled.metadata.num_warps
     regs = usage["REG"]
     return Compiled(
         kernel=launch.name, arch=arch,
         constexprs={k: v for k, v in launch.constexprs if v is not None},
         num_warps=warps, registers=regs, spill_bytes=usage["LOCAL"],
         shared_bytes=int(compiled.metadata.shared), max_shared_bytes=MAX_SHARED.get(arch),
-        blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(seconds, 3),
+        blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(launch.seconds, 3),
         fp_fusion=dict(launch.options).get("enable_fp_fusion"),
     )
 
@@ -190,6 +177,12 @@ def our_kernels() -> dict[str, object]:
             for name, fn in vars(mod).items() if isinstance(fn, jit.JITFunction)}
 
 
+def _kernel_cache(fn, device: int = 0) -> dict:
+    """A JIT function's compiled kernels for ``device``: ``device_caches`` from Triton 3.3 on, ``cache`` before."""
+    caches = getattr(fn, "device_caches", None)
+    return caches[device][0] if caches is not None else fn.cache[device]
+
+
 @contextlib.contextmanager
 def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     """Triton's launch path runs for real on CPU tensors, up to the CUDA driver call.
@@ -197,11 +190,12 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     A stand-in active driver reports device 0, stream 0 and an ``sm_<arch>`` target, so the
     JIT compiles each kernel for that target (Triton's compiler and the ptxas in its wheel; no
     GPU needed) and caches it. Loading a compiled kernel onto a GPU is replaced by handing it
-    a no-op launcher, so nothing runs: what this measures is Triton's host path (launch
-    overhead, bench/bench_launch_overhead.py) and which binaries its JIT compiles
-    (``jit_binaries``). On leaving, edgefuse's kernels get their own device-0 caches back, so
-    no no-op binary outlives the block. Uses Triton internals (``driver._active``,
-    ``CompiledKernel._init_handles``, ``JITFunction.device_caches``) that Triton 3.6-3.9 share.
+    a no-op launcher, so nothing runs: what this serves is the AOT check (``check``),
+    Triton's host path (bench/bench_launch_overhead.py) and counting the binaries its JIT
+    compiles (``jit_binaries``). On leaving, edgefuse's kernels get their own device-0 caches
+    back, so no no-op binary outlives the block. Relies on Triton internals: the driver
+    config's attributes, ``CompiledKernel._init_handles`` and ``run``, and the JIT's
+    per-device caches (``device_caches`` from 3.3, ``cache`` in 3.0-3.2).
     """
     if _interpreting():
         raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
@@ -225,24 +219,34 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
         def is_active(self):
             return True
 
+    def noop(*args):
+        return None
+
+    run_is_property = isinstance(getattr(CompiledKernel, "run", None), property)  # 3.3 on; an attribute before
+
     def no_gpu_load(self):
         if self.module is None:
             self.module, self.function = object(), 0
-            self._run = lambda *args: None
+            if run_is_property:
+                self._run = noop
+            else:
+                self.run = noop
 
-    kernels = our_kernels().values()
-    caches = [(fn, fn.device_caches.pop(0, None)) for fn in kernels]
-    active, init_handles = driver._active, CompiledKernel._init_handles
+    kernels = list(our_kernels().values())
+    per_device = [fn.device_caches if hasattr(fn, "device_caches") else fn.cache for fn in kernels]
+    saved = [caches.pop(0, None) for caches in per_device]
+    driver_state, init_handles = dict(vars(driver)), CompiledKernel._init_handles
     driver.set_active(StandIn())
     CompiledKernel._init_handles = no_gpu_load
     try:
         yield
     finally:
-        driver._active, CompiledKernel._init_handles = active, init_handles
-        for fn, cache in caches:
-            fn.device_caches.pop(0, None)
+        vars(driver).update(driver_state)
+        CompiledKernel._init_handles = init_handles
+        for caches, cache in zip(per_device, saved):
+            caches.pop(0, None)
             if cache is not None:
-                fn.device_caches[0] = cache
+                caches[0] = cache
 
 
 def jit_binaries(calls: list[Callable[[], object]], arch: int = 90) -> dict[str, int]:
@@ -253,8 +257,8 @@ def jit_binaries(calls: list[Callable[[], object]], arch: int = 90) -> dict[str,
     with stand_in_gpu(arch):
         for call in calls:
             call()
-        return {name: len(fn.device_caches[0][0]) for name, fn in our_kernels().items()
-                if 0 in fn.device_caches and fn.device_caches[0][0]}
+        counts = {name: len(_kernel_cache(fn)) for name, fn in our_kernels().items()}
+    return {name: n for name, n in counts.items() if n}
 
 
 # -- the shapes to check: issue 3's benchmark grid, in the bench's fp16 and the models' fp32 ----
@@ -300,32 +304,44 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
 
 
 def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1)) -> list[Compiled]:
-    """Compile every distinct launch of ``cases`` for each arch; one record per binary.
+    """Compile every launch of ``cases`` for each arch with Triton's JIT on a stand-in GPU; one
+    record per distinct binary (Triton's cache decides what is distinct).
 
-    ``shard=(k, n)`` compiles only the k-th of n interleaved slices of the distinct launches
-    (n processes, one per core, each run with its own k, cover them all)."""
+    ``shard=(k, n)`` compiles only the launches whose ``Launch.key()`` is the k-th, (k+n)-th...
+    to appear (n processes, one per core, each run with its own k, cover them all: every
+    process enumerates the same cases in the same order)."""
     k, n = shard
     if not 0 <= k < n:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
-    seen: dict[tuple, tuple[Launch, list[str]]] = {}
-    for dtype in dtypes:
-        for label, call in cases(dtype):
-            with capture() as launches:
-                call()
-            if not launches:
-                raise RuntimeError(f"{label}: the launcher made no kernel launch")
-            for launch in launches:
-                seen.setdefault(launch.key(), (launch, []))[1].append(label)
+    order: dict[tuple, int] = {}
+
+    def mine(launch: Launch) -> bool:
+        return order.setdefault(launch.key(), len(order)) % n == k
+
     out = []
-    for i, (launch, labels) in enumerate(seen.values()):
-        if i % n != k:
-            continue
-        for arch in archs:
-            rec = compile_launch(launch, arch)
-            rec.cases = labels
-            out.append(rec)
-            if progress:
-                print(f"[{i + 1}/{len(seen)}] sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
+    for arch in archs:
+        binaries: dict[int, tuple[Launch, list[str]]] = {}  # by CompiledKernel: one per binary
+        with stand_in_gpu(arch):
+            for dtype in dtypes:
+                for label, call in cases(dtype):
+                    with capture(compile_if=mine) as launches:
+                        call()
+                    if not launches:
+                        raise RuntimeError(f"{label}: the launcher made no kernel launch")
+                    for launch in launches:
+                        if launch.compiled is None:
+                            continue
+                        entry = binaries.setdefault(id(launch.compiled), (launch, []))
+                        entry[1].append(label)
+                        if progress and len(entry[1]) == 1:
+                            print(f"[{len(binaries)}] sm_{arch} {launch.name} compiled in {launch.seconds:.1f} s",
+                                  file=sys.stderr, flush=True)
+            for launch, labels in binaries.values():  # read while the stand-in keeps them cached
+                rec = _record(launch, arch)
+                rec.cases = labels
+                out.append(rec)
+                if progress:
+                    print(f"sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
     return out
 
 

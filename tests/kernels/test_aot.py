@@ -118,3 +118,19 @@ def test_sensors_dropping_out_and_back_compile_nothing_new():
     binaries = json.loads(run.stdout.strip().splitlines()[-1])
     assert binaries == {"_fused_projection_kernel": 1, "_split_k_epilogue": 1, "_gated_kernel": 1, "_mfb_kernel": 1,
                         "_l2norm_rows_kernel": 1}, binaries
+
+
+def test_kernel_annotations_are_objects_for_older_tritons():
+    """Triton 3.0-3.1's interpreter reads a kernel's ``tl.constexpr`` parameters from their
+    annotation objects: under ``from __future__ import annotations`` they are strings, and every
+    interpreted kernel fails ("arange's arguments must be of type tl.constexpr")."""
+    import inspect
+
+    from edgefuse.kernels import triton_bilinear, triton_gated, triton_projection
+
+    kernels = [obj for mod in (triton_projection, triton_bilinear, triton_gated) for obj in vars(mod).values()
+               if type(obj).__name__ in ("JITFunction", "InterpretedFunction")]
+    assert len(kernels) >= 7
+    for k in kernels:
+        for p in inspect.signature(k.fn).parameters.values():
+            assert not isinstance(p.annotation, str), (k.fn.__name__, p.name, p.annotation)
