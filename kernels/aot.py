@@ -178,7 +178,7 @@ def our_kernels() -> dict[str, object]:
 
 
 def _kernel_cache(fn, device: int = 0) -> dict:
-    """A JIT function's compiled kernels for ``device``: ``device_caches`` in Triton 3.6-3.9, ``cache`` in 3.0-3.2."""
+    """A JIT function's compiled kernels for ``device``: ``device_caches`` from Triton 3.3, ``cache`` in 3.0-3.2."""
     caches = getattr(fn, "device_caches", None)
     return caches[device][0] if caches is not None else fn.cache[device]
 
@@ -195,7 +195,8 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     compiles (``jit_binaries``). On leaving, edgefuse's kernels get their own device-0 caches
     back, so no no-op binary outlives the block. Relies on Triton internals: the driver
     config's attributes, ``CompiledKernel._init_handles`` and ``run``, and the JIT's
-    per-device caches (``device_caches`` in 3.6-3.9, ``cache`` in 3.0-3.2; both are handled).
+    per-device caches (``device_caches`` from 3.3, ``cache`` in 3.0-3.2). bench/triton_versions.sh
+    checks it on every release from 3.0.0 to 3.9.0.
     """
     if _interpreting():
         raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
@@ -222,7 +223,7 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     def noop(*args):
         return None
 
-    run_is_property = isinstance(getattr(CompiledKernel, "run", None), property)  # 3.6-3.9; an attribute in 3.0-3.2
+    run_is_property = isinstance(getattr(CompiledKernel, "run", None), property)  # from 3.5; an attribute before
 
     def no_gpu_load(self):
         if self.module is None:
