@@ -21,7 +21,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/edgefuse train --data sensorscenes --fusion $(FUSION) --out $(RUN)/checkpoint
 	$(VENV)/bin/edgefuse eval $(RUN)/checkpoint --json $(RUN)/eval.json --plot $(RUN)/eval.png
-	$(VENV)/bin/edgefuse build $(RUN)/checkpoint --backend ort --precision int8 --out $(RUN)/bundle
+	$(VENV)/bin/edgefuse build $(RUN)/checkpoint --backend ort --precision int8 --int8-fallback fp32 --out $(RUN)/bundle
 
 test: venv
 	$(PY) -m pytest -q

@@ -14,6 +14,8 @@ from edgefuse.calibration.gate import compare, enforce
 from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache
 
 CALIB_FORMAT = "edgefuse-calibration/1"
+#: what a subset that fails the accuracy gate does: stop the calibration, or stay FP32
+GATE_FAIL = ("error", "fp32")
 
 
 def calibrate_export(
@@ -27,13 +29,18 @@ def calibrate_export(
     seed: int = 0,
     trt_version: str = "10.3.0",
     progress: bool = True,
+    gate_fail: str = "error",
 ) -> dict[str, Any]:
     """Calibrate every subset graph of ``export_dir`` on a stratified sample of ``data['train']``,
     write the Q/DQ graphs to ``out`` and gate them on ``data[split]``; return ``calibration.json``.
 
-    Raises AccuracyGateError (a ValueError) when a subset drops more than ``max_drop`` points;
-    then nothing is written.
+    A subset that drops more than ``max_drop`` points fails the gate. ``gate_fail='error'``:
+    AccuracyGateError (a ValueError) and nothing is written. ``gate_fail='fp32'``: the subset's
+    record gets ``"int8_rejected": True`` (its INT8 graph and reports are still written, for a
+    look), and the caller keeps FP32 for it.
     """
+    if gate_fail not in GATE_FAIL:
+        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
     from tqdm.auto import tqdm
 
     from edgefuse.export import read_export
@@ -51,7 +58,7 @@ def calibrate_export(
     held_out = data[split]
     record: dict[str, Any] = {
         "format": CALIB_FORMAT, "method": method, "size": len(sample), "gate_split": split, "gate_n": len(held_out),
-        "max_drop": max_drop, "trt_version": trt_version, "subsets": {},
+        "max_drop": max_drop, "gate_fail": gate_fail, "trt_version": trt_version, "subsets": {},
     }
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
@@ -76,8 +83,10 @@ def calibrate_export(
                 "report": f"{stem}.calib.json", "trt_cache": f"{stem}.trtcache", "qdq_nodes": counts,
                 "accuracy": gate.to_dict(),
                 "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
+                "int8_rejected": gate.drop_points > max_drop,
             }
-        enforce(results, max_drop)
+        if gate_fail == "error":
+            enforce(results, max_drop)
         record["seconds"] = time.perf_counter() - start
         (tmp / "calibration.json").write_text(json.dumps(record, indent=2))
     return record

@@ -34,15 +34,25 @@ def build_bundle(
     trt_max_batch: int = 32,
     trt_version: str | None = None,
     progress: bool = True,
+    gate_fail: str = "error",
 ) -> Bundle:
-    """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source."""
+    """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source.
+
+    ``gate_fail`` (INT8 only): what a subset that loses more than ``max_drop`` accuracy points
+    in INT8 does. ``'error'`` fails the build and writes nothing. ``'fp32'`` gives that subset
+    its FP32 engine instead; its manifest entry says ``precision: fp32`` and why
+    (``int8_rejected``), and the rest stay INT8.
+    """
     from edgefuse.calibration.gate import accuracy
+    from edgefuse.calibration.run import GATE_FAIL
     from edgefuse.checkpoint import load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
     if precision not in PRECISIONS[backend]:
         raise ValueError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
+    if gate_fail not in GATE_FAIL:
+        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
     if backend == "trt":  # fail before minutes of work, not after
         from edgefuse.engines.trt import import_tensorrt
 
@@ -88,8 +98,11 @@ def build_bundle(
                 from edgefuse.calibration import calibrate_export
 
                 calib = calibrate_export(work / "export", data, work / "calib", method=calib_method, size=calib_size,
-                                         max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress)
+                                         max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress,
+                                         gate_fail=gate_fail)
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
+                manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail,
+                                         "rejected": [k for k, c in calib["subsets"].items() if c["int8_rejected"]]}
             else:
                 acc = {k: {"fp32": accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels)}
                        for k, g in graphs.items()}
@@ -100,14 +113,19 @@ def build_bundle(
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
                 members = g["modalities"]
+                rejected = bool(calib and calib["subsets"][key]["int8_rejected"])  # failed the gate: FP32 engine
                 entry: dict[str, Any] = {
-                    "modalities": members, "backend": backend, "precision": precision,
+                    "modalities": members, "backend": backend, "precision": "fp32" if rejected else precision,
                     "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
                     "outputs": [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}],
                     "accuracy": {**acc[key], "split": "test", "n": len(test)},
                 }
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
+                elif rejected:
+                    drop = calib["subsets"][key]["accuracy"]["drop_points"]
+                    entry["int8_rejected"] = {"drop_points": drop, "max_drop_points": max_drop}
+                    entry["engine"] = _engine_file(backend, "fp32", key, work / "export" / g["file"], tmp / "engines", work, trt_max_batch)
                 else:
                     src = work / ("calib" if calib else "export") / (calib["subsets"][key]["int8_file"] if calib else g["file"])
                     if calib:

@@ -100,14 +100,18 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     bundle = build_bundle(args.checkpoint, args.out, backend=args.backend, precision=args.precision,
                           calib_method=args.calib_method, calib_size=args.calib_size, max_drop=args.max_drop,
-                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch)
+                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch, gate_fail=args.int8_fallback or "error")
     m = bundle.manifest
     print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{'int8':>8}")
     for k, v in bundle.subsets.items():
         a = v["accuracy"]
         int8 = f"{a['int8']:8.4f}" if "int8" in a else f"{'-':>8}"
-        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{int8}")
-    print(f"built {len(bundle.subsets)} {m['backend']} {m['precision']} engines in {m['build_seconds']:.1f} s -> {args.out}")
+        why = f"  (INT8 rejected: -{v['int8_rejected']['drop_points']:.2f} points)" if "int8_rejected" in v else ""
+        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{int8}{why}")
+    n, rejected = len(bundle.subsets), len(m.get("int8_gate", {}).get("rejected", []))
+    what = (f"{n} {m['backend']} {m['precision']} engines" if not rejected else
+            f"{n} {m['backend']} engines ({n - rejected} int8, {rejected} fp32 after failing the INT8 gate of --max-drop {args.max_drop})")
+    print(f"built {what} in {m['build_seconds']:.1f} s -> {args.out}")
     return 0
 
 
@@ -165,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"])
     b.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     b.add_argument("--calib-size", type=int, default=512)
-    b.add_argument("--max-drop", type=float, default=1.0)
+    b.add_argument("--max-drop", type=float, default=1.0, help="INT8: fail if a subset loses more accuracy points")
+    b.add_argument("--int8-fallback", choices=["fp32"], default=None,
+                   help="INT8: a subset that fails --max-drop keeps its FP32 engine instead of failing the build")
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)

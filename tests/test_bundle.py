@@ -161,3 +161,29 @@ def test_bundle_constructs_every_engine_before_warming_any(int8_bundle, monkeypa
     assert n >= 2 and kinds == ["construct"] * n + ["warm"] * n
     for e in engines.values():
         e.close()
+
+
+def test_int8_fallback_keeps_fp32_engines_for_subsets_that_fail_the_gate(tiny_checkpoint, small_scenes, tmp_path, capsys):
+    """A subset whose INT8 graph loses more than --max-drop points keeps its FP32 engine (with
+    --int8-fallback fp32) instead of failing the build; the manifest says which and why."""
+    with pytest.raises(ValueError, match="gate_fail must be one of"):
+        build_bundle(tiny_checkpoint, tmp_path / "x", gate_fail="fp16", progress=False)
+    # every subset fails a gate of -1000 points; one that passes everything keeps INT8
+    out = tmp_path / "b"
+    b = build_bundle(tiny_checkpoint, out, subsets=SUBSETS, data=small_scenes, calib_size=64, max_drop=-1000.0,
+                     gate_fail="fp32", progress=False)
+    assert b.manifest["int8_gate"] == {"max_drop_points": -1000.0, "on_fail": "fp32", "rejected": ["radar", "camera+lidar+radar"]}
+    for key, entry in b.subsets.items():
+        assert entry["precision"] == "fp32" and entry["engine"] == f"engines/{key}.fp32.onnx" and "calibration" not in entry
+        assert entry["int8_rejected"]["max_drop_points"] == -1000.0
+        assert entry["int8_rejected"]["drop_points"] == pytest.approx(entry["accuracy"]["drop_points"])
+    fp32 = build_bundle(tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False)
+    x = {"radar": small_scenes["test"].inputs["radar"][:5]}
+    np.testing.assert_allclose(load_bundle(out).load_engine("radar").run(x)["logits"],
+                               fp32.load_engine("radar").run(x)["logits"], atol=1e-5)  # the FP32 graph, not the Q/DQ one
+    kept = build_bundle(tiny_checkpoint, tmp_path / "k", subsets=SUBSETS[:1], data=small_scenes, calib_size=64, max_drop=100.0,
+                        gate_fail="fp32", progress=False)
+    assert kept.subsets["radar"]["precision"] == "int8" and kept.manifest["int8_gate"]["rejected"] == []
+    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "c"), "--subsets", "lidar", "--calib-size", "64",
+                 "--max-drop", "-1000", "--int8-fallback", "fp32"]) == 0
+    assert "built 1 ort engines (0 int8, 1 fp32 after failing the INT8 gate of --max-drop -1000.0)" in capsys.readouterr().out
