@@ -83,7 +83,7 @@ def calibrate_export(
                 "report": f"{stem}.calib.json", "trt_cache": f"{stem}.trtcache", "qdq_nodes": counts,
                 "accuracy": gate.to_dict(),
                 "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
-                "int8_rejected": gate.drop_points > max_drop,
+                "int8_rejected": gate.fails(max_drop),
             }
         if gate_fail == "error":
             enforce(results, max_drop)

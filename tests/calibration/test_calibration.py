@@ -116,6 +116,7 @@ def test_saturation_counts_histogram_mass_beyond_amax():
 
 def test_gate_fails_with_a_clear_message_and_writes_nothing(exported, small_scenes, tmp_path):
     enforce([GateResult("a", 0.9, 0.895, 0.99, 100)], max_drop=1.0)
+    enforce([GateResult("a", 0.8360, 0.8260, 0.99, 2000)], max_drop=1.0)  # exactly 1 point (1.0000000000000009 in floats)
     with pytest.raises(AccuracyGateError, match=r"1 subset\(s\) dropped more than --max-drop 1.0 points: b: 0.9000 -> 0.8500 \(5.00 points\)"):
         enforce([GateResult("a", 0.9, 0.9, 1.0, 100), GateResult("b", 0.9, 0.85, 0.9, 100)], max_drop=1.0)
     with pytest.raises(AccuracyGateError, match="INT8 accuracy gate failed"):
