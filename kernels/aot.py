@@ -177,10 +177,16 @@ def our_kernels() -> dict[str, object]:
             for name, fn in vars(mod).items() if isinstance(fn, jit.JITFunction)}
 
 
+def _per_device(fn) -> dict:
+    """A JIT function's per-device state: ``device_caches`` from Triton 3.3 (device -> a tuple
+    whose first item is the kernel cache), ``cache`` in 3.0-3.2 (device -> the kernel cache)."""
+    return fn.device_caches if hasattr(fn, "device_caches") else fn.cache
+
+
 def _kernel_cache(fn, device: int = 0) -> dict:
-    """A JIT function's compiled kernels for ``device``: ``device_caches`` from Triton 3.3, ``cache`` in 3.0-3.2."""
-    caches = getattr(fn, "device_caches", None)
-    return caches[device][0] if caches is not None else fn.cache[device]
+    """A JIT function's compiled kernels for ``device``."""
+    state = _per_device(fn)[device]
+    return state[0] if hasattr(fn, "device_caches") else state
 
 
 @contextlib.contextmanager
@@ -234,7 +240,7 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
                 self.run = noop
 
     kernels = list(our_kernels().values())
-    per_device = [fn.device_caches if hasattr(fn, "device_caches") else fn.cache for fn in kernels]
+    per_device = [_per_device(fn) for fn in kernels]
     saved = [caches.pop(0, None) for caches in per_device]
     driver_state, init_handles = dict(vars(driver)), CompiledKernel._init_handles
     driver.set_active(StandIn())
@@ -321,7 +327,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
 
     out = []
     for arch in archs:
-        binaries: dict[int, tuple[Launch, list[str]]] = {}  # by CompiledKernel: one per binary
+        records: dict[int, Compiled] = {}  # by CompiledKernel (Triton's cache returns one per binary)
         with stand_in_gpu(arch):
             for dtype in dtypes:
                 for label, call in cases(dtype):
@@ -332,17 +338,13 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
                     for launch in launches:
                         if launch.compiled is None:
                             continue
-                        entry = binaries.setdefault(id(launch.compiled), (launch, []))
-                        entry[1].append(label)
-                        if progress and len(entry[1]) == 1:
-                            print(f"[{len(binaries)}] sm_{arch} {launch.name} compiled in {launch.seconds:.1f} s",
-                                  file=sys.stderr, flush=True)
-            for launch, labels in binaries.values():  # read while the stand-in keeps them cached
-                rec = _record(launch, arch)
-                rec.cases = labels
-                out.append(rec)
-                if progress:
-                    print(f"sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
+                        rec = records.get(id(launch.compiled))
+                        if rec is None:
+                            rec = records[id(launch.compiled)] = _record(launch, arch)
+                            out.append(rec)
+                            if progress:
+                                print(f"[{len(records)}] sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
+                        rec.cases.append(label)
     return out
 
 
