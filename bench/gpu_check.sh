@@ -20,8 +20,10 @@ status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
 # pytest-xdist is there (the GPU image has it)
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
-# test_aot.py compiles for sm_90/sm_87 without a GPU: a CI check, not needed here
+# test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
+# mutants of the kernels in the CPU interpreter: CI checks, not needed here
 timeout 120 "$PY" -m pytest -q -p no:cacheprovider $XDIST tests/kernels --ignore=tests/kernels/test_aot.py \
+  --ignore=tests/kernels/test_masks.py \
   "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

@@ -42,6 +42,19 @@ def random_batch(specs, b: int = 3, seed: int = 0):
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _guarded_interpreter():
+    """Interpreted Triton kernels fail on an out-of-bounds load or store, as on a GPU they would
+    fault or read garbage (tests/kernels/_guard.py)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        yield
+        return
+    from tests.kernels._guard import guard
+
+    with guard():
+        yield
+
+
 @pytest.fixture(scope="session")
 def small_scenes():
     """A small SensorScenes (fast to train on) shared by the training tests."""

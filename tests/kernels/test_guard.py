@@ -1,0 +1,71 @@
+"""The interpreter's bounds guard (tests/kernels/_guard.py) catches what a GPU would fault on.
+
+Its kernels are interpreted whatever the machine (``InterpretedFunction``), on CPU tensors.
+"""
+
+import pytest
+import torch
+import triton.language as tl
+from triton.runtime.errors import InterpreterError
+from triton.runtime.interpreter import InterpretedFunction
+
+from tests.kernels._guard import guard
+
+
+def _copy_py(src, dst, n, BLOCK: tl.constexpr, MASK_LOAD: tl.constexpr, MASK_STORE: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    if MASK_LOAD:
+        v = tl.load(src + offs, mask=ok, other=0.0)
+    else:
+        v = tl.load(src + offs)
+    if MASK_STORE:
+        tl.store(dst + offs, v, mask=ok)
+    else:
+        tl.store(dst + offs, v)
+
+
+_copy = InterpretedFunction(_copy_py)
+
+
+def _run(src, dst, mask_load=True, mask_store=True):
+    _copy[(2,)](src, dst, src.numel(), BLOCK=8, MASK_LOAD=mask_load, MASK_STORE=mask_store)
+
+
+def test_masked_accesses_pass_and_copy():
+    src, dst = torch.arange(11, dtype=torch.float32), torch.zeros(11)
+    with guard():
+        _run(src, dst)
+    assert torch.equal(dst, src)
+
+
+@pytest.mark.parametrize("mask_load,mask_store,what", [(False, True, "load"), (True, False, "store")])
+def test_a_dropped_mask_is_out_of_bounds(mask_load, mask_store, what):
+    src, buf = torch.arange(11, dtype=torch.float32), torch.zeros(16)
+    dst = buf[:11]  # the bare interpreter would write buf[11:16] without a word
+    with guard(), pytest.raises(InterpreterError, match=rf"OutOfBounds.*_copy_py, program \(1, 0, 0\): a {what} of 8 "
+                                                        r"masked-in lanes.*5 lanes fall outside"):
+        _run(src, dst, mask_load, mask_store)
+    assert torch.equal(buf[:8], src[:8]), "program 0 ran"
+    assert torch.equal(buf[8:], torch.zeros(8)), "program 1's store is refused whole, before it is made"
+
+
+def test_a_view_is_bounded_by_its_elements_not_its_storage():
+    """Reading past a slice into the rest of its tensor is caught: the GPU would read garbage
+    there only by luck, and another kernel's output would be there on a real allocation."""
+    whole = torch.arange(16, dtype=torch.float32)
+    src = whole[:11]
+    with guard(), pytest.raises(InterpreterError, match="OutOfBounds.*argument 'src'"):
+        _run(src, torch.zeros(16), mask_load=False)
+
+
+def test_the_guard_restores_the_interpreter():
+    from triton.runtime import interpreter as ti
+
+    def patched():
+        return ti.InterpreterBuilder.create_masked_load, ti.InterpreterBuilder.create_masked_store, ti.GridExecutor.__call__
+
+    before = patched()
+    with guard():
+        assert all(a is not b for a, b in zip(patched(), before))
+    assert patched() == before
