@@ -30,7 +30,7 @@ import torch.nn.functional as F
 BATCHES = (1, 8, 32, 256, 4096)
 DIMS = (256, 1024)
 KS = (2048, 1024, 128)
-TRAIN_BATCHES = (256, 4096)  # gated forward + backward
+TRAIN_BATCHES = (256, 4096)  # gated and projection forward + backward
 MFB_OUT, MFB_ALT_BATCHES = 256, (1, 32, 4096)
 BILINEAR_D, BILINEAR_O = 256, 64  # full bilinear weights are O x D x D: 8 MiB in fp16
 QUANTILES = [0.5, 0.2, 0.8]
@@ -245,6 +245,38 @@ def bench_gated_train(dtype, results: list) -> None:
             print(f"gated fwd+bwd    B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
+def bench_projection_train(dtype, results: list) -> None:
+    """Forward + backward of the projection (relu, L2 norm) at training batches: the op with
+    gradients on (one kernel launch for the pre-activations, torch's activation and norm, a
+    matmul backward) against autograd through the eager reference. Stream timings only."""
+    from edgefuse.kernels.reference import act_normalize, fused_projection_reference
+    from edgefuse.kernels.triton_projection import ProjectionFunction
+
+    def fused_projection(xs, ws, bias, act, normalize):  # what edgefuse.kernels.fused_projection runs with gradients on
+        return act_normalize(ProjectionFunction.apply(bias, len(xs), *xs, *ws), act, normalize)
+
+    for d in DIMS:
+        for b in TRAIN_BATCHES:
+            if time.time() > DEADLINE:  # optional: not part of the issue's bar
+                print(f"projection f+b   B={b:<5} D={d:<5} skipped: time budget (--budget-s) spent", flush=True)
+                continue
+            xs = [torch.randn(b, k, device=DEV, dtype=dtype, requires_grad=True) for k in KS]
+            ws = [(torch.randn(d, k, device=DEV) / k**0.5).to(dtype).requires_grad_() for k in KS]
+            bias = torch.randn(len(KS), d, device=DEV, requires_grad=True)
+            dout = torch.randn(b, len(KS), d, device=DEV, dtype=dtype)
+            leaves = (*xs, *ws, bias)
+            fns = {
+                "triton": lambda: torch.autograd.grad(fused_projection(xs, ws, bias, "relu", True), leaves, dout),
+                "eager": lambda: torch.autograd.grad(fused_projection_reference(xs, ws, bias, "relu", True), leaves, dout),
+            }
+            for got, want in zip(fns["triton"](), fns["eager"]()):
+                torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+            t = _variants(fns, graph_too=False)
+            flops = 3 * 2 * b * d * sum(KS)  # forward, d input and d weight GEMMs
+            results.append({"op": "fused_projection_train", "B": b, "D": d, "N": len(KS), "flops": flops, "timings": t})
+            print(f"projection f+b   B={b:<5} D={d:<5} " + _fmt(t), flush=True)
+
+
 def bench_mfb(dtype, results: list, factors: int = 4) -> None:
     from edgefuse.kernels.reference import mfb_reference
     from edgefuse.kernels.triton_bilinear import _mfb_config, mfb_triton
@@ -397,7 +429,8 @@ def plot(results: list, path: Path) -> None:
     if plt is None:
         print("bench_kernels: matplotlib is not installed; kernels.json only, no plot", file=sys.stderr)
         return
-    ops = [op for op in ("fused_projection", "gated_fusion", "gated_fusion_train", "mfb", "bilinear") if any(r["op"] == op for r in results)]
+    ops = [op for op in ("fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear")
+           if any(r["op"] == op for r in results)]
     fig, axes = plt.subplots(len(ops), 2, figsize=(11, 3.6 * len(ops)), squeeze=False)
     for row, op in zip(axes, ops):
         for ax, mode in zip(row, ("stream", "graph")):
@@ -429,7 +462,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="seconds after which optional measurements (alternatives, deferred compile baselines) are skipped")
-    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,mfb,bilinear,compile_baselines")
+    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,fused_projection_train,mfb,bilinear,"
+                                    "compile_baselines")
     p.add_argument("--dry-run", action="store_true",
                    help="run every step at tiny shapes, one call per timing (checks the script, measures nothing; "
                         "without a GPU it needs TRITON_INTERPRET=1; implies --no-compile)")
@@ -479,6 +513,7 @@ def main(argv=None) -> int:
         "mfb": lambda: bench_mfb(dtype, results),
         "fused_projection": lambda: bench_projection(dtype, results, compile_too=not args.no_compile, checkpoint=write),
         "bilinear": lambda: bench_bilinear(dtype, results),
+        "fused_projection_train": lambda: bench_projection_train(dtype, results),  # optional (budget), after the bar's
         "compile_baselines": lambda: None if args.no_compile else bench_compile_baselines(checkpoint=write),
     }
     for op, run in steps.items():

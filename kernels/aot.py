@@ -292,6 +292,9 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
             for normalize in (True, False):
                 yield (f"fused_projection {tag} B={b} D={d} l2={normalize}",
                        lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n))
+            if b >= 256:  # training batches: ProjectionFunction's launch (pre-activations: no act, no norm)
+                yield (f"fused_projection {tag} B={b} D={d} pre-activation",
+                       lambda xs=xs, ws=ws, bias=bias: fused_projection_triton(xs, ws, bias, "none", False))
             mask = torch.ones(b, len(KS), dtype=torch.bool)
             for per_feature in (True, False):
                 logits = t(b, len(KS), d) if per_feature else t(b, len(KS))

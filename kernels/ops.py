@@ -6,8 +6,9 @@ Rules, in order:
    ``=interpret`` -> Triton through its CPU interpreter (tests; orders of magnitude slower).
 2. While exporting or tracing (ONNX, torch.jit, torch.compile) -> reference, so graphs hold
    standard operators.
-3. When autograd needs gradients (training) -> reference, except for ops with a Triton
-   backward (gated_fusion), which run their autograd.Function.
+3. When autograd needs gradients (training) -> reference, except for ops with an autograd
+   Function: gated_fusion (a Triton backward kernel) and fused_projection (the kernel's
+   pre-activations, then torch's activation and norm; a matmul backward).
 4. Otherwise CUDA tensors -> Triton, anything else -> reference. If Triton cannot be imported
    (a Jetson image without it, a broken install), CUDA tensors take the reference too, with
    one warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
@@ -168,11 +169,16 @@ def fused_projection(
     n = len(xs)
     *cast, bias = _autocast([*xs, *weights, bias])
     xs, weights = cast[:n], cast[n:]
-    if backend(*xs, *weights, bias) == "triton":
-        from edgefuse.kernels.triton_projection import fused_projection_triton
+    if backend(*xs, *weights, bias, has_backward=True) == "triton":
+        from edgefuse.kernels.triton_projection import ProjectionFunction, fused_projection_triton
 
+        xs, weights, bias = [_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias)
         with on_device(weights[0]):
-            return fused_projection_triton([_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias), act, normalize)
+            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*xs, *weights, bias)):
+                # training: one launch for the N pre-activations, then torch's activation and
+                # norm over [B, N, D] (an absent modality's zero row stays zero through both)
+                return ref.act_normalize(ProjectionFunction.apply(bias, n, *xs, *weights), act, normalize)
+            return fused_projection_triton(xs, weights, bias, act, normalize)
     return ref.fused_projection_reference(xs, weights, bias, act, normalize)
 
 

@@ -18,6 +18,12 @@ def _act(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
+def act_normalize(y: torch.Tensor, act: str, normalize: bool, eps: float = 1e-12) -> torch.Tensor:
+    """``act(y)``, then (if ``normalize``) each row over the last dimension L2-normalised."""
+    y = _act(y, act)
+    return y / y.norm(dim=-1, keepdim=True).clamp_min(eps) if normalize else y
+
+
 def fused_projection_reference(
     xs: Sequence[torch.Tensor | None],
     weights: Sequence[torch.Tensor],
@@ -34,10 +40,7 @@ def fused_projection_reference(
         if x is None:
             rows.append(present[0].new_zeros((b, d)))
             continue
-        y = _act(F.linear(x, w, None if bias is None else bias[i]), act)
-        if normalize:
-            y = y / y.norm(dim=-1, keepdim=True).clamp_min(eps)
-        rows.append(y)
+        rows.append(act_normalize(F.linear(x, w, None if bias is None else bias[i]), act, normalize, eps))
     return torch.stack(rows, dim=1)  # stack, not slice assignment: exports without a scatter
 
 

@@ -11,7 +11,11 @@ At edge batches with few output tiles the K loop is split over several programs 
 each stores an fp32 partial, and one small epilogue launch per group of modalities sums the
 partials and applies bias, activation and the L2 norm (see ``_split_k``).
 
-Order of this file: kernel, launcher, (no autograd: training takes the reference path).
+Training runs the kernel too (``ProjectionFunction``): its forward is the launch above without
+activation or norm, giving the pre-activations ``[B, N, D]``; torch applies the activation and
+the norm to all N rows at once, and the backward is two matmuls per present modality.
+
+Order of this file: kernels, launcher, the autograd Function.
 """
 
 import functools
@@ -20,6 +24,7 @@ from typing import Sequence
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 MAX_GROUPS = 8
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
@@ -361,6 +366,40 @@ def fused_projection_triton(
     if normalize and not fused_norm and split_k == 1:
         _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)  # zero rows stay zero
     return out
+
+
+class ProjectionFunction(torch.autograd.Function):
+    """``x_i W_i^T + b_i`` for N modalities, ``[B, N, D]`` (absent ``x_i`` = None: zeros), differentiable.
+
+    ``apply(bias, n, *xs, *weights)``. The forward is one grouped-GEMM launch (no activation,
+    no norm: ``ops.fused_projection`` applies those with torch, which differentiates them).
+    The backward is ``dx_i = dz_i W_i`` and ``dW_i = dz_i^T x_i`` per present modality, and
+    ``db_i = sum over rows of dz_i`` (zero for an absent one): at training batches these are
+    GEMMs that cuBLAS runs well, so the kernel's gain is the forward's one launch for N.
+    """
+
+    @staticmethod
+    def forward(ctx, bias, n, *tensors):  # noqa: D102 (torch.autograd.Function protocol)
+        xs, weights = list(tensors[:n]), list(tensors[n:])
+        ctx.n, ctx.bias_dtype = n, None if bias is None else bias.dtype
+        ctx.save_for_backward(*xs, *weights)
+        return fused_projection_triton(xs, weights, bias, "none", False)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dz):  # noqa: D102
+        n, saved, needs = ctx.n, ctx.saved_tensors, ctx.needs_input_grad
+        xs, weights = saved[:n], saved[n:]
+        dxs = [None if x is None or not needs[2 + i] else dz[:, i] @ w for i, (x, w) in enumerate(zip(xs, weights))]
+        dws = [None if x is None or not needs[2 + n + i] else dz[:, i].t() @ x for i, (x, w) in enumerate(zip(xs, weights))]
+        dbias = None
+        if needs[0]:
+            dbias = dz.sum(0, dtype=torch.float32)
+            absent = [i for i, x in enumerate(xs) if x is None]
+            if absent:  # an absent modality's row is zeros whatever the bias
+                dbias[absent] = 0.0
+            dbias = dbias.to(ctx.bias_dtype)
+        return (dbias, None, *dxs, *dws)
 
 
 def _check_projection(xs, weights, bias, act) -> torch.Tensor:

@@ -159,7 +159,7 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     doc = json.loads((tmp_path / "kernels.json").read_text())
     assert doc["dry_run"] is True and (tmp_path / "kernels.png").stat().st_size > 1000
     ops = {r["op"] for r in doc["results"]}
-    assert ops == {"fused_projection", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
+    assert ops == {"fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
     for r in doc["results"]:
         assert {"triton", "eager"} <= set(r["timings"]) and "vs_eager_stream" in r["speedup"], r["op"]
         assert not any("error" in a for a in r.get("alternatives", {}).values()), r["alternatives"]

@@ -74,9 +74,16 @@ def test_models_give_the_same_logits_through_the_kernels(fusion, monkeypatch):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("fusion", ["gated", "adaptive_gate"])
+@pytest.mark.parametrize("fusion", ["gated", "adaptive_gate", "concat", "mfb"])
 def test_a_training_step_gets_the_same_gradients_through_the_kernels(fusion, monkeypatch):
-    """Gated ops train through the Triton forward and backward; every parameter's gradient matches."""
+    """Every mid-fusion model's projection trains through the kernel (its autograd Function),
+    gated ops through their Triton forward and backward, MFB through the reference; every
+    parameter's gradient matches the all-reference step."""
+    import edgefuse.kernels.triton_projection as tp
+
+    launches = []
+    real = tp.fused_projection_triton
+    monkeypatch.setattr(tp, "fused_projection_triton", lambda *a, **k: launches.append(1) or real(*a, **k))
     torch.manual_seed(0)
     specs = specs_n(3)
     model = build_model(fusion, specs, num_classes=4, dim=16, dropout=0.0).train().to(DEV)
@@ -91,7 +98,10 @@ def test_a_training_step_gets_the_same_gradients_through_the_kernels(fusion, mon
         return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
     ref, out = grads("reference"), grads(FORCE)
-    assert ref.keys() == out.keys() and any(k.startswith("op.") for k in ref)  # the gate is trained too
+    assert launches == [1]  # the projection, in the kernel step only
+    assert ref.keys() == out.keys() and any(k.startswith("project.") for k in ref)
+    if fusion != "concat":
+        assert any(k.startswith("op.") for k in ref)  # the fusion op is trained too
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
 
