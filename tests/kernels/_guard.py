@@ -1,30 +1,58 @@
-"""Bounds checks for Triton's CPU interpreter, which has none (on a GPU, compute-sanitizer checks them).
+"""Memory checks for Triton's CPU interpreter, which has none (on a GPU, compute-sanitizer has them).
 
-The interpreter loads and stores at whatever address a kernel computes: a dropped mask reads a
-neighbour's bytes (or writes them), and the test may still pass, where the GPU would fault
-with an illegal address or return garbage. Within ``guard()``, every lane that a load or store
-keeps (mask true) must lie inside one tensor argument of that launch (the span of its
-elements, not its whole storage); else ``OutOfBounds`` names the kernel, the program, the
-access and the nearest argument, before the access is made.
+The interpreter loads and stores at whatever address a kernel computes, and runs a launch's
+programs one after another. So a dropped mask reads or writes a neighbour's bytes, and two
+programs that write the same element (or one that reads what another wrote) give the result
+of that one order, and the test may still pass, where a GPU faults with an illegal address,
+returns garbage, or races. Within ``guard()``, for every lane that a load or store keeps (mask
+true):
 
-It patches the interpreter's builder (``create_masked_load``/``create_masked_store``, which
-every plain ``tl.load``/``tl.store`` goes through) and ``GridExecutor._init_args_hst`` (where
-the launch's tensors are known), which exist with these argument orders in Triton 3.0 to 3.9.
-``tests/conftest.py`` turns it on for the whole run when kernels are interpreted.
+- it must lie inside one tensor argument of that launch (the span of its elements, not its
+  whole storage), else ``OutOfBounds`` (``compute-sanitizer --tool memcheck``);
+- it must not have been stored by another program of the same launch, else ``Race``
+  (``--tool racecheck``, across programs rather than within one).
+
+The error names the kernel, the program, the access and the argument, and is raised before the
+access is made. It patches the interpreter's builder (``create_masked_load`` and
+``create_masked_store``, which every plain ``tl.load``/``tl.store`` goes through) and
+``GridExecutor`` (where a launch's tensors are known), which exist with these argument orders in
+Triton 3.0 to 3.9. ``tests/conftest.py`` turns it on for the whole run when kernels are
+interpreted.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 
 import numpy as np
-
-#: the launches running now, innermost last: (kernel name, [(argument name, first byte, end byte)])
-_LAUNCHES: list[tuple[str, list[tuple[str, int, int]]]] = []
 
 
 class OutOfBounds(AssertionError):
     """A kernel loaded or stored outside every tensor its launch was given."""
+
+
+class Race(AssertionError):
+    """Two programs of one launch stored the same element, or one loaded what another stored."""
+
+
+@dataclass
+class _Launch:
+    kernel: str
+    spans: list[tuple[str, int, int]] = field(default_factory=list)  # (argument, first byte, end byte)
+    writer: dict[int, tuple] = field(default_factory=dict)  # address -> the program that stored it
+
+    def argument(self, first: int, end: int) -> tuple[str, int, int]:
+        """The argument whose span is nearest to [first, end) (the one containing it, if any)."""
+        def distance(span):
+            _, lo, hi = span
+            return max(lo - first, 0) + max(end - hi, 0)
+
+        return min(self.spans, key=distance) if self.spans else ("(no tensor)", 0, 0)
+
+
+#: the launches running now, innermost last
+_LAUNCHES: list[_Launch] = []
 
 
 def _span(t) -> tuple[int, int]:
@@ -47,27 +75,36 @@ def _spans(names, args, kwargs) -> list[tuple[str, int, int]]:
 def _check(op: str, ptrs, mask, itemsize: int) -> None:
     if not _LAUNCHES:
         return
-    kernel, spans = _LAUNCHES[-1]
+    launch = _LAUNCHES[-1]
     addrs = np.asarray(ptrs.data).astype(np.uint64, copy=False)
     kept = addrs[np.broadcast_to(np.asarray(mask.data, dtype=bool), addrs.shape)]
     if kept.size == 0:
         return
-    first, end = int(kept.min()), int(kept.max()) + itemsize
-    if any(lo <= first and end <= hi for _, lo, hi in spans):
-        return
     from triton.runtime.interpreter import interpreter_builder
 
-    def distance(span):
-        _, lo, hi = span
-        return max(lo - first, 0) + max(end - hi, 0)
-
-    name, lo, hi = min(spans, key=distance) if spans else ("(no tensor)", 0, 0)
-    outside = int(np.count_nonzero((kept < lo) | (kept + itemsize > hi)))
-    raise OutOfBounds(
-        f"{kernel}, program {tuple(getattr(interpreter_builder, 'grid_idx', ()) or ())}: a {op} of "
-        f"{kept.size} masked-in lanes spans bytes [{first - lo:+d}, {end - lo:+d}) of argument {name!r} "
-        f"({hi - lo} bytes); {outside} lanes fall outside it and outside every other tensor argument"
-    )
+    program = tuple(getattr(interpreter_builder, "grid_idx", ()) or ())
+    first, end = int(kept.min()), int(kept.max()) + itemsize
+    name, lo, hi = launch.argument(first, end)
+    if not lo <= first or not end <= hi:
+        outside = int(np.count_nonzero((kept < lo) | (kept + itemsize > hi)))
+        raise OutOfBounds(
+            f"{launch.kernel}, program {program}: a {op} of {kept.size} masked-in lanes spans bytes "
+            f"[{first - lo:+d}, {end - lo:+d}) of argument {name!r} ({hi - lo} bytes); {outside} lanes "
+            "fall outside it and outside every other tensor argument")
+    writer = launch.writer
+    if op == "load" and not writer:
+        return
+    lanes = kept.tolist()
+    if writer:
+        others = [(a, writer[a]) for a in lanes if writer.get(a, program) != program]
+        if others:
+            address, other = others[0]
+            raise Race(
+                f"{launch.kernel}, program {program}: a {op} of {kept.size} masked-in lanes reaches "
+                f"{len(others)} elements of argument {name!r} that program {other} of the same launch "
+                f"stored (the first at byte {address - lo:+d}); on a GPU the programs run in no set order")
+    if op == "store":
+        writer.update(dict.fromkeys(lanes, program))
 
 
 def _itemsize(ti, ptrs) -> int:
@@ -77,8 +114,9 @@ def _itemsize(ti, ptrs) -> int:
 @contextlib.contextmanager
 def guard():
     """Within: an interpreted Triton launch that loads or stores out of bounds raises
-    ``OutOfBounds`` (wrapped in Triton's ``InterpreterError``). Nests (an inner guard checks
-    again); on leaving, the interpreter is as it was on entering."""
+    ``OutOfBounds``, and one whose programs race raises ``Race`` (each wrapped in Triton's
+    ``InterpreterError``). Nests (an inner guard checks again); on leaving, the interpreter is as
+    it was on entering."""
     from triton.runtime import interpreter as ti
 
     builder, executor = ti.InterpreterBuilder, ti.GridExecutor
@@ -95,11 +133,11 @@ def guard():
 
     def _init_args_hst(self, args_dev, kwargs):
         args_hst, kwargs_hst = init(self, args_dev, kwargs)
-        _LAUNCHES[-1] = (self.fn.__name__, _spans(self.arg_names, args_hst, kwargs_hst))
+        _LAUNCHES[-1].spans = _spans(self.arg_names, args_hst, kwargs_hst)
         return args_hst, kwargs_hst
 
     def __call__(self, *args, **kwargs):
-        _LAUNCHES.append((self.fn.__name__, []))
+        _LAUNCHES.append(_Launch(self.fn.__name__))
         try:
             return call(self, *args, **kwargs)
         finally:

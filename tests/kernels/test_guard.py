@@ -1,4 +1,4 @@
-"""The interpreter's bounds guard (tests/kernels/_guard.py) catches what a GPU would fault on.
+"""The interpreter's guard (tests/kernels/_guard.py) catches what a GPU would fault or race on.
 
 Its kernels are interpreted whatever the machine (``InterpretedFunction``), on CPU tensors.
 """
@@ -57,6 +57,37 @@ def test_a_view_is_bounded_by_its_elements_not_its_storage():
     src = whole[:11]
     with guard(), pytest.raises(InterpreterError, match="OutOfBounds.*argument 'src'"):
         _run(src, torch.zeros(16), mask_load=False)
+
+
+def _shifted_copy_py(src, dst, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    """Program p copies src block p to dst, SHIFT * p elements early: with SHIFT > 0, the blocks
+    of neighbouring programs overlap in dst."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(dst + offs - tl.program_id(0) * SHIFT, tl.load(src + offs))
+
+
+def _sum_neighbour_py(buf, BLOCK: tl.constexpr):
+    """Program p writes its block, then reads program p - 1's: fine in the interpreter's order."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(buf + offs, offs.to(tl.float32))
+    if pid > 0:
+        tl.store(buf + offs, tl.load(buf + offs - BLOCK) + 1.0)
+
+
+def test_two_programs_storing_one_element_race():
+    src, dst = torch.arange(16, dtype=torch.float32), torch.zeros(16)
+    with guard():
+        InterpretedFunction(_shifted_copy_py)[(2,)](src, dst, SHIFT=0, BLOCK=8)  # disjoint blocks
+        assert torch.equal(dst, src)
+        with pytest.raises(InterpreterError, match=r"Race.*_shifted_copy_py, program \(1, 0, 0\): a store of 8 masked-in "
+                                                    r"lanes reaches 2 elements of argument 'dst' that program \(0, 0, 0\)"):
+            InterpretedFunction(_shifted_copy_py)[(2,)](src, dst, SHIFT=2, BLOCK=8)
+
+
+def test_a_program_reading_what_another_stored_races():
+    with guard(), pytest.raises(InterpreterError, match=r"Race.*program \(1, 0, 0\): a load of 8 .* program \(0, 0, 0\)"):
+        InterpretedFunction(_sum_neighbour_py)[(2,)](torch.zeros(16), BLOCK=8)
 
 
 def test_the_guard_restores_the_interpreter():
