@@ -455,6 +455,21 @@ def plot(results: list, path: Path) -> None:
     plt.close(fig)
 
 
+def run_steps(steps: dict, write, errors: dict) -> None:
+    """Run each step, then ``write()``. A step that raises is recorded in ``errors`` and the
+    next one runs: one op's failure must not cost the others' numbers on the one GPU run. In a
+    dry run (CI) it raises: a broken step fails there."""
+    for op, run in steps.items():
+        try:
+            run()
+        except Exception as e:
+            if DRY:
+                raise
+            errors[op] = f"{type(e).__name__}: {e}"[:1000]
+            print(f"bench_kernels: {op} failed, going on: {errors[op]}", file=sys.stderr, flush=True)
+        write()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -490,6 +505,7 @@ def main(argv=None) -> int:
     copy_gbs = copy_bandwidth()
     print(f"device copy bandwidth: {copy_gbs:.0f} GB/s", flush=True)
     results: list = []
+    errors: dict[str, str] = {}
 
     def write() -> dict:
         """Write what is measured so far (a run stopped by a timeout still leaves its numbers)."""
@@ -502,6 +518,7 @@ def main(argv=None) -> int:
             "seconds": time.time() - start,
             "bar": derive(results, copy_gbs),
             "retune": retune(results),
+            "errors": errors,
             "results": results,
         }
         (args.out / "kernels.json").write_text(json.dumps(doc, indent=2))
@@ -516,10 +533,7 @@ def main(argv=None) -> int:
         "fused_projection_train": lambda: bench_projection_train(dtype, results),  # optional (budget), after the bar's
         "compile_baselines": lambda: None if args.no_compile else bench_compile_baselines(checkpoint=write),
     }
-    for op, run in steps.items():
-        if op in args.ops.split(","):
-            run()
-            write()
+    run_steps({op: run for op, run in steps.items() if op in args.ops.split(",")}, write, errors)
     doc = write()
     bar = doc["bar"]
     plot(results, args.out / "kernels.png")
@@ -528,7 +542,7 @@ def main(argv=None) -> int:
         print(f"retune: {row['op']} B={row['B']} D={row['D']}: {row['better']} {row['config']} beats the default {row['default']} "
               f"({row['speedup']['stream']:.2f}x stream, {row['speedup']['graph']:.2f}x graph)")
     print(f"wrote {args.out / 'kernels.json'} and kernels.png in {time.time() - start:.0f} s")
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

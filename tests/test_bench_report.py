@@ -168,6 +168,22 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert set(doc["bar"]) >= {"fused_projection_B<=32_>=2x_eager", "mfb_>=1.5x_eager"}
 
 
+def test_a_failing_step_is_recorded_and_the_next_still_runs(monkeypatch):
+    ran, writes, errors = [], [], {}
+
+    def broken():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    steps = {"gated_fusion": lambda: ran.append("gated"), "mfb": broken, "fused_projection": lambda: ran.append("proj")}
+    monkeypatch.setattr(bk, "DRY", False)
+    bk.run_steps(steps, lambda: writes.append(len(ran)), errors)
+    assert ran == ["gated", "proj"] and writes == [1, 1, 2]
+    assert errors == {"mfb": "RuntimeError: CUDA error: an illegal memory access was encountered"}
+    monkeypatch.setattr(bk, "DRY", True)  # the CI dry run: a broken step fails it
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        bk.run_steps(steps, lambda: None, {})
+
+
 def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_path):
     """bench_launch_overhead runs on a CPU: launchers with Triton's run stubbed, then with
     Triton's real launch path on a stand-in sm_90 driver (it relies on Triton internals; a
