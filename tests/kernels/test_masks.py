@@ -1,11 +1,12 @@
 """Every mask in the kernels is needed, and the tests notice when one goes.
 
 For each ``tl.load``/``tl.store`` with a ``mask=`` in the kernel modules, a mutant module is
-built with that mask (and its ``other``) dropped, and run, interpreted and under the bounds
-guard (tests/kernels/_guard.py), on cases with a tail in every dimension (B, K, D or O, N not
-multiples of the blocks; an absent modality; every launch path). A mutant must fail: out of
-bounds, a race between programs, or a result off the float64 reference. One that passed would be a mask the tests
-cannot see, which is how a kernel that faults on the GPU gets through CPU CI.
+built with that mask (and its ``other``) dropped, and run, interpreted and under the guard
+(tests/kernels/_guard.py), on cases with a tail in every dimension (B, K, D or O, N not
+multiples of the blocks; an absent modality, in the middle and last; every launch path). A
+mutant must fail: out of bounds, a race between programs, or a result off the float64
+reference. One that passed would be a mask the tests cannot see, which is how a kernel that
+faults or races on the GPU gets through CPU CI.
 """
 
 from __future__ import annotations
@@ -44,23 +45,24 @@ def _masked_accesses(source: str) -> list[tuple[int, str]]:
 
 
 class _DropMask(ast.NodeTransformer):
-    def __init__(self, line: int):
-        self.line, self.done = line, False
+    def __init__(self, line: int, what: str):
+        self.line, self.what, self.done = line, what, False
 
     def visit_Call(self, node):
         self.generic_visit(node)
-        if node.lineno == self.line and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store"):
+        if node.lineno == self.line and isinstance(node.func, ast.Attribute) and node.func.attr == self.what:
             node.keywords = [k for k in node.keywords if k.arg not in ("mask", "other")]
             self.done = True
         return node
 
 
-def _mutant(name: str, line: int | None, tmp_path: Path, monkeypatch):
-    """The module ``name`` with the mask of the access on ``line`` dropped (None: a copy that
-    went through the same parse, unparse and import), its kernels interpreted."""
+def _mutant(name: str, line: int | None, what: str, tmp_path: Path, monkeypatch):
+    """The module ``name`` with the mask of the ``what`` ('load'|'store') on ``line`` dropped
+    (line None: a copy that went through the same parse, unparse and import), its kernels
+    interpreted."""
     tree = ast.parse(inspect.getsource(MODULES[name]))
     if line is not None:
-        drop = _DropMask(line)
+        drop = _DropMask(line, what)
         tree = ast.fix_missing_locations(drop.visit(tree))
         assert drop.done
     path = tmp_path / f"{name}_drop{line}.py"
@@ -149,7 +151,7 @@ CASES = {
 }
 
 MUTANTS = [
-    pytest.param(name, line, id=f"{name}:{line}:{what}")
+    pytest.param(name, line, what, id=f"{name}:{line}:{what}")
     for name, module in MODULES.items()
     for line, what in _masked_accesses(inspect.getsource(module))
 ]
@@ -159,7 +161,7 @@ MUTANTS = [
 def test_the_cases_pass_on_the_kernels_as_written(name, tmp_path, monkeypatch):
     """On the modules, and on copies made as the mutants are: what fails a mutant is its mutation."""
     with guard():
-        for module in (MODULES[name], _mutant(name, None, tmp_path, monkeypatch)):
+        for module in (MODULES[name], _mutant(name, None, "", tmp_path, monkeypatch)):
             for case in CASES[name]:
                 case(module)
 
@@ -169,9 +171,9 @@ def test_every_module_has_masks_to_drop():
     assert all(c >= 5 for c in counts.values()), counts
 
 
-@pytest.mark.parametrize("name,line", MUTANTS)
-def test_dropping_a_mask_fails_a_case(name, line, tmp_path, monkeypatch):
-    mutant = _mutant(name, line, tmp_path, monkeypatch)
+@pytest.mark.parametrize("name,line,what", MUTANTS)
+def test_dropping_a_mask_fails_a_case(name, line, what, tmp_path, monkeypatch):
+    mutant = _mutant(name, line, what, tmp_path, monkeypatch)
     failures = []
     with guard():
         for case in CASES[name]:
@@ -184,4 +186,4 @@ def test_dropping_a_mask_fails_a_case(name, line, tmp_path, monkeypatch):
                 failures.append(f"{case.__name__}: {caught}")
             except AssertionError as e:
                 failures.append(f"{case.__name__}: {str(e).splitlines()[0]}")
-    assert failures, f"{name}.py line {line}: the mask can be dropped and every case still passes"
+    assert failures, f"{name}.py line {line}: the {what}'s mask can be dropped and every case still passes"
