@@ -1,12 +1,17 @@
-"""Every mask in the kernels is needed, and the tests notice when one goes.
+"""Every mask and every store in the kernels is needed, and the tests notice when one goes.
 
-For each ``tl.load``/``tl.store`` with a ``mask=`` in the kernel modules, a mutant module is
-built with that mask (and its ``other``) dropped, and run, interpreted and under the guard
-(tests/kernels/_guard.py), on cases with a tail in every dimension (B, K, D or O, N not
-multiples of the blocks; an absent modality, in the middle and last; every launch path). A
-mutant must fail: out of bounds, a race between programs, or a result off the float64
-reference. One that passed would be a mask the tests cannot see, which is how a kernel that
-faults or races on the GPU gets through CPU CI.
+Mutants of the kernel modules, each run interpreted, under the guard (tests/kernels/_guard.py)
+and with poisoned allocations (tests/kernels/conftest.py), on cases with a tail in every
+dimension (B, K, D or O, N not multiples of the blocks; an absent modality, in the middle and
+last; every launch path):
+
+- for each ``tl.load``/``tl.store`` with a ``mask=``, one with that mask (and its ``other``)
+  dropped: it must fail out of bounds, as a race between programs, or off the reference;
+- for each ``tl.store``, one without that store: part of an output stays unwritten (NaN from
+  the poisoned allocation), so it must fail off the float64 reference.
+
+One that passed would be a mask or store the tests cannot see, which is how a kernel that
+faults, races or returns stale memory on the GPU gets through CPU CI.
 """
 
 from __future__ import annotations
@@ -33,39 +38,55 @@ MODULES = {
 }
 
 
-def _masked_accesses(source: str) -> list[tuple[int, str]]:
-    """(line, 'load'|'store') of every tl.load/tl.store call with a mask= in ``source``."""
+def _is_tl(node, what: str) -> bool:
+    """``node`` is a call of ``tl.<what>``."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == what
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "tl")
+
+
+def _mutations(source: str) -> list[tuple[int, str]]:
+    """(line, kind) of every mutation of ``source``: kind 'load mask' or 'store mask' (a masked
+    access), 'store' (every tl.store, as a statement)."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store")
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "tl"
-                and any(k.arg == "mask" for k in node.keywords)):
-            found.append((node.lineno, node.func.attr))
+        for what in ("load", "store"):
+            if _is_tl(node, what) and any(k.arg == "mask" for k in node.keywords):
+                found.append((node.lineno, f"{what} mask"))
+        if isinstance(node, ast.Expr) and _is_tl(node.value, "store"):
+            found.append((node.lineno, "store"))
     return sorted(found)
 
 
-class _DropMask(ast.NodeTransformer):
-    def __init__(self, line: int, what: str):
-        self.line, self.what, self.done = line, what, False
+class _Mutate(ast.NodeTransformer):
+    """Drop the mask (and ``other``) of the load or store on ``line``, or the store itself."""
+
+    def __init__(self, line: int, kind: str):
+        self.line, self.kind, self.done = line, kind, False
 
     def visit_Call(self, node):
         self.generic_visit(node)
-        if node.lineno == self.line and isinstance(node.func, ast.Attribute) and node.func.attr == self.what:
+        if node.lineno == self.line and self.kind.endswith(" mask") and _is_tl(node, self.kind.split()[0]):
             node.keywords = [k for k in node.keywords if k.arg not in ("mask", "other")]
             self.done = True
         return node
 
+    def visit_Expr(self, node):
+        self.generic_visit(node)
+        if node.lineno == self.line and self.kind == "store" and _is_tl(node.value, "store"):
+            self.done = True
+            return ast.copy_location(ast.Pass(), node)
+        return node
 
-def _mutant(name: str, line: int | None, what: str, tmp_path: Path, monkeypatch):
-    """The module ``name`` with the mask of the ``what`` ('load'|'store') on ``line`` dropped
-    (line None: a copy that went through the same parse, unparse and import), its kernels
-    interpreted."""
+
+def _mutant(name: str, line: int | None, kind: str, tmp_path: Path, monkeypatch):
+    """The module ``name`` with the mutation ``kind`` on ``line`` (line None: a copy that went
+    through the same parse, unparse and import), its kernels interpreted."""
     tree = ast.parse(inspect.getsource(MODULES[name]))
     if line is not None:
-        drop = _DropMask(line, what)
-        tree = ast.fix_missing_locations(drop.visit(tree))
-        assert drop.done
-    path = tmp_path / f"{name}_drop{line}.py"
+        mutate = _Mutate(line, kind)
+        tree = ast.fix_missing_locations(mutate.visit(tree))
+        assert mutate.done
+    path = tmp_path / f"{name}_{kind.replace(' ', '_')}{line}.py"
     path.write_text(ast.unparse(tree))
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the mutants run on CPU tensors, whatever this machine has
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -151,9 +172,9 @@ CASES = {
 }
 
 MUTANTS = [
-    pytest.param(name, line, what, id=f"{name}:{line}:{what}")
+    pytest.param(name, line, kind, id=f"{name}:{line}:{kind.replace(' ', '-')}")
     for name, module in MODULES.items()
-    for line, what in _masked_accesses(inspect.getsource(module))
+    for line, kind in _mutations(inspect.getsource(module))
 ]
 
 
@@ -161,19 +182,20 @@ MUTANTS = [
 def test_the_cases_pass_on_the_kernels_as_written(name, tmp_path, monkeypatch):
     """On the modules, and on copies made as the mutants are: what fails a mutant is its mutation."""
     with guard():
-        for module in (MODULES[name], _mutant(name, None, "", tmp_path, monkeypatch)):
+        for module in (MODULES[name], _mutant(name, None, "none", tmp_path, monkeypatch)):
             for case in CASES[name]:
                 case(module)
 
 
-def test_every_module_has_masks_to_drop():
-    counts = {name: len(_masked_accesses(inspect.getsource(m))) for name, m in MODULES.items()}
-    assert all(c >= 5 for c in counts.values()), counts
+def test_every_module_has_masks_and_stores_to_drop():
+    for name, module in MODULES.items():
+        kinds = [kind for _, kind in _mutations(inspect.getsource(module))]
+        assert kinds.count("load mask") >= 3 and kinds.count("store mask") >= 2 and kinds.count("store") >= 2, (name, kinds)
 
 
-@pytest.mark.parametrize("name,line,what", MUTANTS)
-def test_dropping_a_mask_fails_a_case(name, line, what, tmp_path, monkeypatch):
-    mutant = _mutant(name, line, what, tmp_path, monkeypatch)
+@pytest.mark.parametrize("name,line,kind", MUTANTS)
+def test_a_mutant_fails_a_case(name, line, kind, tmp_path, monkeypatch):
+    mutant = _mutant(name, line, kind, tmp_path, monkeypatch)
     failures = []
     with guard():
         for case in CASES[name]:
@@ -186,4 +208,5 @@ def test_dropping_a_mask_fails_a_case(name, line, what, tmp_path, monkeypatch):
                 failures.append(f"{case.__name__}: {caught}")
             except AssertionError as e:
                 failures.append(f"{case.__name__}: {str(e).splitlines()[0]}")
-    assert failures, f"{name}.py line {line}: the {what}'s mask can be dropped and every case still passes"
+    what = f"the {kind.split()[0]}'s mask" if kind.endswith(" mask") else "the store"
+    assert failures, f"{name}.py line {line}: {what} can be dropped and every case still passes"
