@@ -4,8 +4,8 @@ the largest integer, not whatever the memory held.
 A kernel that leaves part of its output unwritten (an absent modality's zero row, a tile's tail)
 then fails every time. Without it, it fails only when the allocator hands back dirty memory: a
 GPU's caching allocator does, while fresh CPU pages are zeros. (Dropping the projection's
-zero-row store for an absent modality gave a wrong result in 4 of 20 unpoisoned runs here,
-and in 20 of 20 poisoned.) PyTorch's own switch does the filling: deterministic mode with
+zero-row store for an absent modality gave a wrong result in 4 of 20 unpoisoned runs on the
+development VM, and in 20 of 20 poisoned: a one-off count.) PyTorch's own switch does the filling: deterministic mode with
 ``torch.utils.deterministic.fill_uninitialized_memory``, warn-only so no op is refused.
 """
 
