@@ -115,8 +115,7 @@ def _projection_cases(m):
     bias = _rand(g, 3, 24)
     ws = [_rand(g, 24, k, scale=k**-0.5) for k in ks]  # D = 24: a tail in every column tile
     # an absent modality in the middle, then last: a row written past D lands in the next
-    # modality's columns (which the interpreter, running programs in order, may overwrite:
-    # on the GPU, a race) or past the end of the output
+    # modality's columns (a race between programs) or past the end of the output
     for absent in (1, 2):
         xs = [None if i == absent else _rand(g, b, k) for i, k in enumerate(ks)]
         xs64 = [None if x is None else x.double() for x in xs]
