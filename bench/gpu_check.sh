@@ -18,9 +18,10 @@ cat "$OUT/env.txt"
 
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
-# pytest-xdist is there (the GPU image has it). Counted through Triton's JIT on a stand-in
-# sm_90 (kernels/aot.py), these tests need 237 binaries: 64 s of compiling on one core of the
-# 2-core development VM, so about 10 s over 8 processes, well inside the 120 s below.
+# pytest-xdist is there (the GPU image has it). These tests need 237 binaries for sm_90,
+# 60 s of compiling in one process of the 2-core development VM
+# (bench/count_gpu_test_binaries.py, results/cpu-2core-avx512vnni/gpu_test_binaries.json):
+# about 10 s over 8 processes, well inside the 120 s below.
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
 # test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
 # mutants of the kernels in the CPU interpreter: CI checks, not needed here

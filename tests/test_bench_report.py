@@ -184,6 +184,22 @@ def test_a_failing_step_is_recorded_and_the_next_still_runs(monkeypatch):
         bk.run_steps(steps, lambda: None, {})
 
 
+def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_path):
+    """bench/count_gpu_test_binaries.py on one gated test: Triton's JIT compiles their binaries
+    for sm_90 (one per distinct specialisation) and the JSON says how many."""
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
+    run = subprocess.run([sys.executable, str(BENCH / "count_gpu_test_binaries.py"), "--out", str(tmp_path), "-k", select],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    doc = json.loads((tmp_path / "gpu_test_binaries.json").read_text())
+    assert doc["binaries"] == {"_gated_kernel": 1} and doc["total"] == 1 and doc["selected"] == select
+
+
 def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_path):
     """bench_launch_overhead runs on a CPU: launchers with Triton's run stubbed, then with
     Triton's real launch path on a stand-in sm_90 driver (it relies on Triton internals; a

@@ -1,0 +1,95 @@
+"""How many binaries the GPU run of the kernel tests compiles, and how long that takes, without a GPU.
+
+bench/gpu_check.sh runs ``tests/kernels`` compiled on the GPU under a time limit, and every
+parametrisation compiles its own binaries. This runs the same tests through Triton's real JIT
+on a stand-in ``sm_<arch>`` GPU (``edgefuse.kernels.aot.stand_in_gpu``): each launch compiles
+exactly as on that GPU, and runs nothing, so the tests' checks of results fail; what counts is
+the binaries each kernel needed and the seconds spent compiling them (on this machine, one
+process, an empty Triton cache). Writes ``gpu_test_binaries.json``.
+
+    python bench/count_gpu_test_binaries.py --out bench/results/local
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Count:
+    """A pytest plugin: the whole session under the stand-in GPU, timing each launch that compiled."""
+
+    def __init__(self, arch: int):
+        self.arch, self.seconds, self.counts = arch, 0.0, {}
+
+    def pytest_sessionstart(self, session):
+        import triton.runtime.jit as jit
+
+        from edgefuse.kernels import aot
+
+        self._gpu = aot.stand_in_gpu(self.arch)
+        self._gpu.__enter__()
+        run = self._run = jit.JITFunction.run
+
+        def binaries() -> int:
+            return sum(len(aot._kernel_cache(fn)) for fn in aot.our_kernels().values())
+
+        def timed(fn, *args, **kwargs):
+            before, t = binaries(), time.perf_counter()
+            try:
+                return run(fn, *args, **kwargs)
+            finally:
+                if binaries() > before:
+                    self.seconds += time.perf_counter() - t
+
+        jit.JITFunction.run = timed
+
+    def pytest_sessionfinish(self, session):
+        import triton.runtime.jit as jit
+
+        from edgefuse.kernels import aot
+
+        self.counts = {name: n for name, fn in aot.our_kernels().items() if (n := len(aot._kernel_cache(fn)))}
+        jit.JITFunction.run = self._run
+        self._gpu.__exit__(None, None, None)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--arch", type=int, default=90)
+    p.add_argument("-k", dest="select", default="", help="only the tests pytest's -k selects (default: all)")
+    args = p.parse_args(argv)
+    os.environ["TRITON_INTERPRET"] = "0"  # compiled kernels (tests/conftest.py only sets it if unset)
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgefuse-count-")  # every binary compiles
+    import pytest
+    import torch
+    import triton
+
+    count = _Count(args.arch)
+    # as bench/gpu_check.sh runs them (test_aot and test_masks are CI-only)
+    pytest.main(["-q", "-p", "no:cacheprovider", str(ROOT / "tests/kernels"),
+                 f"--ignore={ROOT / 'tests/kernels/test_aot.py'}", f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
+                 "--no-header", "--tb=no", "-rN", *(["-k", args.select] if args.select else [])], plugins=[count])
+    total = sum(count.counts.values())
+    print(f"sm_{args.arch}: the kernel tests compile {total} binaries {count.counts}; "
+          f"{count.seconds:.0f} s of compiling in one process here")
+    from _common import machine
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_test_binaries.json").write_text(json.dumps({
+        "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
+        "arch": args.arch, "selected": args.select or "all", "binaries": count.counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
+    }, indent=2))
+    return 0 if total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
