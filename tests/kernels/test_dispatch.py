@@ -149,6 +149,31 @@ def test_models_run_under_autocast_on_both_paths(fusion, monkeypatch):
     torch.testing.assert_close(outs[FORCE], outs["reference"], rtol=1e-2, atol=1e-2)
 
 
+def test_amp_training_through_the_kernels_keeps_float32_master_gradients(monkeypatch):
+    """Mixed-precision training: under autocast the projection's kernel path runs in float16
+    (ProjectionFunction on cast copies of the weights), and every parameter still gets a
+    float32 gradient close to the reference path's."""
+    torch.manual_seed(0)
+    specs = specs_n(3)
+    model = build_model("gated", specs, num_classes=4, dim=16, dropout=0.0).train().to(DEV)
+    x = {k: v.to(DEV) for k, v in random_batch(specs, b=4).items()}
+    y = torch.tensor([0, 1, 2, 3], device=DEV)
+
+    def grads(kernels: str) -> dict[str, torch.Tensor]:
+        monkeypatch.setenv("EDGEFUSE_KERNELS", kernels)
+        model.zero_grad()
+        with torch.autocast(DEV, dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(model(x, None), y)
+        loss.backward()
+        return {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+
+    ref, out = grads("reference"), grads(FORCE)
+    assert ref.keys() == out.keys() and any(k.startswith("project.") for k in ref)
+    for k in ref:
+        assert out[k].dtype == torch.float32, k
+        torch.testing.assert_close(out[k], ref[k], rtol=2e-2, atol=2e-3, msg=k)
+
+
 def test_a_call_switches_to_its_tensors_cuda_device(monkeypatch):
     """Triton launches on the current device: tensors on cuda:1 while cuda:0 is current would
     be read by a kernel on the wrong GPU. ``on_device`` switches, as torch's ops do."""
