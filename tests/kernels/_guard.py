@@ -12,6 +12,10 @@ true):
 - it must not have been stored by another program of the same launch, else ``Race``
   (``--tool racecheck``, across programs rather than within one).
 
+And two gaps of the interpreter's ``tl.dot`` fail too (``BadDot``): operands under 16 in M, N
+or K, which the GPU compiler rejects and the interpreter multiplies; and bfloat16 operands,
+which it multiplies as their raw 16-bit integers (garbage).
+
 The error names the kernel, the program, the access and the argument, and is raised before the
 access is made. It patches the interpreter's builder (``create_masked_load`` and
 ``create_masked_store``, which every plain ``tl.load``/``tl.store`` goes through) and
@@ -34,6 +38,14 @@ class OutOfBounds(AssertionError):
 
 class Race(AssertionError):
     """Two programs of one launch stored the same element, or one loaded what another stored."""
+
+
+class BadDot(AssertionError):
+    """A tl.dot the GPU compiler would reject, or one the interpreter computes wrongly."""
+
+
+#: tl.dot's smallest M, N and K on the GPU (kernels/triton_projection.py's DOT_MIN)
+DOT_MIN = 16
 
 
 @dataclass
@@ -107,6 +119,19 @@ def _check(op: str, ptrs, mask, itemsize: int) -> None:
         writer.update(dict.fromkeys(lanes, program))
 
 
+def _check_dot(a, b) -> None:
+    import triton.language as tl
+
+    kernel = _LAUNCHES[-1].kernel if _LAUNCHES else "a kernel"
+    (m, k), n = a.data.shape[-2:], b.data.shape[-1]
+    if min(m, n, k) < DOT_MIN:
+        raise BadDot(f"{kernel}: tl.dot of [{m}, {k}] x [{k}, {n}]; the GPU compiler needs M, N and K >= {DOT_MIN} "
+                     "(the interpreter does not check)")
+    if tl.bfloat16 in (a.dtype.scalar, b.dtype.scalar):
+        raise BadDot(f"{kernel}: tl.dot of bfloat16 operands, which the interpreter multiplies as raw 16-bit "
+                     "integers; test this path in float16 or float32")
+
+
 def _itemsize(ti, ptrs) -> int:
     return np.dtype(ti._get_np_dtype(ptrs.get_element_ty())).itemsize
 
@@ -114,14 +139,15 @@ def _itemsize(ti, ptrs) -> int:
 @contextlib.contextmanager
 def guard():
     """Within: an interpreted Triton launch that loads or stores out of bounds raises
-    ``OutOfBounds``, and one whose programs race raises ``Race`` (each wrapped in Triton's
-    ``InterpreterError``). Nests (an inner guard checks again); on leaving, the interpreter is as
+    ``OutOfBounds``, one whose programs race raises ``Race``, and a ``tl.dot`` too small for the
+    GPU or of bfloat16 raises ``BadDot`` (each wrapped in Triton's ``InterpreterError``). Nests (an inner guard checks again); on leaving, the interpreter is as
     it was on entering."""
     from triton.runtime import interpreter as ti
 
     builder, executor = ti.InterpreterBuilder, ti.GridExecutor
-    saved = (builder.create_masked_load, builder.create_masked_store, executor.__call__, executor._init_args_hst)
-    load, store, call, init = saved
+    saved = (builder.create_masked_load, builder.create_masked_store, builder.create_dot,
+             executor.__call__, executor._init_args_hst)
+    load, store, dot, call, init = saved
 
     def create_masked_load(self, ptrs, mask, other, *rest):
         _check("load", ptrs, mask, _itemsize(ti, ptrs))
@@ -130,6 +156,10 @@ def guard():
     def create_masked_store(self, ptrs, value, mask, *rest):
         _check("store", ptrs, mask, _itemsize(ti, ptrs))
         return store(self, ptrs, value, mask, *rest)
+
+    def create_dot(self, a, b, *rest):
+        _check_dot(a, b)
+        return dot(self, a, b, *rest)
 
     def _init_args_hst(self, args_dev, kwargs):
         args_hst, kwargs_hst = init(self, args_dev, kwargs)
@@ -143,9 +173,10 @@ def guard():
         finally:
             _LAUNCHES.pop()
 
-    builder.create_masked_load, builder.create_masked_store = create_masked_load, create_masked_store
+    builder.create_masked_load, builder.create_masked_store, builder.create_dot = create_masked_load, create_masked_store, create_dot
     executor.__call__, executor._init_args_hst = __call__, _init_args_hst
     try:
         yield
     finally:
-        builder.create_masked_load, builder.create_masked_store, executor.__call__, executor._init_args_hst = saved
+        (builder.create_masked_load, builder.create_masked_store, builder.create_dot,
+         executor.__call__, executor._init_args_hst) = saved

@@ -1,4 +1,5 @@
-"""The interpreter's guard (tests/kernels/_guard.py) catches what a GPU would fault or race on.
+"""The interpreter's guard (tests/kernels/_guard.py) catches what a GPU would fault or race on,
+and the tl.dot calls the GPU compiler would reject or the interpreter gets wrong.
 
 Its kernels are interpreted whatever the machine (``InterpretedFunction``), on CPU tensors.
 """
@@ -90,11 +91,39 @@ def test_a_program_reading_what_another_stored_races():
         InterpretedFunction(_sum_neighbour_py)[(2,)](torch.zeros(16), BLOCK=8)
 
 
+def _dot_py(a, b, c, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
+    m, n, k = tl.arange(0, M), tl.arange(0, N), tl.arange(0, K)
+    x = tl.load(a + m[:, None] * K + k[None, :])
+    y = tl.load(b + k[:, None] * N + n[None, :])
+    tl.store(c + m[:, None] * N + n[None, :], tl.dot(x, y).to(c.dtype.element_ty))
+
+
+@pytest.mark.parametrize("m,n,k,dtype,error", [
+    (16, 16, 16, torch.float16, None),
+    (8, 16, 16, torch.float16, r"BadDot.*_dot_py: tl.dot of \[8, 16\] x \[16, 16\]; the GPU compiler needs M, N and K >= 16"),
+    (16, 16, 8, torch.float32, r"BadDot.*_dot_py: tl.dot of \[16, 8\] x \[8, 16\]"),
+    (16, 16, 16, torch.bfloat16, r"BadDot.*_dot_py: tl.dot of bfloat16 operands"),
+])
+def test_dots_the_gpu_rejects_or_the_interpreter_gets_wrong_fail(m, n, k, dtype, error):
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    c = torch.empty(m, n, dtype=dtype)
+    with guard():
+        if error is None:
+            InterpretedFunction(_dot_py)[(1,)](a, b, c, M=m, N=n, K=k)
+            torch.testing.assert_close(c.float(), a.float() @ b.float(), rtol=1e-2, atol=1e-2)
+        else:
+            if min(m, n, k) < 16:  # Triton 3.0's interpreter rejects these itself, first
+                error = f"({error}|must be >= 16)"
+            with pytest.raises(InterpreterError, match=error):
+                InterpretedFunction(_dot_py)[(1,)](a, b, c, M=m, N=n, K=k)
+
+
 def test_the_guard_restores_the_interpreter():
     from triton.runtime import interpreter as ti
 
     def patched():
-        return ti.InterpreterBuilder.create_masked_load, ti.InterpreterBuilder.create_masked_store, ti.GridExecutor.__call__
+        return (ti.InterpreterBuilder.create_masked_load, ti.InterpreterBuilder.create_masked_store,
+                ti.InterpreterBuilder.create_dot, ti.GridExecutor.__call__)
 
     before = patched()
     with guard():
