@@ -112,8 +112,8 @@ def test_dots_the_gpu_rejects_or_the_interpreter_gets_wrong_fail(m, n, k, dtype,
             InterpretedFunction(_dot_py)[(1,)](a, b, c, M=m, N=n, K=k)
             torch.testing.assert_close(c.float(), a.float() @ b.float(), rtol=1e-2, atol=1e-2)
         else:
-            if min(m, n, k) < 16:  # Triton 3.0's interpreter rejects these itself, first
-                error = f"({error}|must be >= 16)"
+            if min(m, n, k) < 16:  # the interpreters of Triton 3.0 to 3.2 reject these themselves, first
+                error = f"({error}|must be >= 16|Input shapes should have M >= 16, N >= 16 and K >= 16)"
             with pytest.raises(InterpreterError, match=error):
                 InterpretedFunction(_dot_py)[(1,)](a, b, c, M=m, N=n, K=k)
 
