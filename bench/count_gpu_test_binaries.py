@@ -5,7 +5,9 @@ parametrisation compiles its own binaries. This runs the same tests through Trit
 on a stand-in ``sm_<arch>`` GPU (``edgefuse.kernels.aot.stand_in_gpu``): each launch compiles
 exactly as on that GPU, and runs nothing, so the tests' checks of results fail; what counts is
 the binaries each kernel needed and the seconds spent compiling them (on this machine, one
-process, an empty Triton cache). Writes ``gpu_test_binaries.json``.
+process, an empty Triton cache). Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
+no GPU (the model tests of test_dispatch.py) stop before compiling here, so the few binaries of
+their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
 
     python bench/count_gpu_test_binaries.py --out bench/results/local
 """

@@ -18,8 +18,8 @@ cat "$OUT/env.txt"
 
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
-# pytest-xdist is there (the GPU image has it). These tests need 237 binaries for sm_90,
-# 60 s of compiling in one process of the 2-core development VM
+# pytest-xdist is there (the GPU image has it). These tests need about 240 binaries for
+# sm_90, 60-66 s of compiling in one process of the 2-core development VM
 # (bench/count_gpu_test_binaries.py, results/cpu-2core-avx512vnni/gpu_test_binaries.json):
 # about 10 s over 8 processes, well inside the 120 s below.
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
