@@ -249,11 +249,8 @@ def bench_projection_train(dtype, results: list) -> None:
     """Forward + backward of the projection (relu, L2 norm) at training batches: the op with
     gradients on (one kernel launch for the pre-activations, torch's activation and norm, a
     matmul backward) against autograd through the eager reference. Stream timings only."""
-    from edgefuse.kernels.reference import act_normalize, fused_projection_reference
-    from edgefuse.kernels.triton_projection import ProjectionFunction
-
-    def fused_projection(xs, ws, bias, act, normalize):  # what edgefuse.kernels.fused_projection runs with gradients on
-        return act_normalize(ProjectionFunction.apply(bias, len(xs), *xs, *ws), act, normalize)
+    from edgefuse.kernels.reference import fused_projection_reference
+    from edgefuse.kernels.triton_projection import fused_projection_train
 
     for d in DIMS:
         for b in TRAIN_BATCHES:
@@ -266,7 +263,7 @@ def bench_projection_train(dtype, results: list) -> None:
             dout = torch.randn(b, len(KS), d, device=DEV, dtype=dtype)
             leaves = (*xs, *ws, bias)
             fns = {
-                "triton": lambda: torch.autograd.grad(fused_projection(xs, ws, bias, "relu", True), leaves, dout),
+                "triton": lambda: torch.autograd.grad(fused_projection_train(xs, ws, bias, "relu", True), leaves, dout),
                 "eager": lambda: torch.autograd.grad(fused_projection_reference(xs, ws, bias, "relu", True), leaves, dout),
             }
             for got, want in zip(fns["triton"](), fns["eager"]()):

@@ -92,6 +92,11 @@ def is_exporting() -> bool:
     )
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Autograd will want gradients through a call on these tensors (None = absent, skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
     """'triton' or 'reference': what a call on these tensors runs (see the module docstring).
 
@@ -106,7 +111,7 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
         return "reference"  # the default on CPU: no need for the export and autograd checks
     if is_exporting():
         return "reference"
-    if not has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+    if not has_backward and needs_grad(*ts):
         return "reference"
     if triton_import_error() is not None:
         return _no_triton(forced)
@@ -170,15 +175,12 @@ def fused_projection(
     *cast, bias = _autocast([*xs, *weights, bias])
     xs, weights = cast[:n], cast[n:]
     if backend(*xs, *weights, bias, has_backward=True) == "triton":
-        from edgefuse.kernels.triton_projection import ProjectionFunction, fused_projection_triton
+        from edgefuse.kernels.triton_projection import fused_projection_train, fused_projection_triton
 
         xs, weights, bias = [_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias)
+        run = fused_projection_train if needs_grad(*xs, *weights, bias) else fused_projection_triton
         with on_device(weights[0]):
-            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*xs, *weights, bias)):
-                # training: one launch for the N pre-activations, then torch's activation and
-                # norm over [B, N, D] (an absent modality's zero row stays zero through both)
-                return ref.act_normalize(ProjectionFunction.apply(bias, n, *xs, *weights), act, normalize)
-            return fused_projection_triton(xs, weights, bias, act, normalize)
+            return run(xs, weights, bias, act, normalize)
     return ref.fused_projection_reference(xs, weights, bias, act, normalize)
 
 

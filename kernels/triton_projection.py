@@ -402,6 +402,18 @@ class ProjectionFunction(torch.autograd.Function):
         return (dbias, None, *dxs, *dws)
 
 
+def fused_projection_train(
+    xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor], bias: torch.Tensor | None,
+    act: str = "none", normalize: bool = False,
+) -> torch.Tensor:
+    """``fused_projection_triton``'s result, differentiable: one launch for the N pre-activations
+    (``ProjectionFunction``), then torch's activation and norm over ``[B, N, D]`` at once (an
+    absent modality's zero row stays zero through both)."""
+    from edgefuse.kernels.reference import act_normalize
+
+    return act_normalize(ProjectionFunction.apply(bias, len(xs), *xs, *weights), act, normalize)
+
+
 def _check_projection(xs, weights, bias, act) -> torch.Tensor:
     """Raise ValueError naming what is wrong; return the first present input."""
     if act not in ACTS:
