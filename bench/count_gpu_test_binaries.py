@@ -40,15 +40,12 @@ class _Count:
         self._gpu.__enter__()
         run = self._run = jit.JITFunction.run
 
-        def binaries() -> int:
-            return sum(len(aot._kernel_cache(fn)) for fn in aot.our_kernels().values())
-
         def timed(fn, *args, **kwargs):
-            before, t = binaries(), time.perf_counter()
+            before, t = sum(aot.binary_counts().values()), time.perf_counter()
             try:
                 return run(fn, *args, **kwargs)
             finally:
-                if binaries() > before:
+                if sum(aot.binary_counts().values()) > before:
                     self.seconds += time.perf_counter() - t
 
         jit.JITFunction.run = timed
@@ -58,7 +55,7 @@ class _Count:
 
         from edgefuse.kernels import aot
 
-        self.counts = {name: n for name, fn in aot.our_kernels().items() if (n := len(aot._kernel_cache(fn)))}
+        self.counts = aot.binary_counts()
         jit.JITFunction.run = self._run
         self._gpu.__exit__(None, None, None)
 

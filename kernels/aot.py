@@ -167,14 +167,20 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     return {k: int(v) for k, v in fields.items()}
 
 
-def our_kernels() -> dict[str, object]:
-    """Every Triton JIT function of edgefuse.kernels, by name."""
+def kernels_in(*modules) -> dict[str, object]:
+    """The Triton kernels defined in ``modules``, by name: JIT functions, or interpreted ones
+    where ``TRITON_INTERPRET=1`` was set when they were decorated."""
     import triton.runtime.jit as jit
+    from triton.runtime.interpreter import InterpretedFunction
 
+    return {name: fn for mod in modules for name, fn in vars(mod).items() if isinstance(fn, (jit.JITFunction, InterpretedFunction))}
+
+
+def our_kernels() -> dict[str, object]:
+    """Every Triton kernel of edgefuse.kernels, by name."""
     from edgefuse.kernels import triton_bilinear, triton_gated, triton_projection
 
-    return {name: fn for mod in (triton_projection, triton_bilinear, triton_gated)
-            for name, fn in vars(mod).items() if isinstance(fn, jit.JITFunction)}
+    return kernels_in(triton_projection, triton_bilinear, triton_gated)
 
 
 def _per_device(fn) -> dict:
@@ -187,6 +193,12 @@ def _kernel_cache(fn, device: int = 0) -> dict:
     """A JIT function's compiled kernels for ``device``."""
     state = _per_device(fn)[device]
     return state[0] if hasattr(fn, "device_caches") else state
+
+
+def binary_counts() -> dict[str, int]:
+    """How many binaries each of edgefuse's kernels has compiled for device 0 (those with none
+    are left out). Under ``stand_in_gpu``: the ones its JIT built for the stand-in."""
+    return {name: n for name, fn in our_kernels().items() if (n := len(_kernel_cache(fn)))}
 
 
 @contextlib.contextmanager
@@ -264,8 +276,7 @@ def jit_binaries(calls: list[Callable[[], object]], arch: int = 90) -> dict[str,
     with stand_in_gpu(arch):
         for call in calls:
             call()
-        counts = {name: len(_kernel_cache(fn)) for name, fn in our_kernels().items()}
-    return {name: n for name, n in counts.items() if n}
+        return binary_counts()
 
 
 # -- the shapes to check: issue 3's benchmark grid, in the bench's fp16 and the models' fp32 ----

@@ -126,10 +126,9 @@ def test_kernel_annotations_are_objects_for_older_tritons():
     interpreted kernel fails ("arange's arguments must be of type tl.constexpr")."""
     import inspect
 
-    from edgefuse.kernels import triton_bilinear, triton_gated, triton_projection
+    from edgefuse.kernels.aot import our_kernels
 
-    kernels = [obj for mod in (triton_projection, triton_bilinear, triton_gated) for obj in vars(mod).values()
-               if type(obj).__name__ in ("JITFunction", "InterpretedFunction")]
+    kernels = list(our_kernels().values())
     assert len(kernels) >= 7
     for k in kernels:
         for p in inspect.signature(k.fn).parameters.values():

@@ -94,7 +94,9 @@ def _mutant(name: str, line: int | None, kind: str, tmp_path: Path, monkeypatch)
     spec.loader.exec_module(module)
     from triton.runtime.interpreter import InterpretedFunction
 
-    kernels = [v for v in vars(module).values() if type(v).__name__ in ("JITFunction", "InterpretedFunction")]
+    from edgefuse.kernels.aot import kernels_in
+
+    kernels = kernels_in(module).values()
     assert kernels and all(isinstance(k, InterpretedFunction) for k in kernels), "mutants must run interpreted"
     return module
 
