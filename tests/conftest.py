@@ -44,8 +44,9 @@ def random_batch(specs, b: int = 3, seed: int = 0):
 
 @pytest.fixture(scope="session", autouse=True)
 def _guarded_interpreter():
-    """Interpreted Triton kernels fail on an out-of-bounds load or store, as on a GPU they would
-    fault or read garbage (tests/kernels/_guard.py)."""
+    """Interpreted Triton kernels fail on an out-of-bounds load or store, a race between the
+    programs of a launch, or a tl.dot the GPU would reject or the interpreter gets wrong, as on
+    a GPU they would fault, race or not compile (tests/kernels/_guard.py)."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         yield
         return
