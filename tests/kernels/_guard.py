@@ -180,3 +180,23 @@ def guard():
     finally:
         (builder.create_masked_load, builder.create_masked_store, builder.create_dot,
          executor.__call__, executor._init_args_hst) = saved
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """Within: ``torch.empty`` and friends return NaN (floats) or the largest integer, not
+    whatever the memory held, so an output a kernel leaves partly unwritten is wrong every time
+    rather than only when the allocator hands back dirty memory (a GPU's caching allocator does;
+    fresh CPU pages are zeros). PyTorch's own switch does the filling: deterministic mode with
+    ``torch.utils.deterministic.fill_uninitialized_memory``, warn-only so no op is refused."""
+    import torch
+
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
