@@ -200,6 +200,22 @@ def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_p
     assert doc["binaries"] == {"_gated_kernel": 1} and doc["total"] == 1 and doc["selected"] == select
 
 
+def test_guard_mutants_catches_one_mutant_as_the_tests_do():
+    """bench/guard_mutants.py's per-mutant run, guarded: the gated kernel's output store without
+    its mask is a race (its bare run may crash the process, so it is not run here)."""
+    import os
+    import subprocess
+
+    from tests.kernels._mutants import mutations
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env["PYTHONPATH"] = str(BENCH.parent)
+    line = next(line for line, kind in mutations("triton_gated") if kind == "store mask")
+    run = subprocess.run([sys.executable, str(BENCH / "guard_mutants.py"), "--one", "triton_gated", str(line), "store mask",
+                          "--guarded"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().splitlines()[-1:] == ["outcome: caught: Race"], run.stdout + run.stderr[-2000:]
+
+
 def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_path):
     """bench_launch_overhead runs on a CPU: launchers with Triton's run stubbed, then with
     Triton's real launch path on a stand-in sm_90 driver (it relies on Triton internals; a
