@@ -18,6 +18,12 @@ CALIB_FORMAT = "edgefuse-calibration/1"
 GATE_FAIL = ("error", "fp32")
 
 
+def check_gate_fail(gate_fail: str) -> None:
+    """Raise ValueError unless ``gate_fail`` is one of GATE_FAIL."""
+    if gate_fail not in GATE_FAIL:
+        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
+
+
 def calibrate_export(
     export_dir: str | Path,
     data,
@@ -39,8 +45,7 @@ def calibrate_export(
     record gets ``"int8_rejected": True`` (its INT8 graph and reports are still written, for a
     look), and the caller keeps FP32 for it.
     """
-    if gate_fail not in GATE_FAIL:
-        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
+    check_gate_fail(gate_fail)
     from tqdm.auto import tqdm
 
     from edgefuse.export import read_export

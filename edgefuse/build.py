@@ -44,15 +44,14 @@ def build_bundle(
     (``int8_rejected``), and the rest stay INT8.
     """
     from edgefuse.calibration.gate import accuracy
-    from edgefuse.calibration.run import GATE_FAIL
+    from edgefuse.calibration.run import check_gate_fail
     from edgefuse.checkpoint import load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
     if precision not in PRECISIONS[backend]:
         raise ValueError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
-    if gate_fail not in GATE_FAIL:
-        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
+    check_gate_fail(gate_fail)  # before minutes of export, not when calibration gets to it
     if backend == "trt":  # fail before minutes of work, not after
         from edgefuse.engines.trt import import_tensorrt
 
