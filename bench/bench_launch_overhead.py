@@ -87,10 +87,13 @@ def main(argv=None) -> int:
         jit.JITFunction.run = triton_run
     triton_path = None
     try:
-        with stand_in_gpu(90):
+        with stand_in_gpu(90) as driver_launches:
             for name, fn in calls.items():
                 if results[name]["kernel_launches"]:
                     fn()  # the first call compiles for sm_90
+                    driver_launches.clear()
+                    fn()  # how many launches went all the way through Triton's launch path
+                    results[name]["driver_launches"] = sum(driver_launches.values())
                     results[name]["with_triton_us"] = round(_best_us(fn), 2)
     except Exception as e:  # Triton internals this relies on have changed: report, keep the rest
         triton_path = f"not measured: {type(e).__name__}: {e}"
@@ -106,7 +109,9 @@ def main(argv=None) -> int:
            "shapes": {"B": b, "D": d, "K": list(ks), "dtype": "float16"},
            "measures": {"host_us": "edgefuse's launcher, Triton's JITFunction.run a no-op",
                         "with_triton_us": "plus Triton's JITFunction.run on a stand-in sm_90 driver, "
-                                          "without the CUDA driver's launch call"},
+                                          "without the CUDA driver's launch call",
+                        "driver_launches": "launches of one call that reached the stand-in driver's launch "
+                                           "(should equal kernel_launches)"},
            "with_triton": triton_path or "measured",
            "results": results}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ JIT functions this needs).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -202,7 +203,7 @@ def binary_counts() -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def stand_in_gpu(arch: int = 90) -> Iterator[None]:
+def stand_in_gpu(arch: int = 90) -> Iterator[collections.Counter[str]]:
     """Triton's launch path runs for real on CPU tensors, up to the CUDA driver call.
 
     A stand-in active driver reports device 0, stream 0 and an ``sm_<arch>`` target, so the
@@ -210,7 +211,9 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     GPU needed) and caches it. Loading a compiled kernel onto a GPU is replaced by handing it
     a no-op launcher, so nothing runs: what this serves is the AOT check (``check``),
     Triton's host path (bench/bench_launch_overhead.py) and counting the binaries its JIT
-    compiles (``jit_binaries``). On leaving, edgefuse's kernels get their own device-0 caches
+    compiles (``jit_binaries``). The block gets a ``Counter`` of the launches that reached
+    that launcher, by kernel name: the calls that went through Triton's whole launch path to
+    where the CUDA driver would be called. On leaving, edgefuse's kernels get their own device-0 caches
     back, so no no-op binary outlives the block. Relies on Triton internals: the driver
     config's attributes, ``CompiledKernel._init_handles`` and ``run``, and the JIT's
     per-device caches (``device_caches`` from 3.3, ``cache`` in 3.0-3.2). bench/triton_versions.sh
@@ -238,18 +241,21 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
         def is_active(self):
             return True
 
-    def noop(*args):
-        return None
-
+    launches: collections.Counter[str] = collections.Counter()
     run_is_property = isinstance(getattr(CompiledKernel, "run", None), property)  # from 3.5; an attribute before
 
     def no_gpu_load(self):
         if self.module is None:
             self.module, self.function = object(), 0
+            name = getattr(self, "name", "?")
+
+            def launch(*args):  # where the CUDA driver's launch would be
+                launches[name] += 1
+
             if run_is_property:
-                self._run = noop
+                self._run = launch
             else:
-                self.run = noop
+                self.run = launch
 
     kernels = list(our_kernels().values())
     per_device = [_per_device(fn) for fn in kernels]
@@ -258,7 +264,7 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     driver.set_active(StandIn())
     CompiledKernel._init_handles = no_gpu_load
     try:
-        yield
+        yield launches
     finally:
         vars(driver).update(driver_state)
         CompiledKernel._init_handles = init_handles

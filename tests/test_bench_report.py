@@ -235,5 +235,9 @@ def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_p
     assert launches == {"fused_projection(relu, l2)": 2, "gated_fusion(per-feature softmax)": 1,
                         "mfb(factors=4, l2)": 2, "torch.empty (for scale)": 0}
     for name, rec in doc["results"].items():
+        assert rec["host_us"] > 0, (name, rec)
         if rec["kernel_launches"]:
-            assert rec["with_triton_us"] > rec["host_us"] > 0, (name, rec)  # Triton's run costs something on top
+            # the timed calls went all the way through Triton's launch path, to the driver's launch
+            # (which of the two timings is larger is the bench's to report: under load it can flip)
+            assert rec["driver_launches"] == rec["kernel_launches"], (name, rec)
+            assert rec["with_triton_us"] > 0, (name, rec)
