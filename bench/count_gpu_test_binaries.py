@@ -1,11 +1,15 @@
-"""How many binaries the GPU run of the kernel tests compiles, and how long that takes, without a GPU.
+"""What the GPU run of the kernel tests compiles, and how long that takes, without a GPU.
 
 bench/gpu_check.sh runs ``tests/kernels`` compiled on the GPU under a time limit, and every
 parametrisation compiles its own binaries. This runs the same tests through Triton's real JIT
 on a stand-in ``sm_<arch>`` GPU (``edgefuse.kernels.aot.stand_in_gpu``): each launch compiles
 exactly as on that GPU, and runs nothing, so the tests' checks of results fail; what counts is
-the binaries each kernel needed and the seconds spent compiling them (on this machine, one
-process, an empty Triton cache). Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
+the binaries each kernel needed, the seconds spent compiling them (on this machine, one
+process, an empty Triton cache), every error Triton's compile and launch path raised (with the
+test that hit it), and each binary's registers, spills and shared memory against the target's
+limit (``aot.problems``, as the AOT check does at the benchmark shapes; the tests' shapes are
+other ones). Exits 1 on an error or a problem, so a test shape that would not compile on the
+GPU is found here first. Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
 no GPU (the model tests of test_dispatch.py) stop before compiling here, so the few binaries of
 their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
 
@@ -20,16 +24,19 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Count:
-    """A pytest plugin: the whole session under the stand-in GPU, timing each launch that compiled."""
+    """A pytest plugin: the whole session under the stand-in GPU, timing each launch that
+    compiled, inspecting its binary, and keeping what Triton's launch path raised."""
 
     def __init__(self, arch: int):
         self.arch, self.seconds, self.counts = arch, 0.0, {}
+        self.records, self.errors = [], []
 
     def pytest_sessionstart(self, session):
         import triton.runtime.jit as jit
@@ -41,12 +48,20 @@ class _Count:
         run = self._run = jit.JITFunction.run
 
         def timed(fn, *args, **kwargs):
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
             before, t = sum(aot.binary_counts().values()), time.perf_counter()
             try:
-                return run(fn, *args, **kwargs)
-            finally:
-                if sum(aot.binary_counts().values()) > before:
-                    self.seconds += time.perf_counter() - t
+                kernel = run(fn, *args, **kwargs)
+            except Exception as e:  # a compile or launch-path error: on the GPU this test would fail the same way
+                self.errors.append({"test": test, "kernel": fn.__name__, "error": f"{type(e).__name__}: {e}"[:2000]})
+                raise
+            if sum(aot.binary_counts().values()) > before:
+                seconds = time.perf_counter() - t
+                self.seconds += seconds
+                launch = aot.launch_of(fn, args, {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}, kwargs["grid"])
+                self.records.append(record := aot.record_of(replace(launch, compiled=kernel, seconds=seconds), self.arch))
+                record.cases.append(test)  # the test that compiled it
+            return kernel
 
         jit.JITFunction.run = timed
 
@@ -77,17 +92,29 @@ def main(argv=None) -> int:
     pytest.main(["-q", "-p", "no:cacheprovider", str(ROOT / "tests/kernels"),
                  f"--ignore={ROOT / 'tests/kernels/test_aot.py'}", f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
                  "--no-header", "--tb=no", "-rN", *(["-k", args.select] if args.select else [])], plugins=[count])
+    from edgefuse.kernels import aot
+
     total = sum(count.counts.values())
+    found = aot.problems(count.records)
     print(f"sm_{args.arch}: the kernel tests compile {total} binaries {count.counts}; "
-          f"{count.seconds:.0f} s of compiling in one process here")
+          f"{count.seconds:.0f} s of compiling in one process here; {len(count.errors)} compile error(s), "
+          f"{len(found)} problem(s) in the binaries")
+    for e in count.errors:
+        print(f"  {e['test']}: {e['kernel']}: {e['error'].splitlines()[0]}")
+    for line in found:
+        print("  " + line)
     from _common import machine
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_test_binaries.json").write_text(json.dumps({
         "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
         "arch": args.arch, "selected": args.select or "all", "binaries": count.counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
+        "compile_errors": count.errors, "problems": found,
+        "max_registers": max((r.registers for r in count.records), default=None),
+        "max_shared_bytes": max((r.shared_bytes for r in count.records), default=None),
+        "records": [asdict(r) for r in count.records],
     }, indent=2))
-    return 0 if total else 1
+    return 0 if total and not count.errors and not found else 1
 
 
 if __name__ == "__main__":

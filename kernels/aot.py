@@ -98,7 +98,7 @@ def capture(compile_if: Callable[[Launch], bool] | None = None) -> Iterator[list
     original = jit.JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
-        launch = _launch(self, args, kwargs, grid)
+        launch = launch_of(self, args, kwargs, grid)
         if compile_if is not None and compile_if(launch):
             t = time.perf_counter()
             compiled = original(self, *args, grid=grid, warmup=True, **kwargs)
@@ -112,7 +112,9 @@ def capture(compile_if: Callable[[Launch], bool] | None = None) -> Iterator[list
         jit.JITFunction.run = original
 
 
-def _launch(fn, args, kwargs, grid) -> Launch:
+def launch_of(fn, args, kwargs, grid) -> Launch:
+    """A launch of JIT function ``fn`` as ``run`` receives it (``kwargs`` without ``grid`` and
+    ``warmup``): its argument types, constexprs, options and grid."""
     bound = dict(zip(fn.arg_names, args))
     bound.update({k: v for k, v in kwargs.items() if k not in _LAUNCH_OPTIONS})
     missing = [n for n in fn.arg_names if n not in bound]
@@ -135,7 +137,7 @@ def _launch(fn, args, kwargs, grid) -> Launch:
     return Launch(fn, tuple(signature), tuple(constexprs), options, grid)
 
 
-def _record(launch: Launch, arch: int) -> Compiled:
+def record_of(launch: Launch, arch: int) -> Compiled:
     """The resource usage of a launch's compiled binary for ``sm_<arch>``."""
     compiled = launch.compiled
     usage = resource_usage(compiled.asm["cubin"])
@@ -360,7 +362,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
                             continue
                         rec = records.get(id(launch.compiled))
                         if rec is None:
-                            rec = records[id(launch.compiled)] = _record(launch, arch)
+                            rec = records[id(launch.compiled)] = record_of(launch, arch)
                             out.append(rec)
                             if progress:
                                 print(f"[{len(records)}] sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)

@@ -198,6 +198,32 @@ def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_p
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     doc = json.loads((tmp_path / "gpu_test_binaries.json").read_text())
     assert doc["binaries"] == {"_gated_kernel": 1} and doc["total"] == 1 and doc["selected"] == select
+    assert doc["compile_errors"] == [] and doc["problems"] == [], doc
+    assert 0 < doc["max_registers"] <= 255 and doc["max_shared_bytes"] >= 0, doc  # read off the sm_90 cubin
+
+
+def test_counting_the_gpu_test_runs_binaries_reports_a_compile_error_with_its_test(tmp_path):
+    """A launch whose compile fails (here: Triton's compile made to raise) is reported with the
+    test that hit it, and the script exits 1: a test shape that would not compile on the GPU
+    shows here first."""
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
+    broken = ("import runpy, sys, triton.compiler, triton.runtime.jit as jit\n"
+              "def compile(*a, **k): raise RuntimeError('deliberate compile failure')\n"
+              "triton.compiler.compile = compile  # where the JIT imports it from on its first run\n"
+              "jit.compile = compile  # where Triton versions that import it up front keep it\n"
+              f"sys.argv = ['count_gpu_test_binaries.py', '--out', {str(tmp_path)!r}, '-k', {select!r}]\n"
+              "runpy.run_path('count_gpu_test_binaries.py', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", broken], cwd=BENCH, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    doc = json.loads((tmp_path / "gpu_test_binaries.json").read_text())
+    assert doc["total"] == 0 and doc["compile_errors"] == [
+        {"test": "tests/kernels/test_gated.py::test_matches_reference[softmax-all-False-3-2-17-dtype0]",
+         "kernel": "_gated_kernel", "error": "RuntimeError: deliberate compile failure"}], doc
 
 
 def test_guard_mutants_catches_one_mutant_as_the_tests_do():
