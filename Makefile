@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job on SensorScenes) and `make test`.
-# Both work on a fresh machine with Python 3.10+: they create .venv and install torch==2.13.0
+# Both work on a fresh machine with Python 3.11+: they create .venv and install torch==2.13.0
 # (a CPU build) before the package, so pip never pulls a multi-GB CUDA torch.
 PYTHON ?= python3
 VENV ?= .venv

@@ -42,7 +42,10 @@ setup(
         "numpy>=1.24",
         "torch>=2.3.0a0",  # the a0 admits JetPack 6.0's 2.3.0a0+nv24.03 build, which ">=2.3" would replace
         "onnx>=1.16",
-        "onnxruntime>=1.18",
+        # calibration needs 1.27 (edgefuse.calibration.quantize.MIN_ONNXRUNTIME), which has no
+        # Python 3.10 wheels; on 3.10 (JetPack 6) a device loads and runs bundles with older ones
+        "onnxruntime>=1.27; python_version >= '3.11'",
+        "onnxruntime>=1.18; python_version < '3.11'",
         "onnxscript>=0.1",
         "tqdm>=4.60",
         "triton>=3.0; platform_system == 'Linux'",

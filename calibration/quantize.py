@@ -19,7 +19,30 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.calibrate import save_tensors_data
+
+from edgefuse.engines.base import BackendUnavailable
+
+#: the first onnxruntime whose quantize_static reads precomputed ranges from a calibration
+#: cache (``calibration_cache_path``, ``save_tensors_data``); it has no Python 3.10 wheels
+MIN_ONNXRUNTIME = "1.27"
+
+
+class OnnxruntimeTooOld(ImportError, BackendUnavailable):
+    """The installed onnxruntime cannot write Q/DQ graphs from precomputed ranges. An
+    ImportError (it fails the import) and a ``BackendUnavailable`` (the CLI reports it as
+    an error, not a traceback)."""
+
+
+try:
+    from onnxruntime.quantization.calibrate import save_tensors_data
+except ImportError as e:  # an older onnxruntime: say what is needed, not which name is missing
+    import onnxruntime
+
+    raise OnnxruntimeTooOld(
+        f"edgefuse.calibration needs onnxruntime >= {MIN_ONNXRUNTIME} (quantize_static with precomputed ranges); "
+        f"found onnxruntime {onnxruntime.__version__}. A bundle's engines run on older releases: calibrate "
+        f"on a host with Python >= 3.11 and onnxruntime >= {MIN_ONNXRUNTIME}, then copy the bundle"
+    ) from e
 
 #: ops whose inputs get Q/DQ: the weighted ops, TensorRT's recommended placement (it fuses
 #: the rest around them). Measured on SensorScenes' gated model, batch 1, 1 thread (2-core

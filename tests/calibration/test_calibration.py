@@ -134,3 +134,19 @@ def test_calibration_records_reports_per_subset(calibrated):
         rep = json.loads((calibrated / entry["report"]).read_text())
         assert rep["tensors"] and all({"lowest", "highest", "amax", "scale", "saturated_pct"} <= set(t) for t in rep["tensors"].values())
         assert set(entry["accuracy"]) >= {"fp32", "int8", "agreement"}
+
+
+def test_an_onnxruntime_too_old_to_calibrate_is_a_clear_error(monkeypatch):
+    """onnxruntime < 1.27 (all Python 3.10 has) lacks quantize_static's precomputed ranges:
+    importing the calibration says which release it needs and which it found."""
+    import importlib
+    import sys
+
+    import onnxruntime
+    import onnxruntime.quantization.calibrate as ort_calibrate
+
+    monkeypatch.delattr(ort_calibrate, "save_tensors_data")
+    monkeypatch.delitem(sys.modules, "edgefuse.calibration.quantize", raising=False)
+    with pytest.raises(ImportError, match=rf"needs onnxruntime >= 1\.27 .*found onnxruntime {onnxruntime.__version__}") as err:
+        importlib.import_module("edgefuse.calibration.quantize")
+    assert isinstance(err.value, ValueError)  # a BackendUnavailable: the CLI prints it as an error line
