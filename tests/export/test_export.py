@@ -11,6 +11,10 @@ from edgefuse.export import MAX_OPSET, TRT_SUPPORTED_OPS, check_graph, export_mo
 from edgefuse.fusion import build_model
 from tests.conftest import specs_n
 
+#: the IR version torch's exporter writes (and the bundles carry); onnx's default, newer, is more
+#: than an older onnxruntime loads (onnx 1.23 writes 14; onnxruntime 1.30 loads up to 13, 1.23 up to 11)
+IR_VERSION = 10
+
 
 def _ort(path, feeds):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
@@ -78,7 +82,7 @@ def _graph(tmp_path, op):
     y = helper.make_tensor_value_info("y", TensorProto.BOOL if op == "IsInf" else TensorProto.FLOAT, [1, 4])
     g = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g", [x], [y])
     path = tmp_path / f"{op}.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(path))
     return path
 
 
