@@ -19,6 +19,7 @@ their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -35,8 +36,9 @@ class _Count:
     compiled, inspecting its binary, and keeping what Triton's launch path raised."""
 
     def __init__(self, arch: int):
-        self.arch, self.seconds, self.counts = arch, 0.0, {}
-        self.records, self.errors = [], []
+        self.arch, self.seconds = arch, 0.0
+        self.records: dict = {}  # by CompiledKernel, as aot.check keys them: Triton's cache returns one per binary
+        self.errors: list = []
 
     def pytest_sessionstart(self, session):
         import triton.runtime.jit as jit
@@ -48,19 +50,18 @@ class _Count:
         run = self._run = jit.JITFunction.run
 
         def timed(fn, *args, **kwargs):
-            test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
-            before, t = sum(aot.binary_counts().values()), time.perf_counter()
+            t = time.perf_counter()
             try:
                 kernel = run(fn, *args, **kwargs)
             except Exception as e:  # a compile or launch-path error: on the GPU this test would fail the same way
-                self.errors.append({"test": test, "kernel": fn.__name__, "error": f"{type(e).__name__}: {e}"[:2000]})
+                self.errors.append({"test": _current_test(), "kernel": fn.__name__, "error": f"{type(e).__name__}: {e}"[:2000]})
                 raise
-            if sum(aot.binary_counts().values()) > before:
+            if id(kernel) not in self.records:  # this launch compiled it (the Triton cache dir starts empty)
                 seconds = time.perf_counter() - t
                 self.seconds += seconds
                 launch = aot.launch_of(fn, args, {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}, kwargs["grid"])
-                self.records.append(record := aot.record_of(replace(launch, compiled=kernel, seconds=seconds), self.arch))
-                record.cases.append(test)  # the test that compiled it
+                record = self.records[id(kernel)] = aot.record_of(replace(launch, compiled=kernel, seconds=seconds), self.arch)
+                record.cases.append(_current_test())  # the test that compiled it
             return kernel
 
         jit.JITFunction.run = timed
@@ -68,11 +69,12 @@ class _Count:
     def pytest_sessionfinish(self, session):
         import triton.runtime.jit as jit
 
-        from edgefuse.kernels import aot
-
-        self.counts = aot.binary_counts()
         jit.JITFunction.run = self._run
         self._gpu.__exit__(None, None, None)
+
+
+def _current_test() -> str:
+    return os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
 
 
 def main(argv=None) -> int:
@@ -94,9 +96,11 @@ def main(argv=None) -> int:
                  "--no-header", "--tb=no", "-rN", *(["-k", args.select] if args.select else [])], plugins=[count])
     from edgefuse.kernels import aot
 
-    total = sum(count.counts.values())
-    found = aot.problems(count.records)
-    print(f"sm_{args.arch}: the kernel tests compile {total} binaries {count.counts}; "
+    records = list(count.records.values())
+    counts = dict(collections.Counter(r.kernel for r in records))
+    total = len(records)
+    found = aot.problems(records)
+    print(f"sm_{args.arch}: the kernel tests compile {total} binaries {counts}; "
           f"{count.seconds:.0f} s of compiling in one process here; {len(count.errors)} compile error(s), "
           f"{len(found)} problem(s) in the binaries")
     for e in count.errors:
@@ -108,11 +112,11 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_test_binaries.json").write_text(json.dumps({
         "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
-        "arch": args.arch, "selected": args.select or "all", "binaries": count.counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
+        "arch": args.arch, "selected": args.select or "all", "binaries": counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
         "compile_errors": count.errors, "problems": found,
-        "max_registers": max((r.registers for r in count.records), default=None),
-        "max_shared_bytes": max((r.shared_bytes for r in count.records), default=None),
-        "records": [asdict(r) for r in count.records],
+        "max_registers": max((r.registers for r in records), default=None),
+        "max_shared_bytes": max((r.shared_bytes for r in records), default=None),
+        "records": [asdict(r) for r in records],
     }, indent=2))
     return 0 if total and not count.errors and not found else 1
 

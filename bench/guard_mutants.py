@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +74,6 @@ def main(argv=None) -> int:
     from _common import machine
 
     from tests.kernels._mutants import MODULES, mutations
-
-    from concurrent.futures import ThreadPoolExecutor
 
     todo = [(name, line, kind) for name in MODULES for line, kind in mutations(name)]
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # one process per run: as many at once as cores

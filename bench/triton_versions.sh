@@ -7,9 +7,12 @@
 # problems), and the launchers' host time with that Triton's launch path
 # (bench/bench_launch_overhead.py). A Jetson image may carry an old Triton; setup.py admits
 # triton>=3.0.
-# TORCH=2.11.0 takes a CUDA build from PyPI (GBs; it runs on the CPU), and PYTHON another
-# interpreter: e.g. the GPU machine's torch 2.11 + Triton 3.6, or JetPack 6.1's Python 3.10 +
-# torch 2.5 (TORCH=2.5.1 PYTHON=/path/to/python3.10 ... 3.1.0).
+# TORCH=2.11.0 takes a CUDA build from PyPI (GBs; it runs on the CPU), PYTHON another
+# interpreter, and PINS replaces the numpy pin below with other requirements: e.g. JetPack
+# 6.1's Python 3.10 + torch 2.5 (TORCH=2.5.1 PYTHON=/path/to/python3.10 ... 3.1.0), or the GPU
+# machine's image (TORCH=2.11.0 PYTHON=/path/to/python3.12
+# PINS="numpy==2.5.2 onnx==1.23.1 onnxruntime==1.30.0" ... 3.6.0; numpy 2.5 breaks that
+# Triton's interpreter, so its interpreter tests fail there: the GPU compiles instead).
 # Writes $OUT/<tag>.json (the AOT report) and $OUT/<tag>-gpu-tests.json (the GPU tests'
 # binaries), with <tag> = triton-<version>[-torch-<TORCH>][-py<X.Y>], and appends a line per
 # version to $OUT/versions.txt. Needs PyPI; venvs are kept under $VENVS for a rerun.
@@ -23,24 +26,26 @@ VENVS="${VENVS:-/tmp/edgefuse-triton-venvs}"
 TORCH="${TORCH:-2.13.0}"
 PYTHON="${PYTHON:-python3}"
 [ $# -gt 0 ] || { echo "usage: [TORCH=X.Y.Z] [PYTHON=python3.X] bash bench/triton_versions.sh VERSION [VERSION...]" >&2; exit 2; }
-pyver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")') \
-  || { echo "PYTHON=$PYTHON: not a Python interpreter" >&2; exit 2; }
+pyver() { "$1" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'; }
+py=$(pyver "$PYTHON") || { echo "PYTHON=$PYTHON: not a Python interpreter" >&2; exit 2; }
 suffix=""
 [ "$TORCH" = 2.13.0 ] || suffix="-torch-$TORCH"
-[ "$pyver" = "$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')" ] || suffix="$suffix-py$pyver"
+[ "$py" = "$(pyver python3)" ] || suffix="$suffix-py$py"
+[ -z "${PINS:-}" ] || suffix="$suffix-pinned"
 mkdir -p "$OUT" "$VENVS"
 status=0
 for v in "$@"; do
   tag="triton-$v$suffix"
   venv="$VENVS/$tag"
   # numpy 2.4 breaks the interpreter of Triton 3.6 and older; numpy 2 that of 3.5 and older
-  case "$v" in 3.[0-5].*) numpy="numpy<2" ;; *) numpy="numpy<2.4" ;; esac
+  case "$v" in 3.[0-5].*) pins="numpy<2" ;; *) pins="numpy<2.4" ;; esac
+  pins="${PINS:-$pins}"
   if [ ! -x "$venv/bin/python" ]; then
     # one resolve for edgefuse, the Triton and the numpy pin: a later install could lift numpy
     # past the pin (onnxruntime would), and an old interpreter then computes wrong results
     "$PYTHON" -m venv "$venv" && "$venv/bin/pip" install -q --upgrade pip "setuptools>=69" wheel \
       && "$venv/bin/pip" install -q "torch==$TORCH" \
-      && "$venv/bin/pip" install -q -e . "triton==$v" "$numpy" pytest pytest-xdist matplotlib \
+      && "$venv/bin/pip" install -q -e . "triton==$v" $pins pytest pytest-xdist matplotlib \
       || { echo "$tag: install failed" | tee -a "$OUT/versions.txt"; status=1; continue; }
   fi
   tests=$(TRITON_INTERPRET=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 tests/kernels \
@@ -57,7 +62,7 @@ for v in "$@"; do
   host=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" bench/bench_launch_overhead.py \
            --out "$venv/overhead" 2>&1 | awk '/^fused_projection/ && !n {print $5, $6; n = 1}') || status=1
   rm -rf "$cache"
-  versions=$("$venv/bin/python" -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}")')
+  versions=$("$venv/bin/python" -c 'import sys, numpy, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")')
   echo "triton $v ($versions): interpreter tests: $tests; aot: $aot; GPU check's kernel tests, $gpu_tests;" \
        "fused_projection host time with Triton's launch path: $host" | tee -a "$OUT/versions.txt"
 done

@@ -391,7 +391,7 @@ class ProjectionFunction(torch.autograd.Function):
         n, saved, needs = ctx.n, ctx.saved_tensors, ctx.needs_input_grad
         xs, weights = saved[:n], saved[n:]
         dxs = [None if x is None or not needs[2 + i] else dz[:, i] @ w for i, (x, w) in enumerate(zip(xs, weights))]
-        dws = [None if x is None or not needs[2 + n + i] else dz[:, i].t() @ x for i, (x, w) in enumerate(zip(xs, weights))]
+        dws = [None if x is None or not needs[2 + n + i] else dz[:, i].t() @ x for i, x in enumerate(xs)]
         dbias = None
         if needs[0]:
             dbias = dz.sum(0, dtype=torch.float32)

@@ -148,7 +148,6 @@ def test_split_k_is_chosen_for_few_tiles_and_dropped_as_the_batch_grows():
     assert_close(out, ref, torch.float32, 300)
 
 
-
 @pytest.mark.parametrize("act,normalize", [("none", False), ("relu", True), ("gelu", True), ("tanh", False)])
 @pytest.mark.parametrize("absent", [[], [1]])
 def test_training_through_the_kernel_gives_the_reference_gradients(act, normalize, absent, monkeypatch):
