@@ -72,6 +72,23 @@ def check_tensors(op: str, ref: torch.Tensor, tensors, any_dtype: tuple[str, ...
             raise ValueError(f"{op}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
 
 
+def tensors_ok(ref: torch.Tensor, same_dtype, any_dtype=()) -> bool:
+    """The fast path of ``check_tensors``: True when ``ref`` is a float tensor and every tensor
+    of ``same_dtype`` (``ref``'s dtype) and ``any_dtype`` (any dtype) is on ``ref``'s device and
+    contiguous (None = absent). Builds no names or messages: a launcher calls ``check_tensors``
+    for its error only when this is False."""
+    dtype, device = ref.dtype, ref.device
+    if dtype not in _FLOATS:
+        return False
+    for t in same_dtype:
+        if t is not None and (t.dtype != dtype or t.device != device or not t.is_contiguous()):
+            return False
+    for t in any_dtype:
+        if t is not None and (t.device != device or not t.is_contiguous()):
+            return False
+    return True
+
+
 def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
     """(BLOCK_K, num_stages) such that every pipeline stage's A and B tiles fit SHARED_BUDGET.
 
@@ -415,24 +432,33 @@ def fused_projection_train(
 
 
 def _check_projection(xs, weights, bias, act) -> torch.Tensor:
-    """Raise ValueError naming what is wrong; return the first present input."""
+    """Raise ValueError naming what is wrong; return the first present input.
+
+    Runs on every call, so the common case reads each shape once and builds no message."""
     if act not in ACTS:
         raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
     if len(xs) != len(weights) or not xs:
         raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
-    ref = next((x for x in xs if x is not None), None)
-    if ref is None:
+    first = next((i for i, x in enumerate(xs) if x is not None), None)
+    if first is None:
         raise ValueError("fused_projection: expected at least one present input, got all None")
-    b, d = ref.shape[0], weights[0].shape[0]
-    if d < 1:
-        raise ValueError(f"fused_projection: D must be >= 1, got {d}")
+    ref, w0 = xs[first], weights[0].shape
+    if len(w0) != 2 or w0[0] < 1:
+        raise ValueError(f"fused_projection: weight 0 must be [D, K_0] with D >= 1, got {list(w0)}")
+    if ref.dim() != 2:
+        raise ValueError(f"fused_projection: input {first} must be [B, K_{first}], got {list(ref.shape)}")
+    b, d = ref.shape[0], w0[0]
     for i, (x, w) in enumerate(zip(xs, weights)):
-        if w.dim() != 2 or w.shape[0] != d:
-            raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(w.shape)}")
-        if x is not None and (x.dim() != 2 or x.shape[0] != b or x.shape[1] != w.shape[1]):
-            raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={w.shape[1]}], got {list(x.shape)}")
-    if bias is not None and tuple(bias.shape) != (len(xs), d):
+        ws = w.shape
+        if len(ws) != 2 or ws[0] != d:
+            raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(ws)}")
+        if x is not None:
+            s = x.shape
+            if len(s) != 2 or s[0] != b or s[1] != ws[1]:
+                raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={ws[1]}], got {list(s)}")
+    if bias is not None and bias.shape != (len(xs), d):
         raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
-    named = [(f"weight {i}", w) for i, w in enumerate(weights)] + [(f"input {i}", x) for i, x in enumerate(xs)]
-    check_tensors("fused_projection", ref, named + [("bias", bias)], any_dtype=("bias",))  # the kernel reads bias as fp32
+    if not tensors_ok(ref, (*weights, *xs), (bias,)):  # the kernel reads bias as fp32: any float dtype
+        named = [(f"weight {i}", w) for i, w in enumerate(weights)] + [(f"input {i}", x) for i, x in enumerate(xs)]
+        check_tensors("fused_projection", ref, named + [("bias", bias)], any_dtype=("bias",))
     return ref

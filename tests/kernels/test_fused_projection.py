@@ -75,6 +75,17 @@ def test_launcher_rejects_bad_inputs():
         fused_projection_triton(xs, ws, bias, act="swish")
     with pytest.raises(ValueError, match="all None"):
         fused_projection_triton([None, None], ws, bias)
+    # the fast check hands each of these to the named one, which must raise
+    with pytest.raises(ValueError, match=r"input 0 must be \[B, K_0\], got \[3\]"):
+        fused_projection_triton([xs[0][:, 0].contiguous(), xs[1]], ws, bias)
+    with pytest.raises(ValueError, match=r"weight 0 must be \[D, K_0\] with D >= 1, got \[16\]"):
+        fused_projection_triton(xs, [ws[0][:, 0].contiguous(), ws[1]], bias)
+    with pytest.raises(ValueError, match="weight 1 is on meta, expected"):
+        fused_projection_triton(xs, [ws[0], ws[1].to("meta")], bias)
+    with pytest.raises(ValueError, match="expected float32/float16/bfloat16 inputs, got torch.int32"):
+        fused_projection_triton([x.int() for x in xs], ws, bias)
+    with pytest.raises(ValueError, match="bias must be contiguous"):
+        fused_projection_triton(xs, ws, bias.t().contiguous().t())
 
 
 @pytest.mark.parametrize("fused", [True, False])
