@@ -9,6 +9,7 @@ the graphs records what the next stage (calibration) needs.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,6 +46,41 @@ Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth S
 Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 FORBIDDEN_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"})
+
+#: torch releases (major, minor) whose ONNX exporter passes tests/export on every fusion
+#: strategy, each checked in a fresh venv (``pip install torch==X`` and the package; see the
+#: README). setup.py admits older torch for the device side (kernels, the torch engine), which
+#: does not export.
+EXPORT_TESTED_TORCH = ((2, 6), (2, 7), (2, 8), (2, 10), (2, 11), (2, 12), (2, 13), (2, 14))
+#: torch releases known to fail, with why: said when an export fails under one of them
+EXPORT_KNOWN_BAD_TORCH = {
+    (2, 9): "torch 2.9 traces these models with a 'batch != 1' guard and its ONNX exporter then fails on "
+            "that guard (NameError: name 'L' is not defined; pytorch/pytorch#172903); torch 2.8 and 2.10 do not",
+}
+
+
+class ExportFailed(ValueError):
+    """torch's ONNX exporter failed on a graph: says which graph, under which torch, and what to do."""
+
+
+def _torch_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version string such as '2.5.1+cu124' or '2.3.0a0+nv24.03'."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def export_failure_advice(version: str) -> str:
+    """What to tell a user whose export failed under torch ``version``."""
+    major_minor = _torch_version(version)
+    tested = "edgefuse's export is tested with torch " + ", ".join(f"{a}.{b}" for a, b in EXPORT_TESTED_TORCH)
+    if major_minor in EXPORT_TESTED_TORCH:
+        return f"{tested}, this one included: the cause is in this model (torch.onnx.export(..., report=True) writes a report)"
+    known = EXPORT_KNOWN_BAD_TORCH.get(major_minor)
+    if known is None and major_minor < (2, 6):
+        known = "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every fusion strategy)"
+    if known:
+        return f"{known}. {tested}: export on a host with one of those (the bundle then runs on a device without torch)"
+    return f"{tested}, not {version}: if the cause is not in this model, try one of those"
 
 
 class _SubsetGraph(nn.Module):
@@ -99,11 +135,19 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[str],
     shapes = [{k: batch for k in d} for d in dynamic]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, args, str(path), input_names=input_names, output_names=output_names,
-            opset_version=OPSET, dynamo=True, dynamic_shapes=(tuple(shapes),) if isinstance(module, _SubsetGraph) else tuple(shapes),
-            optimize=True, verbose=False,
-        )
+        try:
+            torch.onnx.export(
+                module, args, str(path), input_names=input_names, output_names=output_names,
+                opset_version=OPSET, dynamo=True, dynamic_shapes=(tuple(shapes),) if isinstance(module, _SubsetGraph) else tuple(shapes),
+                optimize=True, verbose=False,
+            )
+        except Exception as e:  # the exporter's own errors run to pages: keep the first line, chain the rest
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # (torch colours some of its messages)
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "").split(". ")[0][:300]
+            raise ExportFailed(
+                f"{path.name}: torch.onnx.export failed under torch {torch.__version__} ({type(e).__name__}: {first}). "
+                f"{export_failure_advice(torch.__version__)}"
+            ) from e
     # keep weights inside the .onnx file (one file per engine: simpler checksums and copies)
     model = onnx.load(str(path), load_external_data=True)
     for extra in path.parent.glob(path.name + ".data"):
@@ -136,11 +180,15 @@ def check_graph(path: str | Path, allow_qdq: bool = False) -> list[str]:
 
 
 def _max_diff(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the whole batch and over its first row alone: an
+    edge device runs batch 1, and a graph traced at batch 2 could hold a step that is wrong
+    only there (a broadcast or a squeeze that assumed batch > 1)."""
     from edgefuse.engines.ort import OrtEngine
 
     with OrtEngine(path) as engine:
         got = next(iter(engine.run(feeds).values()))
-    return float(np.abs(got - expected).max())
+        one = next(iter(engine.run({k: v[:1] for k, v in feeds.items()}).values()))
+    return float(max(np.abs(got - expected).max(), np.abs(one - expected[:1]).max()))
 
 
 def export_model(

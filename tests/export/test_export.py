@@ -1,5 +1,7 @@
 """Per-subset and split ONNX export: checker, opset, TensorRT operator set, dynamic batch, equality with PyTorch."""
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -90,3 +92,55 @@ def test_check_graph_rejects_operators_tensorrt_cannot_parse(tmp_path):
     assert check_graph(_graph(tmp_path, "Relu")) == ["Relu"]
     with pytest.raises(ValueError, match=r"operators \['IsInf'\] are not supported by TensorRT"):
         check_graph(_graph(tmp_path, "IsInf"))
+
+
+def test_the_export_check_covers_batch_one(tmp_path):
+    """A graph right at the checked batch but wrong at batch 1 (here: doubled when batch == 1)
+    must show in the recorded difference: edge devices run batch 1."""
+    from onnx import TensorProto, helper
+
+    from edgefuse.export import _max_diff
+
+    c = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [1], [v]))  # noqa: E731
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]), c("zero", 0), c("one", 1),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Equal", ["batch", "one"], ["is_one"]),
+        helper.make_node("Cast", ["is_one"], ["extra"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "extra"], ["more"]),
+        helper.make_node("Add", ["x", "more"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "batch_one.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(path))
+    x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1.0
+    np.testing.assert_array_equal(_ort(path, {"x": x}), x)  # right at batch 5 ...
+    assert _max_diff(path, {"x": x}, x) == pytest.approx(4.0)  # ... and the check sees row 0 doubled at batch 1
+
+
+def test_an_exporter_failure_names_the_graph_and_the_torch_and_leaves_nothing(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("\x1b[96mConstraints violated (batch)!\x1b[0m\n  - Not all values of batch ...")  # coloured, as torch does
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    model = build_model("late_mean", specs_n(2), num_classes=3).eval()
+    match = rf"cam\.onnx: torch\.onnx\.export failed under torch {re.escape(torch.__version__)} \(RuntimeError: Constraints violated \(batch\)!\)"
+    with pytest.raises(ValueError, match=match) as e:
+        export_model(model, tmp_path / "x", subsets=[("cam",)], progress=False)
+    assert "edgefuse's export is tested with torch" in str(e.value) and "\x1b" not in str(e.value)
+    assert isinstance(e.value.__cause__, RuntimeError)  # the exporter's whole error stays chained
+    assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("version, says", [
+    ("2.9.1+cu128", "pytorch/pytorch#172903"),
+    ("2.5.1+cu124", "2.5.1's exporter fails on every fusion strategy"),
+    ("2.3.0a0+nv24.03", "torch < 2.6 is older than"),  # JetPack 6.0's build
+    ("2.13.0+cpu", "this one included: the cause is in this model"),
+    ("2.99.0", "not 2.99.0"),
+])
+def test_export_failure_advice_by_torch_version(version, says):
+    from edgefuse.export import export_failure_advice
+
+    assert says in export_failure_advice(version)
