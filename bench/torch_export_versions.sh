@@ -35,7 +35,7 @@ for v in "$@"; do
   expect=$("$venv/bin/python" -c 'import sys, torch
 from edgefuse.export import EXPORT_KNOWN_BAD_TORCH, EXPORT_TESTED_TORCH, _torch_version
 mm = _torch_version(torch.__version__)
-print("tested" if mm in EXPORT_TESTED_TORCH else "bad" if mm in EXPORT_KNOWN_BAD_TORCH or mm < (2, 6) else "unknown")')
+print("unknown" if mm is None else "tested" if mm in EXPORT_TESTED_TORCH else "bad" if mm in EXPORT_KNOWN_BAD_TORCH or mm < (2, 6) else "unknown")')
   verdict="agrees with edgefuse/export.py ($expect)"
   if [ "$expect" = tested ] && [ "$rc" -ne 0 ]; then verdict="DISAGREES: listed as tested, but tests/export failed"; status=1
   elif [ "$expect" = bad ] && [ -z "$told" ]; then verdict="DISAGREES: listed as failing, but no ExportFailed was reported"; status=1

@@ -63,16 +63,22 @@ class ExportFailed(ValueError):
     """torch's ONNX exporter failed on a graph: says which graph, under which torch, and what to do."""
 
 
-def _torch_version(version: str) -> tuple[int, int]:
-    """(major, minor) of a torch version string such as '2.5.1+cu124' or '2.3.0a0+nv24.03'."""
-    major, minor = version.split("+")[0].split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+def _torch_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a torch version string such as '2.5.1+cu124' or '2.3.0a0+nv24.03';
+    None when it reads as neither (a source build may say anything)."""
+    parts = version.split("+")[0].split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()))
+    except (IndexError, ValueError):
+        return None
 
 
 def export_failure_advice(version: str) -> str:
     """What to tell a user whose export failed under torch ``version``."""
     major_minor = _torch_version(version)
     tested = "edgefuse's export is tested with torch " + ", ".join(f"{a}.{b}" for a, b in EXPORT_TESTED_TORCH)
+    if major_minor is None:
+        return f"{tested}; this torch's version ({version!r}) does not say which it is"
     if major_minor in EXPORT_TESTED_TORCH:
         return f"{tested}, this one included: the cause is in this model (torch.onnx.export(..., report=True) writes a report)"
     known = EXPORT_KNOWN_BAD_TORCH.get(major_minor)

@@ -139,6 +139,7 @@ def test_an_exporter_failure_names_the_graph_and_the_torch_and_leaves_nothing(tm
     ("2.3.0a0+nv24.03", "torch < 2.6 is older than"),  # JetPack 6.0's build
     ("2.13.0+cpu", "this one included: the cause is in this model"),
     ("2.99.0", "not 2.99.0"),
+    ("main", "this torch's version ('main') does not say which it is"),  # a source build's odd version
 ])
 def test_export_failure_advice_by_torch_version(version, says):
     from edgefuse.export import export_failure_advice
