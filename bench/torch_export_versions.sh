@@ -4,7 +4,7 @@
 # appended to $OUT/versions.txt names the stack, the tests' summary and, where an export
 # failed, the first ExportFailed message (what a user of that torch is told).
 # Exit status 1 when a release disagrees with edgefuse/export.py's table: one in
-# EXPORT_TESTED_TORCH that fails, or one known to fail (EXPORT_KNOWN_BAD_TORCH, < 2.6) whose
+# EXPORT_TESTED_TORCH that fails, or one known to fail (torch_export_status: 'bad') whose
 # failure is not reported as ExportFailed. Other releases are recorded, not judged.
 # PYTHON picks the interpreter (torch 2.5 and older for Python 3.10: PYTHON=python3.10).
 # Each venv is deleted after its run unless KEEP=1 (about 5 GB each).
@@ -32,10 +32,7 @@ for v in "$@"; do
   told=$(grep -m 1 -o 'ExportFailed: .*' "$log" | cut -c 15-)
   stack=$("$venv/bin/python" -c 'import sys, numpy, onnx, onnxruntime, onnxscript, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, onnxscript {onnxscript.__version__}, numpy {numpy.__version__}")')
   # what edgefuse/export.py says of this release: tested, known bad, or neither
-  expect=$("$venv/bin/python" -c 'import sys, torch
-from edgefuse.export import EXPORT_KNOWN_BAD_TORCH, EXPORT_TESTED_TORCH, _torch_version
-mm = _torch_version(torch.__version__)
-print("unknown" if mm is None else "tested" if mm in EXPORT_TESTED_TORCH else "bad" if mm in EXPORT_KNOWN_BAD_TORCH or mm < (2, 6) else "unknown")')
+  expect=$("$venv/bin/python" -c 'import torch; from edgefuse.export import torch_export_status; print(torch_export_status(torch.__version__)[0])')
   verdict="agrees with edgefuse/export.py ($expect)"
   if [ "$expect" = tested ] && [ "$rc" -ne 0 ]; then verdict="DISAGREES: listed as tested, but tests/export failed"; status=1
   elif [ "$expect" = bad ] && [ -z "$told" ]; then verdict="DISAGREES: listed as failing, but no ExportFailed was reported"; status=1

@@ -73,19 +73,32 @@ def _torch_version(version: str) -> tuple[int, int] | None:
         return None
 
 
+def torch_export_status(version: str) -> tuple[str, str | None]:
+    """What edgefuse knows of exporting under torch ``version``: ('tested', None), ('bad', why)
+    or ('unknown', why or None). bench/torch_export_versions.sh checks each release it runs
+    against this."""
+    major_minor = _torch_version(version)
+    if major_minor is None:
+        return "unknown", f"this torch's version ({version!r}) does not say which it is"
+    if major_minor in EXPORT_TESTED_TORCH:
+        return "tested", None
+    if major_minor in EXPORT_KNOWN_BAD_TORCH:
+        return "bad", EXPORT_KNOWN_BAD_TORCH[major_minor]
+    if major_minor < min(EXPORT_TESTED_TORCH):
+        return "bad", "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every fusion strategy)"
+    return "unknown", None
+
+
 def export_failure_advice(version: str) -> str:
     """What to tell a user whose export failed under torch ``version``."""
-    major_minor = _torch_version(version)
+    status, why = torch_export_status(version)
     tested = "edgefuse's export is tested with torch " + ", ".join(f"{a}.{b}" for a, b in EXPORT_TESTED_TORCH)
-    if major_minor is None:
-        return f"{tested}; this torch's version ({version!r}) does not say which it is"
-    if major_minor in EXPORT_TESTED_TORCH:
+    if status == "tested":
         return f"{tested}, this one included: the cause is in this model (torch.onnx.export(..., report=True) writes a report)"
-    known = EXPORT_KNOWN_BAD_TORCH.get(major_minor)
-    if known is None and major_minor < (2, 6):
-        known = "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every fusion strategy)"
-    if known:
-        return f"{known}. {tested}: export on a host with one of those (the bundle then runs on a device without torch)"
+    if status == "bad":
+        return f"{why}. {tested}: export on a host with one of those (the bundle then runs on a device without torch)"
+    if why:
+        return f"{tested}; {why}"
     return f"{tested}, not {version}: if the cause is not in this model, try one of those"
 
 

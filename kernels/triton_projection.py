@@ -58,35 +58,22 @@ def next_pow2(n: int) -> int:
 def check_tensors(op: str, ref: torch.Tensor, tensors, any_dtype: tuple[str, ...] = ()) -> None:
     """The launchers' common argument check: ``ref`` is a float tensor, and every ``(name,
     tensor)`` of ``tensors`` (None = absent, skipped) is on ``ref``'s device, contiguous and,
-    unless its name is in ``any_dtype``, of ``ref``'s dtype. Raises ValueError naming it."""
-    if ref.dtype not in _FLOATS:
-        raise ValueError(f"{op}: expected float32/float16/bfloat16 inputs, got {ref.dtype}")
+    unless its name is in ``any_dtype``, of ``ref``'s dtype. Raises ValueError naming it.
+
+    It runs on every launch: ``ref``'s dtype and device are read once, and a launcher with
+    computed names passes them cached (see ``_projection_names``), not built per call."""
+    dtype, device = ref.dtype, ref.device
+    if dtype not in _FLOATS:
+        raise ValueError(f"{op}: expected float32/float16/bfloat16 inputs, got {dtype}")
     for what, t in tensors:
         if t is None:
             continue
-        if t.device != ref.device:
-            raise ValueError(f"{op}: {what} is on {t.device}, expected {ref.device}")
-        if t.dtype != ref.dtype and what not in any_dtype:
-            raise ValueError(f"{op}: {what} has dtype {t.dtype}, expected {ref.dtype}")
+        if t.device != device:
+            raise ValueError(f"{op}: {what} is on {t.device}, expected {device}")
+        if t.dtype != dtype and what not in any_dtype:
+            raise ValueError(f"{op}: {what} has dtype {t.dtype}, expected {dtype}")
         if not t.is_contiguous():
             raise ValueError(f"{op}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
-
-
-def tensors_ok(ref: torch.Tensor, same_dtype, any_dtype=()) -> bool:
-    """The fast path of ``check_tensors``: True when ``ref`` is a float tensor and every tensor
-    of ``same_dtype`` (``ref``'s dtype) and ``any_dtype`` (any dtype) is on ``ref``'s device and
-    contiguous (None = absent). Builds no names or messages: a launcher calls ``check_tensors``
-    for its error only when this is False."""
-    dtype, device = ref.dtype, ref.device
-    if dtype not in _FLOATS:
-        return False
-    for t in same_dtype:
-        if t is not None and (t.dtype != dtype or t.device != device or not t.is_contiguous()):
-            return False
-    for t in any_dtype:
-        if t is not None and (t.device != device or not t.is_contiguous()):
-            return False
-    return True
 
 
 def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
@@ -434,7 +421,7 @@ def fused_projection_train(
 def _check_projection(xs, weights, bias, act) -> torch.Tensor:
     """Raise ValueError naming what is wrong; return the first present input.
 
-    Runs on every call, so the common case reads each shape once and builds no message."""
+    Runs on every call, so the common case reads each shape once and builds no string."""
     if act not in ACTS:
         raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
     if len(xs) != len(weights) or not xs:
@@ -458,7 +445,12 @@ def _check_projection(xs, weights, bias, act) -> torch.Tensor:
                 raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={ws[1]}], got {list(s)}")
     if bias is not None and bias.shape != (len(xs), d):
         raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
-    if not tensors_ok(ref, (*weights, *xs), (bias,)):  # the kernel reads bias as fp32: any float dtype
-        named = [(f"weight {i}", w) for i, w in enumerate(weights)] + [(f"input {i}", x) for i, x in enumerate(xs)]
-        check_tensors("fused_projection", ref, named + [("bias", bias)], any_dtype=("bias",))
+    # the kernel reads bias as fp32: any float dtype
+    check_tensors("fused_projection", ref, zip(_projection_names(len(xs)), (*weights, *xs, bias)), any_dtype=("bias",))
     return ref
+
+
+@functools.lru_cache(maxsize=None)
+def _projection_names(n: int) -> tuple[str, ...]:
+    """The names ``check_tensors`` gives the projection's weights, inputs and bias, built once per N."""
+    return (*(f"weight {i}" for i in range(n)), *(f"input {i}" for i in range(n)), "bias")

@@ -93,3 +93,16 @@ def calibrated(exported, small_scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("calib") / "int8"
     calibrate_export(exported, small_scenes, out, method="minmax", size=128, max_drop=100.0, progress=False)
     return out
+
+
+#: the IR version torch's exporter writes (and the bundles carry); onnx's default, newer, is more
+#: than an older onnxruntime loads (onnx 1.23 writes 14; onnxruntime 1.30 loads up to 13, 1.23 up to 11)
+IR_VERSION = 10
+
+
+def save_onnx(graph, path, opset: int = 17) -> None:
+    """Save a hand-built ONNX graph as exported ones are: default-domain ``opset``, IR_VERSION."""
+    import onnx
+    from onnx import helper
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION), str(path))

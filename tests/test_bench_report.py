@@ -1,6 +1,9 @@
 """The kernel benchmark's derived numbers and bar verdicts (the GPU run depends on them), on synthetic timings."""
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +14,12 @@ sys.path.insert(0, str(BENCH))  # the bench scripts import their shared helpers 
 spec = importlib.util.spec_from_file_location("bench_kernels", BENCH / "bench_kernels.py")
 bk = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bk)
+
+
+def _compiled_mode_env() -> dict:
+    """This environment without the interpreter and backend switches: a bench script that
+    compiles for the stand-in GPU must start without them (the interpreter replaces the JIT)."""
+    return {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
 
 
 def _t(us):
@@ -43,8 +52,6 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
 
 def test_projection_alternatives_are_valid_configs_that_compute_the_same_result():
     """The GPU run times these next to the default; each must launch (tl.dot sizes) and be correct."""
-    import os
-
     import torch
 
     if not torch.cuda.is_available():
@@ -148,9 +155,6 @@ def test_past_the_time_budget_optional_measurements_are_skipped_and_said(monkeyp
 def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatch):
     """The GPU run's script, every step, at tiny shapes (on CPU through the interpreter): what
     would break the one GPU run (a wrong key, a closure, a plot) breaks here first."""
-    import json
-    import os
-
     assert os.environ.get("TRITON_INTERPRET") == "1" or bk.torch.cuda.is_available()  # tests/conftest.py
     for name in (*bk.DRY_RUN, "DEV", "DRY", "LATER_COMPILE", "DEADLINE"):  # main() sets these; restore them after
         monkeypatch.setattr(bk, name, getattr(bk, name))
@@ -187,11 +191,7 @@ def test_a_failing_step_is_recorded_and_the_next_still_runs(monkeypatch):
 def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_path):
     """bench/count_gpu_test_binaries.py on one gated test: Triton's JIT compiles their binaries
     for sm_90 (one per distinct specialisation) and the JSON says how many."""
-    import json
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env = _compiled_mode_env()
     select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
     run = subprocess.run([sys.executable, str(BENCH / "count_gpu_test_binaries.py"), "--out", str(tmp_path), "-k", select],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -206,11 +206,7 @@ def test_counting_the_gpu_test_runs_binaries_reports_a_compile_error_with_its_te
     """A launch whose compile fails (here: Triton's compile made to raise) is reported with the
     test that hit it, and the script exits 1: a test shape that would not compile on the GPU
     shows here first."""
-    import json
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env = _compiled_mode_env()
     select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
     broken = ("import runpy, sys, triton.compiler, triton.runtime.jit as jit\n"
               "def compile(*a, **k): raise RuntimeError('deliberate compile failure')\n"
@@ -229,12 +225,9 @@ def test_counting_the_gpu_test_runs_binaries_reports_a_compile_error_with_its_te
 def test_guard_mutants_catches_one_mutant_as_the_tests_do():
     """bench/guard_mutants.py's per-mutant run, guarded: the gated kernel's output store without
     its mask is a race (its bare run may crash the process, so it is not run here)."""
-    import os
-    import subprocess
-
     from tests.kernels._mutants import mutations
 
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env = _compiled_mode_env()
     env["PYTHONPATH"] = str(BENCH.parent)
     line = next(line for line, kind in mutations("triton_gated") if kind == "store mask")
     run = subprocess.run([sys.executable, str(BENCH / "guard_mutants.py"), "--one", "triton_gated", str(line), "store mask",
@@ -246,11 +239,7 @@ def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_p
     """bench_launch_overhead runs on a CPU: launchers with Triton's run stubbed, then with
     Triton's real launch path on a stand-in sm_90 driver (it relies on Triton internals; a
     Triton that changes them fails here, not on the GPU run)."""
-    import json
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env = _compiled_mode_env()
     run = subprocess.run([sys.executable, str(BENCH / "bench_launch_overhead.py"), "--out", str(tmp_path)],
                          cwd=BENCH, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -11,10 +11,7 @@ from edgefuse.checkpoint import load_checkpoint
 from edgefuse.engines import BackendUnavailable, load_engine
 from edgefuse.engines.ort import OrtEngine, cache_path_for, write_optimized_cache
 from edgefuse.export import sample_inputs
-
-#: the IR version torch's exporter writes (and the bundles carry); onnx's default, newer, is more
-#: than an older onnxruntime loads (onnx 1.23 writes 14; onnxruntime 1.30 loads up to 13, 1.23 up to 11)
-IR_VERSION = 10
+from tests.conftest import save_onnx
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -201,7 +198,7 @@ def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])
     nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["y"], ["z"])]  # y is an output and an input
     src = tmp_path / "g.onnx"
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y, z]), opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(src))
+    save_onnx(helper.make_graph(nodes, "g", [x], [y, z]), src)
     feeds = {"x": np.array([[-1.0, 2.0, -3.0], [4.0, -5.0, 6.0]], np.float32)}
     out = OrtEngine(to_fp16(src, tmp_path / "h.onnx")).run(feeds)
     np.testing.assert_array_equal(out["y"], np.maximum(feeds["x"], 0))
@@ -219,7 +216,7 @@ def test_fp16_cast_pass_keeps_an_epsilon_positive(tmp_path):
     eps = numpy_helper.from_array(np.array(1e-12, np.float32), "eps")
     nodes = [helper.make_node("Max", ["x", "eps"], ["m"]), helper.make_node("Log", ["m"], ["y"])]
     src = tmp_path / "g.onnx"
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [eps]), opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(src))
+    save_onnx(helper.make_graph(nodes, "g", [x], [y], [eps]), src)
     out = OrtEngine(to_fp16(src, tmp_path / "h.onnx")).run({"x": np.array([0.0, 0.5, 2.0], np.float32)})["y"]
     assert np.isfinite(out).all(), out
     assert out[0] == pytest.approx(np.log(2.0**-24), abs=1e-2)  # 1e-12 is floored at float16's 2^-24, not flushed to 0

@@ -11,12 +11,7 @@ import torch
 from edgefuse.checkpoint import load_checkpoint
 from edgefuse.export import MAX_OPSET, TRT_SUPPORTED_OPS, check_graph, export_model, read_export, sample_inputs
 from edgefuse.fusion import build_model
-from tests.conftest import specs_n
-
-#: the IR version torch's exporter writes (and the bundles carry); onnx's default, newer, is more
-#: than an older onnxruntime loads (onnx 1.23 writes 14; onnxruntime 1.30 loads up to 13, 1.23 up to 11)
-IR_VERSION = 10
-
+from tests.conftest import save_onnx, specs_n
 
 def _ort(path, feeds):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
@@ -84,7 +79,7 @@ def _graph(tmp_path, op):
     y = helper.make_tensor_value_info("y", TensorProto.BOOL if op == "IsInf" else TensorProto.FLOAT, [1, 4])
     g = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g", [x], [y])
     path = tmp_path / f"{op}.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(path))
+    save_onnx(g, path)
     return path
 
 
@@ -113,7 +108,7 @@ def test_the_export_check_covers_batch_one(tmp_path):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
     path = tmp_path / "batch_one.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(path))
+    save_onnx(g, path)
     x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1.0
     np.testing.assert_array_equal(_ort(path, {"x": x}), x)  # right at batch 5 ...
     assert _max_diff(path, {"x": x}, x) == pytest.approx(4.0)  # ... and the check sees row 0 doubled at batch 1
@@ -133,15 +128,16 @@ def test_an_exporter_failure_names_the_graph_and_the_torch_and_leaves_nothing(tm
     assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("version, says", [
-    ("2.9.1+cu128", "pytorch/pytorch#172903"),
-    ("2.5.1+cu124", "2.5.1's exporter fails on every fusion strategy"),
-    ("2.3.0a0+nv24.03", "torch < 2.6 is older than"),  # JetPack 6.0's build
-    ("2.13.0+cpu", "this one included: the cause is in this model"),
-    ("2.99.0", "not 2.99.0"),
-    ("main", "this torch's version ('main') does not say which it is"),  # a source build's odd version
+@pytest.mark.parametrize("version, status, says", [
+    ("2.9.1+cu128", "bad", "pytorch/pytorch#172903"),
+    ("2.5.1+cu124", "bad", "2.5.1's exporter fails on every fusion strategy"),
+    ("2.3.0a0+nv24.03", "bad", "torch < 2.6 is older than"),  # JetPack 6.0's build
+    ("2.13.0+cpu", "tested", "this one included: the cause is in this model"),
+    ("2.99.0", "unknown", "not 2.99.0"),
+    ("main", "unknown", "this torch's version ('main') does not say which it is"),  # a source build's odd version
 ])
-def test_export_failure_advice_by_torch_version(version, says):
-    from edgefuse.export import export_failure_advice
+def test_export_failure_advice_by_torch_version(version, status, says):
+    from edgefuse.export import export_failure_advice, torch_export_status
 
+    assert torch_export_status(version)[0] == status
     assert says in export_failure_advice(version)

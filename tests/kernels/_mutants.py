@@ -174,7 +174,6 @@ CASES = {
 }
 
 
-
 def run_cases(name: str, module) -> list[str]:
     """Each of module ``name``'s cases run on ``module``: 'pass', 'OutOfBounds' or 'Race' (the
     guard, when it is on), or 'wrong: <why>' (off the reference). Any other error raises."""
