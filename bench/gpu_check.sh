@@ -19,7 +19,7 @@ cat "$OUT/env.txt"
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
 # pytest-xdist is there (the GPU image has it). These tests need about 240 binaries for
-# sm_90, 41-58 s of compiling in one process of the 2-core development VM, with no compile
+# sm_90, 41-62 s of compiling in one process of the 2-core development VM, with no compile
 # error or resource problem, also with this machine's Python 3.12 + torch 2.11 + Triton 3.6
 # (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json from triton_versions.sh):
 # about 10 s over 8 processes, well inside the 120 s below.
