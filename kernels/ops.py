@@ -10,8 +10,10 @@ Rules, in order:
    Function: gated_fusion (a Triton backward kernel) and fused_projection (the kernel's
    pre-activations, then torch's activation and norm; a matmul backward).
 4. Otherwise CUDA tensors -> Triton, anything else -> reference. If Triton cannot be imported
-   (a Jetson image without it, a broken install), CUDA tensors take the reference too, with
-   one warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
+   (a Jetson image without it, a broken install), or its CUDA driver cannot start (checked at
+   the first CUDA call: it builds C helpers on first use, which needs a C compiler and Python's
+   headers that slim runtime images lack), CUDA tensors take the reference too, with one
+   warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
 
 Triton launches on the current CUDA device's stream, whatever device the tensors are on;
 so, as torch's own ops do, a call switches to its tensors' device first when that is not the
@@ -67,20 +69,48 @@ def triton_import_error() -> str | None:
     return None
 
 
-def _no_triton(forced: str) -> str:
-    why = triton_import_error()
+@functools.lru_cache(maxsize=1)
+def triton_driver_error() -> str | None:
+    """Why Triton's CUDA driver cannot start in this process (None: it can). Checked once, at
+    the first call on CUDA tensors.
+
+    Importing Triton does not start it. Its first use compiles C helpers with the host's C
+    compiler against Python's headers (cached under ``~/.triton/cache`` after that) and finds
+    ``libcuda``. A runtime image without ``gcc`` or ``python3-dev`` used to fail only at the
+    first fused op's launch, inside the model ("Failed to find C compiler"). Needs CUDA: call
+    it only for CUDA tensors.
+    """
+    import triton
+
+    try:
+        triton.runtime.driver.active.get_current_device()
+    except Exception as e:  # RuntimeError (no compiler), CalledProcessError (no Python.h), AssertionError (no libcuda)
+        return f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line (libcuda's message has two)
+    return None
+
+
+_CANNOT = {
+    "import": ("Triton cannot be imported", "install it (pip install triton)"),
+    "driver": ("Triton's CUDA driver cannot start",
+               "Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
+               "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)"),
+}
+
+
+def _no_triton(forced: str, what: str, why: str) -> str:
+    cannot, remedy = _CANNOT[what]
     if forced:
-        raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton, which cannot be imported here ({why}); "
-                           "install it (pip install triton) or unset EDGEFUSE_KERNELS")
-    _warn_no_triton(why)
+        raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton: {cannot} here ({why}); {remedy}, "
+                           "or unset EDGEFUSE_KERNELS")
+    _warn_no_triton(cannot, remedy, why)
     return "reference"
 
 
-@functools.lru_cache(maxsize=1)
-def _warn_no_triton(why: str) -> None:
-    """Once per process (the cache is the 'already warned' state)."""
-    warnings.warn(f"edgefuse.kernels: Triton cannot be imported ({why}); CUDA tensors run the PyTorch "
-                  "reference ops instead of the fused kernels", RuntimeWarning, stacklevel=5)
+@functools.lru_cache(maxsize=4)
+def _warn_no_triton(cannot: str, remedy: str, why: str) -> None:
+    """Once per process and cause (the cache is the 'already warned' state)."""
+    warnings.warn(f"edgefuse.kernels: {cannot} ({why}); CUDA tensors run the PyTorch reference ops instead "
+                  f"of the fused kernels. To run the kernels, {remedy}", RuntimeWarning, stacklevel=5)
 
 
 def is_exporting() -> bool:
@@ -113,17 +143,19 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
         return "reference"
     if not has_backward and needs_grad(*ts):
         return "reference"
-    if triton_import_error() is not None:
-        return _no_triton(forced)
-    if forced == "interpret":
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
-        return "triton"
-    if forced == "triton":
-        if not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
-        return "triton"
-    return "triton"  # on_cuda
+    why = triton_import_error()
+    if why is not None:
+        return _no_triton(forced, "import", why)
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    if forced == "interpret" and not interpreting:
+        raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
+    if forced == "triton" and not on_cuda and not interpreting:
+        raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
+    if on_cuda and not interpreting:
+        why = triton_driver_error()
+        if why is not None:
+            return _no_triton(forced, "driver", why)
+    return "triton"
 
 
 def on_device(t: torch.Tensor):

@@ -126,6 +126,50 @@ def test_without_triton_cuda_falls_back_to_the_reference_and_forcing_is_a_clear_
             backend(fake_cuda)
 
 
+def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_clear_error(monkeypatch, tmp_path):
+    """A slim runtime image (no gcc, no python3-dev) imports Triton, but Triton's CUDA driver
+    compiles C helpers on first use and fails there: inside the model's first fused op
+    ("Failed to find C compiler", as in sglang#1067). The check starts Triton's real driver
+    once, at the first CUDA call; here with no C compiler on PATH and an empty Triton cache."""
+    import triton
+    from triton.backends.nvidia import driver as nvidia
+    from triton.runtime import build
+
+    import edgefuse.kernels.ops as ops
+
+    caches = [ops.triton_driver_error, ops._warn_no_triton, nvidia.libcuda_dirs,
+              *(getattr(m, f) for m, f in ((nvidia, "library_dirs"), (build, "_find_compiler")) if hasattr(m, f))]
+    monkeypatch.setattr(triton.runtime, "driver", type(triton.runtime.driver)())  # no driver started yet
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # so Triton picks its CUDA backend
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gcc, no clang
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # its C helpers not built before
+    monkeypatch.setenv("TRITON_LIBCUDA_PATH", str(tmp_path))  # past the libcuda lookup, to the compiler
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # what a GPU process has (the kernels here stay interpreted)
+    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+    fake_cuda = torch.zeros(2, 3)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"Triton's CUDA driver cannot start \(RuntimeError: Failed to find C "
+                          r"compiler.*reference ops.*apt install gcc python3-dev"):
+            assert backend(fake_cuda) == "reference"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # checked and warned once, not on every call
+            assert backend(fake_cuda) == "reference"
+        monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
+        with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton's CUDA driver cannot "
+                           "start here .*Failed to find C compiler.*or unset EDGEFUSE_KERNELS"):
+            backend(fake_cuda)
+        monkeypatch.setenv("EDGEFUSE_KERNELS", "interpret")  # the interpreter needs no driver
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert backend(fake_cuda) == "triton"
+    finally:
+        for cache in caches:  # nothing of this fake start outlives the test
+            cache.cache_clear()
+
+
 @pytest.mark.parametrize("fusion", ["concat", "hadamard", "bilinear", "mfb", "gated", "adaptive_gate", "late_vote"])
 def test_models_run_under_autocast_on_both_paths(fusion, monkeypatch):
     """Autocast (the usual fp16 inference on a Jetson) casts the matmul-like ops' arguments to its
