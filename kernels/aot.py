@@ -35,8 +35,11 @@ from typing import Callable, Iterator
 
 import torch
 
-#: shared memory one block may use (opt-in maximum), bytes, per compute capability
-MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+#: shared memory one block may use (opt-in maximum), bytes, per compute capability. sm_110
+#: (Jetson Thor): not confirmed from NVIDIA's tables here, so the smallest Blackwell limit
+#: (sm_120's) stands in as a lower bound; the launchers' 96 KiB plan stays under it.
+MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 110: 101376,
+              120: 101376}
 #: 32-bit registers per SM (all listed architectures)
 REGS_PER_SM = 65536
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
@@ -393,7 +396,7 @@ def _row(r: Compiled) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Compile edgefuse's Triton kernels for GPU architectures without a GPU.")
-    p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Orin); repeatable")
+    p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Jetson Orin), 110 (Jetson Thor; Triton >= 3.7); repeatable")
     p.add_argument("--dtype", action="append", choices=["float16", "float32"], help="repeatable; default both")
     p.add_argument("--json", type=Path, help="write every record here")
     p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")

@@ -10,10 +10,11 @@ Rules, in order:
    Function: gated_fusion (a Triton backward kernel) and fused_projection (the kernel's
    pre-activations, then torch's activation and norm; a matmul backward).
 4. Otherwise CUDA tensors -> Triton, anything else -> reference. If Triton cannot be imported
-   (a Jetson image without it, a broken install), or its CUDA driver cannot start (checked at
-   the first CUDA call: it builds C helpers on first use, which needs a C compiler and Python's
-   headers that slim runtime images lack), CUDA tensors take the reference too, with one
-   warning that says why; forcing ``triton`` or ``interpret`` then raises instead.
+   (a Jetson image without it, a broken install), or it cannot run on this GPU (checked once,
+   at the first CUDA call: its CUDA driver builds C helpers on first use, which needs a C
+   compiler and Python's headers that slim runtime images lack; and Triton <= 3.6 cannot
+   compile for Jetson Thor), CUDA tensors take the reference too, with one warning that says
+   why; forcing ``triton`` or ``interpret`` then raises instead.
 
 Triton launches on the current CUDA device's stream, whatever device the tensors are on;
 so, as torch's own ops do, a call switches to its tensors' device first when that is not the
@@ -69,45 +70,83 @@ def triton_import_error() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def triton_driver_error() -> str | None:
-    """Why Triton's CUDA driver cannot start in this process (None: it can). Checked once, at
-    the first call on CUDA tensors.
+#: what to do when Triton's CUDA driver cannot start
+DRIVER_REMEDY = ("Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
+                 "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)")
+#: Jetson Thor's architecture (CUDA 13 numbering; CUDA 12.8/12.9 called it sm_101)
+THOR_ARCH = 110
 
-    Importing Triton does not start it. Its first use compiles C helpers with the host's C
-    compiler against Python's headers (cached under ``~/.triton/cache`` after that) and finds
-    ``libcuda``. A runtime image without ``gcc`` or ``python3-dev`` used to fail only at the
-    first fused op's launch, inside the model ("Failed to find C compiler"). Needs CUDA: call
-    it only for CUDA tensors.
+
+def _version(v: str) -> tuple[int, int]:
+    """'3.6.0' -> (3, 6); a local or pre-release suffix ('3.7.0+git1234', '3.5.0rc1') is ignored."""
+    major, minor = (v.split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def triton_target_error(arch, triton_version: str, environ=os.environ) -> tuple[str, str] | None:
+    """Why this Triton cannot compile the kernels for ``sm_<arch>``, and what to do: ``(why,
+    remedy)``; None when it can.
+
+    The rule comes from compiling every launch for the architecture with each Triton release
+    (``python -m edgefuse.kernels.aot --arch A``); ``bench/triton_targets.sh`` redoes that and
+    checks this function. Only sm_110 (Jetson Thor, JetPack 7) fails with some release:
+    - Triton <= 3.4: compiling for sm_110 aborts the whole process (SIGABRT: an assertion in
+      3.0-3.2, LLVM in 3.3-3.4), which no fallback could catch, so the check has to come
+      before the first launch; with CUDA 13's ptxas, 3.4 fails instead on its version;
+    - Triton 3.5 and 3.6: the ptxas in the wheel (CUDA 12.9) rejects sm_110a; CUDA 13's ptxas
+      (JetPack 7's ``/usr/local/cuda/bin/ptxas``) works when named by TRITON_PTXAS_PATH (3.5)
+      or TRITON_PTXAS_BLACKWELL_PATH (3.6);
+    - Triton >= 3.7 ships a CUDA 13 ptxas.
+    Every other architecture checked (sm_87 Orin, sm_90) compiles with every release >= 3.0.
+    """
+    if arch != THOR_ARCH:
+        return None
+    v = _version(triton_version)
+    if v >= (3, 7):
+        return None
+    upgrade = "install triton>=3.7"
+    if v >= (3, 5):
+        var = "TRITON_PTXAS_BLACKWELL_PATH" if v >= (3, 6) else "TRITON_PTXAS_PATH"
+        if environ.get(var):
+            return None
+        return (f"Triton {triton_version}'s ptxas (CUDA 12.9) rejects sm_110 (Jetson Thor)",
+                f"{upgrade}, or set {var} to CUDA 13's ptxas (/usr/local/cuda/bin/ptxas on JetPack 7)")
+    return f"Triton {triton_version} cannot compile for sm_110 (Jetson Thor): compiling aborts the process", upgrade
+
+
+@functools.lru_cache(maxsize=1)
+def triton_cuda_error() -> tuple[str, str, str] | None:
+    """Why Triton cannot run the kernels on this process's CUDA GPU: ``(what, why, remedy)``;
+    None when it can. Checked once, at the first call on CUDA tensors (it needs CUDA).
+
+    1. Triton's CUDA driver must start. Importing Triton does not start it: its first use
+       compiles C helpers with the host's C compiler against Python's headers (cached under
+       ``~/.triton/cache`` after that) and finds ``libcuda``. A runtime image without ``gcc`` or
+       ``python3-dev`` used to fail only at the first fused op's launch, inside the model
+       ("Failed to find C compiler").
+    2. This Triton must compile for the GPU's architecture (``triton_target_error``).
     """
     import triton
 
     try:
-        triton.runtime.driver.active.get_current_device()
+        target = triton.runtime.driver.active.get_current_target()  # starts the driver
     except Exception as e:  # RuntimeError (no compiler), CalledProcessError (no Python.h), AssertionError (no libcuda)
-        return f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line (libcuda's message has two)
-    return None
+        why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line (libcuda's message has two)
+        return "Triton's CUDA driver cannot start", why, DRIVER_REMEDY
+    bad = triton_target_error(target.arch, triton.__version__)
+    return None if bad is None else ("Triton cannot compile the kernels for this GPU", *bad)
 
 
-_CANNOT = {
-    "import": ("Triton cannot be imported", "install it (pip install triton)"),
-    "driver": ("Triton's CUDA driver cannot start",
-               "Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
-               "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)"),
-}
-
-
-def _no_triton(forced: str, what: str, why: str) -> str:
-    cannot, remedy = _CANNOT[what]
+def _no_triton(forced: str, cannot: str, why: str, remedy: str) -> str:
     if forced:
         raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton: {cannot} here ({why}); {remedy}, "
                            "or unset EDGEFUSE_KERNELS")
-    _warn_no_triton(cannot, remedy, why)
+    _warn_no_triton(cannot, why, remedy)
     return "reference"
 
 
 @functools.lru_cache(maxsize=4)
-def _warn_no_triton(cannot: str, remedy: str, why: str) -> None:
+def _warn_no_triton(cannot: str, why: str, remedy: str) -> None:
     """Once per process and cause (the cache is the 'already warned' state)."""
     warnings.warn(f"edgefuse.kernels: {cannot} ({why}); CUDA tensors run the PyTorch reference ops instead "
                   f"of the fused kernels. To run the kernels, {remedy}", RuntimeWarning, stacklevel=5)
@@ -145,16 +184,16 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
         return "reference"
     why = triton_import_error()
     if why is not None:
-        return _no_triton(forced, "import", why)
+        return _no_triton(forced, "Triton cannot be imported", why, "install it (pip install triton)")
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     if forced == "interpret" and not interpreting:
         raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
     if forced == "triton" and not on_cuda and not interpreting:
         raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
     if on_cuda and not interpreting:
-        why = triton_driver_error()
-        if why is not None:
-            return _no_triton(forced, "driver", why)
+        cannot = triton_cuda_error()
+        if cannot is not None:
+            return _no_triton(forced, *cannot)
     return "triton"
 
 

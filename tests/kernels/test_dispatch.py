@@ -137,7 +137,7 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
 
     import edgefuse.kernels.ops as ops
 
-    caches = [ops.triton_driver_error, ops._warn_no_triton, nvidia.libcuda_dirs,
+    caches = [ops.triton_cuda_error, ops._warn_no_triton, nvidia.libcuda_dirs,
               *(getattr(m, f) for m, f in ((nvidia, "library_dirs"), (build, "_find_compiler")) if hasattr(m, f))]
     monkeypatch.setattr(triton.runtime, "driver", type(triton.runtime.driver)())  # no driver started yet
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # so Triton picks its CUDA backend
@@ -168,6 +168,65 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
     finally:
         for cache in caches:  # nothing of this fake start outlives the test
             cache.cache_clear()
+
+
+@pytest.mark.parametrize("version, environ, expected", [
+    ("3.0.0", {}, "aborts the process"), ("3.4.0", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, "aborts"),
+    ("3.5.1", {}, "TRITON_PTXAS_PATH"), ("3.5.1", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+    ("3.6.0", {}, "TRITON_PTXAS_BLACKWELL_PATH"), ("3.6.0", {"TRITON_PTXAS_PATH": "x"}, "TRITON_PTXAS_BLACKWELL_PATH"),
+    ("3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+    ("3.7.1", {}, None), ("3.10.0", {}, None), ("3.7.0+git1a2b", {}, None), ("3.5.0rc1", {}, "TRITON_PTXAS_PATH"),
+])
+def test_which_triton_compiles_for_jetson_thor(version, environ, expected):
+    """The table bench/triton_targets.sh measured (and checks): sm_110 with each Triton release."""
+    from edgefuse.kernels.ops import triton_target_error
+
+    for other in (87, 90, "gfx942"):  # every other architecture compiles with every release
+        assert triton_target_error(other, version, environ) is None
+    got = triton_target_error(110, version, environ)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and expected in " ".join(got) and "triton>=3.7" in got[1], got
+
+
+def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeypatch):
+    """Triton <= 3.4 aborts the process when it compiles for sm_110, so the check must come
+    before any launch: a stand-in driver reports a Thor, and Triton 3.4 is what is installed."""
+    import types
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    import edgefuse.kernels.ops as ops
+
+    thor = types.SimpleNamespace(active=types.SimpleNamespace(get_current_target=lambda: GPUTarget("cuda", 110, 32)))
+    monkeypatch.setattr(triton.runtime, "driver", thor)
+    monkeypatch.setattr(triton, "__version__", "3.4.0")
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+    launched = []
+    import edgefuse.kernels.triton_gated as tg
+
+    monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))
+    ops.triton_cuda_error.cache_clear()
+    ops._warn_no_triton.cache_clear()
+    try:
+        feats, logits = torch.randn(2, 3, 4), torch.randn(2, 3)
+        with pytest.warns(RuntimeWarning, match=r"cannot compile the kernels for this GPU \(Triton 3.4.0 cannot compile "
+                          r"for sm_110 \(Jetson Thor\).*reference ops.*install triton>=3.7"):
+            fused, empty = gated_fusion(feats, logits, torch.ones(2, 3, dtype=torch.bool))
+        assert launched == [] and fused.shape == (2, 4) and not empty.any()
+        monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
+        with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot compile"):
+            backend(feats)
+        monkeypatch.setattr(triton, "__version__", "3.7.1")  # a release that can: checked once per process
+        ops.triton_cuda_error.cache_clear()
+        assert backend(feats) == "triton"
+    finally:
+        ops.triton_cuda_error.cache_clear()
+        ops._warn_no_triton.cache_clear()
 
 
 @pytest.mark.parametrize("fusion", ["concat", "hadamard", "bilinear", "mfb", "gated", "adaptive_gate", "late_vote"])
