@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Which Triton releases compile the kernels for Jetson Thor (sm_110), without a GPU, and
-# whether edgefuse.kernels.ops.triton_target_error (what dispatch checks before the first
-# launch) says the same. For each venv that bench/triton_versions.sh made (under $VENVS): the
-# AOT compile of every benchmark launch for sm_110 (kernels/aot.py, an empty Triton cache)
-# with the wheel's own ptxas; if that fails, again with a CUDA 13 ptxas named by Triton's
-# TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH, then with each alone. JetPack 7 has
-# one at /usr/local/cuda/bin/ptxas; here $PTXAS13 (default: the ptxas-blackwell of the newest
-# Triton venv, CUDA 13.x) stands in for it. Appends one line per venv to $OUT/sm110.txt and
-# exits 1 when a release disagrees with the table.
+# Which Triton releases compile the kernels for the Blackwell GPUs (sm_100 B200, sm_110
+# Jetson Thor, sm_120 RTX 50, sm_121 DGX Spark; $ARCHS), without a GPU, and whether
+# edgefuse.kernels.ops.TRITON_TARGETS (what dispatch checks before the first launch) says the
+# same. For each venv that bench/triton_versions.sh made (under $VENVS) and each
+# architecture: the AOT compile of every benchmark launch (kernels/aot.py, an empty Triton
+# cache) with the wheel's own ptxas; if that fails without aborting, again with a CUDA 13
+# ptxas named by Triton's TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH, then with each
+# alone. JetPack 7 has one at /usr/local/cuda/bin/ptxas; here $PTXAS13 (default: the
+# ptxas-blackwell of the newest Triton venv, CUDA 13.x) stands in for it. Appends one line per
+# venv and architecture to $OUT/targets.txt and exits 1 when one disagrees with the table.
+# (sm_80 to sm_90 compile with every release: triton_versions.sh checks sm_87 and sm_90.)
 #
 #   OUT=bench/results/aot bash bench/triton_targets.sh triton-3.0.0 triton-3.6.0 triton-3.9.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 VENVS="${VENVS:-/tmp/edgefuse-triton-venvs}"
+ARCHS="${ARCHS:-100 110 120 121}"
 [ $# -gt 0 ] || { echo "usage: bash bench/triton_targets.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
 if [ -z "${PTXAS13:-}" ]; then
   PTXAS13=$(ls -d "$VENVS"/triton-3.*/lib/python3*/site-packages/triton/backends/nvidia/bin/ptxas-blackwell 2>/dev/null \
@@ -24,57 +27,65 @@ case "$ptxas13" in 13.*) ;; *) echo "PTXAS13=$PTXAS13 is not a CUDA 13 ptxas (go
 mkdir -p "$OUT"
 status=0
 
-aot() {  # venv, env assignments...: "compiled N binaries" or "failed (rc R): first error line"
-  local py="$1/bin/python" cache log rc
-  shift
+aot() {  # venv, arch, env assignments...: "compiled N binaries" or "failed (rc R): first error line"
+  local py="$1/bin/python" arch="$2" cache log rc msg
+  shift 2
   cache=$(mktemp -d); log=$(mktemp)
   env -u TRITON_INTERPRET -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH TRITON_CACHE_DIR="$cache" "$@" \
-    "$py" -m edgefuse.kernels.aot --arch 110 >"$log" 2>&1
+    "$py" -m edgefuse.kernels.aot --arch "$arch" >"$log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then
     grep -o 'compiled [0-9]* binaries' "$log" | awk '{n += $2} END {print "compiled " n " binaries"}'
   else
-    echo "failed (rc $rc$([ $rc -eq 134 ] && echo ', SIGABRT')): $(grep -m1 -E 'fatal|LLVM ERROR|Error:|Assertion' "$log" | sed 's/.*\(Assertion .*\)/\1/' | cut -c1-120)"
+    msg=$(grep -m1 -E 'fatal|LLVM ERROR|Assertion' "$log" || grep -m1 'Error:' "$log")  # the compiler's own words first
+    echo "failed (rc $rc$([ $rc -eq 134 ] && echo ', SIGABRT')): $(echo "$msg" | sed 's/.*\(Assertion .*\)/\1/' | cut -c1-120)"
   fi
   rm -rf "$cache" "$log"
 }
 
 for tag in "$@"; do
   venv="$VENVS/$tag"
-  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/sm110.txt"; status=1; continue; }
+  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/targets.txt"; status=1; continue; }
   version=$("$venv/bin/python" -c 'import triton; print(triton.__version__)')
-  own=$(aot "$venv")
-  line="triton $version ($tag): sm_110 with its own ptxas: $own"
-  works=""
-  case "$own" in compiled*) works="own" ;; esac
-  if [ -z "$works" ]; then
-    both=$(aot "$venv" TRITON_PTXAS_PATH="$PTXAS13" TRITON_PTXAS_BLACKWELL_PATH="$PTXAS13")
-    line="$line; with CUDA $ptxas13's ptxas as TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH: $both"
-    case "$both" in compiled*)
-      for var in TRITON_PTXAS_PATH TRITON_PTXAS_BLACKWELL_PATH; do
-        alone=$(aot "$venv" "$var=$PTXAS13")
-        line="$line; $var alone: $alone"
-        case "$alone" in compiled*) works="${works:+$works,}$var" ;; esac
-      done ;;
+  for arch in $ARCHS; do
+    own=$(aot "$venv" "$arch")
+    line="triton $version ($tag): sm_$arch with its own ptxas: $own"
+    works=""
+    aborted=no
+    case "$own" in
+      compiled*) works="own" ;;
+      *SIGABRT*) aborted=yes ;;  # the table must say so: no ptxas gets that far
+      *)
+        both=$(aot "$venv" "$arch" TRITON_PTXAS_PATH="$PTXAS13" TRITON_PTXAS_BLACKWELL_PATH="$PTXAS13")
+        line="$line; with CUDA $ptxas13's ptxas as TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH: $both"
+        case "$both" in compiled*)
+          for var in TRITON_PTXAS_PATH TRITON_PTXAS_BLACKWELL_PATH; do
+            alone=$(aot "$venv" "$arch" "$var=$PTXAS13")
+            line="$line; $var alone: $alone"
+            case "$alone" in compiled*) works="${works:+$works,}$var" ;; esac
+          done ;;
+        esac ;;
     esac
-  fi
-  # the table's answers: with no variable, and with each variable alone
-  table=$("$venv/bin/python" - <<'EOF'
-from edgefuse.kernels.ops import triton_target_error
+    # the table's answers: which way compiles (its own ptxas, or a variable), and whether it aborts
+    table=$(ARCH="$arch" "$venv/bin/python" - <<'EOF'
+import os
 import triton
-v = triton.__version__
-ok = ["own"] if triton_target_error(110, v, {}) is None else []
+from edgefuse.kernels.ops import triton_target_error
+arch, v = int(os.environ["ARCH"]), triton.__version__
+ok = ["own"] if triton_target_error(arch, v, {}) is None else []
 ok += [var for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
-       if not ok and triton_target_error(110, v, {var: "/usr/local/cuda/bin/ptxas"}) is None]
-print(",".join(ok))
+       if not ok and triton_target_error(arch, v, {var: "/usr/local/cuda/bin/ptxas"}) is None]
+bad = triton_target_error(arch, v, {})
+print(",".join(ok) + " " + ("yes" if bad and "aborts" in bad[0] else "no"))
 EOF
 )
-  if [ "$table" = "$works" ]; then
-    line="$line; table: ${table:-none works}, agrees"
-  else
-    line="$line; table: ${table:-none works}, DISAGREES (measured: ${works:-none works})"
-    status=1
-  fi
-  echo "$line" | tee -a "$OUT/sm110.txt"
+    if [ "$table" = "$works $aborted" ]; then
+      line="$line; table: ${works:-none works}, aborts: $aborted, agrees"
+    else
+      line="$line; table: $table, DISAGREES (measured: ${works:-none works}, aborts: $aborted)"
+      status=1
+    fi
+    echo "$line" | tee -a "$OUT/targets.txt"
+  done
 done
 exit $status

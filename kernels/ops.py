@@ -12,8 +12,8 @@ Rules, in order:
 4. Otherwise CUDA tensors -> Triton, anything else -> reference. If Triton cannot be imported
    (a Jetson image without it, a broken install), or it cannot run on this GPU (checked once,
    at the first CUDA call: its CUDA driver builds C helpers on first use, which needs a C
-   compiler and Python's headers that slim runtime images lack; and Triton <= 3.6 cannot
-   compile for Jetson Thor), CUDA tensors take the reference too, with one warning that says
+   compiler and Python's headers that slim runtime images lack; and some Triton releases
+   cannot compile for some GPUs, Jetson Thor with Triton <= 3.6 among them), CUDA tensors take the reference too, with one warning that says
    why; forcing ``triton`` or ``interpret`` then raises instead.
 
 Triton launches on the current CUDA device's stream, whatever device the tensors are on;
@@ -73,8 +73,22 @@ def triton_import_error() -> str | None:
 #: what to do when Triton's CUDA driver cannot start
 DRIVER_REMEDY = ("Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
                  "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)")
-#: Jetson Thor's architecture (CUDA 13 numbering; CUDA 12.8/12.9 called it sm_101)
-THOR_ARCH = 110
+#: The Triton releases that cannot compile the kernels for a GPU architecture, as
+#: ``bench/triton_targets.sh`` measured by compiling every benchmark launch for it with each
+#: release from 3.0 to 3.9 (``python -m edgefuse.kernels.aot --arch A``); the script also
+#: checks this table. Per architecture: its parts, then (first, last release, what happens):
+#: "aborts" (the whole process dies, SIGABRT, in an assertion or LLVM: no fallback can catch
+#: that, so dispatch checks before the first launch), "fails" (an exception), or the
+#: environment variable that makes it compile with CUDA 13's ptxas. A release in no range
+#: compiles them. sm_80 to sm_90 (Ampere, Ada, Hopper, Jetson Orin) compile with every release.
+#: (Older GPUs are not targets: the launchers plan for sm_80's shared memory.)
+TRITON_TARGETS: dict[int, tuple[str, tuple[tuple[tuple[int, int], tuple[int, int], str], ...]]] = {
+    100: ("B200, GB200", (((3, 0), (3, 2), "aborts"),)),
+    110: ("Jetson Thor", (((3, 0), (3, 4), "aborts"), ((3, 5), (3, 5), "TRITON_PTXAS_PATH"),
+                          ((3, 6), (3, 6), "TRITON_PTXAS_BLACKWELL_PATH"))),
+    120: ("RTX 50, RTX PRO Blackwell", (((3, 0), (3, 2), "aborts"),)),
+    121: ("DGX Spark GB10", (((3, 0), (3, 3), "aborts"), ((3, 4), (3, 4), "fails"), ((3, 5), (3, 5), "TRITON_PTXAS_PATH"))),
+}
 
 
 def _version(v: str) -> tuple[int, int]:
@@ -85,33 +99,18 @@ def _version(v: str) -> tuple[int, int]:
 
 def triton_target_error(arch, triton_version: str, environ=os.environ) -> tuple[str, str] | None:
     """Why this Triton cannot compile the kernels for ``sm_<arch>``, and what to do: ``(why,
-    remedy)``; None when it can.
-
-    The rule comes from compiling every launch for the architecture with each Triton release
-    (``python -m edgefuse.kernels.aot --arch A``); ``bench/triton_targets.sh`` redoes that and
-    checks this function. Only sm_110 (Jetson Thor, JetPack 7) fails with some release:
-    - Triton <= 3.4: compiling for sm_110 aborts the whole process (SIGABRT: an assertion in
-      3.0-3.2, LLVM in 3.3-3.4), which no fallback could catch, so the check has to come
-      before the first launch; with CUDA 13's ptxas, 3.4 fails instead on its version;
-    - Triton 3.5 and 3.6: the ptxas in the wheel (CUDA 12.9) rejects sm_110a; CUDA 13's ptxas
-      (JetPack 7's ``/usr/local/cuda/bin/ptxas``) works when named by TRITON_PTXAS_PATH (3.5)
-      or TRITON_PTXAS_BLACKWELL_PATH (3.6);
-    - Triton >= 3.7 ships a CUDA 13 ptxas.
-    Every other architecture checked (sm_87 Orin, sm_90) compiles with every release >= 3.0.
-    """
-    if arch != THOR_ARCH:
-        return None
+    remedy)``; None when it can (or when ``TRITON_TARGETS`` knows nothing against it)."""
+    parts, ranges = TRITON_TARGETS.get(arch, ("", ()))
     v = _version(triton_version)
-    if v >= (3, 7):
+    what = next((what for first, last, what in ranges if first <= v <= last), None)
+    if what is None or (what not in ("aborts", "fails") and environ.get(what)):
         return None
-    upgrade = "install triton>=3.7"
-    if v >= (3, 5):
-        var = "TRITON_PTXAS_BLACKWELL_PATH" if v >= (3, 6) else "TRITON_PTXAS_PATH"
-        if environ.get(var):
-            return None
-        return (f"Triton {triton_version}'s ptxas (CUDA 12.9) rejects sm_110 (Jetson Thor)",
-                f"{upgrade}, or set {var} to CUDA 13's ptxas (/usr/local/cuda/bin/ptxas on JetPack 7)")
-    return f"Triton {triton_version} cannot compile for sm_110 (Jetson Thor): compiling aborts the process", upgrade
+    last = max(last for _, last, _ in ranges)
+    remedy = f"install triton>={last[0]}.{last[1] + 1}"
+    if what not in ("aborts", "fails"):
+        remedy += f", or set {what} to CUDA 13's ptxas (e.g. /usr/local/cuda/bin/ptxas on JetPack 7)"
+    how = {"aborts": "compiling aborts the process", "fails": "its compiler fails"}.get(what, f"its ptxas rejects sm_{arch}a")
+    return f"Triton {triton_version} cannot compile for sm_{arch} ({parts}): {how}", remedy
 
 
 @functools.lru_cache(maxsize=1)

@@ -170,24 +170,28 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
             cache.cache_clear()
 
 
-@pytest.mark.parametrize("version, environ, expected", [
-    ("3.0.0", {}, "aborts the process"), ("3.4.0", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, "aborts"),
-    ("3.5.1", {}, "TRITON_PTXAS_PATH"), ("3.5.1", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, None),
-    ("3.6.0", {}, "TRITON_PTXAS_BLACKWELL_PATH"), ("3.6.0", {"TRITON_PTXAS_PATH": "x"}, "TRITON_PTXAS_BLACKWELL_PATH"),
-    ("3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
-    ("3.7.1", {}, None), ("3.10.0", {}, None), ("3.7.0+git1a2b", {}, None), ("3.5.0rc1", {}, "TRITON_PTXAS_PATH"),
+@pytest.mark.parametrize("arch, version, environ, expected", [
+    (110, "3.0.0", {}, "aborts the process"), (110, "3.4.0", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, "aborts"),
+    (110, "3.5.1", {}, "set TRITON_PTXAS_PATH"), (110, "3.5.1", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+    (110, "3.6.0", {}, "set TRITON_PTXAS_BLACKWELL_PATH"), (110, "3.6.0", {"TRITON_PTXAS_PATH": "x"}, "BLACKWELL"),
+    (110, "3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+    (110, "3.7.1", {}, None), (110, "3.10.0", {}, None), (110, "3.7.0+git1a2b", {}, None), (110, "3.5.0rc1", {}, "PTXAS_PATH"),
+    (100, "3.2.0", {}, "aborts"), (100, "3.3.1", {}, None), (120, "3.1.0", {}, "aborts"), (120, "3.3.1", {}, None),
+    (121, "3.3.1", {}, "aborts"), (121, "3.4.0", {}, "its compiler fails"), (121, "3.5.1", {}, "set TRITON_PTXAS_PATH"), (121, "3.6.0", {}, None),
+    (87, "3.0.0", {}, None), (90, "3.0.0", {}, None), (72, "3.0.0", {}, None), ("gfx942", "3.0.0", {}, None),
 ])
-def test_which_triton_compiles_for_jetson_thor(version, environ, expected):
-    """The table bench/triton_targets.sh measured (and checks): sm_110 with each Triton release."""
-    from edgefuse.kernels.ops import triton_target_error
+def test_which_triton_compiles_for_which_gpu(arch, version, environ, expected):
+    """The table bench/triton_targets.sh measured (and checks), read back: what each release
+    does for each architecture, and the remedy it names (the first release that works)."""
+    from edgefuse.kernels.ops import TRITON_TARGETS, triton_target_error
 
-    for other in (87, 90, "gfx942"):  # every other architecture compiles with every release
-        assert triton_target_error(other, version, environ) is None
-    got = triton_target_error(110, version, environ)
+    got = triton_target_error(arch, version, environ)
     if expected is None:
         assert got is None
     else:
-        assert got is not None and expected in " ".join(got) and "triton>=3.7" in got[1], got
+        floor = {100: "3.3", 110: "3.7", 120: "3.3", 121: "3.6"}[arch]
+        assert got is not None and expected in " ".join(got) and f"triton>={floor}" in got[1], got
+        assert f"sm_{arch} ({TRITON_TARGETS[arch][0]})" in got[0]
 
 
 def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeypatch):
