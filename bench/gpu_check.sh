@@ -12,7 +12,9 @@ unset TRITON_INTERPRET EDGEFUSE_KERNELS
 source bench/_env.sh
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } \
+  "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+  # dispatch's once-per-process check (driver start, Triton vs this GPU's architecture)
+  "$PY" -c "from edgefuse.kernels.ops import triton_cuda_error as e; print('kernels can run here:', e() or 'yes')"; } \
   > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
