@@ -2,8 +2,8 @@
 # Which Triton releases compile the kernels for the Blackwell GPUs (sm_100 B200, sm_110
 # Jetson Thor, sm_120 RTX 50, sm_121 DGX Spark; $ARCHS), without a GPU, and whether
 # edgefuse.kernels.ops.TRITON_TARGETS (what dispatch checks before the first launch) says the
-# same. For each venv that bench/triton_versions.sh made (under $VENVS) and each
-# architecture: the AOT compile of every benchmark launch (kernels/aot.py, an empty Triton
+# same (triton_target_status). For each venv that bench/triton_versions.sh made (under
+# $VENVS) and each architecture: the AOT compile of every benchmark launch (kernels/aot.py, an empty Triton
 # cache) with the wheel's own ptxas; if that fails without aborting, again with a CUDA 13
 # ptxas named by Triton's TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH, then with each
 # alone. JetPack 7 has one at /usr/local/cuda/bin/ptxas; here $PTXAS13 (default: the
@@ -35,7 +35,7 @@ aot() {  # venv, arch, env assignments...: "compiled N binaries" or "failed (rc 
     "$py" -m edgefuse.kernels.aot --arch "$arch" >"$log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then
-    grep -o 'compiled [0-9]* binaries' "$log" | awk '{n += $2} END {print "compiled " n " binaries"}'
+    grep -o -m1 'compiled [0-9]* binaries' "$log"
   else
     msg=$(grep -m1 -E 'fatal|LLVM ERROR|Assertion' "$log" || grep -m1 'Error:' "$log")  # the compiler's own words first
     echo "failed (rc $rc$([ $rc -eq 134 ] && echo ', SIGABRT')): $(echo "$msg" | sed 's/.*\(Assertion .*\)/\1/' | cut -c1-120)"
@@ -48,41 +48,31 @@ for tag in "$@"; do
   [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/targets.txt"; status=1; continue; }
   version=$("$venv/bin/python" -c 'import triton; print(triton.__version__)')
   for arch in $ARCHS; do
+    # measured, in the table's words: own (compiles as installed), aborts, fails, or the
+    # variable(s) that make it compile when they name CUDA 13's ptxas
     own=$(aot "$venv" "$arch")
     line="triton $version ($tag): sm_$arch with its own ptxas: $own"
-    works=""
-    aborted=no
     case "$own" in
-      compiled*) works="own" ;;
-      *SIGABRT*) aborted=yes ;;  # the table must say so: no ptxas gets that far
+      compiled*) measured=own ;;
+      *SIGABRT*) measured=aborts ;;  # no ptxas gets that far
       *)
+        measured=""
         both=$(aot "$venv" "$arch" TRITON_PTXAS_PATH="$PTXAS13" TRITON_PTXAS_BLACKWELL_PATH="$PTXAS13")
         line="$line; with CUDA $ptxas13's ptxas as TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH: $both"
         case "$both" in compiled*)
           for var in TRITON_PTXAS_PATH TRITON_PTXAS_BLACKWELL_PATH; do
             alone=$(aot "$venv" "$arch" "$var=$PTXAS13")
             line="$line; $var alone: $alone"
-            case "$alone" in compiled*) works="${works:+$works,}$var" ;; esac
+            case "$alone" in compiled*) measured="${measured:+$measured,}$var" ;; esac
           done ;;
-        esac ;;
+        esac
+        measured="${measured:-fails}" ;;
     esac
-    # the table's answers: which way compiles (its own ptxas, or a variable), and whether it aborts
-    table=$(ARCH="$arch" "$venv/bin/python" - <<'EOF'
-import os
-import triton
-from edgefuse.kernels.ops import triton_target_error
-arch, v = int(os.environ["ARCH"]), triton.__version__
-ok = ["own"] if triton_target_error(arch, v, {}) is None else []
-ok += [var for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
-       if not ok and triton_target_error(arch, v, {var: "/usr/local/cuda/bin/ptxas"}) is None]
-bad = triton_target_error(arch, v, {})
-print(",".join(ok) + " " + ("yes" if bad and "aborts" in bad[0] else "no"))
-EOF
-)
-    if [ "$table" = "$works $aborted" ]; then
-      line="$line; table: ${works:-none works}, aborts: $aborted, agrees"
+    table=$("$venv/bin/python" -c "import triton; from edgefuse.kernels.ops import triton_target_status as s; print(s($arch, triton.__version__) or 'own')")
+    if [ "$table" = "$measured" ]; then
+      line="$line; table: $table, agrees"
     else
-      line="$line; table: $table, DISAGREES (measured: ${works:-none works}, aborts: $aborted)"
+      line="$line; table: $table, DISAGREES (measured: $measured)"
       status=1
     fi
     echo "$line" | tee -a "$OUT/targets.txt"

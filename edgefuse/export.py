@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgefuse import __version__
+from edgefuse._releases import major_minor
 from edgefuse._fs import atomic_dir, read_record
 from edgefuse.specs import ModalitySpec, default_subsets, subset_name
 
@@ -63,28 +64,18 @@ class ExportFailed(ValueError):
     """torch's ONNX exporter failed on a graph: says which graph, under which torch, and what to do."""
 
 
-def _torch_version(version: str) -> tuple[int, int] | None:
-    """(major, minor) of a torch version string such as '2.5.1+cu124' or '2.3.0a0+nv24.03';
-    None when it reads as neither (a source build may say anything)."""
-    parts = version.split("+")[0].split(".")
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()))
-    except (IndexError, ValueError):
-        return None
-
-
 def torch_export_status(version: str) -> tuple[str, str | None]:
     """What edgefuse knows of exporting under torch ``version``: ('tested', None), ('bad', why)
     or ('unknown', why or None). bench/torch_export_versions.sh checks each release it runs
     against this."""
-    major_minor = _torch_version(version)
-    if major_minor is None:
+    release = major_minor(version)
+    if release is None:
         return "unknown", f"this torch's version ({version!r}) does not say which it is"
-    if major_minor in EXPORT_TESTED_TORCH:
+    if release in EXPORT_TESTED_TORCH:
         return "tested", None
-    if major_minor in EXPORT_KNOWN_BAD_TORCH:
-        return "bad", EXPORT_KNOWN_BAD_TORCH[major_minor]
-    if major_minor < min(EXPORT_TESTED_TORCH):
+    if release in EXPORT_KNOWN_BAD_TORCH:
+        return "bad", EXPORT_KNOWN_BAD_TORCH[release]
+    if release < min(EXPORT_TESTED_TORCH):
         return "bad", "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every fusion strategy)"
     return "unknown", None
 

@@ -13,8 +13,9 @@ Rules, in order:
    (a Jetson image without it, a broken install), or it cannot run on this GPU (checked once,
    at the first CUDA call: its CUDA driver builds C helpers on first use, which needs a C
    compiler and Python's headers that slim runtime images lack; and some Triton releases
-   cannot compile for some GPUs, Jetson Thor with Triton <= 3.6 among them), CUDA tensors take the reference too, with one warning that says
-   why; forcing ``triton`` or ``interpret`` then raises instead.
+   cannot compile for some GPUs, Jetson Thor with Triton <= 3.6 among them), CUDA tensors
+   take the reference too, with one warning that says why; forcing ``triton`` or
+   ``interpret`` then raises instead.
 
 Triton launches on the current CUDA device's stream, whatever device the tensors are on;
 so, as torch's own ops do, a call switches to its tensors' device first when that is not the
@@ -38,6 +39,7 @@ from typing import Sequence
 
 import torch
 
+from edgefuse._releases import major_minor
 from edgefuse.kernels import reference as ref
 
 _CHOICES = ("triton", "interpret", "reference")
@@ -91,24 +93,27 @@ TRITON_TARGETS: dict[int, tuple[str, tuple[tuple[tuple[int, int], tuple[int, int
 }
 
 
-def _version(v: str) -> tuple[int, int]:
-    """'3.6.0' -> (3, 6); a local or pre-release suffix ('3.7.0+git1234', '3.5.0rc1') is ignored."""
-    major, minor = (v.split(".") + ["0"])[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+def triton_target_status(arch, triton_version: str) -> str | None:
+    """What ``TRITON_TARGETS`` says this Triton does for ``sm_<arch>``: None (it compiles the
+    kernels, or the table knows nothing against it), "aborts", "fails", or the variable that
+    must name CUDA 13's ptxas."""
+    release = major_minor(triton_version)
+    ranges = TRITON_TARGETS[arch][1] if arch in TRITON_TARGETS and release is not None else ()
+    return next((what for first, last, what in ranges if first <= release <= last), None)
 
 
 def triton_target_error(arch, triton_version: str, environ=os.environ) -> tuple[str, str] | None:
     """Why this Triton cannot compile the kernels for ``sm_<arch>``, and what to do: ``(why,
     remedy)``; None when it can (or when ``TRITON_TARGETS`` knows nothing against it)."""
-    parts, ranges = TRITON_TARGETS.get(arch, ("", ()))
-    v = _version(triton_version)
-    what = next((what for first, last, what in ranges if first <= v <= last), None)
-    if what is None or (what not in ("aborts", "fails") and environ.get(what)):
+    what = triton_target_status(arch, triton_version)
+    var = what if what not in (None, "aborts", "fails") else None
+    if what is None or (var and environ.get(var)):
         return None
+    parts, ranges = TRITON_TARGETS[arch]
     last = max(last for _, last, _ in ranges)
     remedy = f"install triton>={last[0]}.{last[1] + 1}"
-    if what not in ("aborts", "fails"):
-        remedy += f", or set {what} to CUDA 13's ptxas (e.g. /usr/local/cuda/bin/ptxas on JetPack 7)"
+    if var:
+        remedy += f", or set {var} to CUDA 13's ptxas (e.g. /usr/local/cuda/bin/ptxas on JetPack 7)"
     how = {"aborts": "compiling aborts the process", "fails": "its compiler fails"}.get(what, f"its ptxas rejects sm_{arch}a")
     return f"Triton {triton_version} cannot compile for sm_{arch} ({parts}): {how}", remedy
 
@@ -184,16 +189,14 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
     why = triton_import_error()
     if why is not None:
         return _no_triton(forced, "Triton cannot be imported", why, "install it (pip install triton)")
-    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
-    if forced == "interpret" and not interpreting:
-        raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported")
-    if forced == "triton" and not on_cuda and not interpreting:
-        raise ValueError("EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
-    if on_cuda and not interpreting:
-        cannot = triton_cuda_error()
-        if cannot is not None:
-            return _no_triton(forced, *cannot)
-    return "triton"
+    if forced == "interpret" or (forced == "triton" and not on_cuda):
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return "triton"  # the interpreter: no driver, no GPU
+        raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported"
+                         if forced == "interpret" else
+                         "EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
+    cannot = triton_cuda_error()  # CUDA tensors: cached after the first call
+    return "triton" if cannot is None else _no_triton(forced, *cannot)
 
 
 def on_device(t: torch.Tensor):

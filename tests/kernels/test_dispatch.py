@@ -146,7 +146,6 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # its C helpers not built before
     monkeypatch.setenv("TRITON_LIBCUDA_PATH", str(tmp_path))  # past the libcuda lookup, to the compiler
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # what a GPU process has (the kernels here stay interpreted)
     monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
     fake_cuda = torch.zeros(2, 3)
     for cache in caches:
@@ -176,6 +175,7 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
     (110, "3.6.0", {}, "set TRITON_PTXAS_BLACKWELL_PATH"), (110, "3.6.0", {"TRITON_PTXAS_PATH": "x"}, "BLACKWELL"),
     (110, "3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
     (110, "3.7.1", {}, None), (110, "3.10.0", {}, None), (110, "3.7.0+git1a2b", {}, None), (110, "3.5.0rc1", {}, "PTXAS_PATH"),
+    (110, "main", {}, None),  # a source build's version says nothing: no claim, and no error
     (100, "3.2.0", {}, "aborts"), (100, "3.3.1", {}, None), (120, "3.1.0", {}, "aborts"), (120, "3.3.1", {}, None),
     (121, "3.3.1", {}, "aborts"), (121, "3.4.0", {}, "its compiler fails"), (121, "3.5.1", {}, "set TRITON_PTXAS_PATH"), (121, "3.6.0", {}, None),
     (87, "3.0.0", {}, None), (90, "3.0.0", {}, None), (72, "3.0.0", {}, None), ("gfx942", "3.0.0", {}, None),
@@ -208,7 +208,6 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
     monkeypatch.setattr(triton.runtime, "driver", thor)
     monkeypatch.setattr(triton, "__version__", "3.4.0")
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
     launched = []
     import edgefuse.kernels.triton_gated as tg
