@@ -2,15 +2,21 @@
 
 At edge batches (1-32 rows) a fused op's latency is mostly host time: argument checks,
 launch planning and Triton's launch. This times each launcher at the benchmark shapes
-(3 modalities, K = 2048/1024/128, D = 256, B = 8, fp16), on any machine, CPU tensors, twice:
+(3 modalities, K = 2048/1024/128, D = 256, B = 8, fp16), on any machine, CPU tensors, three
+ways:
 
-* ``host_us``: edgefuse's launcher alone, Triton's ``JITFunction.run`` replaced by a no-op;
-* ``with_triton_us``: plus Triton's real ``JITFunction.run`` (argument binding and
-  specialisation, cache key, compiled-kernel lookup). The kernels are compiled for sm_90 by
-  Triton's compiler, as kernels/aot.py does, and a stand-in driver answers for the GPU (device
-  0, stream 0); only the final call into the CUDA driver (``cuLaunchKernel`` and its argument
-  packing) is replaced by a no-op. That last part is measured only on a GPU
-  (bench/bench_kernels.py).
+* ``host_us``: edgefuse's launcher alone, its kernel launches (``kernels/_launch.launch``)
+  replaced by a no-op;
+* ``launch_us``: what a call costs: plus ``launch``'s own key and the compiled kernel's launch
+  path (``CompiledKernel[grid]``: stream, launch metadata, hooks). The kernels are compiled
+  for sm_90 by Triton's compiler, as kernels/aot.py does, and a stand-in driver answers for
+  the GPU (device 0, stream 0); only the final call into the CUDA driver (``cuLaunchKernel``
+  and its argument packing) is replaced by a no-op. That last part is measured only on a GPU
+  (bench/bench_kernels.py);
+* ``triton_run_us``: the same with every launch through Triton's ``JITFunction.run``
+  (argument binding and specialisation, cache key, compiled-kernel lookup, then the same
+  launch path), as before ``launch`` kept compiled kernels, and as on a Triton release
+  ``launch`` was not checked on.
 
 Writes ``launch_overhead.json``.
 
@@ -51,11 +57,8 @@ def main(argv=None) -> int:
         print("bench_launch_overhead: unset TRITON_INTERPRET (it times the compiled-mode launchers)", file=sys.stderr)
         return 2
     import triton
-    import triton.runtime.jit as jit
 
-    launches = []
-    triton_run = jit.JITFunction.run
-
+    from edgefuse.kernels import _launch, triton_bilinear, triton_gated, triton_projection
     from edgefuse.kernels.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
@@ -76,7 +79,10 @@ def main(argv=None) -> int:
         "torch.empty (for scale)": lambda: torch.empty((b, 3, d)),
     }
     results = {}
-    jit.JITFunction.run = lambda self, *a, grid, warmup, **k: launches.append(self.__name__)  # no GPU work
+    launches = []
+    modules = (triton_projection, triton_bilinear, triton_gated)
+    for mod in modules:  # no GPU work, no key: what edgefuse does before a launch
+        mod.launch = lambda kernel, grid, *a, **k: launches.append(kernel.__name__)
     try:
         for name, fn in calls.items():
             launches.clear()
@@ -84,34 +90,42 @@ def main(argv=None) -> int:
             n_launch = len(launches)
             results[name] = {"host_us": round(_best_us(fn), 2), "kernel_launches": n_launch}
     finally:
-        jit.JITFunction.run = triton_run
+        for mod in modules:
+            mod.launch = _launch.launch
     triton_path = None
     try:
         with stand_in_gpu(90) as driver_launches:
             for name, fn in calls.items():
                 if results[name]["kernel_launches"]:
-                    fn()  # the first call compiles for sm_90
+                    fn()  # the first call compiles for sm_90 (through Triton's run, as every first call)
                     driver_launches.clear()
-                    fn()  # how many launches went all the way through Triton's launch path
+                    fn()  # how many launches went all the way to the driver's launch
                     results[name]["driver_launches"] = sum(driver_launches.values())
-                    results[name]["with_triton_us"] = round(_best_us(fn), 2)
+                    results[name]["launch_us"] = round(_best_us(fn), 2)
+                    enabled, _launch.enabled = _launch.enabled, False
+                    try:
+                        results[name]["triton_run_us"] = round(_best_us(fn), 2)
+                    finally:
+                        _launch.enabled = enabled
     except Exception as e:  # Triton internals this relies on have changed: report, keep the rest
         triton_path = f"not measured: {type(e).__name__}: {e}"
-    print(f"{'':36s} {'launcher':>9s} {'+ Triton run':>13s}")
+    print(f"{'':36s} {'launcher':>9s} {'+ launch':>10s} {'+ Triton run':>13s}")
     for name, rec in results.items():
         n = rec["kernel_launches"]
-        with_triton = f"{rec['with_triton_us']:10.1f} us" if "with_triton_us" in rec else f"{'-':>13s}"
-        print(f"{name:36s} {rec['host_us']:6.1f} us {with_triton}  ({n} launch{'es' if n != 1 else ''})", flush=True)
+        cols = "".join(f"{rec[k]:10.1f} us" if k in rec else f"{'-':>13s}" for k in ("launch_us", "triton_run_us"))
+        print(f"{name:36s} {rec['host_us']:6.1f} us{cols}  ({n} launch{'es' if n != 1 else ''})", flush=True)
     if triton_path:
         print(f"with Triton's launch path: {triton_path}", file=sys.stderr)
     doc = {"machine": machine(),
            "versions": {"torch": torch.__version__, "triton": triton.__version__},
            "shapes": {"B": b, "D": d, "K": list(ks), "dtype": "float16"},
-           "measures": {"host_us": "edgefuse's launcher, Triton's JITFunction.run a no-op",
-                        "with_triton_us": "plus Triton's JITFunction.run on a stand-in sm_90 driver, "
-                                          "without the CUDA driver's launch call",
+           "measures": {"host_us": "edgefuse's launcher, its kernel launches a no-op",
+                        "launch_us": "plus edgefuse's launch (kernels/_launch.py) on a stand-in sm_90 driver, "
+                                     "without the CUDA driver's launch call: what a call costs",
+                        "triton_run_us": "the same, every launch through Triton's JITFunction.run",
                         "driver_launches": "launches of one call that reached the stand-in driver's launch "
                                            "(should equal kernel_launches)"},
+           "launch_checked_on": "Triton %d.%d-%d.%d" % (*_launch.CHECKED[0], *_launch.CHECKED[1]),
            "with_triton": triton_path or "measured",
            "results": results}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,10 @@
 # interpreter, then the AOT compile of every benchmark launch for sm_90 (H100/H200) and
 # sm_87 (Jetson Orin) through its JIT (kernels/aot.py), the GPU check's kernel tests compiled
 # for sm_90 the same way (bench/count_gpu_test_binaries.py: binaries, compile errors, resource
-# problems), and the launchers' host time with that Triton's launch path
-# (bench/bench_launch_overhead.py). A Jetson image may carry an old Triton; setup.py admits
-# triton>=3.0.
+# problems), the launchers' host time with that Triton's launch path
+# (bench/bench_launch_overhead.py), and whether kernels/_launch.launch hands the driver what
+# that Triton's own path would (tests/kernels/launch_check.py). A Jetson image may carry an
+# old Triton; setup.py admits triton>=3.0.
 # TORCH=2.11.0 takes a CUDA build from PyPI (GBs; it runs on the CPU), PYTHON another
 # interpreter, and PINS replaces the numpy pin below with other requirements: e.g. JetPack
 # 6.1's Python 3.10 + torch 2.5 (TORCH=2.5.1 PYTHON=/path/to/python3.10 ... 3.1.0), or the GPU
@@ -60,10 +61,13 @@ for v in "$@"; do
                 | grep '^sm_90:' | sed 's/ {[^}]*}//') || status=1
   cp "$venv/gpu-tests/gpu_test_binaries.json" "$OUT/$tag-gpu-tests.json" 2>/dev/null || status=1
   host=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" bench/bench_launch_overhead.py \
-           --out "$venv/overhead" 2>&1 | awk '/^fused_projection/ && !n {print $5, $6; n = 1}') || status=1
+           --out "$venv/overhead" 2>&1 | awk '/^fused_projection/ && !n {print $5, $6 ", through Triton'"'"'s JIT", $7, $8; n = 1}') || status=1
+  # kernels/_launch.launch against Triton's own launch path (also among the interpreter tests)
+  launch=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" tests/kernels/launch_check.py 2>&1 | head -n 1 \
+             | sed 's/^Triton [^:]*: //') || status=1
   rm -rf "$cache"
   versions=$("$venv/bin/python" -c 'import sys, numpy, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")')
   echo "triton $v ($versions): interpreter tests: $tests; aot: $aot; GPU check's kernel tests, $gpu_tests;" \
-       "fused_projection host time with Triton's launch path: $host" | tee -a "$OUT/versions.txt"
+       "fused_projection host time with the launch path: $host; launch check: $launch" | tee -a "$OUT/versions.txt"
 done
 exit $status

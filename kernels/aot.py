@@ -97,8 +97,11 @@ def capture(compile_if: Callable[[Launch], bool] | None = None) -> Iterator[list
         raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compilable kernels)")
     import triton.runtime.jit as jit
 
+    from edgefuse.kernels import _launch
+
     launches: list[Launch] = []
     original = jit.JITFunction.run
+    _launch.clear()  # a launch it kept would not come through JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
         launch = launch_of(self, args, kwargs, grid)
@@ -208,7 +211,7 @@ def binary_counts() -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def stand_in_gpu(arch: int = 90) -> Iterator[collections.Counter[str]]:
+def stand_in_gpu(arch: int = 90, record: list | None = None) -> Iterator[collections.Counter[str]]:
     """Triton's launch path runs for real on CPU tensors, up to the CUDA driver call.
 
     A stand-in active driver reports device 0, stream 0 and an ``sm_<arch>`` target, so the
@@ -218,11 +221,13 @@ def stand_in_gpu(arch: int = 90) -> Iterator[collections.Counter[str]]:
     Triton's host path (bench/bench_launch_overhead.py) and counting the binaries its JIT
     compiles (``jit_binaries``). The block gets a ``Counter`` of the launches that reached
     that launcher, by kernel name: the calls that went through Triton's whole launch path to
-    where the CUDA driver would be called. On leaving, edgefuse's kernels get their own device-0 caches
-    back, so no no-op binary outlives the block. Relies on Triton internals: the driver
-    config's attributes, ``CompiledKernel._init_handles`` and ``run``, and the JIT's
-    per-device caches (``device_caches`` from 3.3, ``cache`` in 3.0-3.2). bench/triton_versions.sh
-    checks it on every release from 3.0.0 to 3.9.0.
+    where the CUDA driver would be called; ``record``, if given, gets ``(compiled kernel,
+    launcher arguments)`` for each (grid, stream, function, metadata, hooks, kernel
+    arguments). On leaving, edgefuse's kernels get their own device-0 caches back, and
+    ``kernels/_launch``'s cache is emptied, so no no-op binary outlives the block. Relies on
+    Triton internals: the driver config's attributes, ``CompiledKernel._init_handles`` and
+    ``run``, and the JIT's per-device caches (``device_caches`` from 3.3, ``cache`` in
+    3.0-3.2). bench/triton_versions.sh checks it on every release from 3.0.0 to 3.9.0.
     """
     if _interpreting():
         raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
@@ -249,18 +254,25 @@ def stand_in_gpu(arch: int = 90) -> Iterator[collections.Counter[str]]:
     launches: collections.Counter[str] = collections.Counter()
     run_is_property = isinstance(getattr(CompiledKernel, "run", None), property)  # from 3.5; an attribute before
 
+    loaded = []  # kernels given a stand-in module: Triton would unload it from the real GPU when freed
+
     def no_gpu_load(self):
         if self.module is None:
             self.module, self.function = object(), 0
+            loaded.append(self)
             name = getattr(self, "name", "?")
 
             def launch(*args):  # where the CUDA driver's launch would be
                 launches[name] += 1
+                if record is not None:
+                    record.append((self, args))
 
             if run_is_property:
                 self._run = launch
             else:
                 self.run = launch
+
+    from edgefuse.kernels import _launch
 
     kernels = list(our_kernels().values())
     per_device = [_per_device(fn) for fn in kernels]
@@ -268,11 +280,15 @@ def stand_in_gpu(arch: int = 90) -> Iterator[collections.Counter[str]]:
     driver_state, init_handles = dict(vars(driver)), CompiledKernel._init_handles
     driver.set_active(StandIn())
     CompiledKernel._init_handles = no_gpu_load
+    _launch.clear()  # nothing compiled for the real GPU is launched on the stand-in, and back
     try:
         yield launches
     finally:
         vars(driver).update(driver_state)
         CompiledKernel._init_handles = init_handles
+        _launch.clear()
+        for kernel in loaded:
+            kernel.module = None
         for caches, cache in zip(per_device, saved):
             caches.pop(0, None)
             if cache is not None:

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from edgefuse.kernels._launch import launch
 from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, next_pow2
 
 
@@ -155,8 +156,8 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
     _, stages = _pipeline(block_m, block_o, block_i * block_j, x.element_size())  # the K-step is fixed at I x J
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
-        _bilinear_kernel[grid](
-            x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
+        launch(
+            _bilinear_kernel, grid, x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
             HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4, num_stages=stages,
             enable_fp_fusion=FP_FUSION,
@@ -202,8 +203,8 @@ def mfb_triton(
     block_k, stages = _pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
-        _mfb_kernel[grid](
-            x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
+        launch(
+            _mfb_kernel, grid, x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
             present if present is not None else out, out, b, k1, k2, o, factors,
             HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
             PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
@@ -211,5 +212,5 @@ def mfb_triton(
             enable_fp_fusion=FP_FUSION,
         )
         if normalize and not fused_l2:
-            _l2norm_rows_kernel[(b,)](out, b, o, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)
+            launch(_l2norm_rows_kernel, (b,), out, b, o, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)
     return out

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from edgefuse.kernels._launch import launch
 from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, check_tensors, next_pow2
 
 
@@ -142,8 +143,8 @@ def gated_fusion_triton(
     if b == 0:
         return out, empty
     block_n, block_d, warps = _blocks(n, d)
-    _gated_kernel[(b, cdiv(d, block_d))](
-        feats, logits, mask, out, empty, n, d,
+    launch(
+        _gated_kernel, (b, cdiv(d, block_d)), feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=warps, enable_fp_fusion=FP_FUSION,
     )
@@ -174,8 +175,8 @@ def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tens
         return dfeat, dlogit
     per_feature = logits.dim() == 3
     block_n, block_d, warps = _blocks(n, d)
-    _gated_bwd_kernel[(b, cdiv(d, block_d) if per_feature else 1)](
-        feats, logits, mask, dout, dfeat, dlogit, n, d,
+    launch(
+        _gated_bwd_kernel, (b, cdiv(d, block_d) if per_feature else 1), feats, logits, mask, dout, dfeat, dlogit, n, d,
         PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=warps, enable_fp_fusion=FP_FUSION,
     )

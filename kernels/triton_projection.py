@@ -26,6 +26,8 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from edgefuse.kernels._launch import launch
+
 MAX_GROUPS = 8
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
 DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
@@ -353,22 +355,24 @@ def fused_projection_triton(
             wp.append(w)
             kp.append(w.shape[1])
         pad = MAX_GROUPS - (stop - start)
-        _fused_projection_kernel[(programs, stop - start, split_k)](
+        launch(
+            _fused_projection_kernel, (programs, stop - start, split_k),
             *xp, *([ref] * pad), *wp, *([weights[0]] * pad), *kp, *([kp[0]] * pad),
-            bias if has_bias else out, out, ws, b, d, n, start,
-            NUM=stop - start, PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
+            bias if has_bias else out, out, ws, b, d, n, start, present,
+            NUM=stop - start, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
             PRECISION=precision, SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
         )
         if split_k > 1:
             block_d = max(16, next_pow2(d))
-            _split_k_epilogue[(b, stop - start)](
-                ws, bias if has_bias else out, out, b, d, n, start,
-                PRESENT=present, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
+            launch(
+                _split_k_epilogue, (b, stop - start),
+                ws, bias if has_bias else out, out, b, d, n, start, present,
+                HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
                 BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8, enable_fp_fusion=FP_FUSION,
             )
     if normalize and not fused_norm and split_k == 1:
-        _l2norm_rows_kernel[(b * n,)](out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)  # zero rows stay zero
+        launch(_l2norm_rows_kernel, (b * n,), out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)  # zero rows stay zero
     return out
 
 
