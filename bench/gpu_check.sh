@@ -34,8 +34,8 @@ timeout 120 "$PY" -m pytest -q -p no:cacheprovider $XDIST tests/kernels --ignore
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-# the launchers' host time on this machine's CPU (Triton's launch path included, the driver
-# call not): what the edge-batch timings below are made of
+# the launchers' host time on this machine's CPU, with edgefuse's launch and with Triton's JIT
+# launch path (the driver call not included): what the edge-batch timings below are made of
 timeout 15 "$PY" bench/bench_launch_overhead.py --out "$OUT" 2>&1 | tee "$OUT/launch_overhead.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
