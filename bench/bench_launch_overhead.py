@@ -5,8 +5,8 @@ launch planning and Triton's launch. This times each launcher at the benchmark s
 (3 modalities, K = 2048/1024/128, D = 256, B = 8, fp16), on any machine, CPU tensors, three
 ways:
 
-* ``host_us``: edgefuse's launcher alone, its kernel launches (``kernels/_launch.launch``)
-  replaced by a no-op;
+* ``host_us``: edgefuse's launcher alone: ``kernels/_launch.launch`` off and Triton's
+  ``JITFunction.run`` a no-op;
 * ``launch_us``: what a call costs: plus ``launch``'s own key and the compiled kernel's launch
   path (``CompiledKernel[grid]``: stream, launch metadata, hooks). The kernels are compiled
   for sm_90 by Triton's compiler, as kernels/aot.py does, and a stand-in driver answers for
@@ -57,8 +57,9 @@ def main(argv=None) -> int:
         print("bench_launch_overhead: unset TRITON_INTERPRET (it times the compiled-mode launchers)", file=sys.stderr)
         return 2
     import triton
+    import triton.runtime.jit as jit
 
-    from edgefuse.kernels import _launch, triton_bilinear, triton_gated, triton_projection
+    from edgefuse.kernels import _launch
     from edgefuse.kernels.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
@@ -80,9 +81,9 @@ def main(argv=None) -> int:
     }
     results = {}
     launches = []
-    modules = (triton_projection, triton_bilinear, triton_gated)
-    for mod in modules:  # no GPU work, no key: what edgefuse does before a launch
-        mod.launch = lambda kernel, grid, *a, **k: launches.append(kernel.__name__)
+    # no GPU work and no key of launch's: what edgefuse does before a launch
+    enabled, triton_run, _launch.enabled = _launch.enabled, jit.JITFunction.run, False
+    jit.JITFunction.run = lambda self, *a, grid, warmup, **k: launches.append(self.__name__)
     try:
         for name, fn in calls.items():
             launches.clear()
@@ -90,8 +91,7 @@ def main(argv=None) -> int:
             n_launch = len(launches)
             results[name] = {"host_us": round(_best_us(fn), 2), "kernel_launches": n_launch}
     finally:
-        for mod in modules:
-            mod.launch = _launch.launch
+        _launch.enabled, jit.JITFunction.run = enabled, triton_run
     triton_path = None
     try:
         with stand_in_gpu(90) as driver_launches:
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     doc = {"machine": machine(),
            "versions": {"torch": torch.__version__, "triton": triton.__version__},
            "shapes": {"B": b, "D": d, "K": list(ks), "dtype": "float16"},
-           "measures": {"host_us": "edgefuse's launcher, its kernel launches a no-op",
+           "measures": {"host_us": "edgefuse's launcher, launch off and Triton's JITFunction.run a no-op",
                         "launch_us": "plus edgefuse's launch (kernels/_launch.py) on a stand-in sm_90 driver, "
                                      "without the CUDA driver's launch call: what a call costs",
                         "triton_run_us": "the same, every launch through Triton's JITFunction.run",

@@ -6,9 +6,10 @@ on a stand-in ``sm_<arch>`` GPU (``edgefuse.kernels.aot.stand_in_gpu``): each la
 exactly as on that GPU, and runs nothing, so the tests' checks of results fail; what counts is
 the binaries each kernel needed, the seconds spent compiling them (on this machine, one
 process, an empty Triton cache), every error Triton's compile and launch path raised (with the
-test that hit it), and each binary's registers, spills and shared memory against the target's
-limit (``aot.problems``, as the AOT check does at the benchmark shapes; the tests' shapes are
-other ones). Exits 1 on an error or a problem, so a test shape that would not compile on the
+test that hit it), how many of the tests' launches kernels/_launch served from its cache (on
+the GPU, those tests check that path numerically), and each binary's registers, spills and
+shared memory against the target's limit (``aot.problems``, as the AOT check does at the
+benchmark shapes; the tests' shapes are other ones). Exits 1 on an error or a problem, so a test shape that would not compile on the
 GPU is found here first. Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
 no GPU (the model tests of test_dispatch.py) stop before compiling here, so the few binaries of
 their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
@@ -46,10 +47,12 @@ class _Count:
         from edgefuse.kernels import aot
 
         self._gpu = aot.stand_in_gpu(self.arch)
-        self._gpu.__enter__()
+        self.launches = self._gpu.__enter__()  # every launch that reached the driver's launch
+        self.runs = 0  # ... and those that came through Triton's JITFunction.run, not launch's cache
         run = self._run = jit.JITFunction.run
 
         def timed(fn, *args, **kwargs):
+            self.runs += 1
             t = time.perf_counter()
             try:
                 kernel = run(fn, *args, **kwargs)
@@ -103,6 +106,10 @@ def main(argv=None) -> int:
     print(f"sm_{args.arch}: the kernel tests compile {total} binaries {counts}; "
           f"{count.seconds:.0f} s of compiling in one process here; {len(count.errors)} compile error(s), "
           f"{len(found)} problem(s) in the binaries")
+    launches = sum(count.launches.values())
+    from_cache = launches - (count.runs - len(count.errors))  # a run that raised launched nothing
+    print(f"launches: {launches} reached the driver's launch, {from_cache} of them from kernels/_launch's cache "
+          "(on a GPU the tests' results check that path)")
     for e in count.errors:
         print(f"  {e['test']}: {e['kernel']}: {e['error'].splitlines()[0]}")
     for line in found:
@@ -114,6 +121,7 @@ def main(argv=None) -> int:
         "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
         "arch": args.arch, "selected": args.select or "all", "binaries": counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
         "compile_errors": count.errors, "problems": found,
+        "launches": launches, "launches_from_launch_cache": from_cache,
         "max_registers": max((r.registers for r in records), default=None),
         "max_shared_bytes": max((r.shared_bytes for r in records), default=None),
         "records": [asdict(r) for r in records],

@@ -2,9 +2,10 @@
 
 At edge batches (1-32 rows) a fused op's latency is host time, and most of it was Triton's
 ``JITFunction.run``: it binds and specialises every argument, builds a cache key, reads its
-knobs and checks the kernel's globals on every launch, about 9 us for the projection kernel's
-31 arguments on the development VM (bench/bench_launch_overhead.py). ``launch`` does that
-once per distinct call and then keeps the compiled kernel under a key of its own:
+knobs and checks the kernel's globals on every launch: for fused_projection's two launches
+(31 and 8 arguments) about 11 us more per call than ``launch`` on the development VM
+(bench/bench_launch_overhead.py). ``launch`` does that once per distinct call and then keeps
+the compiled kernel under a key of its own:
 
 * the current device (Triton keeps one compiled kernel per device, loaded on it);
 * the constexpr values and launch options, by name;
@@ -39,9 +40,8 @@ from edgefuse._releases import major_minor
 #: Triton releases whose launch path tests/kernels/test_launch.py has matched (the first
 #: and last checked); bench/triton_versions.sh runs it on each.
 CHECKED = ((3, 0), (3, 9))
-_RELEASE = major_minor(triton.__version__)
 #: from Triton 3.3 the compiled kernel's launcher takes every argument, constexprs included
-_PASS_CONSTEXPRS = _RELEASE is not None and _RELEASE >= (3, 3)
+_PASS_CONSTEXPRS = (major_minor(triton.__version__) or (0, 0)) >= (3, 3)
 
 
 def checked(version: str) -> bool:
@@ -72,7 +72,8 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     if not enabled or type(kernel) is not JITFunction:  # the interpreter, an unchecked Triton
         kernel[grid](*args, **kwargs)
         return
-    device = driver.active.get_current_device()
+    active = driver.active
+    device = active.get_current_device()
     try:
         spec = _spec(args)
     except AttributeError:  # neither an int nor a tensor: no key of ours, Triton's path
@@ -95,7 +96,7 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     compiled, consts = hit
     if len(grid) < 3:  # the compiled kernel's launcher reads three grid dimensions
         grid = (*grid, 1, 1)[:3]
-    compiled[grid](*args, *consts, stream=driver.active.get_current_stream(device))
+    compiled[grid](*args, *consts, stream=active.get_current_stream(device))
 
 
 def _spec(args) -> tuple:

@@ -235,6 +235,8 @@ def stand_in_gpu(arch: int = 90, record: list | None = None) -> Iterator[collect
     from triton.compiler.compiler import CompiledKernel
     from triton.runtime import driver
 
+    from edgefuse.kernels import _launch
+
     class StandIn:
         def get_current_device(self):
             return 0
@@ -271,8 +273,6 @@ def stand_in_gpu(arch: int = 90, record: list | None = None) -> Iterator[collect
                 self._run = launch
             else:
                 self.run = launch
-
-    from edgefuse.kernels import _launch
 
     kernels = list(our_kernels().values())
     per_device = [_per_device(fn) for fn in kernels]

@@ -200,6 +200,7 @@ def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_p
     assert doc["binaries"] == {"_gated_kernel": 1} and doc["total"] == 1 and doc["selected"] == select
     assert doc["compile_errors"] == [] and doc["problems"] == [], doc
     assert 0 < doc["max_registers"] <= 255 and doc["max_shared_bytes"] >= 0, doc  # read off the sm_90 cubin
+    assert doc["launches"] == 1 and doc["launches_from_launch_cache"] == 0, doc  # its one launch compiled
 
 
 def test_counting_the_gpu_test_runs_binaries_reports_a_compile_error_with_its_test(tmp_path):

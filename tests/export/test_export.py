@@ -13,6 +13,7 @@ from edgefuse.export import MAX_OPSET, TRT_SUPPORTED_OPS, check_graph, export_mo
 from edgefuse.fusion import build_model
 from tests.conftest import save_onnx, specs_n
 
+
 def _ort(path, feeds):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 

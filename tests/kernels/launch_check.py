@@ -35,12 +35,15 @@ def _calls():
     g = torch.Generator().manual_seed(0)
 
     def t(*shape, dtype=torch.float16):
-        return INPUTS.append(torch.randn(*shape, generator=g, dtype=dtype)) or INPUTS[-1]
+        x = torch.randn(*shape, generator=g, dtype=dtype)
+        INPUTS[id(x)] = x
+        return x
 
     def misaligned(b, k, dtype=torch.float16):  # rows 1.. of a [b + 1, k] buffer: contiguous, odd k: not 16-byte aligned
         x = t(b + 1, k, dtype=dtype)[1:]
         assert x.is_contiguous() and x.data_ptr() % 16, "expected a misaligned view"
-        return INPUTS.append(x) or x
+        INPUTS[id(x)] = x
+        return x
 
     ks, d = (40, 24, 7), 48
     ws, bias = [t(d, k) for k in ks], t(3, d)
@@ -54,7 +57,7 @@ def _calls():
     feats_other, dout = t(3, 3, 40), t(3, 40)
     x, y, u, v, ub, vb = t(5, 24), t(5, 40), t(4 * 20, 24), t(4 * 20, 40), t(4 * 20), t(4 * 20)
     present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1], [0, 0]], dtype=torch.bool)
-    INPUTS.extend((mask, present))
+    INPUTS.update({id(mask): mask, id(present): present})
     wb, bb = t(6, 24, 40), t(6)
     return [
         ("projection relu+l2", lambda: fused_projection_triton(xs, ws, bias, "relu", True)),
@@ -77,8 +80,8 @@ def _calls():
     ]
 
 
-#: every tensor the calls pass in (the launchers allocate the others: outputs, workspaces)
-INPUTS: list = []
+#: every tensor the calls pass in, by id (the launchers allocate the others: outputs, workspaces)
+INPUTS: dict = {}
 
 
 def _same(a, b) -> bool:
@@ -87,8 +90,7 @@ def _same(a, b) -> bool:
     import torch
 
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        inputs = {id(x) for x in INPUTS}
-        if id(a) in inputs or id(b) in inputs:
+        if id(a) in INPUTS or id(b) in INPUTS:
             return a is b
         return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
                 and a.data_ptr() % 16 == b.data_ptr() % 16)
