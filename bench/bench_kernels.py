@@ -198,9 +198,20 @@ def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
     return {k: v for k, v in cands.items() if v != default}
 
 
+def _gated_alternatives(n: int, d: int, itemsize: int) -> dict[str, tuple]:
+    """Gated launch configurations (BLOCK_N, BLOCK_D, warps) other than ``_blocks``' choice:
+    the same tile over 1-8 warps. More warps than a row of BLOCK_D takes spread the modalities
+    over warps, and the reductions over them go through shared memory (see ``_blocks``)."""
+    from edgefuse.kernels.triton_gated import _blocks
+
+    default = _blocks(n, d, itemsize)
+    cands = {f"warps{w}": (*default[:2], w) for w in (1, 2, 4, 8)}
+    return {k: v for k, v in cands.items() if v != default}
+
+
 def bench_gated(dtype, results: list) -> None:
     from edgefuse.kernels.reference import gated_fusion_reference
-    from edgefuse.kernels.triton_gated import gated_fusion_triton
+    from edgefuse.kernels.triton_gated import _blocks, gated_fusion_triton
 
     n = len(KS)
     for d in DIMS:
@@ -214,8 +225,13 @@ def bench_gated(dtype, results: list) -> None:
                 "triton": lambda: gated_fusion_triton(feats, logits, mask),
                 "eager": lambda: gated_fusion_reference(feats, logits, mask),
             })
+            extra: dict = {}  # tuning data for _blocks at the bar's batch
+            alts = _time_alternatives(
+                _gated_alternatives(n, d, dtype.itemsize), lambda cfg: gated_fusion_triton(feats, logits, mask, config=cfg), extra
+            ) if b == BATCHES[-1] else {}
             nbytes = dtype.itemsize * (2 * b * n * d + b * d) + b * n + b
-            results.append({"op": "gated_fusion", "B": b, "D": d, "N": n, "per_feature_gates": True, "bytes": nbytes, "timings": t})
+            results.append({"op": "gated_fusion", "B": b, "D": d, "N": n, "per_feature_gates": True, "bytes": nbytes, "timings": t,
+                            "config": list(_blocks(n, d, dtype.itemsize)), "alternatives": alts, **extra})
             LATER_COMPILE.append((results[-1], gated_fusion_reference, (feats, logits, mask)))
             print(f"gated_fusion     B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
@@ -403,7 +419,8 @@ def derive(results: list, copy_gbs: float) -> dict:
 
 def retune(results: list, margin: float = 1.1) -> list[dict]:
     """Where a timed alternative launch configuration beat the default by more than ``margin``
-    in both timing modes: what to change in ``_config`` / ``_split_k`` / ``_mfb_config`` / MIN_PROGRAMS."""
+    in both timing modes: what to change in ``_config`` / ``_split_k`` / ``_mfb_config`` / MIN_PROGRAMS /
+    the gated ``_blocks``."""
     out = []
     for r in results:
         default = r["timings"]["triton"]

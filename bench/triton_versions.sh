@@ -2,7 +2,8 @@
 # The kernels across Triton versions, without a GPU. For each version given: a venv with
 # torch $TORCH (default 2.13.0, the CPU build) and that Triton, the kernel tests in its
 # interpreter, then the AOT compile of every benchmark launch for sm_90 (H100/H200) and
-# sm_87 (Jetson Orin) through its JIT (kernels/aot.py), the GPU check's kernel tests compiled
+# sm_87 (Jetson Orin) through its JIT (kernels/aot.py; with --sass, so each binary's memory
+# instructions are read from its SASS as well as its PTX), the GPU check's kernel tests compiled
 # for sm_90 the same way (bench/count_gpu_test_binaries.py: binaries, compile errors, resource
 # problems), the launchers' host time with that Triton's launch path
 # (bench/bench_launch_overhead.py), and whether kernels/_launch.launch hands the driver what
@@ -55,7 +56,7 @@ for v in "$@"; do
   # an empty Triton cache each run, so the AOT check compiles (and times) every binary for real
   cache=$(mktemp -d)
   aot=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" -m edgefuse.kernels.aot \
-          --arch 90 --arch 87 --json "$OUT/$tag.json" 2>&1 | tail -n 1) || status=1
+          --arch 90 --arch 87 --sass --json "$OUT/$tag.json" 2>&1 | tail -n 1) || status=1
   # (it uses an empty Triton cache of its own)
   gpu_tests=$(env -u TRITON_INTERPRET "$venv/bin/python" bench/count_gpu_test_binaries.py --out "$venv/gpu-tests" 2>&1 \
                 | grep '^sm_90:' | sed 's/ {[^}]*}//') || status=1

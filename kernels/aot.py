@@ -9,7 +9,9 @@ check works across the Triton versions whose JIT internals ``stand_in_gpu`` know
 3.9). This catches what the interpreter cannot: the ``tl.dot`` size minimums, type errors in
 the compiled lowering, tiles whose shared memory exceeds the target's per-block limit, and
 register spills; ``cuobjdump`` (shipped in Triton's wheel) reads each cubin's registers,
-spill (local) bytes and shared memory.
+spill (local) bytes and shared memory, and each record counts the PTX's memory instructions:
+global loads and stores by width, shared-memory accesses, barriers and atomics
+(``memory_instructions``).
 
 It must run in a process where ``TRITON_INTERPRET`` is unset (the interpreter replaces the
 JIT functions this needs).
@@ -82,6 +84,11 @@ class Compiled:
     cases: list[str] = field(default_factory=list)
     #: the launch's enable_fp_fusion; None: left to Triton's default, which differs by version
     fp_fusion: bool | None = None
+    #: the binary's memory instructions (``memory_instructions``): instructions in the code,
+    #: not executions (a loop body counts once)
+    memory: dict = field(default_factory=dict)
+    #: the same counted from the binary's SASS (``sass_memory_instructions``), when asked for
+    memory_sass: dict | None = None
 
 
 def _interpreting() -> bool:
@@ -143,8 +150,9 @@ def launch_of(fn, args, kwargs, grid) -> Launch:
     return Launch(fn, tuple(signature), tuple(constexprs), options, grid)
 
 
-def record_of(launch: Launch, arch: int) -> Compiled:
-    """The resource usage of a launch's compiled binary for ``sm_<arch>``."""
+def record_of(launch: Launch, arch: int, sass: bool = False) -> Compiled:
+    """The resource usage and memory instructions of a launch's compiled binary for ``sm_<arch>``;
+    ``sass``: also from its SASS (a quarter of a second more per binary)."""
     compiled = launch.compiled
     usage = resource_usage(compiled.asm["cubin"])
     warps = compiled.metadata.num_warps
@@ -155,12 +163,13 @@ def record_of(launch: Launch, arch: int) -> Compiled:
         num_warps=warps, registers=regs, spill_bytes=usage["LOCAL"],
         shared_bytes=int(compiled.metadata.shared), max_shared_bytes=MAX_SHARED.get(arch),
         blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(launch.seconds, 3),
-        fp_fusion=dict(launch.options).get("enable_fp_fusion"),
+        fp_fusion=dict(launch.options).get("enable_fp_fusion"), memory=memory_instructions(compiled.asm["ptx"]),
+        memory_sass=sass_memory_instructions(compiled.asm["cubin"]) if sass else None,
     )
 
 
-def resource_usage(cubin: bytes) -> dict[str, int]:
-    """REG, LOCAL (spill bytes per thread), SHARED... of a one-kernel cubin, via cuobjdump."""
+def _cuobjdump(cubin: bytes, flag: str) -> str:
+    """What ``cuobjdump flag`` (shipped in Triton's NVIDIA backend) prints for a cubin."""
     import triton
 
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -169,11 +178,110 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="edgefuse-aot.") as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        out = subprocess.run([str(tool), "-res-usage", str(path)], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([str(tool), flag, str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """REG, LOCAL (spill bytes per thread), SHARED... of a one-kernel cubin, via cuobjdump."""
+    out = _cuobjdump(cubin, "-res-usage")
     fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", out))
     if "REG" not in fields:
         raise ValueError(f"cuobjdump printed no resource usage:\n{out}")
     return {k: int(v) for k, v in fields.items()}
+
+
+#: a PTX instruction's opcode, after an optional guard predicate (@%p1, @!%p2)
+_OPCODE = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.:]*)(.*)$", re.M)
+
+
+def _bits(opcode: str, operands: str) -> str:
+    """Bits one load or store moves per thread: ld.global.v4.b32 -> 128, st.global.b8 -> 8;
+    an asynchronous copy's size is its third operand, in bytes (cp.async... [dst], [src], 0x10)."""
+    if opcode.startswith("cp.async"):
+        size = operands.split(",")[2].strip()
+        return str(8 * int(size, 0))
+    vector = re.search(r"\.v(\d)\b", opcode)
+    width = re.search(r"\.[bfus](\d+)$", opcode)
+    return str((int(vector.group(1)) if vector else 1) * (int(width.group(1)) if width else 32))
+
+
+def memory_instructions(ptx: str) -> dict:
+    """The memory instructions of a kernel's PTX (Triton's ``asm["ptx"]``), by kind.
+
+    ``global_loads`` / ``global_stores``: {bits per thread: instructions} of loads from global
+    memory (``ld.global``, and ``cp.async``, the asynchronous copies to shared memory) and
+    stores to it (``st.global``); ``shared``: loads and stores between registers and shared
+    memory (``ld.shared``, ``st.shared``, ``ldmatrix``, ``stmatrix``); ``barriers``: block-wide
+    barriers (``bar.*``, ``barrier.*``); ``atomics``: ``atom`` and ``red``. These are
+    instructions in the code, not executions (a loop body counts once). ptxas may unroll
+    loops, merge shared-memory accesses and drop barriers it does not need, so the binary's
+    counts can differ; the widths used, zero barriers or shared accesses, and the atomics
+    agree (``sass_disagreements``; ``check(sass=True)`` compares every binary, at a quarter of
+    a second each). A reduction whose values all lie in one warp needs no shared memory and no
+    barrier; one across warps needs both."""
+    loads: collections.Counter[str] = collections.Counter()
+    stores: collections.Counter[str] = collections.Counter()
+    out = {"shared": 0, "barriers": 0, "atomics": 0}
+    found = False
+    for op, operands in _OPCODE.findall(ptx):
+        found = True
+        if op.startswith("ld.global") or (op.startswith("cp.async.") and ".shared.global" in op):
+            loads[_bits(op, operands)] += 1
+        elif op.startswith("st.global"):
+            stores[_bits(op, operands)] += 1
+        elif op.startswith(("ld.shared", "st.shared", "ldmatrix", "stmatrix")):
+            out["shared"] += 1
+        elif op.startswith(("bar.", "barrier.")):
+            out["barriers"] += 1
+        elif op.startswith(("atom.", "red.")):
+            out["atomics"] += 1
+    if not found:
+        raise ValueError(f"no PTX instructions found in:\n{ptx[:2000]}")
+    return {"global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())), **out}
+
+
+#: a SASS instruction's opcode, after its address and an optional predicate (@P0, @!UP1, @PT)
+_SASS_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)")
+#: SASS opcode -> memory_instructions' kind
+_SASS_KINDS = {"LDG": "load", "LDGSTS": "load", "STG": "store", "LDS": "shared", "STS": "shared", "LDSM": "shared",
+               "STSM": "shared", "BAR": "barriers", "ATOMG": "atomics", "ATOM": "atomics", "RED": "atomics", "REDG": "atomics"}
+
+
+def sass_memory_instructions(cubin: bytes) -> dict:
+    """``memory_instructions``' counts, read from the binary's SASS (``cuobjdump -sass``)."""
+    loads: collections.Counter[str] = collections.Counter()
+    stores: collections.Counter[str] = collections.Counter()
+    out = {"shared": 0, "barriers": 0, "atomics": 0}
+    opcodes = _SASS_OPCODE.findall(_cuobjdump(cubin, "-sass"))
+    if not opcodes:
+        raise ValueError("cuobjdump printed no SASS")
+    for op in opcodes:
+        kind = _SASS_KINDS.get(op.split(".")[0])
+        if kind in ("load", "store"):
+            parts = set(op.split(".")[1:])
+            bits = next((b for b, names in (("128", {"128"}), ("64", {"64"}), ("16", {"U16", "S16"}), ("8", {"U8", "S8"}))
+                         if parts & names), "32")
+            (loads if kind == "load" else stores)[bits] += 1
+        elif kind:
+            out[kind] += 1
+    return {"global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())), **out}
+
+
+def sass_disagreements(ptx: dict, sass: dict) -> list[str]:
+    """Where the binary contradicts what ``memory_instructions`` read from the PTX. ptxas may
+    unroll loops, merge shared-memory accesses and drop barriers it proves unneeded, so counts
+    differ; what must hold is the access widths used, zero barriers or shared accesses staying
+    zero, and the atomics."""
+    out = []
+    for key in ("global_loads", "global_stores"):
+        if set(ptx[key]) != set(sass[key]):
+            out.append(f"{key} widths {sorted(ptx[key])} in the PTX, {sorted(sass[key])} in the binary")
+    for key in ("barriers", "shared"):
+        if ptx[key] == 0 and sass[key]:
+            out.append(f"no {key} in the PTX, {sass[key]} in the binary")
+    if ptx["atomics"] != sass["atomics"]:
+        out.append(f"{ptx['atomics']} atomics in the PTX, {sass['atomics']} in the binary")
+    return out
 
 
 def kernels_in(*modules) -> dict[str, object]:
@@ -351,9 +459,11 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
         yield f"bilinear {tag} B={b} D=256", lambda x=t(b, 256), y=t(b, 256): bilinear_triton(x, y, w, bb)
 
 
-def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1)) -> list[Compiled]:
+def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1),
+          sass: bool = False) -> list[Compiled]:
     """Compile every launch of ``cases`` for each arch with Triton's JIT on a stand-in GPU; one
-    record per distinct binary (Triton's cache decides what is distinct).
+    record per distinct binary (Triton's cache decides what is distinct). ``sass``: count each
+    binary's memory instructions from its SASS too (``problems`` then compares).
 
     ``shard=(k, n)`` compiles only the launches whose ``Launch.key()`` is the k-th, (k+n)-th...
     to appear (n processes, one per core, each run with its own k, cover them all: every
@@ -381,7 +491,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
                             continue
                         rec = records.get(id(launch.compiled))
                         if rec is None:
-                            rec = records[id(launch.compiled)] = record_of(launch, arch)
+                            rec = records[id(launch.compiled)] = record_of(launch, arch, sass)
                             out.append(rec)
                             if progress:
                                 print(f"[{len(records)}] sm_{arch} {_row(rec)}", file=sys.stderr, flush=True)
@@ -389,12 +499,34 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
     return out
 
 
+#: kernels bound by memory bandwidth whose every reduction runs inside one warp, by name: for
+#: which launches (a test of their constexprs). Gated fusion's reductions over the modalities
+#: (triton_gated._blocks), for up to four modalities: with more, _blocks may spread them over
+#: warps to bound each thread's registers. Not the per-modality backward, which sums over D
+#: across warps. A reduction across warps goes through shared memory with a barrier each time
+#: (10 barriers in Triton 3.0's fp16 forward at D = 1024 over 8 warps, 25 in 3.9's:
+#: bench/gated_layouts.py). One barrier is allowed, for Triton 3.0 and 3.1, which move the
+#: output row to another layout through shared memory before storing it (3.2 and later do not).
+WARP_LOCAL: dict[str, Callable[[dict], bool]] = {
+    "_gated_kernel": lambda c: c["BLOCK_N"] <= 4,
+    "_gated_bwd_kernel": lambda c: c["PER_FEATURE"] and c["BLOCK_N"] <= 4,
+}
+WARP_LOCAL_BARRIERS = 1
+
+
 def problems(records: list[Compiled]) -> list[str]:
     """What would fail or run badly on the target, or differ by Triton version: shared memory
     over the limit, spills, FMA contraction left to Triton's default (on in 3.9, which warns
-    about it; off from 3.10)."""
+    about it; off from 3.10); a WARP_LOCAL kernel that reduces across warps; and, where
+    counted, SASS that contradicts the PTX's memory counts."""
     out = []
     for r in records:
+        local = WARP_LOCAL.get(r.kernel)
+        if local is not None and local(r.constexprs) and r.memory["barriers"] > WARP_LOCAL_BARRIERS:
+            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: reduces across warps "
+                       f"({r.memory['shared']} shared-memory accesses, {r.memory['barriers']} barriers)")
+        if r.memory_sass is not None:
+            out += [f"{r.kernel} sm_{r.arch} {r.constexprs}: {d}" for d in sass_disagreements(r.memory, r.memory_sass)]
         if r.max_shared_bytes is not None and r.shared_bytes > r.max_shared_bytes:
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: {r.shared_bytes} B shared > the {r.max_shared_bytes} B limit")
         if r.spill_bytes:
@@ -407,7 +539,7 @@ def problems(records: list[Compiled]) -> list[str]:
 def _row(r: Compiled) -> str:
     blocks = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK")}
     return (f"{r.kernel:<26} warps={r.num_warps} {blocks} regs={r.registers} spill={r.spill_bytes} "
-            f"shared={r.shared_bytes} ({r.seconds:.1f} s)")
+            f"shared={r.shared_bytes} barriers={r.memory.get('barriers')} ({r.seconds:.1f} s)")
 
 
 def main(argv=None) -> int:
@@ -416,6 +548,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", action="append", choices=["float16", "float32"], help="repeatable; default both")
     p.add_argument("--json", type=Path, help="write every record here")
     p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")
+    p.add_argument("--sass", action="store_true", help="also count memory instructions from each binary's SASS and report "
+                   "where it contradicts the PTX's counts (about 0.25 s more per binary)")
     args = p.parse_args(argv)
     try:
         shard = tuple(int(x) for x in args.shard.split("/"))
@@ -427,10 +561,10 @@ def main(argv=None) -> int:
     import triton
 
     start = time.perf_counter()
-    records = check(archs, dtypes, progress=True, shard=shard)
+    records = check(archs, dtypes, progress=True, shard=shard, sass=args.sass)
     found = problems(records)
     if args.json:
-        doc = {"triton": triton.__version__, "archs": archs, "shard": args.shard, "seconds": round(time.perf_counter() - start, 1),
+        doc = {"triton": triton.__version__, "archs": archs, "shard": args.shard, "sass": args.sass, "seconds": round(time.perf_counter() - start, 1),
                "problems": found, "binaries": [asdict(r) for r in records]}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2, default=str))

@@ -123,26 +123,53 @@ def _check(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: 
     check_tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], any_dtype=("logits", "mask"))
 
 
-def _blocks(n: int, d: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_D, num_warps)."""
-    # 1024-wide blocks: one program reads N x 4 KiB (fp32) per row, enough bytes in flight
-    # per SM to stream at bandwidth while keeping the grid (B x D/1024) large at B >= 64
+#: bytes one thread loads per vector instruction (128-bit loads), and per warp
+VECTOR_BYTES = 16
+WARP_BYTES = 32 * VECTOR_BYTES
+#: values of one tensor a thread holds, at most, before warps also split the modality axis
+THREAD_VALUES = 32
+
+
+def _blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, num_warps) for ``n`` modalities of width ``d``, ``itemsize``-byte features.
+
+    Both kernels reduce over the modality axis (softmax max and sum, the weighted sum). Triton
+    lays a [BLOCK_N, BLOCK_D] tile out with 16-byte vectors along D, 32 threads along D, then
+    warps along D while they fit. num_warps is as many warps as one row of BLOCK_D takes at
+    that width, so no warp holds another's modalities and the reductions stay in each thread's
+    registers. More warps would split the modality axis, and each reduction would cross warps
+    through shared memory, with a barrier: with Triton 3.9, 25 barriers in the per-feature
+    forward for fp16 at D = 1024 with 8 warps, none with 4 (bench/gated_layouts.py lists every
+    case; tests/kernels/test_aot.py checks the launcher's choices from the compiled binaries).
+    Only when a thread would hold more than THREAD_VALUES values of a tensor (from 5
+    modalities in fp16, 9 in fp32) are warps added, up to 8, and those split the modality
+    axis, to bound registers.
+    """
+    # 1024-wide blocks: one program reads N x 2-4 KiB per row, enough bytes in flight per SM to
+    # stream at bandwidth while keeping the grid (B x D/1024) large at B >= 64
     block_d = min(1024, next_pow2(d))
     block_n = next_pow2(n)
-    return block_n, block_d, 4 if block_d * block_n <= 2048 else 8
+    row_warps = max(1, block_d * itemsize // WARP_BYTES)
+    per_thread = block_n * block_d // (32 * row_warps)  # values of one tensor a thread holds with row_warps
+    return block_n, block_d, min(8, row_warps * max(1, per_thread // THREAD_VALUES))
 
 
 def gated_fusion_triton(
-    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax"
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax",
+    config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'."""
+    """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'.
+    ``config``: (BLOCK_N, BLOCK_D, num_warps) instead of ``_blocks``' (the benchmark times
+    alternatives)."""
     _check(feats, logits, mask, mode)
     b, n, d = feats.shape
     out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
     empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
     if b == 0:
         return out, empty
-    block_n, block_d, warps = _blocks(n, d)
+    block_n, block_d, warps = config or _blocks(n, d, feats.element_size())
+    if config and (block_n < n or any(v < 1 or v & (v - 1) for v in config)):
+        raise ValueError(f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got {config}")
     launch(
         _gated_kernel, (b, cdiv(d, block_d)), feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
@@ -174,7 +201,7 @@ def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tens
     if b == 0:
         return dfeat, dlogit
     per_feature = logits.dim() == 3
-    block_n, block_d, warps = _blocks(n, d)
+    block_n, block_d, warps = _blocks(n, d, feats.element_size())
     launch(
         _gated_bwd_kernel, (b, cdiv(d, block_d) if per_feature else 1), feats, logits, mask, dout, dfeat, dlogit, n, d,
         PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,

@@ -97,6 +97,26 @@ def test_mfb_alternatives_are_valid_configs_that_compute_the_same_result(b):
         torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4, msg=label)
 
 
+def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
+    import torch
+
+    from edgefuse.kernels.reference import gated_fusion_reference
+    from edgefuse.kernels.triton_gated import _blocks, gated_fusion_triton
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(2)
+    b, n, d = 3, 3, 40
+    feats, logits = (torch.randn(b, n, d, generator=g).to(dev) for _ in range(2))
+    mask = torch.tensor([[True, False, True], [False, False, False], [True, True, True]], device=dev)
+    ref, _ = gated_fusion_reference(feats.double(), logits.double(), mask)
+    alts = bk._gated_alternatives(n, 1024, 2)  # the bar's D in fp16: the launcher picks 4 warps
+    assert _blocks(n, 1024, 2) == (4, 1024, 4) and set(alts) == {"warps1", "warps2", "warps8"}
+    for label, cfg in bk._gated_alternatives(n, d, 4).items():
+        out, empty = gated_fusion_triton(feats, logits, mask, config=cfg)
+        assert empty.tolist() == [False, True, False], label
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5, msg=label)
+
+
 def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
     """The deferred torch.compile step: one compile per op, a timing per record, errors recorded (not raised)."""
     compiles, calls = [], []

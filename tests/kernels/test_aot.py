@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from edgefuse.kernels.aot import Compiled, problems
+from edgefuse.kernels.aot import WARP_LOCAL, Compiled, memory_instructions, problems
 from edgefuse.kernels.triton_projection import DOT_MIN, MAX_STAGES, SHARED_BUDGET, _config, _pipeline
 
 KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_split_k_epilogue", "_gated_kernel", "_gated_bwd_kernel", "_mfb_kernel",
@@ -68,6 +69,62 @@ def test_launchers_shared_memory_plan_holds_for_the_compiler(compiled):
             assert b["spill_bytes"] == 0, b
 
 
+def test_gated_kernels_reduce_over_modalities_inside_each_warp(compiled):
+    """Gated fusion is bound by memory bandwidth (issue 3's bar: >= 70 % of copy bandwidth at
+    B = 4096). Its reductions over the modalities (softmax max and sum, the weighted sum) must
+    stay in registers: a layout that spreads the modalities over warps reduces through shared
+    memory with a barrier each time (_blocks' num_warps). Read from the compiled binaries, at
+    every benchmark shape, fp16 and fp32, for every target: with this Triton (>= 3.2), no
+    shared memory and no barrier at all (aot.WARP_LOCAL). No kernel of edgefuse uses atomics,
+    so every result is the same run to run."""
+    import triton
+
+    from edgefuse._releases import major_minor
+
+    assert major_minor(triton.__version__) >= (3, 2), "Triton 3.0-3.1 add one barrier to store the row (aot.WARP_LOCAL_BARRIERS)"
+    _, _, docs = compiled
+    binaries = [b for doc in docs for b in doc["binaries"]]
+    gated = [b for b in binaries if b["kernel"] in WARP_LOCAL and WARP_LOCAL[b["kernel"]](b["constexprs"])]
+    assert {b["kernel"] for b in gated} == {"_gated_kernel", "_gated_bwd_kernel"} and len(gated) >= 2 * 2 * 3 * 2
+    for b in gated:
+        m = b["memory"]
+        assert m["barriers"] == 0 and m["shared"] == 0, (b["kernel"], b["arch"], b["constexprs"], b["num_warps"], m)
+        assert m["global_loads"].get("128"), (b["kernel"], b["arch"], b["constexprs"], m)  # the feature rows: 16-byte vectors
+    for b in binaries:
+        assert b["memory"]["atomics"] == 0, (b["kernel"], b["arch"], b["constexprs"], b["memory"])
+
+
+def test_memory_instructions_counts_ptx_by_kind_and_width():
+    ptx = """
+.visible .entry k(
+	.param .u64 .ptr .global .align 1 k_param_0
+)
+{
+	.reg .b32 	%r<4>;
+	ld.param.b64 	%rd1, [k_param_0];
+	// begin inline asm
+	@%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
+	// end inline asm
+	@!%p2 ld.global.L1::evict_last.b8 { %rs1 }, [ %rd2 + 0 ];
+	ld.global.b32 { %r5 }, [ %rd3 + 0 ];
+	cp.async.cg.shared.global [ %r77 + 0 ], [ %rd16 + 0 ], 0x10, %r22;
+	cp.async.commit_group;
+	st.shared.v4.b32 	[%r6], {%r1, %r2, %r3, %r4};
+	bar.sync 	0;
+	ldmatrix.sync.aligned.m8n8.x4.shared.b16 { %r7, %r8, %r9, %r10 }, [ %r11 + 0 ];
+$L__BB0_2:
+	st.global.v2.b32 [ %rd4 + 0 ], { %r1, %r2 };
+	red.global.gpu.add.f32 [ %rd5 ], %f1;
+	ret;
+}
+"""
+    assert memory_instructions(ptx) == {
+        "global_loads": {"128": 2, "32": 1, "8": 1}, "global_stores": {"64": 1}, "shared": 2, "barriers": 1, "atomics": 1,
+    }
+    with pytest.raises(ValueError, match="no PTX instructions"):
+        memory_instructions("// nothing here\n.version 8.4\n")
+
+
 def test_pipeline_plan_fits_the_budget_and_keeps_tl_dot_sizes():
     for b in (1, 8, 32, 256, 4096):
         for d in (16, 256, 1024, 4096):
@@ -87,6 +144,25 @@ def test_problems_flags_shared_overflow_and_spills():
     found = problems([ok, over, spill, unpinned])
     assert len(found) == 3 and "266240 B shared > the 166912 B limit" in found[0] and "spills 96 B" in found[1]
     assert "without enable_fp_fusion" in found[2]
+
+
+def test_problems_flags_a_warp_local_kernel_through_shared_memory_and_sass_that_contradicts_the_ptx():
+    quiet = {"global_loads": {"128": 8, "8": 3}, "global_stores": {"128": 1}, "shared": 0, "barriers": 0, "atomics": 0}
+    crossing = {**quiet, "shared": 26, "barriers": 25}
+    store_relayout = {**quiet, "shared": 2, "barriers": 1}  # Triton 3.0-3.1: the output row through shared memory
+    base = dict(arch=90, num_warps=4, registers=64, spill_bytes=0, shared_bytes=0, max_shared_bytes=232448,
+                blocks_per_sm_by_regs=8, seconds=0.1, fp_fusion=True)
+    fwd = Compiled("_gated_kernel", constexprs={"PER_FEATURE": True, "BLOCK_N": 4}, memory=quiet, **base)
+    assert problems([fwd, replace(fwd, memory=store_relayout)]) == []
+    # the per-modality backward sums over D across warps; eight modalities may be spread over warps
+    found = problems([replace(fwd, memory=crossing), Compiled("_gated_bwd_kernel", constexprs={"PER_FEATURE": False, "BLOCK_N": 4}, memory=crossing, **base),
+                      replace(fwd, constexprs={"PER_FEATURE": True, "BLOCK_N": 8}, memory=crossing)])
+    assert len(found) == 1 and "_gated_kernel" in found[0] and "26 shared-memory accesses, 25 barriers" in found[0]
+    # ptxas may merge, unroll and drop barriers; widths, zero barriers and atomics must hold
+    assert problems([replace(fwd, memory_sass={**quiet, "global_loads": {"128": 32, "8": 3}})]) == []
+    found = problems([replace(fwd, memory_sass={**quiet, "global_loads": {"64": 8, "8": 3}, "barriers": 2, "atomics": 1})])
+    assert len(found) == 3 and "widths ['128', '8'] in the PTX, ['64', '8'] in the binary" in found[0]
+    assert "no barriers in the PTX, 2 in the binary" in found[1] and "0 atomics in the PTX, 1" in found[2]
 
 
 PRESENCE_SCRIPT = """

@@ -58,6 +58,10 @@ def test_launcher_rejects_bad_inputs():
         gated_fusion_triton(feats.transpose(0, 1).contiguous().transpose(0, 1), logits, mask)
     with pytest.raises(ValueError, match="mode"):
         gated_fusion_triton(feats, logits, mask, "relu")
+    with pytest.raises(ValueError, match=r"BLOCK_N >= N=2, got \(1, 8, 1\)"):  # would leave a modality out
+        gated_fusion_triton(feats, logits, mask, config=(1, 8, 1))
+    with pytest.raises(ValueError, match="powers of two"):
+        gated_fusion_triton(feats, logits, mask, config=(2, 12, 1))
 
 
 def _reference_grads(feats, logits, mask, mode, dout):
