@@ -277,3 +277,25 @@ def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_p
             # (which of the two timings is larger is the bench's to report: under load it can flip)
             assert rec["driver_launches"] == rec["kernel_launches"], (name, rec)
             assert rec["launch_us"] > 0 and rec["triton_run_us"] > 0, (name, rec)
+
+
+def test_gated_layouts_shows_the_warp_local_check_catches_modalities_spread_over_warps(tmp_path):
+    """bench/gated_layouts.py compiles the gated kernels for sm_90 with 1-8 warps. With the
+    real compiler, the launcher's choice has no barrier, and more warps than a row takes (the
+    modalities spread over warps, as before _blocks changed) do: what aot.WARP_LOCAL fails on.
+    fp32 at D = 256 (a row takes 2 warps) keeps it short; the SASS is checked against the PTX."""
+    from edgefuse.kernels.aot import WARP_LOCAL_BARRIERS
+
+    run = subprocess.run([sys.executable, str(BENCH / "gated_layouts.py"), "--out", str(tmp_path), "--sass",
+                          "--dtype", "float32", "--dim", "256"], env=_compiled_mode_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (path,) = tmp_path.glob("gated_layouts-triton-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["disagreements"] == [] and doc["sass_checked"]
+    rows = [r for r in doc["rows"] if r["direction"] == "forward" or r["per_feature_gates"]]
+    assert len(rows) == 3 * 4  # per-feature forward and backward, per-modality forward; 4 warp counts
+    for r in rows:
+        if r["default"]:
+            assert r["num_warps"] == 2 and r["barriers"] <= WARP_LOCAL_BARRIERS, r
+        elif r["num_warps"] > 2:
+            assert r["barriers"] > WARP_LOCAL_BARRIERS, r
