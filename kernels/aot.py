@@ -198,7 +198,7 @@ def _bits(opcode: str, operands: str) -> str:
     """Bits one load or store moves per thread: ld.global.v4.b32 -> 128, st.global.b8 -> 8;
     an asynchronous copy's size is its third operand, in bytes (cp.async... [dst], [src], 0x10)."""
     if opcode.startswith("cp.async"):
-        size = operands.split(",")[2].strip()
+        size = operands.split(",")[2].strip().rstrip(";").strip()  # a fourth operand (source size) may follow
         return str(8 * int(size, 0))
     vector = re.search(r"\.v(\d)\b", opcode)
     width = re.search(r"\.[bfus](\d+)$", opcode)

@@ -108,6 +108,7 @@ def test_memory_instructions_counts_ptx_by_kind_and_width():
 	@!%p2 ld.global.L1::evict_last.b8 { %rs1 }, [ %rd2 + 0 ];
 	ld.global.b32 { %r5 }, [ %rd3 + 0 ];
 	cp.async.cg.shared.global [ %r77 + 0 ], [ %rd16 + 0 ], 0x10, %r22;
+	cp.async.ca.shared.global [ %r78 + 0 ], [ %rd17 + 0 ], 8;
 	cp.async.commit_group;
 	st.shared.v4.b32 	[%r6], {%r1, %r2, %r3, %r4};
 	bar.sync 	0;
@@ -119,7 +120,7 @@ $L__BB0_2:
 }
 """
     assert memory_instructions(ptx) == {
-        "global_loads": {"128": 2, "32": 1, "8": 1}, "global_stores": {"64": 1}, "shared": 2, "barriers": 1, "atomics": 1,
+        "global_loads": {"128": 2, "64": 1, "32": 1, "8": 1}, "global_stores": {"64": 1}, "shared": 2, "barriers": 1, "atomics": 1,
     }
     with pytest.raises(ValueError, match="no PTX instructions"):
         memory_instructions("// nothing here\n.version 8.4\n")
