@@ -2,7 +2,8 @@
 
 For each case (fp16 and fp32; D = 256 and 1024; N = 3 modalities; gates per feature or per
 modality; forward and backward) the kernels are compiled for a stand-in sm_90 GPU (Triton's
-own JIT, ``edgefuse.kernels.aot.stand_in_gpu``) with 1, 2, 4 and 8 warps, and each binary's
+own JIT, ``edgefuse.kernels.aot.stand_in_gpu``) with the launcher's choice and with each
+warp count bench_kernels.py times beside it on a GPU (1, 2, 4 and 8 in all), and each binary's
 registers and memory instructions are recorded: global load and store widths, shared-memory
 accesses and barriers (``aot.memory_instructions``, from the PTX; ``--sass`` also reads the
 SASS and fails where it contradicts them). The row marked ``default`` is the launcher's choice
@@ -22,7 +23,6 @@ import os
 import sys
 from pathlib import Path
 
-WARPS = (1, 2, 4, 8)
 N = 3
 
 
@@ -39,9 +39,10 @@ def main(argv=None) -> int:
     import torch
     import triton
 
+    from bench_kernels import _gated_alternatives
+
     from edgefuse.kernels import aot, triton_gated
 
-    default_blocks = triton_gated._blocks
     rows, disagreements = [], []
     with aot.stand_in_gpu(args.arch):
         for dtype in [getattr(torch, name) for name in args.dtype or ("float16", "float32")]:
@@ -50,23 +51,20 @@ def main(argv=None) -> int:
                 mask = torch.ones(8, N, dtype=torch.bool)
                 for per_feature in (True, False):
                     logits = torch.empty(8, N, d, dtype=dtype) if per_feature else torch.empty(8, N, dtype=dtype)
-                    default = default_blocks(N, d, dtype.itemsize)
-                    for warps in WARPS:
-                        # every launch of both launchers takes this tile over ``warps`` warps
-                        triton_gated._blocks = lambda n, dd, itemsize, w=warps: (*default_blocks(n, dd, itemsize)[:2], w)
-                        try:
-                            with aot.capture(compile_if=lambda launch: True) as launches:
-                                triton_gated.gated_fusion_triton(feats, logits, mask)
-                                triton_gated.gated_fusion_backward_triton(feats, logits, mask, dout)
-                        finally:
-                            triton_gated._blocks = default_blocks
+                    default = triton_gated._blocks(N, d, dtype.itemsize)
+                    configs = sorted([default, *_gated_alternatives(N, d, dtype.itemsize).values()], key=lambda c: c[2])
+                    for config in configs:
+                        warps = config[2]
+                        with aot.capture(compile_if=lambda launch: True) as launches:
+                            triton_gated.gated_fusion_triton(feats, logits, mask, config=config)
+                            triton_gated.gated_fusion_backward_triton(feats, logits, mask, dout, config=config)
                         for launch, direction in zip(launches, ("forward", "backward")):
                             rec = aot.record_of(launch, args.arch, sass=args.sass)
                             if rec.memory_sass is not None:
                                 disagreements += [f"{rec.kernel} warps={warps}: {x}" for x in aot.sass_disagreements(rec.memory, rec.memory_sass)]
                             rows.append({
                                 "dtype": str(dtype).replace("torch.", ""), "D": d, "N": N, "per_feature_gates": per_feature,
-                                "direction": direction, "num_warps": warps, "default": warps == default[2],
+                                "direction": direction, "num_warps": warps, "default": config == default,
                                 "BLOCK_N": default[0], "BLOCK_D": default[1], "registers": rec.registers,
                                 "spill_bytes": rec.spill_bytes, **rec.memory,
                             })

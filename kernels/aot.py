@@ -152,7 +152,7 @@ def launch_of(fn, args, kwargs, grid) -> Launch:
 
 def record_of(launch: Launch, arch: int, sass: bool = False) -> Compiled:
     """The resource usage and memory instructions of a launch's compiled binary for ``sm_<arch>``;
-    ``sass``: also from its SASS (a quarter of a second more per binary)."""
+    ``sass``: also from its SASS (about 0.2 s more per binary)."""
     compiled = launch.compiled
     usage = resource_usage(compiled.asm["cubin"])
     warps = compiled.metadata.num_warps
@@ -205,6 +205,22 @@ def _bits(opcode: str, operands: str) -> str:
     return str((int(vector.group(1)) if vector else 1) * (int(width.group(1)) if width else 32))
 
 
+def _tally(kinds) -> dict:
+    """``memory_instructions``' record from ``(kind, bits)`` pairs: kind "load" or "store" with
+    their width in bits, or "shared", "barriers", "atomics"."""
+    loads: collections.Counter[str] = collections.Counter()
+    stores: collections.Counter[str] = collections.Counter()
+    out = {"shared": 0, "barriers": 0, "atomics": 0}
+    for kind, bits in kinds:
+        if kind == "load":
+            loads[bits] += 1
+        elif kind == "store":
+            stores[bits] += 1
+        else:
+            out[kind] += 1
+    return {"global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())), **out}
+
+
 def memory_instructions(ptx: str) -> dict:
     """The memory instructions of a kernel's PTX (Triton's ``asm["ptx"]``), by kind.
 
@@ -216,28 +232,27 @@ def memory_instructions(ptx: str) -> dict:
     instructions in the code, not executions (a loop body counts once). ptxas may unroll
     loops, merge shared-memory accesses and drop barriers it does not need, so the binary's
     counts can differ; the widths used, zero barriers or shared accesses, and the atomics
-    agree (``sass_disagreements``; ``check(sass=True)`` compares every binary, at a quarter of
-    a second each). A reduction whose values all lie in one warp needs no shared memory and no
-    barrier; one across warps needs both."""
-    loads: collections.Counter[str] = collections.Counter()
-    stores: collections.Counter[str] = collections.Counter()
-    out = {"shared": 0, "barriers": 0, "atomics": 0}
-    found = False
-    for op, operands in _OPCODE.findall(ptx):
-        found = True
-        if op.startswith("ld.global") or (op.startswith("cp.async.") and ".shared.global" in op):
-            loads[_bits(op, operands)] += 1
-        elif op.startswith("st.global"):
-            stores[_bits(op, operands)] += 1
-        elif op.startswith(("ld.shared", "st.shared", "ldmatrix", "stmatrix")):
-            out["shared"] += 1
-        elif op.startswith(("bar.", "barrier.")):
-            out["barriers"] += 1
-        elif op.startswith(("atom.", "red.")):
-            out["atomics"] += 1
-    if not found:
+    agree (``sass_disagreements``; ``check(sass=True)`` compares every binary, at about 0.2 s
+    each: README). A reduction whose values all lie in one warp needs no shared memory and no barrier;
+    one across warps needs both."""
+    instructions = _OPCODE.findall(ptx)
+    if not instructions:
         raise ValueError(f"no PTX instructions found in:\n{ptx[:2000]}")
-    return {"global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())), **out}
+
+    def kind(op: str, operands: str):
+        if op.startswith("ld.global") or (op.startswith("cp.async.") and ".shared.global" in op):
+            return "load", _bits(op, operands)
+        if op.startswith("st.global"):
+            return "store", _bits(op, operands)
+        if op.startswith(("ld.shared", "st.shared", "ldmatrix", "stmatrix")):
+            return "shared", None
+        if op.startswith(("bar.", "barrier.")):
+            return "barriers", None
+        if op.startswith(("atom.", "red.")):
+            return "atomics", None
+        return None, None
+
+    return _tally(k for k in (kind(op, operands) for op, operands in instructions) if k[0])
 
 
 #: a SASS instruction's opcode, after its address and an optional predicate (@P0, @!UP1, @PT)
@@ -245,26 +260,24 @@ _SASS_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z
 #: SASS opcode -> memory_instructions' kind
 _SASS_KINDS = {"LDG": "load", "LDGSTS": "load", "STG": "store", "LDS": "shared", "STS": "shared", "LDSM": "shared",
                "STSM": "shared", "BAR": "barriers", "ATOMG": "atomics", "ATOM": "atomics", "RED": "atomics", "REDG": "atomics"}
+#: a SASS load's or store's width from its modifiers (none of these: 32 bits)
+_SASS_BITS = (("128", {"128"}), ("64", {"64"}), ("16", {"U16", "S16"}), ("8", {"U8", "S8"}))
 
 
 def sass_memory_instructions(cubin: bytes) -> dict:
     """``memory_instructions``' counts, read from the binary's SASS (``cuobjdump -sass``)."""
-    loads: collections.Counter[str] = collections.Counter()
-    stores: collections.Counter[str] = collections.Counter()
-    out = {"shared": 0, "barriers": 0, "atomics": 0}
     opcodes = _SASS_OPCODE.findall(_cuobjdump(cubin, "-sass"))
     if not opcodes:
         raise ValueError("cuobjdump printed no SASS")
-    for op in opcodes:
-        kind = _SASS_KINDS.get(op.split(".")[0])
-        if kind in ("load", "store"):
-            parts = set(op.split(".")[1:])
-            bits = next((b for b, names in (("128", {"128"}), ("64", {"64"}), ("16", {"U16", "S16"}), ("8", {"U8", "S8"}))
-                         if parts & names), "32")
-            (loads if kind == "load" else stores)[bits] += 1
-        elif kind:
-            out[kind] += 1
-    return {"global_loads": dict(sorted(loads.items())), "global_stores": dict(sorted(stores.items())), **out}
+
+    def kind(op: str):
+        head, *mods = op.split(".")
+        k = _SASS_KINDS.get(head)
+        if k in ("load", "store"):
+            return k, next((bits for bits, names in _SASS_BITS if names.intersection(mods)), "32")
+        return k, None
+
+    return _tally(k for k in map(kind, opcodes) if k[0])
 
 
 def sass_disagreements(ptx: dict, sass: dict) -> list[str]:
@@ -549,7 +562,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="write every record here")
     p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")
     p.add_argument("--sass", action="store_true", help="also count memory instructions from each binary's SASS and report "
-                   "where it contradicts the PTX's counts (about 0.25 s more per binary)")
+                   "where it contradicts the PTX's counts (about 0.2 s more per binary)")
     args = p.parse_args(argv)
     try:
         shard = tuple(int(x) for x in args.shard.split("/"))

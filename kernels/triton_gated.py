@@ -154,6 +154,15 @@ def _blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
     return block_n, block_d, min(8, row_warps * max(1, per_thread // THREAD_VALUES))
 
 
+def _checked_blocks(n: int, d: int, itemsize: int, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """``config`` (BLOCK_N, BLOCK_D, num_warps), checked, or ``_blocks``' choice when None."""
+    if config is None:
+        return _blocks(n, d, itemsize)
+    if config[0] < n or any(v < 1 or v & (v - 1) for v in config):
+        raise ValueError(f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got {config}")
+    return config
+
+
 def gated_fusion_triton(
     feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax",
     config: tuple[int, int, int] | None = None,
@@ -167,9 +176,7 @@ def gated_fusion_triton(
     empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
     if b == 0:
         return out, empty
-    block_n, block_d, warps = config or _blocks(n, d, feats.element_size())
-    if config and (block_n < n or any(v < 1 or v & (v - 1) for v in config)):
-        raise ValueError(f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got {config}")
+    block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config)
     launch(
         _gated_kernel, (b, cdiv(d, block_d)), feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
@@ -179,21 +186,23 @@ def gated_fusion_triton(
 
 
 def gated_fusion_backward_triton(
-    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, dout: torch.Tensor, mode: str = "softmax"
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, dout: torch.Tensor, mode: str = "softmax",
+    config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward launcher: ``(d feats [B, N, D], d logits)`` (logits' shape and dtype) for ``dout [B, D]``.
 
-    Absent modalities and empty rows get zero gradients, as from the reference.
+    Absent modalities and empty rows get zero gradients, as from the reference. ``config`` as
+    for the forward.
     """
     _check(feats, logits, mask, mode)
     b, n, d = feats.shape
     if tuple(dout.shape) != (b, d):
         raise ValueError(f"gated_fusion backward: expected dout [{b}, {d}], got {list(dout.shape)}")
     check_tensors("gated_fusion backward", feats, [("dout", dout)], any_dtype=("dout",))
-    return _backward(feats, logits, mask, dout, mode)
+    return _backward(feats, logits, mask, dout, mode, config)
 
 
-def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tensor]:
+def _backward(feats, logits, mask, dout, mode, config=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The backward launch on checked arguments (the autograd Function's were checked by its forward)."""
     b, n, d = feats.shape
     dfeat = torch.empty_like(feats)
@@ -201,7 +210,7 @@ def _backward(feats, logits, mask, dout, mode) -> tuple[torch.Tensor, torch.Tens
     if b == 0:
         return dfeat, dlogit
     per_feature = logits.dim() == 3
-    block_n, block_d, warps = _blocks(n, d, feats.element_size())
+    block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config)
     launch(
         _gated_bwd_kernel, (b, cdiv(d, block_d) if per_feature else 1), feats, logits, mask, dout, dfeat, dlogit, n, d,
         PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,

@@ -101,7 +101,7 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     import torch
 
     from edgefuse.kernels.reference import gated_fusion_reference
-    from edgefuse.kernels.triton_gated import _blocks, gated_fusion_triton
+    from edgefuse.kernels.triton_gated import _blocks, gated_fusion_backward_triton, gated_fusion_triton
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(2)
@@ -111,10 +111,14 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     ref, _ = gated_fusion_reference(feats.double(), logits.double(), mask)
     alts = bk._gated_alternatives(n, 1024, 2)  # the bar's D in fp16: the launcher picks 4 warps
     assert _blocks(n, 1024, 2) == (4, 1024, 4) and set(alts) == {"warps1", "warps2", "warps8"}
+    dout = torch.randn(b, d, generator=g).to(dev)
+    grads = gated_fusion_backward_triton(feats, logits, mask, dout)
     for label, cfg in bk._gated_alternatives(n, d, 4).items():
         out, empty = gated_fusion_triton(feats, logits, mask, config=cfg)
         assert empty.tolist() == [False, True, False], label
         torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5, msg=label)
+        for got, want in zip(gated_fusion_backward_triton(feats, logits, mask, dout, config=cfg), grads):  # bench/gated_layouts.py
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=label)
 
 
 def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
