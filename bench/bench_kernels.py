@@ -125,11 +125,11 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
                 fns["compile"] = lambda: compiled(xs)
             t = _variants(fns)
             # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
-            # chooses between at edge batches, timed in the same run (not part of the bar)
+            # chooses between at edge batches and at the largest, timed in the same run (not part of the bar)
             extra: dict = {}
             alts = _time_alternatives(
                 _alternatives(b, d, dtype.itemsize), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
-            ) if b <= 32 else {}
+            ) if b <= 32 or b == BATCHES[-1] else {}
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
@@ -165,11 +165,21 @@ def _projection_default(b: int, d: int, itemsize: int) -> tuple:
 
 
 def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
-    """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2, split-K) other than the default."""
-    from edgefuse.kernels.triton_projection import next_pow2
+    """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2, split-K) other than the
+    default: at edge batches the tile widths, split-K and the fused L2 epilogue; above
+    GEMM_ROWS the fused epilogue's 16-row tile (the default there until _config kept fused
+    tiles GEMM-shaped) and taller or wider GEMM tiles."""
+    from edgefuse.kernels.triton_projection import GEMM_ROWS, next_pow2
 
     wide = max(16, next_pow2(d))
     default = _projection_default(b, d, itemsize)
+    if b > GEMM_ROWS:
+        cands = {
+            "one_launch_fused_l2_rows16": (16, wide, 32, 8 if wide > 256 else 4, True, 1),
+            "m128_n128_two_launch": (128, 128, 64, 8, False, 1),
+            "m64_n256_two_launch": (64, min(wide, 256), 64, 8, False, 1),
+        }
+        return {k: v for k, v in cands.items() if v != default}
     cands = {
         "default_without_split": (*default[:5], 1),
         "one_launch_fused_l2": (16, wide, 32, 8 if wide > 256 else 4, True, 1),
@@ -185,12 +195,12 @@ def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
 
 def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
     """MFB launch configurations (BLOCK_M, BLOCK_O, BLOCK_K, warps) other than the default."""
-    from edgefuse.kernels.triton_bilinear import MFB_GEMM_ROWS, _mfb_config
-    from edgefuse.kernels.triton_projection import next_pow2
+    from edgefuse.kernels.triton_bilinear import _mfb_config
+    from edgefuse.kernels.triton_projection import GEMM_ROWS, next_pow2
 
     f = next_pow2(factors)
     w = lambda rows: max(1, rows // f)  # noqa: E731 (BLOCK_O for this many weight rows)
-    if b > MFB_GEMM_ROWS:
+    if b > GEMM_ROWS:
         cands = {"m16_w256": (16, w(256), 32, 8), "m64_w256": (64, w(256), 64, 8), "m128_w128": (128, w(128), 64, 8)}
     else:
         cands = {"m16_w32": (16, w(32), 32, 4), "m16_w256": (16, w(256), 32, 8)}

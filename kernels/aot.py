@@ -11,7 +11,8 @@ the compiled lowering, tiles whose shared memory exceeds the target's per-block 
 register spills; ``cuobjdump`` (shipped in Triton's wheel) reads each cubin's registers,
 spill (local) bytes and shared memory, and each record counts the PTX's memory instructions:
 global loads and stores by width, shared-memory accesses, barriers and atomics
-(``memory_instructions``).
+(``memory_instructions``), and its tensor-core instructions by family and shape
+(``tensor_core_instructions``: whether a GEMM tile runs Hopper's warpgroup MMA).
 
 It must run in a process where ``TRITON_INTERPRET`` is unset (the interpreter replaces the
 JIT functions this needs).
@@ -89,6 +90,8 @@ class Compiled:
     memory: dict = field(default_factory=dict)
     #: the same counted from the binary's SASS (``sass_memory_instructions``), when asked for
     memory_sass: dict | None = None
+    #: the binary's tensor-core instructions (``tensor_core_instructions``): {"wgmma m64n64k16 f16": n, ...}
+    tensor_cores: dict = field(default_factory=dict)
 
 
 def _interpreting() -> bool:
@@ -165,6 +168,7 @@ def record_of(launch: Launch, arch: int, sass: bool = False) -> Compiled:
         blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(launch.seconds, 3),
         fp_fusion=dict(launch.options).get("enable_fp_fusion"), memory=memory_instructions(compiled.asm["ptx"]),
         memory_sass=sass_memory_instructions(compiled.asm["cubin"]) if sass else None,
+        tensor_cores=tensor_core_instructions(compiled.asm["ptx"]),
     )
 
 
@@ -253,6 +257,32 @@ def memory_instructions(ptx: str) -> dict:
         return None, None
 
     return _tally(k for k in (kind(op, operands) for op, operands in instructions) if k[0])
+
+
+#: the tensor-core instruction families, oldest first: Ampere's warp-level MMA (also Ada,
+#: Orin, and Hopper/Blackwell for tiles under GEMM_TILE_ROWS), Hopper's warpgroup MMA,
+#: Blackwell's tensor-memory MMA
+_TENSOR_CORE_FAMILIES = {"mma.sync": "mma", "wgmma.mma_async": "wgmma", "tcgen05.mma": "tcgen05"}
+#: the input types a tensor-core instruction names (its accumulator is f32 in every edgefuse kernel)
+_TENSOR_CORE_TYPES = ("f16", "bf16", "tf32", "e4m3", "e5m2", "s8", "u8")
+
+
+def tensor_core_instructions(ptx: str) -> dict[str, int]:
+    """The tensor-core instructions of a kernel's PTX: {"<family> <shape> <input type>": count},
+    e.g. ``wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16`` -> "wgmma m64n64k16 f16",
+    ``mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32`` -> "mma m16n8k16 f16",
+    ``tcgen05.mma.cta_group::1.kind::f16`` -> "tcgen05 - f16" (its shape is in a descriptor).
+    Empty for a dot Triton lowers to FMAs (fp32 with ``input_precision="ieee"``)."""
+    out: collections.Counter[str] = collections.Counter()
+    for op, _ in _OPCODE.findall(ptx):
+        family = next((name for prefix, name in _TENSOR_CORE_FAMILIES.items() if op.startswith(prefix + ".")), None)
+        if family is None or (family == "tcgen05" and ".kind::" not in op):
+            continue
+        parts = re.split(r"\.|::", op)
+        shape = next((p for p in parts if re.fullmatch(r"m\d+n\d+k\d+", p)), "-")
+        kind = next((p for p in parts if p in _TENSOR_CORE_TYPES), "?")
+        out[f"{family} {shape} {kind}"] += 1
+    return dict(sorted(out.items()))
 
 
 #: a SASS instruction's opcode, after its address and an optional predicate (@P0, @!UP1, @PT)
@@ -434,8 +464,37 @@ DIMS = (256, 1024)
 KS = (2048, 1024, 128)
 
 
+#: fp32 is also compiled with TF32 allowed (``triton_projection.dot_precision``) at these batches
+TF32_BATCHES = (8, 4096)
+
+
+@contextlib.contextmanager
+def fp32_matmul_precision(precision: str) -> Iterator[None]:
+    """Within the block, ``torch.set_float32_matmul_precision(precision)``; restored after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _with_tf32(call: Callable[[], object]) -> object:
+    with fp32_matmul_precision("high"):
+        return call()
+
+
 def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
-    """(label, a call of a launcher) for every op at the benchmark shapes."""
+    """(label, a call of a launcher) for every op at the benchmark shapes; for fp32, the GEMM
+    ops at TF32_BATCHES once more with TF32 allowed (label ending " tf32")."""
+    for label, call in _cases(dtype):
+        yield label, call
+        if (dtype == torch.float32 and label.startswith(("fused_projection", "mfb", "bilinear"))
+                and int(label.split("B=")[1].split()[0]) in TF32_BATCHES):
+            yield f"{label} tf32", lambda call=call: _with_tf32(call)
+
+
+def _cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_backward_triton, gated_fusion_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
@@ -526,14 +585,37 @@ WARP_LOCAL: dict[str, Callable[[dict], bool]] = {
 }
 WARP_LOCAL_BARRIERS = 1
 
+#: the tensor-core family a GEMM-shaped tile must run on, by architecture, and the first Triton
+#: release that emits it there: Hopper's warpgroup MMA (sm_90) and Blackwell's tensor-memory
+#: MMA (sm_100, sm_110: Jetson Thor). Each works on 64-row tiles per warpgroup and reads both
+#: operands from shared memory; the warp-level ``mma.sync`` that Triton falls back to on these
+#: chips (and uses on Ampere/Ada/Orin/RTX 50) does 16 rows per warp from registers and cannot
+#: reach the chip's full tensor throughput. Triton 3.5 and 3.6, which compile for Jetson Thor
+#: only with CUDA 13's ptxas, emit ``mma.sync`` there whatever the tile
+#: (bench/results/aot/targets.txt): a limit of those releases, not of a launch, so not flagged.
+GEMM_MMA = {90: ("wgmma", (3, 0)), 100: ("tcgen05", (3, 3)), 110: ("tcgen05", (3, 7))}
+#: a tile this tall (BLOCK_M), over whole warpgroups (num_warps % 4 == 0), is GEMM-shaped
+GEMM_TILE_ROWS = 64
+
 
 def problems(records: list[Compiled]) -> list[str]:
     """What would fail or run badly on the target, or differ by Triton version: shared memory
     over the limit, spills, FMA contraction left to Triton's default (on in 3.9, which warns
-    about it; off from 3.10); a WARP_LOCAL kernel that reduces across warps; and, where
+    about it; off from 3.10); a GEMM-shaped tensor-core tile that does not use the target's
+    GEMM_MMA family; a WARP_LOCAL kernel that reduces across warps; and, where
     counted, SASS that contradicts the PTX's memory counts."""
+    import triton
+
+    from edgefuse._releases import major_minor
+
+    release = major_minor(triton.__version__) or (99, 0)  # a source build: hold it to the newest rules
     out = []
     for r in records:
+        family, since = GEMM_MMA.get(r.arch, (None, None))
+        if (family and release >= since and r.constexprs.get("PRECISION", "ieee") != "ieee" and r.constexprs.get("BLOCK_M", 0) >= GEMM_TILE_ROWS
+                and r.num_warps % 4 == 0 and not any(k.startswith(family + " ") for k in r.tensor_cores)):
+            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: a GEMM-shaped tile without {family} "
+                       f"(tensor-core instructions: {r.tensor_cores or 'none'})")
         local = WARP_LOCAL.get(r.kernel)
         if local is not None and local(r.constexprs) and r.memory["barriers"] > WARP_LOCAL_BARRIERS:
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: reduces across warps "

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, next_pow2
+from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, dot_precision, next_pow2
 
 
 @triton.jit
@@ -103,17 +103,13 @@ def _mfb_kernel(
     tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], z.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
 
 
-#: batches above this are GEMM-shaped (training, offline scoring): 64-row tiles
-MFB_GEMM_ROWS = 64
-
-
 def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_O, BLOCK_K, num_warps) for MFB with ``b`` rows, ``o`` outputs.
 
     A program accumulates ``BLOCK_O * BLOCK_F`` rows of both U and V (two fp32 accumulators)
     for ``BLOCK_M`` input rows, so every program streams its slice of U and V once.
 
-    * Edge batches (``b <= MFB_GEMM_ROWS``): one or a few 16-row tiles, bound by reading the
+    * Edge batches (``b <= GEMM_ROWS``): one or a few 16-row tiles, bound by reading the
       weights. One block spanning all outputs would fuse the L2 norm but leave a handful of
       programs streaming all of U and V, so blocks narrow until the launch has MIN_PROGRAMS
       programs (never below tl.dot's 16 weight rows); the row norm is then a second launch.
@@ -125,7 +121,7 @@ def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
     """
     block_f = next_pow2(factors)
     floor = max(1, DOT_MIN // block_f)  # narrowest block tl.dot takes: 16 weight rows
-    if b > MFB_GEMM_ROWS:
+    if b > GEMM_ROWS:
         block_o = max(floor, min(next_pow2(o), max(1, 128 // block_f)))
         return 64, block_o, 64, 8 if 64 * block_o * block_f > 64 * 64 else 4
     tiles_m = cdiv(b, 16)
@@ -158,7 +154,7 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
         grid = (cdiv(b, block_m), cdiv(o, block_o))
         launch(
             _bilinear_kernel, grid, x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
-            HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            HAS_BIAS=bias is not None, PRECISION=dot_precision(x.dtype),
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4, num_stages=stages,
             enable_fp_fusion=FP_FUSION,
         )
@@ -207,7 +203,7 @@ def mfb_triton(
             _mfb_kernel, grid, x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
             present if present is not None else out, out, b, k1, k2, o, factors,
             HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
-            PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            PRECISION=dot_precision(x.dtype),
             BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
             enable_fp_fusion=FP_FUSION,
         )

@@ -37,6 +37,11 @@ DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not 
 #: have 163 KiB, H100/H200 227 KiB). The compiler's real usage of every launch the benchmarks
 #: make is checked against it per architecture, without a GPU, by kernels/aot.py.
 SHARED_BUDGET = 96 * 1024
+#: what the compiler may add to the operand stages the plan counts (the mbarriers of
+#: asynchronous copies and MMAs; on Blackwell the tensor-memory address: 16 bytes beyond a full
+#: plan on sm_110 with TF32), still under the 99 KiB limit (tests/kernels/test_aot.py checks
+#: every compiled binary against both).
+SHARED_OVERHEAD = 1024
 MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
 #: every launch passes this as ``enable_fp_fusion``: a*b+c contracts to one FMA, as in nvcc's
 #: code (eager PyTorch's kernels). Pinned, not left to Triton's default, which Triton 3.9 warns
@@ -55,6 +60,24 @@ def cdiv(a: int, b: int) -> int:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s ``input_precision`` for inputs of ``dtype``, chosen as torch chooses for its
+    own CUDA matmuls (``nn.Linear`` included). fp16 and bf16 run on tensor cores whatever it
+    says. fp32 runs on TF32 tensor cores only where the user allowed TF32 for CUDA matmuls:
+    ``torch.set_float32_matmul_precision("high")``, ``torch.backends.cuda.matmul.allow_tf32 =
+    True``, or from torch 2.9 ``torch.backends.cuda.matmul.fp32_precision = "tf32"``.
+    Otherwise, as by torch's default, exact fp32 ("ieee", FMAs). Read on every fp32 launch
+    (0.3-0.5 us), so a change takes effect on the next call."""
+    if dtype != torch.float32:
+        return "tf32"
+    matmul = torch.backends.cuda.matmul
+    try:
+        setting = matmul.fp32_precision  # torch >= 2.9: "tf32", "ieee", or "none" (never set: ieee)
+    except AttributeError:  # torch < 2.9 (reading allow_tf32 from 2.9 on can raise: mixed APIs)
+        return "tf32" if matmul.allow_tf32 else "ieee"
+    return "tf32" if setting == "tf32" else "ieee"
 
 
 def check_tensors(op: str, ref: torch.Tensor, tensors, any_dtype: tuple[str, ...] = ()) -> None:
@@ -241,6 +264,9 @@ def _l2norm_rows_kernel(y_ptr, R, D, BLOCK_D: tl.constexpr):
 #: Orin: 16). Below it, narrow tiles beat a fused epilogue. Chosen by reasoning, not yet
 #: measured: bench/gpu_check.sh is the measurement that should tune it.
 MIN_PROGRAMS = 64
+#: batches above this are GEMM-shaped (training, offline scoring): 64-row tiles, the height of
+#: Hopper's warpgroup MMA and Blackwell's tensor-memory MMA (aot.GEMM_MMA)
+GEMM_ROWS = 64
 
 
 def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int, int, bool]:
@@ -250,17 +276,29 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     BLOCK_M = 16 wastes the least, and narrow BLOCK_N spreads the weights over many programs.
     The L2 norm fuses into the epilogue only when one tile can span the row (D <= 1024) and
     the launch still has MIN_PROGRAMS programs; otherwise a row-norm launch follows.
+
+    Above GEMM_ROWS rows a fused tile must also be GEMM-shaped (64 rows, D <= 256). A tile
+    spanning D = 1024 has to stay 16 rows tall, and at B = 4096 that costs twice over: every
+    16 rows re-read all the weights (16 flop per byte of tile traffic, against 43 for 64 x 128
+    tiles), and a 16-row tile cannot use Hopper's warpgroup MMA (it compiles to ``mma.sync``:
+    ``python -m edgefuse.kernels.aot`` lists each binary's tensor-core instructions). The
+    row-norm launch that replaces the fused epilogue is one more pass over the output, small
+    beside the GEMM at those batches.
     """
     wide = max(DOT_MIN, next_pow2(d))
-    # a fused tile spans the row: keep it 16 rows tall so its fp32 accumulator (16 x D) fits
-    # in registers (64 x 1024 would be 256 KiB per program, the whole register file)
-    fused = normalize and d <= 1024 and cdiv(b, 16) * n >= MIN_PROGRAMS
+    fused = normalize and d <= 1024 and (b <= GEMM_ROWS or wide <= 256)
     if fused:
-        block_m, block_n = (16 if wide > 256 else 32 if b <= 64 else 64), wide
+        # a fused tile spans the row: keep it 16 rows tall where D > 256 so its fp32
+        # accumulator (16 x D) fits in registers (64 x 1024 would be 256 KiB per program, the
+        # whole register file); one such tile per block of rows and modality
+        block_m = 16 if wide > 256 else 32 if b <= GEMM_ROWS else 64
+        fused = cdiv(b, block_m) * n >= MIN_PROGRAMS
+    if fused:
+        block_n = wide
     else:
-        block_m = 16 if b <= 16 else 32 if b <= 64 else 64
+        block_m = 16 if b <= 16 else 32 if b <= GEMM_ROWS else 64
         if cdiv(b, block_m) * n * cdiv(d, 64) >= MIN_PROGRAMS or d <= 32:
-            block_n = min(wide, 64 if b <= 64 else 128)
+            block_n = min(wide, 64 if b <= GEMM_ROWS else 128)
         else:
             block_n = min(wide, 32)
     block_k = 64 if block_n <= 256 else 32
@@ -341,7 +379,7 @@ def fused_projection_triton(
     ks = [w.shape[1] for w in weights]
     block_m, block_n, block_k, warps, stages, fused_norm, programs, split_k = _plan(
         b, d, n, normalize, ref.element_size(), None if config is None else tuple(config), max(ks), sum(ks))
-    precision = "ieee" if ref.dtype == torch.float32 else "tf32"
+    precision = dot_precision(ref.dtype)
     has_bias = bias is not None
     ws = torch.empty((split_k, b, n, d), device=ref.device, dtype=torch.float32) if split_k > 1 else out
     for start in range(0, n, MAX_GROUPS):  # one launch per 8 modalities (one launch for N <= 8)

@@ -323,3 +323,47 @@ def test_kernels_on_the_second_gpu_while_the_first_is_current():
     torch.cuda.set_device(0)
     out, _ = ops.gated_fusion(feats.to("cuda:1"), logits.to("cuda:1"), mask.to("cuda:1"))
     torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def matmul_precision():
+    """Restores torch's float32 matmul precision after a test that sets it."""
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch, matmul_precision):
+    """fp32 GEMM launches follow torch's own setting for CUDA matmuls: exact fp32 by default,
+    TF32 tensor cores after torch.set_float32_matmul_precision("high") (as nn.Linear then does).
+    fp16 takes tensor cores either way. Read from what each launcher passes to its kernel."""
+    import types
+
+    import edgefuse.kernels.triton_bilinear as tb
+    import edgefuse.kernels.triton_projection as tp
+
+    seen = []
+    fake = lambda kernel, grid, *args, **kw: seen.append((kernel.__name__, kw["PRECISION"])) if "PRECISION" in kw else None  # noqa: E731
+    monkeypatch.setattr(tp, "launch", fake)
+    monkeypatch.setattr(tb, "launch", fake)
+
+    def precisions(dtype):
+        seen.clear()
+        x = torch.zeros(4, 32, dtype=dtype, device=DEV)
+        w = torch.zeros(32, 32, dtype=dtype, device=DEV)
+        tp.fused_projection_triton([x, x], [w, w], None)
+        tb.mfb_triton(x, x, w, None, w, None, 2)
+        tb.bilinear_triton(x, x, torch.zeros(16, 32, 32, dtype=dtype, device=DEV))
+        assert [k for k, _ in seen] == ["_fused_projection_kernel", "_mfb_kernel", "_bilinear_kernel"]
+        return {p for _, p in seen}
+
+    matmul_precision("highest")
+    assert precisions(torch.float32) == {"ieee"} and precisions(torch.float16) == {"tf32"}
+    matmul_precision("high")
+    assert precisions(torch.float32) == {"tf32"}
+    matmul_precision("highest")
+    assert precisions(torch.float32) == {"ieee"}  # read on every launch, not cached
+    # torch < 2.9 has no fp32_precision; its allow_tf32 flag decides
+    for allowed, want in ((True, "tf32"), (False, "ieee")):
+        monkeypatch.setattr(torch.backends.cuda, "matmul", types.SimpleNamespace(allow_tf32=allowed))
+        assert precisions(torch.float32) == {want}

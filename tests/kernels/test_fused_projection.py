@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgefuse.kernels.reference import fused_projection_reference
-from edgefuse.kernels.triton_projection import DOT_MIN, _config, fused_projection_triton
+from edgefuse.kernels.triton_projection import DOT_MIN, GEMM_ROWS, MIN_PROGRAMS, _config, fused_projection_triton
 from tests.conftest import KERNEL_DEVICE as DEV
 from tests.kernels._tol import assert_close
 
@@ -102,7 +102,19 @@ def test_edge_batches_spread_over_many_programs():
     # B <= 32, D = 1024, 3 modalities: a fused norm would be 3 programs; narrow tiles give 96
     bm, bn, bk, warps, fused = _config(8, 1024, True, 3)
     assert not fused and (1024 // bn) * 3 >= 64
-    assert _config(4096, 1024, True, 3)[4]  # big batches keep the fused epilogue
+
+
+def test_big_batches_fuse_the_norm_only_into_gemm_shaped_tiles():
+    """Above GEMM_ROWS a tile that spans D = 256 is 64 rows tall and keeps the fused norm; one that
+    spans D = 1024 would have to be 16 rows tall (re-reading the weights every 16 rows, without
+    Hopper's warpgroup MMA: test_aot), so the norm is a second launch after 64-row tiles."""
+    assert _config(4096, 256, True, 3)[:2] + _config(4096, 256, True, 3)[4:] == (64, 256, True)
+    for b in (GEMM_ROWS + 1, 4096):
+        bm, bn, _, _, fused = _config(b, 1024, True, 3)
+        assert bm == 64 and not fused, b
+    # while the fused tiles still give MIN_PROGRAMS programs (64-row tiles over 3 modalities)
+    tiles = -(-MIN_PROGRAMS // 3)
+    assert not _config(64 * (tiles - 1), 256, True, 3)[4] and _config(64 * tiles, 256, True, 3)[4]
 
 
 def test_fused_tiles_keep_their_accumulator_small():
