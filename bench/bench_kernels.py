@@ -178,6 +178,8 @@ def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
             "one_launch_fused_l2_rows16": (16, wide, 32, 8 if wide > 256 else 4, True, 1),
             "m128_n128_two_launch": (128, 128, 64, 8, False, 1),
             "m64_n256_two_launch": (64, min(wide, 256), 64, 8, False, 1),
+            # one warpgroup over the default tile: one m64n128 warpgroup MMA, not two m64n64 (sm_90)
+            "m64_n128_4warps_two_launch": (64, min(wide, 128), 64, 4, False, 1),
         }
         return {k: v for k, v in cands.items() if v != default}
     cands = {
@@ -201,7 +203,9 @@ def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
     f = next_pow2(factors)
     w = lambda rows: max(1, rows // f)  # noqa: E731 (BLOCK_O for this many weight rows)
     if b > GEMM_ROWS:
-        cands = {"m16_w256": (16, w(256), 32, 8), "m64_w256": (64, w(256), 64, 8), "m128_w128": (128, w(128), 64, 8)}
+        cands = {"m16_w256": (16, w(256), 32, 8), "m64_w256": (64, w(256), 64, 8), "m128_w128": (128, w(128), 64, 8),
+                 # the default tile on one warpgroup: m64n128 warpgroup MMAs instead of m64n64 (sm_90)
+                 "m64_w128_4warps": (64, w(128), 64, 4)}
     else:
         cands = {"m16_w32": (16, w(32), 32, 4), "m16_w256": (16, w(256), 32, 8)}
     default = _mfb_config(b, o, factors)
@@ -401,30 +405,45 @@ def derive(results: list, copy_gbs: float) -> dict:
     def sel(op, **kw):
         return [r for r in results if r["op"] == op and all(r.get(k) == v for k, v in kw.items())]
 
+    def speedup_item(rows, other, need):
+        """A bar item "triton is >= ``need`` x faster than ``other``" over ``rows``, with the
+        launcher's configuration and, beside it, with each row's fastest measured one."""
+        item = {"min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
+                "pass": all(r["speedup"][f"vs_{other}_stream"] >= need for r in rows)}
+        best = [r["timings"][other]["stream"]["us"] / _best_stream(r)[0] for r in rows]
+        return {**item, "min_speedup_stream_best_config": min(best), "pass_with_best_config": all(x >= need for x in best),
+                "best_configs": {f"B={r['B']} D={r['D']}": _best_stream(r)[1] for r in rows if _best_stream(r)[1] != "default"}}
+
     small_proj = [r for r in sel("fused_projection") if r["B"] <= 32]
     bar = {}
     if small_proj:
-        bar["fused_projection_B<=32_>=2x_eager"] = {
-            "min_speedup_stream": min(r["speedup"]["vs_eager_stream"] for r in small_proj),
-            "pass": all(r["speedup"]["vs_eager_stream"] >= 2 for r in small_proj),
-        }
+        bar["fused_projection_B<=32_>=2x_eager"] = speedup_item(small_proj, "eager", 2.0)
         comp = [r for r in small_proj if "vs_compile_stream" in r.get("speedup", {})]
         if comp:
-            bar["fused_projection_B<=32_no_slower_than_compile"] = {
-                "min_speedup_stream": min(r["speedup"]["vs_compile_stream"] for r in comp),
-                "pass": all(r["speedup"]["vs_compile_stream"] >= 1.0 for r in comp),
-            }
+            bar["fused_projection_B<=32_no_slower_than_compile"] = speedup_item(comp, "compile", 1.0)
     g = sel("gated_fusion", B=4096, D=1024)
     if g:
         frac = g[0]["triton_GBps"]["stream"] / copy_gbs
-        bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"] = {"fraction": frac, "pass": frac >= 0.7}
+        us, label = _best_stream(g[0])
+        best = g[0]["bytes"] / (us * 1e-6) / 1e9 / copy_gbs
+        bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"] = {"fraction": frac, "pass": frac >= 0.7, "fraction_best_config": best,
+                                                            "pass_with_best_config": best >= 0.7, "best_config": label}
     m = sel("mfb")
     if m:
-        bar["mfb_>=1.5x_eager"] = {
-            "min_speedup_stream": min(r["speedup"]["vs_eager_stream"] for r in m),
-            "pass": all(r["speedup"]["vs_eager_stream"] >= 1.5 for r in m),
-        }
+        bar["mfb_>=1.5x_eager"] = speedup_item(m, "eager", 1.5)
     return bar
+
+
+def _best_stream(r: dict) -> tuple[float, str]:
+    """(µs, label) of the fastest stream timing among the launcher's configuration ("default")
+    and the alternatives timed beside it: what the bar would read were the launcher to pick it
+    (``retune`` asks for a > 10 % win in both timing modes before it names one)."""
+    best = (r["timings"]["triton"]["stream"]["us"], "default")
+    for label, alt in r.get("alternatives", {}).items():
+        us = alt.get("stream", {}).get("us")
+        if us is not None and us < best[0]:
+            best = (us, label)
+    return best
 
 
 def retune(results: list, margin: float = 1.1) -> list[dict]:
