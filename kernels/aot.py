@@ -587,12 +587,13 @@ WARP_LOCAL_BARRIERS = 1
 
 #: the tensor-core family a GEMM-shaped tile must run on, by architecture, and the first Triton
 #: release that emits it there: Hopper's warpgroup MMA (sm_90) and Blackwell's tensor-memory
-#: MMA (sm_100, sm_110: Jetson Thor). Each works on 64-row tiles per warpgroup and reads both
-#: operands from shared memory; the warp-level ``mma.sync`` that Triton falls back to on these
+#: MMA (sm_100, sm_110: Jetson Thor). Each works on 64-row tiles per warpgroup with its
+#: operands in shared memory; the warp-level ``mma.sync`` that Triton falls back to on these
 #: chips (and uses on Ampere/Ada/Orin/RTX 50) does 16 rows per warp from registers and cannot
 #: reach the chip's full tensor throughput. Triton 3.5 and 3.6, which compile for Jetson Thor
 #: only with CUDA 13's ptxas, emit ``mma.sync`` there whatever the tile
-#: (bench/results/aot/targets.txt): a limit of those releases, not of a launch, so not flagged.
+#: (bench/results/aot/gemm_layouts-float16-sm_110-triton-3.6.0.json): a limit of those
+#: releases, not of a launch, so not flagged.
 GEMM_MMA = {90: ("wgmma", (3, 0)), 100: ("tcgen05", (3, 3)), 110: ("tcgen05", (3, 7))}
 #: a tile this tall (BLOCK_M), over whole warpgroups (num_warps % 4 == 0), is GEMM-shaped
 GEMM_TILE_ROWS = 64
