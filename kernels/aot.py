@@ -634,8 +634,9 @@ def problems(records: list[Compiled]) -> list[str]:
 
 def _row(r: Compiled) -> str:
     blocks = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK")}
+    mma = f" mma={','.join(r.tensor_cores)}" if r.tensor_cores else ""
     return (f"{r.kernel:<26} warps={r.num_warps} {blocks} regs={r.registers} spill={r.spill_bytes} "
-            f"shared={r.shared_bytes} barriers={r.memory.get('barriers')} ({r.seconds:.1f} s)")
+            f"shared={r.shared_bytes} barriers={r.memory.get('barriers')}{mma} ({r.seconds:.1f} s)")
 
 
 def main(argv=None) -> int:
