@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from edgefuse.kernels.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
-    from edgefuse.kernels.triton_projection import fused_projection_triton
+    from edgefuse.kernels.triton_projection import dot_precision, fused_projection_triton
 
     torch.set_num_threads(1)
     b, d, ks = 8, 256, (2048, 1024, 128)
@@ -78,6 +78,8 @@ def main(argv=None) -> int:
         "gated_fusion(per-feature softmax)": lambda: gated_fusion_triton(feats, logits, mask),
         "mfb(factors=4, l2)": lambda: mfb_triton(x, y, u, ub, v, vb, 4),
         "torch.empty (for scale)": lambda: torch.empty((b, 3, d)),
+        # what an fp32 launch adds: torch's TF32 setting, read on each call
+        "dot_precision(float32)": lambda: dot_precision(torch.float32),
     }
     results = {}
     launches = []

@@ -25,19 +25,16 @@ import sys
 from pathlib import Path
 
 
-def _cases(op: str, b: int, d: int, itemsize: int):
-    """(label, config, the launch configuration as bench_kernels records it) for ``op``."""
+def _configs(op: str, b: int, d: int, itemsize: int) -> tuple[tuple, dict[str, tuple]]:
+    """The launcher's configuration for ``op`` as bench_kernels records it, and the alternatives
+    bench_kernels times beside it."""
     import bench_kernels as bk
 
     from edgefuse.kernels.triton_bilinear import _mfb_config
 
     if op == "fused_projection":
-        default, alternatives = bk._projection_default(b, d, itemsize), bk._alternatives(b, d, itemsize)
-    else:
-        default, alternatives = _mfb_config(b, bk.MFB_OUT, 4), bk._mfb_alternatives(b, bk.MFB_OUT, 4)
-    yield "default", None, default
-    for label, config in alternatives.items():
-        yield label, config, config
+        return bk._projection_default(b, d, itemsize), bk._alternatives(b, d, itemsize)
+    return _mfb_config(b, bk.MFB_OUT, 4), bk._mfb_alternatives(b, bk.MFB_OUT, 4)
 
 
 def main(argv=None) -> int:
@@ -70,7 +67,8 @@ def main(argv=None) -> int:
                 u, ub = t(bk.MFB_OUT * 4, d), t(bk.MFB_OUT * 4)
                 for b in args.batch or (4096,):
                     xs, x = [t(b, k) for k in bk.KS], t(b, d)
-                    for label, config, recorded in _cases(op, b, d, dtype.itemsize):
+                    default, alternatives = _configs(op, b, d, dtype.itemsize)
+                    for label, config in [("default", None), *alternatives.items()]:  # None: the launcher's own choice
                         with aot.capture(compile_if=lambda launch: True) as launches:
                             if op == "fused_projection":
                                 fused_projection_triton(xs, ws, bias, "relu", True, config=config)
@@ -78,7 +76,7 @@ def main(argv=None) -> int:
                                 mfb_triton(x, x, u, ub, u, ub, 4, config=config)
                         rec = aot.record_of(launches[0], args.arch)
                         rows.append({
-                            "op": op, "B": b, "D": d, "config": label, "launch_config": list(recorded),
+                            "op": op, "B": b, "D": d, "config": label, "launch_config": list(config or default),
                             "kernel": rec.kernel, "blocks": {k: v for k, v in rec.constexprs.items() if k.startswith("BLOCK")},
                             "num_warps": rec.num_warps, "registers": rec.registers, "spill_bytes": rec.spill_bytes,
                             "shared_bytes": rec.shared_bytes, "blocks_per_sm_by_regs": rec.blocks_per_sm_by_regs,

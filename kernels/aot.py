@@ -260,7 +260,7 @@ def memory_instructions(ptx: str) -> dict:
 
 
 #: the tensor-core instruction families, oldest first: Ampere's warp-level MMA (also Ada,
-#: Orin, and Hopper/Blackwell for tiles under GEMM_TILE_ROWS), Hopper's warpgroup MMA,
+#: Orin, and Hopper/Blackwell for tiles under 64 rows), Hopper's warpgroup MMA,
 #: Blackwell's tensor-memory MMA
 _TENSOR_CORE_FAMILIES = {"mma.sync": "mma", "wgmma.mma_async": "wgmma", "tcgen05.mma": "tcgen05"}
 #: the input types a tensor-core instruction names (its accumulator is f32 in every edgefuse kernel)
@@ -479,22 +479,9 @@ def fp32_matmul_precision(precision: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
-def _with_tf32(call: Callable[[], object]) -> object:
-    with fp32_matmul_precision("high"):
-        return call()
-
-
 def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     """(label, a call of a launcher) for every op at the benchmark shapes; for fp32, the GEMM
     ops at TF32_BATCHES once more with TF32 allowed (label ending " tf32")."""
-    for label, call in _cases(dtype):
-        yield label, call
-        if (dtype == torch.float32 and label.startswith(("fused_projection", "mfb", "bilinear"))
-                and int(label.split("B=")[1].split()[0]) in TF32_BATCHES):
-            yield f"{label} tf32", lambda call=call: _with_tf32(call)
-
-
-def _cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_backward_triton, gated_fusion_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
@@ -502,17 +489,25 @@ def _cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     def t(*shape, dt=dtype):
         return torch.empty(shape, dtype=dt)
 
+    def gemm(label: str, b: int, call: Callable[[], object]):
+        yield label, call
+        if dtype == torch.float32 and b in TF32_BATCHES:
+            def tf32():
+                with fp32_matmul_precision("high"):
+                    return call()
+            yield f"{label} tf32", tf32
+
     tag = str(dtype).replace("torch.", "")
     for d in DIMS:
         ws, bias = [t(d, k) for k in KS], t(len(KS), d)
         for b in BATCHES:
             xs = [t(b, k) for k in KS]
             for normalize in (True, False):
-                yield (f"fused_projection {tag} B={b} D={d} l2={normalize}",
-                       lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n))
+                yield from gemm(f"fused_projection {tag} B={b} D={d} l2={normalize}", b,
+                                lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n))
             if b >= 256:  # training batches: ProjectionFunction's launch (pre-activations: no act, no norm)
-                yield (f"fused_projection {tag} B={b} D={d} pre-activation",
-                       lambda xs=xs, ws=ws, bias=bias: fused_projection_triton(xs, ws, bias, "none", False))
+                yield from gemm(f"fused_projection {tag} B={b} D={d} pre-activation", b,
+                                lambda xs=xs, ws=ws, bias=bias: fused_projection_triton(xs, ws, bias, "none", False))
             mask = torch.ones(b, len(KS), dtype=torch.bool)
             for per_feature in (True, False):
                 logits = t(b, len(KS), d) if per_feature else t(b, len(KS))
@@ -524,11 +519,11 @@ def _cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
                            gated_fusion_backward_triton(f, lg, m, g, mode))
             o, factors = 256, 4
             u, v, ub, vb = t(o * factors, d), t(o * factors, d), t(o * factors), t(o * factors)
-            yield (f"mfb {tag} B={b} D={d}",
-                   lambda x=t(b, d), y=t(b, d), u=u, v=v, ub=ub, vb=vb: mfb_triton(x, y, u, ub, v, vb, factors))
+            yield from gemm(f"mfb {tag} B={b} D={d}", b,
+                            lambda x=t(b, d), y=t(b, d), u=u, v=v, ub=ub, vb=vb: mfb_triton(x, y, u, ub, v, vb, factors))
     w, bb = t(64, 256, 256), t(64)
     for b in BATCHES:
-        yield f"bilinear {tag} B={b} D=256", lambda x=t(b, 256), y=t(b, 256): bilinear_triton(x, y, w, bb)
+        yield from gemm(f"bilinear {tag} B={b} D=256", b, lambda x=t(b, 256), y=t(b, 256): bilinear_triton(x, y, w, bb))
 
 
 def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1),
@@ -594,9 +589,9 @@ WARP_LOCAL_BARRIERS = 1
 #: only with CUDA 13's ptxas, emit ``mma.sync`` there whatever the tile
 #: (bench/results/aot/gemm_layouts-float16-sm_110-triton-3.6.0.json): a limit of those
 #: releases, not of a launch, so not flagged.
+#: A tile is GEMM-shaped when it is triton_projection.GEMM_ROWS (64) rows tall or more, over
+#: whole warpgroups (num_warps % 4 == 0).
 GEMM_MMA = {90: ("wgmma", (3, 0)), 100: ("tcgen05", (3, 3)), 110: ("tcgen05", (3, 7))}
-#: a tile this tall (BLOCK_M), over whole warpgroups (num_warps % 4 == 0), is GEMM-shaped
-GEMM_TILE_ROWS = 64
 
 
 def problems(records: list[Compiled]) -> list[str]:
@@ -608,12 +603,13 @@ def problems(records: list[Compiled]) -> list[str]:
     import triton
 
     from edgefuse._releases import major_minor
+    from edgefuse.kernels.triton_projection import GEMM_ROWS
 
     release = major_minor(triton.__version__) or (99, 0)  # a source build: hold it to the newest rules
     out = []
     for r in records:
         family, since = GEMM_MMA.get(r.arch, (None, None))
-        if (family and release >= since and r.constexprs.get("PRECISION", "ieee") != "ieee" and r.constexprs.get("BLOCK_M", 0) >= GEMM_TILE_ROWS
+        if (family and release >= since and r.constexprs.get("PRECISION", "ieee") != "ieee" and r.constexprs.get("BLOCK_M", 0) >= GEMM_ROWS
                 and r.num_warps % 4 == 0 and not any(k.startswith(family + " ") for k in r.tensor_cores)):
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: a GEMM-shaped tile without {family} "
                        f"(tensor-core instructions: {r.tensor_cores or 'none'})")

@@ -69,7 +69,8 @@ def dot_precision(dtype: torch.dtype) -> str:
     ``torch.set_float32_matmul_precision("high")``, ``torch.backends.cuda.matmul.allow_tf32 =
     True``, or from torch 2.9 ``torch.backends.cuda.matmul.fp32_precision = "tf32"``.
     Otherwise, as by torch's default, exact fp32 ("ieee", FMAs). Read on every fp32 launch
-    (0.3-0.5 us), so a change takes effect on the next call."""
+    (under a microsecond: bench/bench_launch_overhead.py times it), so a change takes effect on
+    the next call."""
     if dtype != torch.float32:
         return "tf32"
     matmul = torch.backends.cuda.matmul
@@ -286,15 +287,14 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     beside the GEMM at those batches.
     """
     wide = max(DOT_MIN, next_pow2(d))
-    fused = normalize and d <= 1024 and (b <= GEMM_ROWS or wide <= 256)
+    # a fused tile spans the row: 16 rows tall where D > 256 so its fp32 accumulator (16 x D)
+    # fits in registers (64 x 1024 would be 256 KiB per program, the whole register file); one
+    # such tile per block of rows and modality
+    fused_m = 16 if wide > 256 else 32 if b <= GEMM_ROWS else 64
+    fused = (normalize and d <= 1024 and (b <= GEMM_ROWS or fused_m == 64)
+             and cdiv(b, fused_m) * n >= MIN_PROGRAMS)
     if fused:
-        # a fused tile spans the row: keep it 16 rows tall where D > 256 so its fp32
-        # accumulator (16 x D) fits in registers (64 x 1024 would be 256 KiB per program, the
-        # whole register file); one such tile per block of rows and modality
-        block_m = 16 if wide > 256 else 32 if b <= GEMM_ROWS else 64
-        fused = cdiv(b, block_m) * n >= MIN_PROGRAMS
-    if fused:
-        block_n = wide
+        block_m, block_n = fused_m, wide
     else:
         block_m = 16 if b <= 16 else 32 if b <= GEMM_ROWS else 64
         if cdiv(b, block_m) * n * cdiv(d, 64) >= MIN_PROGRAMS or d <= 32:

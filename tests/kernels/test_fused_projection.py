@@ -108,7 +108,8 @@ def test_big_batches_fuse_the_norm_only_into_gemm_shaped_tiles():
     """Above GEMM_ROWS a tile that spans D = 256 is 64 rows tall and keeps the fused norm; one that
     spans D = 1024 would have to be 16 rows tall (re-reading the weights every 16 rows, without
     Hopper's warpgroup MMA: test_aot), so the norm is a second launch after 64-row tiles."""
-    assert _config(4096, 256, True, 3)[:2] + _config(4096, 256, True, 3)[4:] == (64, 256, True)
+    bm, bn, _, _, fused = _config(4096, 256, True, 3)
+    assert (bm, bn, fused) == (64, 256, True)
     for b in (GEMM_ROWS + 1, 4096):
         bm, bn, _, _, fused = _config(b, 1024, True, 3)
         assert bm == 64 and not fused, b
