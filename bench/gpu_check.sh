@@ -13,8 +13,9 @@ source bench/_env.sh
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
-  # dispatch's once-per-process check (driver start, Triton vs this GPU's architecture)
-  "$PY" -c "from edgefuse.kernels.ops import triton_cuda_error as e; print('kernels can run here:', e() or 'yes')"; } \
+  # what a user's `edgefuse kernels` says here: dispatch's once-per-process check (driver start,
+  # Triton vs this GPU's architecture) and the launch path
+  "$PY" -m edgefuse kernels; } \
   > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 

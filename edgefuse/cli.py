@@ -115,6 +115,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    from edgefuse.kernels.selfcheck import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgefuse", description="Multimodal sensor fusion from PyTorch to edge engines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)
+
+    from edgefuse.kernels.selfcheck import add_arguments
+
+    k = sub.add_parser("kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)")
+    add_arguments(k)
+    k.set_defaults(func=_cmd_kernels)
     return p
 
 

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+#: How far a kernel's output may be from this module's result computed in float64 (FlagGems'
+#: scheme; the tests and ``edgefuse kernels --check`` use it): relative, and absolute per product
+#: term, scaled by the square root of the reduction length and by the result's magnitude.
+RTOL = {torch.float32: 1.3e-6, torch.float16: 1e-3, torch.bfloat16: 0.016}
+ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def tolerance(ref64: torch.Tensor, dtype: torch.dtype, reduce_len: int = 1) -> tuple[float, float]:
+    """``(rtol, atol)`` for a ``dtype`` result against ``ref64`` after ``reduce_len``-term sums."""
+    scale = max(1.0, float(ref64.abs().max())) if ref64.numel() else 1.0
+    return RTOL[dtype], ATOL[dtype] * math.sqrt(reduce_len) * scale
+
+
+def error_over_tolerance(out: torch.Tensor, ref64: torch.Tensor, dtype: torch.dtype, reduce_len: int = 1) -> float:
+    """The worst ``|out - ref64| / (atol + rtol |ref64|)``: <= 1 is within ``tolerance``; inf for
+    a NaN or infinite output."""
+    out = out.detach().cpu().double()
+    if not bool(torch.isfinite(out).all()):
+        return math.inf
+    if not out.numel():
+        return 0.0
+    rtol, atol = tolerance(ref64, dtype, reduce_len)
+    r = ref64.cpu().double()
+    return float(((out - r).abs() / (atol + rtol * r.abs())).max())
 
 
 def _act(y: torch.Tensor, act: str) -> torch.Tensor:

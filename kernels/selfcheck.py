@@ -1,0 +1,493 @@
+"""``edgefuse kernels``: will the fused kernels run on this machine, are they right here, how fast?
+
+What a user runs on the device itself (a Jetson after a JetPack upgrade, a new Triton):
+
+    edgefuse kernels                      # versions, the GPU, what a fused op on CUDA tensors runs, and why
+    edgefuse kernels --check              # each op's Triton path against its float64 reference, on this GPU
+    edgefuse kernels --check --bench      # ... and its time against the PyTorch ops it replaces
+    edgefuse kernels --batch 1 4 --dim 512 --widths 1536,256 --check --bench   # at your model's shapes
+    edgefuse kernels --check --interpret  # no GPU: through Triton's CPU interpreter (slow; keep shapes tiny)
+
+``--check`` compiles and runs every launcher (fused projection with and without an absent
+modality, its training path's gradients, MFB with one side absent, full bilinear, gated
+fusion with an empty row and its backward) in float32 and float16 (bfloat16 too where the GPU
+has it), and compares each output with the reference computed in float64 on the CPU, with the
+tolerances the test suite uses (``reference.tolerance``). An exception (a compile error, a
+launch failure) fails its case, not the run. Exit status: 0 when every case passes, 1 when
+one fails, 2 when it cannot run here (no GPU, Triton cannot run; the report says why).
+
+``--bench`` times each op's Triton launcher and the eager PyTorch reference at each batch
+with ``triton.testing.do_bench`` (CUDA events, median) and, unless ``--no-graph``, one
+CUDA-graph replay per call (GPU time only). ``bench/bench_kernels.py`` is the full benchmark
+(torch.compile, alternative configurations, the issue's bar); this is the quick answer for
+one machine and one model.
+
+``--json PATH`` writes the whole record (report, cases, timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from edgefuse.kernels import reference as ref
+
+#: --check / --bench shapes when not given: the benchmark's (issue 3) on a GPU; tiny under the
+#: interpreter, which runs each program in Python
+GPU_SHAPES = {"batches": (1, 8, 32, 256), "dim": 256, "widths": (2048, 1024, 128)}
+INTERPRET_SHAPES = {"batches": (1, 3, 67), "dim": 24, "widths": (40, 24, 8)}
+#: MFB's factors, and the widest full-bilinear operand (its weight is O x K1 x K2)
+MFB_FACTORS, BILINEAR_MAX, BILINEAR_OUT = 4, 256, 64
+
+OPS = ("fused_projection", "mfb", "bilinear", "gated_fusion")
+#: what the launchers never run on Triton, whatever the device (ops.py's rules)
+REFERENCE_ALWAYS = ("on CPU tensors: the reference (production never interprets Triton)",
+                    "while exporting or compiling (ONNX, torch.jit, torch.compile): the reference, so graphs hold standard ops",
+                    "while training: bilinear and mfb run the reference (no Triton backward); fused_projection "
+                    "and gated_fusion keep their kernels")
+
+
+def _versions() -> dict:
+    from edgefuse import __version__
+    from edgefuse.kernels.ops import triton_import_error
+
+    triton_version = None
+    if triton_import_error() is None:
+        import triton
+
+        triton_version = triton.__version__
+    return {"edgefuse": __version__, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "triton": triton_version, "triton_import_error": triton_import_error()}
+
+
+def report() -> dict:
+    """Versions, CUDA devices, and what a fused op on CUDA tensors runs here (``"triton"`` or
+    ``"reference"``) with why and what to do about it. Never raises for a broken install: that
+    is what it reports."""
+    from edgefuse.kernels.ops import _CHOICES, triton_import_error
+
+    rec = {"versions": _versions(), "EDGEFUSE_KERNELS": os.environ.get("EDGEFUSE_KERNELS"),
+           "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "devices": []}
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            rec["devices"].append({"index": i, "name": p.name, "arch": f"sm_{p.major}{p.minor}",
+                                   "memory_gib": round(p.total_memory / 2**30, 1), "sms": p.multi_processor_count})
+    can, why, remedy = _kernels_can_run(bool(rec["devices"]))
+    rec["kernels_can_run"] = can
+    forced = (rec["EDGEFUSE_KERNELS"] or "").strip().lower()
+    if forced == "reference":
+        runs, why, remedy = "reference", "EDGEFUSE_KERNELS=reference", "unset EDGEFUSE_KERNELS" if can else remedy
+    elif forced and forced not in _CHOICES:
+        runs, why, remedy = "error", f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}", "unset EDGEFUSE_KERNELS"
+    elif forced == "interpret" or (forced == "triton" and not rec["devices"]):
+        interpreting = rec["TRITON_INTERPRET"] == "1" and triton_import_error() is None
+        runs = "interpreter" if interpreting else "error"
+        why = f"EDGEFUSE_KERNELS={forced}" + ("" if interpreting else " without TRITON_INTERPRET=1 (or Triton)")
+    elif forced == "triton" and not can:
+        runs = "error"  # dispatch raises instead of falling back
+    else:
+        runs = "triton" if can else "reference"
+    rec["cuda_calls_run"], rec["why"], rec["remedy"] = runs, why, remedy
+    if triton_import_error() is None:
+        from edgefuse.kernels import _launch
+
+        rec["launch_path"] = ("Triton's interpreter (TRITON_INTERPRET=1)" if rec["TRITON_INTERPRET"] == "1" else
+                              "edgefuse's launch (kernels/_launch.py)" if _launch.enabled else
+                              f"Triton's JIT run (edgefuse's launch was checked on Triton "
+                              f"{'.'.join(map(str, _launch.CHECKED[0]))} to {'.'.join(map(str, _launch.CHECKED[1]))})")
+    rec["reference_always"] = list(REFERENCE_ALWAYS)
+    return rec
+
+
+def _kernels_can_run(cuda: bool) -> tuple[bool, str | None, str | None]:
+    """Whether the Triton kernels can run on this process's current CUDA device, and if not,
+    why and what to do (dispatch's own checks, ``ops.triton_cuda_error``)."""
+    from edgefuse.kernels.ops import triton_cuda_error, triton_import_error
+
+    if triton_import_error() is not None:
+        return False, f"Triton cannot be imported ({triton_import_error()})", "pip install triton"
+    if not cuda:
+        return False, "no CUDA device", None
+    cannot = triton_cuda_error()
+    return (True, None, None) if cannot is None else (False, f"{cannot[0]} ({cannot[1]})", cannot[2])
+
+
+def format_report(rec: dict) -> str:
+    v = rec["versions"]
+    lines = [f"edgefuse {v['edgefuse']}  torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'})  "
+             f"triton {v['triton'] or 'not importable'}"]
+    for d in rec["devices"]:
+        lines.append(f"cuda:{d['index']}  {d['name']}  {d['arch']}  {d['sms']} SMs  {d['memory_gib']} GiB")
+    if not rec["devices"]:
+        lines.append("no CUDA device")
+    for var in ("EDGEFUSE_KERNELS", "TRITON_INTERPRET"):
+        if rec[var]:
+            lines.append(f"{var}={rec[var]}")
+    verdict = {"triton": "the Triton kernels", "interpreter": "the Triton kernels through Triton's CPU interpreter",
+               "reference": "the PyTorch reference ops", "error": "nothing: they raise"}
+    lines.append(f"fused ops on CUDA tensors run: {verdict[rec['cuda_calls_run']]}")
+    if rec["why"]:
+        lines.append(f"  because: {rec['why']}")
+    if rec["remedy"]:
+        lines.append(f"  to run the kernels: {rec['remedy']}")
+    if "launch_path" in rec:
+        lines.append(f"launches go through: {rec['launch_path']}")
+    lines += [f"and always {line}" for line in rec["reference_always"]]
+    return "\n".join(lines)
+
+
+@dataclass
+class Case:
+    """One checked launch: its worst error as a fraction of the tolerance (<= 1 passes)."""
+
+    op: str
+    case: str
+    dtype: str
+    error_over_tolerance: float | None
+    ok: bool
+    error: str | None = None
+
+
+def _dtypes(device: str) -> tuple[torch.dtype, ...]:
+    """float32 and float16, and bfloat16 on a GPU that has it (the interpreter's bf16 tl.dot is wrong)."""
+    bf16 = device != "cpu" and torch.cuda.is_bf16_supported()
+    return (torch.float32, torch.float16) + ((torch.bfloat16,) if bf16 else ())
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _compare(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: torch.dtype, reduce_len: int) -> float:
+    """The worst ``|out - ref| / tolerance`` over the outputs (inf for a non-finite value, a shape
+    mismatch, or a bool output, such as gated fusion's empty-row flag, that differs at all)."""
+    worst = 0.0
+    for out, r in zip(outs, refs, strict=True):
+        if out.shape != r.shape or (r.dtype == torch.bool and not torch.equal(out, r)):
+            return math.inf
+        if r.dtype != torch.bool:
+            worst = max(worst, ref.error_over_tolerance(out, r, dtype, reduce_len))
+    return worst
+
+
+def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
+           dtypes: Sequence[torch.dtype]) -> Iterator[tuple[str, str, torch.dtype, int, Callable, Callable]]:
+    """(op, label, dtype, reduction length, run, reference): ``run()`` gives the launcher's
+    outputs on ``device``, ``reference()`` the reference's on the same inputs (already rounded
+    to ``dtype``) in float64 on the CPU."""
+    from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
+    from edgefuse.kernels.triton_gated import GatedFusionFunction, gated_fusion_triton
+    from edgefuse.kernels.triton_projection import fused_projection_train, fused_projection_triton
+
+    n, kmax = len(widths), max(widths)
+    k1, k2 = widths[0], widths[min(1, n - 1)]
+    bk = min(dim, BILINEAR_MAX)
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g) * scale
+
+    def mask_with_empty_row(b):
+        mask = torch.rand(b, n, generator=g) > 0.3
+        mask[0] = False  # an empty row: zeros and the flag, never NaN
+        if b > 1:
+            mask[-1] = True
+        return mask
+
+    def case(dtype, op, label, reduce_len, fn, ref_fn, tensors):
+        """``fn`` on ``tensors`` cast to ``dtype`` on ``device``; ``ref_fn`` on the same in float64."""
+        on = [t.to(device) if t.dtype == torch.bool else t.to(dtype).to(device) for t in tensors]
+        return (op, label, dtype, reduce_len, lambda: fn(*on),
+                lambda: ref_fn(*[t.cpu() if t.dtype == torch.bool else t.cpu().double() for t in on]))
+
+    for dtype in dtypes:
+        ws, bias = [rand(dim, k, scale=k ** -0.5) for k in widths], rand(n, dim, scale=0.1)
+        for b in batches:
+            xs = [rand(b, k) for k in widths]
+            for act, norm, absent in (("relu", True, None), ("gelu", False, 1 if n > 1 else None)):
+                def proj(fn, act=act, norm=norm, absent=absent):
+                    return lambda *t: [fn([None if i == absent else x for i, x in enumerate(t[:n])], list(t[n:-1]), t[-1], act, norm)]
+
+                label = f"B={b} {act}{' + L2' if norm else ''}" + (f", modality {absent} absent" if absent is not None else "")
+                yield case(dtype, "fused_projection", label, kmax, proj(fused_projection_triton), proj(ref.fused_projection_reference),
+                           [*xs, *ws, bias])
+
+            present = torch.ones(b, 2, dtype=torch.bool)  # rows with one side absent, then the other
+            present[::3, 0] = False
+            present[1::3, 1] = False
+            yield case(dtype, "mfb", f"B={b} O={dim // MFB_FACTORS} factors={MFB_FACTORS} + L2, sides absent", max(k1, k2),
+                       lambda *t: [mfb_triton(*t[:6], MFB_FACTORS, t[6], True)],
+                       lambda *t: [ref.mfb_reference(*t[:6], MFB_FACTORS, t[6], True)],
+                       [rand(b, k1), rand(b, k2), rand(dim, k1, scale=k1 ** -0.5), rand(dim, scale=0.1),
+                        rand(dim, k2, scale=k2 ** -0.5), rand(dim, scale=0.1), present])
+
+            yield case(dtype, "bilinear", f"B={b} K={bk} O={BILINEAR_OUT}", bk * bk,
+                       lambda *t: [bilinear_triton(*t)], lambda *t: [ref.bilinear_reference(*t)],
+                       [rand(b, bk), rand(b, bk), rand(BILINEAR_OUT, bk, bk, scale=1 / bk), rand(BILINEAR_OUT, scale=0.1)])
+
+            feats, mask = rand(b, n, dim), mask_with_empty_row(b)
+            for mode, logits in (("softmax", rand(b, n, scale=2.0)), ("sigmoid", rand(b, n, dim, scale=2.0))):
+                yield case(dtype, "gated_fusion", f"B={b} N={n} {mode}{' per feature' if logits.dim() == 3 else ''}, empty row", n,
+                           lambda *t, mode=mode: list(gated_fusion_triton(*t, mode)),
+                           lambda *t, mode=mode: list(ref.gated_fusion_reference(*t, mode)), [feats, logits, mask])
+
+        # the training paths' gradients, at the largest batch
+        b = max(batches)
+        yield case(dtype, "fused_projection", f"B={b} gelu + L2, gradients (x, W, bias)", max(kmax, b, dim),
+                   lambda *t: _grads(fused_projection_train, t, n), lambda *t: _grads(ref.fused_projection_reference, t, n),
+                   [*(rand(b, k) for k in widths), *ws, bias, rand(b, n, dim)])
+        yield case(dtype, "gated_fusion", f"B={b} N={n} softmax per feature, gradients (feats, logits)", n,
+                   lambda *t: _gated_grads(GatedFusionFunction.apply, *t),
+                   lambda *t: _gated_grads(ref.gated_fusion_reference, *t),
+                   [rand(b, n, dim), rand(b, n, dim, scale=2.0), mask_with_empty_row(b), rand(b, dim)])
+
+
+def _grads(fn, tensors, n: int) -> list[torch.Tensor]:
+    """Gradients in every input of ``<fn(xs, weights, bias, 'gelu', True), dout>`` (``tensors``:
+    the N inputs, the N weights, the bias, ``dout``)."""
+    leaves = [t.detach().requires_grad_() for t in tensors[:-1]]
+    out = fn(leaves[:n], leaves[n:2 * n], leaves[2 * n], "gelu", True)
+    return list(torch.autograd.grad(out, leaves, tensors[-1]))
+
+
+def _gated_grads(fn, feats, logits, mask, dout) -> list[torch.Tensor]:
+    leaves = [feats.detach().requires_grad_(), logits.detach().requires_grad_()]
+    out, _ = fn(*leaves, mask, "softmax")
+    return list(torch.autograd.grad(out, leaves, dout))
+
+
+def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int | None = None,
+          widths: Sequence[int] | None = None, dtypes: Sequence[torch.dtype] | None = None,
+          progress: Callable[[Case], None] | None = None) -> list[Case]:
+    """Every launcher's outputs against the float64 reference (see the module docstring)."""
+    from edgefuse.kernels.triton_projection import dot_precision
+
+    shapes = _shapes(device, batches, dim, widths)
+    # fp32 dots take TF32 where torch's own matmuls would (dot_precision): TF32's 10-bit
+    # mantissa is float16's, so are its tolerances (the gated sum has no dot)
+    tf32 = dot_precision(torch.float32) == "tf32"
+    cases = []
+    for op, label, dtype, reduce_len, run, reference in _cases(device, *shapes, dtypes or _dtypes(device)):
+        as_tf32 = tf32 and dtype == torch.float32 and op != "gated_fusion"
+        try:
+            outs = run()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            ratio = _compare([o.detach().cpu() for o in outs], reference(), torch.float16 if as_tf32 else dtype, reduce_len)
+            err = None if math.isfinite(ratio) else "a NaN or infinite value, or a wrong shape"
+        except Exception as e:  # a compile or launch failure fails this case; the others still run
+            ratio, err = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+        case = Case(op, label, _short(dtype) + (" (tf32)" if as_tf32 else ""),
+                    round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, err)
+        cases.append(case)
+        if progress:
+            progress(case)
+    return cases
+
+
+def _shapes(device, batches, dim, widths) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    d = INTERPRET_SHAPES if device == "cpu" else GPU_SHAPES
+    batches, dim, widths = tuple(batches or d["batches"]), dim or d["dim"], tuple(widths or d["widths"])
+    if not batches or min(batches) < 1 or dim < 1 or not widths or min(widths) < 1:
+        raise ValueError(f"expected batches, dim and widths >= 1, got batches={list(batches)}, dim={dim}, widths={list(widths)}")
+    return batches, dim, widths
+
+
+def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int | None = None,
+          widths: Sequence[int] | None = None, dtype: torch.dtype = torch.float16, graph: bool = True,
+          rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """µs of each op's Triton launcher and of the eager reference, per batch (CUDA only)."""
+    import triton.testing as tt
+
+    from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
+    from edgefuse.kernels.triton_gated import gated_fusion_triton
+    from edgefuse.kernels.triton_projection import fused_projection_triton
+
+    batches, dim, widths = _shapes(device, batches, dim, widths)
+    n, (k1, k2), bk = len(widths), (widths[0], widths[min(1, len(widths) - 1)]), min(dim, BILINEAR_MAX)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, device=device) * scale).to(dtype)
+
+    ws, bias = [r(dim, k, scale=k ** -0.5) for k in widths], r(n, dim, scale=0.1)
+    uw, vw, ub, vb = r(dim, k1, scale=k1 ** -0.5), r(dim, k2, scale=k2 ** -0.5), r(dim), r(dim)
+    bw, bb = r(BILINEAR_OUT, bk, bk, scale=1 / bk), r(BILINEAR_OUT)
+    rows = []
+    for b in batches:
+        xs, x, y = [r(b, k) for k in widths], r(b, k1), r(b, k2)
+        bx, by = r(b, bk), r(b, bk)
+        feats, logits = r(b, n, dim), r(b, n)
+        mask = torch.ones(b, n, dtype=torch.bool, device=device)
+        pairs = {
+            "fused_projection": (lambda: fused_projection_triton(xs, ws, bias, "relu", True),
+                                 lambda: ref.fused_projection_reference(xs, ws, bias, "relu", True)),
+            "mfb": (lambda: mfb_triton(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True),
+                    lambda: ref.mfb_reference(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True)),
+            "bilinear": (lambda: bilinear_triton(bx, by, bw, bb), lambda: ref.bilinear_reference(bx, by, bw, bb)),
+            "gated_fusion": (lambda: gated_fusion_triton(feats, logits, mask, "softmax"),
+                             lambda: ref.gated_fusion_reference(feats, logits, mask, "softmax")),
+        }
+        for op, (triton_fn, eager_fn) in pairs.items():
+            row = {"op": op, "B": b, "dtype": _short(dtype)}
+            for name, fn in (("triton", triton_fn), ("eager", eager_fn)):
+                fn()  # compile and warm up outside the timing
+                if device != "cpu":  # (a CPU device only in the plumbing test, with do_bench stubbed)
+                    torch.cuda.synchronize()
+                row[f"{name}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
+                if graph:
+                    try:
+                        row[f"{name}_graph_us"] = round(_median_ms(tt.do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
+                    except Exception as e:  # capture can fail (an op that syncs): say so, keep the rest
+                        row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+            row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
+            if "triton_graph_us" in row and "eager_graph_us" in row:
+                row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def _median_ms(result) -> float:
+    """do_bench's median (one quantile: a float, or a one-item list on some releases)."""
+    return float(result[0] if isinstance(result, (list, tuple)) else result)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``edgefuse kernels``' options (also ``python -m edgefuse.kernels.selfcheck``)."""
+    p.add_argument("--check", action="store_true", help="run every op's Triton path against its float64 reference")
+    p.add_argument("--bench", action="store_true", help="time each op's Triton path against eager PyTorch (CUDA)")
+    p.add_argument("--interpret", action="store_true",
+                   help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)")
+    p.add_argument("--device", default=None, help="CUDA device, e.g. cuda:1 (default: the current one)")
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help=f"batch sizes (default: {' '.join(map(str, GPU_SHAPES['batches']))} on a GPU, "
+                        f"{' '.join(map(str, INTERPRET_SHAPES['batches']))} interpreted)")
+    p.add_argument("--dim", type=int, default=None,
+                   help=f"fused width D (default: {GPU_SHAPES['dim']} on a GPU, {INTERPRET_SHAPES['dim']} interpreted)")
+    p.add_argument("--widths", type=_widths, default=None,
+                   help=f"input widths K_i, one per modality (default: {','.join(map(str, GPU_SHAPES['widths']))} on a GPU, "
+                        f"{','.join(map(str, INTERPRET_SHAPES['widths']))} interpreted)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
+                        "--bench: this dtype (default: float16)")
+    p.add_argument("--no-graph", action="store_true", help="--bench: skip the CUDA-graph timings")
+    p.add_argument("--json", type=Path, default=None, help="write the report, cases and timings as JSON")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2048,1024,128, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text!r}")
+    return widths
+
+
+#: the modules whose @triton.jit decorators decide compiled vs interpreted when first imported
+KERNEL_MODULES = ("edgefuse.kernels.triton_projection", "edgefuse.kernels.triton_bilinear", "edgefuse.kernels.triton_gated")
+
+
+def _use_interpreter() -> None:
+    """Make the kernels interpreted: set TRITON_INTERPRET before their modules are imported, or
+    refuse if one already was, compiled (its kernels stay compiled for the process's life)."""
+    from triton.runtime.jit import JITFunction  # the compiled kind; the interpreter's is another class
+
+    compiled = [m for m in KERNEL_MODULES if m in sys.modules
+                and any(isinstance(v, JITFunction) for v in vars(sys.modules[m]).values())]
+    if compiled:
+        raise ValueError(f"--interpret must come before the kernels are imported, but {compiled[0]} already was, "
+                         "compiled; run it in a fresh process, or set TRITON_INTERPRET=1 before importing edgefuse")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command: 0 all good, 1 a case failed; ValueError (exit 2) when it cannot run here."""
+    if args.interpret:
+        if args.bench:
+            raise ValueError("--bench times the compiled kernels on a CUDA GPU; --interpret can only --check")
+        _use_interpreter()
+        device = "cpu"
+    else:
+        device = args.device or "cuda"
+        if device.startswith("cuda:") and torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(device))  # the checks below are of the current device
+    t0 = time.time()
+    rec = report()
+    print(format_report(rec), flush=True)
+    out: dict = {"format": "edgefuse-kernels-selfcheck/1", "report": rec}
+    if (args.check or args.bench) and device != "cpu" and not rec["kernels_can_run"]:
+        raise ValueError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
+                         + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
+                         + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
+    failed = 0
+    if args.check:
+        dtypes = [getattr(torch, args.dtype)] if args.dtype else None
+        batches, dim, widths = _shapes(device, args.batch, args.dim, args.widths)
+        print(f"\ncheck on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}, D={dim}, K={list(widths)}; "
+              "error / tolerance against float64 (<= 1 passes)", flush=True)
+        cases = check(device, batches, dim, widths, dtypes, progress=_print_case)
+        failed = sum(not c.ok for c in cases)
+        print(f"{len(cases) - failed} of {len(cases)} cases pass", flush=True)
+        out["check"] = {"device": device, "interpreted": bool(args.interpret), "batches": list(batches), "dim": dim,
+                        "widths": list(widths), "cases": [asdict(c) for c in cases]}
+    if args.bench:
+        dtype = getattr(torch, args.dtype or "float16")
+        print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; CUDA graph: one replay per call)", flush=True)
+        rows = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row)
+        out["bench"] = rows
+    out["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        _write_json(out, args.json)
+        print(f"wrote {args.json}")
+    return 1 if failed else 0
+
+
+def _print_case(c: Case) -> None:
+    how = f"{c.error_over_tolerance:.3g}" if c.error_over_tolerance is not None else "-"
+    print(f"{'ok' if c.ok else 'FAIL':<5}{c.op:<18}{c.dtype:<16}{how:>8}  {c.case}" + (f"\n     {c.error}" if c.error else ""),
+          flush=True)
+
+
+def _print_row(r: dict) -> None:
+    graph = (f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
+             if "graph_speedup" in r else "")
+    print(f"{r['op']:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){graph}",
+          flush=True)
+
+
+def _write_json(doc: dict, path: Path) -> None:
+    """Whole or not at all: a temporary file beside ``path``, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgefuse.kernels.selfcheck", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as e:
+        print(f"edgefuse kernels: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

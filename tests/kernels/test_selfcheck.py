@@ -1,0 +1,220 @@
+"""``edgefuse kernels``: the report, the float64 check of every launcher, and the timings.
+
+The check runs the kernels on KERNEL_DEVICE: interpreted on a CPU, compiled on a GPU (the GPU
+check runs this file too). It must pass on the kernels as written and fail on broken ones: a
+dropped store (a mutant, as in test_masks.py), a dropped mask, an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+import edgefuse.kernels.triton_bilinear as tb
+import edgefuse.kernels.triton_gated as tg
+import edgefuse.kernels.triton_projection as tp
+from edgefuse.kernels import ops, selfcheck
+from edgefuse.kernels.reference import error_over_tolerance
+from tests.conftest import KERNEL_DEVICE
+from tests.kernels._guard import guard
+from tests.kernels._mutants import mutant, mutations
+
+SHAPES = {"batches": (1, 67), "dim": 24, "widths": (40, 24, 8)}  # 67: the GEMM-shaped tiles too
+#: what each kernel module's launchers are called in selfcheck._cases
+LAUNCHERS = {"triton_projection": ("fused_projection_triton", "fused_projection_train"),
+             "triton_bilinear": ("bilinear_triton", "mfb_triton"),
+             "triton_gated": ("gated_fusion_triton", "GatedFusionFunction")}
+MODULE_OPS = {"triton_projection": {"fused_projection"}, "triton_bilinear": {"mfb", "bilinear"},
+              "triton_gated": {"gated_fusion"}}
+
+
+def _check(device=KERNEL_DEVICE, dtypes=(torch.float32,)):
+    return selfcheck.check(device, dtypes=dtypes, **SHAPES)
+
+
+def test_check_passes_on_the_kernels_and_covers_every_launch():
+    cases = _check(dtypes=(torch.float32, torch.float16))
+    assert [c for c in cases if not c.ok] == []
+    assert all(c.error is None and 0 <= c.error_over_tolerance <= 1 for c in cases)
+    # per dtype and batch: 2 projections, MFB, bilinear, 2 gated; per dtype: the two gradient cases
+    assert Counter(c.op for c in cases) == {"fused_projection": 2 * (2 * 2 + 1), "mfb": 2 * 2, "bilinear": 2 * 2,
+                                            "gated_fusion": 2 * (2 * 2 + 1)}
+    assert {c.dtype for c in cases} == {"float32", "float16"}
+    labels = " | ".join(c.case for c in cases)
+    for what in ("modality 1 absent", "sides absent", "empty row", "gradients (x, W, bias)", "gradients (feats, logits)", "B=67"):
+        assert what in labels
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_check_fails_when_a_kernel_drops_a_store(name, monkeypatch, tmp_path):
+    """The module's first store-dropping mutant (test_masks.py's), interpreted: its ops' cases
+    fail (the poisoned allocation leaves NaN, or the empty flag unset), the others pass."""
+    line = next(line for line, kind in mutations(name) if kind == "store")
+    bad = mutant(name, line, "store", tmp_path)
+    module = {"triton_projection": tp, "triton_bilinear": tb, "triton_gated": tg}[name]
+    for launcher in LAUNCHERS[name]:
+        monkeypatch.setattr(module, launcher, getattr(bad, launcher))
+    with guard():
+        cases = _check(device="cpu")  # mutants run interpreted whatever the machine has
+    failed = {c.op for c in cases if not c.ok}
+    assert failed and failed <= MODULE_OPS[name], failed
+
+
+def test_check_fails_when_the_mask_is_ignored(monkeypatch):
+    """Not only NaN: a finite but wrong answer (every modality treated as present) is over tolerance."""
+    real = tg.gated_fusion_triton
+    monkeypatch.setattr(tg, "gated_fusion_triton", lambda feats, logits, mask, mode: real(feats, logits, torch.ones_like(mask), mode))
+    cases = _check()
+    wrong = [c for c in cases if not c.ok]
+    assert wrong and {c.op for c in wrong} == {"gated_fusion"}
+    assert all(c.error_over_tolerance is None or c.error_over_tolerance > 1 for c in wrong)
+
+
+def test_an_exception_fails_its_case_and_the_others_still_run(monkeypatch):
+    def boom(*args):
+        raise RuntimeError("PTX assembly failed\n  on sm_87")
+
+    monkeypatch.setattr(tb, "bilinear_triton", boom)
+    cases = _check()
+    failed = [c for c in cases if not c.ok]
+    assert {c.op for c in failed} == {"bilinear"} and len(failed) == len(SHAPES["batches"])
+    assert all(c.error == "RuntimeError: PTX assembly failed on sm_87" and c.error_over_tolerance is None for c in failed)
+    assert sum(c.ok for c in cases) == len(cases) - len(failed)
+
+
+def test_error_over_tolerance():
+    ref64 = torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64)
+    rtol, atol = 1e-3, 1e-3 * 2.0  # float16, reduction length 1, scaled by max |ref| = 2
+    assert error_over_tolerance(ref64.half(), ref64, torch.float16) == 0.0
+    off = ref64.clone()
+    off[0] += 0.5 * (atol + rtol * 1.0)
+    assert error_over_tolerance(off, ref64, torch.float16) == pytest.approx(0.5)
+    off[2] = 3 * atol
+    assert error_over_tolerance(off, ref64, torch.float16) == pytest.approx(3.0)
+    off[1] = float("nan")
+    assert error_over_tolerance(off, ref64, torch.float16) == float("inf")
+
+
+@pytest.mark.parametrize("forced,interpret,runs", [
+    ("reference", None, "reference"), ("bogus", None, "error"), ("interpret", "1", "interpreter"), ("interpret", None, "error"),
+])
+def test_report_says_what_edgefuse_kernels_makes_cuda_calls_run(monkeypatch, forced, interpret, runs):
+    monkeypatch.setenv("EDGEFUSE_KERNELS", forced)
+    if interpret is None:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    rec = selfcheck.report()
+    assert rec["cuda_calls_run"] == runs and forced in rec["why"]
+    assert f"EDGEFUSE_KERNELS={forced}" in selfcheck.format_report(rec)
+
+
+def test_report_gives_dispatchs_reason_and_remedy_when_the_kernels_cannot_run(monkeypatch):
+    monkeypatch.setattr(ops, "triton_cuda_error",
+                        lambda: ("Triton's CUDA driver cannot start", "RuntimeError: Failed to find C compiler", ops.DRIVER_REMEDY))
+    can, why, remedy = selfcheck._kernels_can_run(cuda=True)
+    assert not can and why == "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)"
+    assert remedy == ops.DRIVER_REMEDY
+    monkeypatch.setattr(ops, "triton_cuda_error", lambda: None)
+    assert selfcheck._kernels_can_run(cuda=True) == (True, None, None)
+    assert selfcheck._kernels_can_run(cuda=False) == (False, "no CUDA device", None)
+
+
+def test_check_refuses_with_the_reason_when_the_kernels_cannot_run(monkeypatch, capsys):
+    rec = {**selfcheck.report(), "devices": [{"index": 0, "name": "Orin", "arch": "sm_87", "sms": 16, "memory_gib": 61.4}],
+           "kernels_can_run": False, "why": "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)",
+           "remedy": ops.DRIVER_REMEDY}
+    monkeypatch.setattr(selfcheck, "report", lambda: rec)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no set_device for "cuda"
+    args = selfcheck.argparse.Namespace(check=True, bench=False, interpret=False, device=None, batch=None, dim=None,
+                                        widths=None, dtype=None, no_graph=False, json=None)
+    with pytest.raises(ValueError, match=r"cannot run here: Triton's CUDA driver cannot start .*; to run them, Triton needs a C compiler"):
+        selfcheck.run(args)
+    assert "cuda:0  Orin  sm_87" in capsys.readouterr().out
+
+
+def _a_kernel(x):
+    pass
+
+
+def test_interpret_refuses_once_the_kernels_are_compiled(monkeypatch):
+    from triton.runtime.jit import JITFunction
+
+    monkeypatch.setenv("TRITON_INTERPRET", os.environ.get("TRITON_INTERPRET", "0"))  # restored after
+    if KERNEL_DEVICE == "cpu":  # this process's kernels are interpreted (tests/conftest.py): no refusal
+        selfcheck._use_interpreter()
+        assert os.environ["TRITON_INTERPRET"] == "1"
+    monkeypatch.setattr(tg, "_a_compiled_kernel", JITFunction(_a_kernel), raising=False)
+    with pytest.raises(ValueError, match=r"--interpret must come before the kernels are imported, but "
+                                         r"edgefuse\.kernels\.triton_\w+ already was, compiled"):
+        selfcheck._use_interpreter()
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "edgefuse", "kernels", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_check_interpreted_writes_json(tmp_path):
+    out = tmp_path / "res" / "selfcheck.json"
+    p = _cli("--check", "--interpret", "--batch", "3", "--dtype", "float32", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "fused ops on CUDA tensors run:" in p.stdout and "8 of 8 cases pass" in p.stdout
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "edgefuse-kernels-selfcheck/1" and doc["check"]["interpreted"] is True
+    assert doc["check"]["batches"] == [3] and len(doc["check"]["cases"]) == 8
+    assert all(c["ok"] for c in doc["check"]["cases"])
+    assert sorted(os.listdir(out.parent)) == ["selfcheck.json"]  # no temporary file left
+
+
+def test_cli_errors():
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}
+    p = _cli(env=no_gpu)
+    assert p.returncode == 0 and "because: no CUDA device" in p.stdout, p.stderr
+    p = _cli("--check", env=no_gpu)
+    assert p.returncode == 2 and "cannot run here: no CUDA device (--check --interpret checks them on the CPU)" in p.stderr
+    p = _cli("--bench", "--interpret")
+    assert p.returncode == 2 and "--interpret can only --check" in p.stderr
+    p = _cli("--widths", "2048,x")
+    assert p.returncode == 2 and "expected comma-separated integers such as 2048,1024,128, got '2048,x'" in p.stderr
+    with pytest.raises(ValueError, match=r"expected batches, dim and widths >= 1, got batches=\[0\]"):
+        selfcheck.check("cpu", batches=(0,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
+def test_bench_times_every_op_on_the_gpu():
+    rows = selfcheck.bench("cuda", batches=(8,), dim=64, widths=(128, 64, 32), rep_ms=5)
+    assert [r["op"] for r in rows] == list(selfcheck.OPS)
+    for r in rows:
+        assert r["triton_us"] > 0 and r["eager_us"] > 0 and r["speedup"] == pytest.approx(r["eager_us"] / r["triton_us"], rel=0.01)
+        assert ("triton_graph_us" in r) or ("triton_graph_error" in r)
+
+
+def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
+    """Every op's Triton and eager calls run (interpreted here) and each row is built from the
+    timers' answers; the GPU test above times them for real."""
+    import triton.testing as tt
+
+    calls = Counter()
+
+    def do_bench(fn, rep, quantiles):
+        calls[rep] += 1
+        fn()
+        return 0.004 if calls[rep] % 2 else [0.010]  # triton, then eager: a float, or a one-item list
+
+    def no_graph(fn, rep, quantiles):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(tt, "do_bench", do_bench)
+    monkeypatch.setattr(tt, "do_bench_cudagraph", no_graph)
+    rows = selfcheck.bench("cpu", dtype=torch.float32, rep_ms=7, **{k: v for k, v in SHAPES.items() if k != "batches"}, batches=(3,))
+    assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8}
+    for r in rows:
+        assert (r["B"], r["dtype"], r["triton_us"], r["eager_us"], r["speedup"]) == (3, "float32", 4.0, 10.0, 2.5)
+        assert r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing" and "graph_speedup" not in r
