@@ -527,10 +527,11 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
 
 
 def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1),
-          sass: bool = False) -> list[Compiled]:
-    """Compile every launch of ``cases`` for each arch with Triton's JIT on a stand-in GPU; one
-    record per distinct binary (Triton's cache decides what is distinct). ``sass``: count each
-    binary's memory instructions from its SASS too (``problems`` then compares).
+          sass: bool = False, source: Callable[[torch.dtype], Iterator[tuple[str, Callable[[], object]]]] | None = None,
+          ) -> list[Compiled]:
+    """Compile every launch of ``source`` (default ``cases``) for each arch with Triton's JIT on
+    a stand-in GPU; one record per distinct binary (Triton's cache decides what is distinct).
+    ``sass``: count each binary's memory instructions from its SASS too (``problems`` then compares).
 
     ``shard=(k, n)`` compiles only the launches whose ``Launch.key()`` is the k-th, (k+n)-th...
     to appear (n processes, one per core, each run with its own k, cover them all: every
@@ -548,7 +549,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
         records: dict[int, Compiled] = {}  # by CompiledKernel (Triton's cache returns one per binary)
         with stand_in_gpu(arch):
             for dtype in dtypes:
-                for label, call in cases(dtype):
+                for label, call in (source or cases)(dtype):
                     with capture(compile_if=mine) as launches:
                         call()
                     if not launches:
@@ -638,7 +639,11 @@ def _row(r: Compiled) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Compile edgefuse's Triton kernels for GPU architectures without a GPU.")
     p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Jetson Orin), 110 (Jetson Thor; Triton >= 3.7); repeatable")
-    p.add_argument("--dtype", action="append", choices=["float16", "float32"], help="repeatable; default both")
+    p.add_argument("--dtype", action="append", choices=["float16", "float32", "bfloat16"],
+                   help="repeatable; default float16 and float32")
+    p.add_argument("--cases", choices=["bench", "selfcheck"], default="bench",
+                   help="bench: the benchmark's shapes (default); selfcheck: every launch of `edgefuse kernels --check` "
+                        "at its GPU defaults")
     p.add_argument("--json", type=Path, help="write every record here")
     p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")
     p.add_argument("--sass", action="store_true", help="also count memory instructions from each binary's SASS and report "
@@ -654,10 +659,14 @@ def main(argv=None) -> int:
     import triton
 
     start = time.perf_counter()
-    records = check(archs, dtypes, progress=True, shard=shard, sass=args.sass)
+    if args.cases == "selfcheck":
+        from edgefuse.kernels.selfcheck import aot_cases as source
+    else:
+        source = cases
+    records = check(archs, dtypes, progress=True, shard=shard, sass=args.sass, source=source)
     found = problems(records)
     if args.json:
-        doc = {"triton": triton.__version__, "archs": archs, "shard": args.shard, "sass": args.sass, "seconds": round(time.perf_counter() - start, 1),
+        doc = {"triton": triton.__version__, "cases": args.cases, "archs": archs, "shard": args.shard, "sass": args.sass, "seconds": round(time.perf_counter() - start, 1),
                "problems": found, "binaries": [asdict(r) for r in records]}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2, default=str))

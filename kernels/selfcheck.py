@@ -252,6 +252,13 @@ def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
                    [rand(b, n, dim), rand(b, n, dim, scale=2.0), mask_with_empty_row(b), rand(b, dim)])
 
 
+def aot_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
+    """(label, call) for every launch ``check`` makes on a GPU by default, on CPU tensors, for
+    the AOT compile (``python -m edgefuse.kernels.aot --cases selfcheck``)."""
+    for op, label, dt, _, run, _ in _cases("cpu", *_shapes("cuda", None, None, None), (dtype,)):
+        yield f"{op} {_short(dt)} {label}", run
+
+
 def _grads(fn, tensors, n: int) -> list[torch.Tensor]:
     """Gradients in every input of ``<fn(xs, weights, bias, 'gelu', True), dout>`` (``tensors``:
     the N inputs, the N weights, the bias, ``dout``)."""

@@ -218,3 +218,13 @@ def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
     for r in rows:
         assert (r["B"], r["dtype"], r["triton_us"], r["eager_us"], r["speedup"]) == (3, "float32", 4.0, 10.0, 2.5)
         assert r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing" and "graph_speedup" not in r
+
+
+def test_aot_cases_are_the_checks_gpu_launches():
+    """``python -m edgefuse.kernels.aot --cases selfcheck`` compiles what a default GPU check runs."""
+    labels = [label for label, _ in selfcheck.aot_cases(torch.float16)]
+    gpu = selfcheck.GPU_SHAPES
+    assert len(labels) == len(gpu["batches"]) * 6 + 2 and all(" float16 " in label for label in labels)
+    assert Counter(label.split()[0] for label in labels) == {"fused_projection": 2 * len(gpu["batches"]) + 1, "mfb": 4,
+                                                             "bilinear": 4, "gated_fusion": 2 * len(gpu["batches"]) + 1}
+    assert {f"B={b}" for b in gpu["batches"]} <= {word for label in labels for word in label.split()}
