@@ -21,11 +21,11 @@ cat "$OUT/env.txt"
 
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
-# pytest-xdist is there (the GPU image has it). These tests need about 240 binaries for
-# sm_90, 41-62 s of compiling in one process of the 2-core development VM, with no compile
+# pytest-xdist is there (the GPU image has it). These tests need about 270 binaries for
+# sm_90, 78 s of compiling in one process of the 2-core development VM, with no compile
 # error or resource problem, also with this machine's Python 3.12 + torch 2.11 + Triton 3.6
 # (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json from triton_versions.sh):
-# about 10 s over 8 processes, well inside the 120 s below.
+# about 10-15 s over 8 processes, well inside the 120 s below.
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
 # test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
 # mutants of the kernels in the CPU interpreter: CI checks, not needed here
