@@ -187,11 +187,11 @@ def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
         fn()
         return 0.004 if calls[rep] % 2 else [0.010]  # triton, then eager: a float, or a one-item list
 
-    def no_graph(fn, rep, quantiles):
+    def no_graph(fn, rep_ms, quantiles):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(tt, "do_bench", do_bench)
-    monkeypatch.setattr(tt, "do_bench_cudagraph", no_graph)
+    monkeypatch.setattr(selfcheck, "cuda_graph_ms", no_graph)
     rows = selfcheck.bench(KERNEL_DEVICE, dtype=torch.float32, rep_ms=7, **{k: v for k, v in SHAPES.items() if k != "batches"}, batches=(3,))
     assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8}
     for r in rows:
@@ -207,3 +207,36 @@ def test_aot_cases_are_the_checks_gpu_launches():
     assert Counter(label.split()[0] for label in labels) == {"fused_projection": 2 * len(gpu["batches"]) + 1, "mfb": 4,
                                                              "bilinear": 4, "gated_fusion": 2 * len(gpu["batches"]) + 1}
     assert {f"B={b}" for b in gpu["batches"]} <= {word for label in labels for word in label.split()}
+
+
+@pytest.mark.parametrize("release", ["3.2 and later", "3.0 and 3.1"])
+def test_cuda_graph_timing_on_every_triton_release(monkeypatch, release):
+    """On a side stream (3.0 and 3.1 refuse the default one); quantiles where the release has them."""
+    import contextlib
+
+    import triton.testing as tt
+
+    calls, streams = [], []
+    if release == "3.2 and later":
+        def fake(fn, rep=20, grad_to_none=None, quantiles=None, return_mode="mean"):
+            calls.append((rep, quantiles, return_mode, len(streams)))
+            return [0.5, 0.4, 0.6]
+    else:
+        def fake(fn, rep=20, grad_to_none=None, return_mode="mean"):
+            calls.append((rep, None, return_mode, len(streams)))
+            return 0.5
+
+    @contextlib.contextmanager
+    def stream(s):
+        streams.append(s)
+        yield
+
+    monkeypatch.setattr(tt, "do_bench_cudagraph", fake)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: "side stream")
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    got = selfcheck.cuda_graph_ms(lambda: None, 50, [0.5, 0.2, 0.8])
+    assert streams == ["side stream"]
+    if release == "3.2 and later":
+        assert got == [0.5, 0.4, 0.6] and calls == [(50, [0.5, 0.2, 0.8], "mean", 1)]
+    else:
+        assert got == [0.5, None, None] and calls == [(50, None, "median", 1)]
