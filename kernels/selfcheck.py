@@ -190,8 +190,7 @@ def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
     from edgefuse.kernels.triton_projection import fused_projection_train, fused_projection_triton
 
     n, kmax = len(widths), max(widths)
-    k1, k2 = widths[0], widths[min(1, n - 1)]
-    bk = min(dim, BILINEAR_MAX)
+    k1, k2, rows, bk = *_pair(widths), _mfb_rows(dim), min(dim, BILINEAR_MAX)
     g = torch.Generator().manual_seed(0)
 
     def rand(*shape, scale=1.0):
@@ -225,11 +224,11 @@ def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
             present = torch.ones(b, 2, dtype=torch.bool)  # rows with one side absent, then the other
             present[::3, 0] = False
             present[1::3, 1] = False
-            yield case(dtype, "mfb", f"B={b} O={dim // MFB_FACTORS} factors={MFB_FACTORS} + L2, sides absent", max(k1, k2),
+            yield case(dtype, "mfb", f"B={b} O={rows // MFB_FACTORS} factors={MFB_FACTORS} + L2, sides absent", max(k1, k2),
                        lambda *t: [mfb_triton(*t[:6], MFB_FACTORS, t[6], True)],
                        lambda *t: [ref.mfb_reference(*t[:6], MFB_FACTORS, t[6], True)],
-                       [rand(b, k1), rand(b, k2), rand(dim, k1, scale=k1 ** -0.5), rand(dim, scale=0.1),
-                        rand(dim, k2, scale=k2 ** -0.5), rand(dim, scale=0.1), present])
+                       [rand(b, k1), rand(b, k2), rand(rows, k1, scale=k1 ** -0.5), rand(rows, scale=0.1),
+                        rand(rows, k2, scale=k2 ** -0.5), rand(rows, scale=0.1), present])
 
             yield case(dtype, "bilinear", f"B={b} K={bk} O={BILINEAR_OUT}", bk * bk,
                        lambda *t: [bilinear_triton(*t)], lambda *t: [ref.bilinear_reference(*t)],
@@ -302,6 +301,16 @@ def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     return cases
 
 
+def _pair(widths: Sequence[int]) -> tuple[int, int]:
+    """MFB's and bilinear's two inputs: the first two modalities' widths (one: itself twice)."""
+    return widths[0], widths[min(1, len(widths) - 1)]
+
+
+def _mfb_rows(dim: int) -> int:
+    """MFB's projection rows: O * MFB_FACTORS, as close to D as whole factor groups allow."""
+    return MFB_FACTORS * max(1, dim // MFB_FACTORS)
+
+
 def _shapes(device, batches, dim, widths) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
     d = INTERPRET_SHAPES if device == "cpu" else GPU_SHAPES
     batches, dim, widths = tuple(batches or d["batches"]), dim or d["dim"], tuple(widths or d["widths"])
@@ -321,13 +330,13 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     from edgefuse.kernels.triton_projection import fused_projection_triton
 
     batches, dim, widths = _shapes(device, batches, dim, widths)
-    n, (k1, k2), bk = len(widths), (widths[0], widths[min(1, len(widths) - 1)]), min(dim, BILINEAR_MAX)
+    n, (k1, k2), rows, bk = len(widths), _pair(widths), _mfb_rows(dim), min(dim, BILINEAR_MAX)
 
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, device=device) * scale).to(dtype)
 
     ws, bias = [r(dim, k, scale=k ** -0.5) for k in widths], r(n, dim, scale=0.1)
-    uw, vw, ub, vb = r(dim, k1, scale=k1 ** -0.5), r(dim, k2, scale=k2 ** -0.5), r(dim), r(dim)
+    uw, vw, ub, vb = r(rows, k1, scale=k1 ** -0.5), r(rows, k2, scale=k2 ** -0.5), r(rows), r(rows)
     bw, bb = r(BILINEAR_OUT, bk, bk, scale=1 / bk), r(BILINEAR_OUT)
     rows = []
     for b in batches:
@@ -419,20 +428,14 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-#: the modules whose @triton.jit decorators decide compiled vs interpreted when first imported
-KERNEL_MODULES = ("edgefuse.kernels.triton_projection", "edgefuse.kernels.triton_bilinear", "edgefuse.kernels.triton_gated")
-
-
 def _use_interpreter() -> None:
-    """Make the kernels interpreted: set TRITON_INTERPRET before their modules are imported, or
-    refuse if one already was, compiled (its kernels stay compiled for the process's life)."""
-    from triton.runtime.jit import JITFunction  # the compiled kind; the interpreter's is another class
-
-    compiled = [m for m in KERNEL_MODULES if m in sys.modules
-                and any(isinstance(v, JITFunction) for v in vars(sys.modules[m]).values())]
-    if compiled:
-        raise ValueError(f"--interpret must come before the kernels are imported, but {compiled[0]} already was, "
-                         "compiled; run it in a fresh process, or set TRITON_INTERPRET=1 before importing edgefuse")
+    """Make the kernels interpreted: set TRITON_INTERPRET before Triton is imported, or refuse if
+    it already was without it. Triton decides compiled or interpreted as each ``@triton.jit``
+    function is decorated, its own library's included (``tl.sum`` and the like, when
+    ``triton.language`` is imported), so an interpreted kernel calling a compiled one fails."""
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("--interpret must come before Triton is imported, but this process imported it without "
+                         "TRITON_INTERPRET=1; run it in a fresh process, or set TRITON_INTERPRET=1 first")
     os.environ["TRITON_INTERPRET"] = "1"
 
 
