@@ -28,6 +28,8 @@ one machine and one model.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import math
 import os
@@ -365,13 +367,161 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
                         row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
                     except Exception as e:  # capture can fail (an op that syncs): say so, keep the rest
                         row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
-            row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
-            if "triton_graph_us" in row and "eager_graph_us" in row:
-                row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
+            _speedups(row)
             rows.append(row)
             if progress:
                 progress(row)
     return rows
+
+
+#: model-level tolerance floor: the kernels' logits may differ from the CPU reference's by this
+#: fraction of the largest |logit| (one float32 op's error, compounded through a few layers), or
+#: by MODEL_SLACK times what torch's own ops on the same device differ by, whichever is larger
+MODEL_FLOOR, MODEL_SLACK = 1e-5, 4.0
+#: the fused ops the fusion modules call through ``edgefuse.kernels`` (counted per forward)
+_PUBLIC_OPS = ("fused_projection", "bilinear", "mfb", "gated_fusion")
+
+
+@contextlib.contextmanager
+def _kernels_env(value: str | None) -> Iterator[None]:
+    """``EDGEFUSE_KERNELS`` set to ``value`` (None: unset) within the block; dispatch reads it per call."""
+    old = os.environ.get("EDGEFUSE_KERNELS")
+    if value is None:
+        os.environ.pop("EDGEFUSE_KERNELS", None)
+    else:
+        os.environ["EDGEFUSE_KERNELS"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("EDGEFUSE_KERNELS", None)
+        else:
+            os.environ["EDGEFUSE_KERNELS"] = old
+
+
+@contextlib.contextmanager
+def _count_fused_ops() -> Iterator[collections.Counter]:
+    """Count the calls of ``edgefuse.kernels``' public ops (the fusion modules look them up there at call time)."""
+    import edgefuse.kernels as pkg
+
+    calls: collections.Counter = collections.Counter()
+    originals = {name: getattr(pkg, name) for name in _PUBLIC_OPS}
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    for name, fn in originals.items():
+        setattr(pkg, name, counted(name, fn))
+    try:
+        yield calls
+    finally:
+        for name, fn in originals.items():
+            setattr(pkg, name, fn)
+
+
+def _model_inputs(model, subset: Sequence[str], batch: int, device: str, seed: int) -> dict[str, torch.Tensor]:
+    from edgefuse.export import sample_inputs
+
+    specs = [s for s in model.specs if s.name in subset]
+    return {k: torch.from_numpy(v).to(device) for k, v in sample_inputs(specs, batch, model.norm, seed).items()}
+
+
+def _load_model(checkpoint: str | Path):
+    from edgefuse.checkpoint import load_checkpoint
+    from edgefuse.specs import default_subsets, subset_name
+
+    model, _ = load_checkpoint(checkpoint)
+    return model, [(subset_name(s, model.names), s) for s in default_subsets(model.names)]
+
+
+def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8),
+                progress: Callable[[Case], None] | None = None) -> tuple[list[Case], dict[str, int]]:
+    """A trained model's logits on every default sensor subset, its fused ops on the kernels on
+    ``device`` (interpreted on a CPU), against the same model on the CPU reference ops, in
+    float32. A case passes when the kernels' largest logit error is within MODEL_FLOOR of the
+    largest |logit|, or within MODEL_SLACK times the error of the reference ops on ``device``
+    (torch's own kernels there: cuBLAS, not the CPU's BLAS). Returns the cases and the fused
+    ops one all-sensor forward calls (none: the kernels do not touch this model)."""
+    model, subsets = _load_model(checkpoint)
+    kernels = "interpret" if device == "cpu" else None  # on CUDA tensors dispatch picks Triton by itself
+    here = _to_device(model, device)
+    with torch.inference_mode(), _count_fused_ops() as calls, _kernels_env(kernels):
+        here(_model_inputs(model, model.names, 1, device, 0))
+    calls = dict(calls)
+    cases = []
+    for name, subset in subsets:
+        for b in batches:
+            label = f"{name} B={b}"
+            try:
+                inputs = _model_inputs(model, subset, b, device, seed=b)
+                with torch.inference_mode():
+                    with _kernels_env("reference"):
+                        cpu = model({k: v.cpu() for k, v in inputs.items()}).double()
+                        torch_here = here(inputs).double().cpu()
+                    with _kernels_env(kernels):
+                        fused = here(inputs).double().cpu()
+                scale = max(1.0, float(cpu.abs().max()))
+                allowed = max(MODEL_FLOOR * scale, MODEL_SLACK * float((torch_here - cpu).abs().max()))
+                err = float((fused - cpu).abs().max()) if bool(torch.isfinite(fused).all()) else math.inf
+                ratio, error = err / allowed, None if math.isfinite(err) else "a NaN or infinite logit"
+                agree = float((fused.argmax(1) == cpu.argmax(1)).double().mean())
+                if agree < 1.0 and ratio <= 1.0:
+                    label += f" (top-1 agrees on {agree:.0%}: near-ties)"
+            except Exception as e:
+                ratio, error = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            case = Case("model", label, "float32", round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
+            cases.append(case)
+            if progress:
+                progress(case)
+    return cases, calls
+
+
+def _to_device(model, device: str):
+    import copy
+
+    return copy.deepcopy(model).to(device) if device != "cpu" else model
+
+
+def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8), graph: bool = True,
+                rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """µs of a trained model's forward per default sensor subset and batch, its fused ops on the
+    Triton kernels and on the reference ops (CUDA only): what the kernels buy this model."""
+    import triton.testing as tt
+
+    model, subsets = _load_model(checkpoint)
+    here = _to_device(model, device)
+    rows = []
+    for name, subset in subsets:
+        for b in batches:
+            inputs = _model_inputs(model, subset, b, device, seed=b)
+            row = {"op": "model", "subset": name, "B": b, "dtype": "float32"}
+            for path, env in (("triton", None), ("eager", "reference")):
+                with torch.inference_mode(), _kernels_env(env):
+                    def fn():
+                        return here(inputs)
+                    fn()  # compile and warm up outside the timing
+                    if device != "cpu":
+                        torch.cuda.synchronize()
+                    row[f"{path}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
+                    if graph:
+                        try:
+                            row[f"{path}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
+                        except Exception as e:
+                            row[f"{path}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+            _speedups(row)
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def _speedups(row: dict) -> None:
+    row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
+    if "triton_graph_us" in row and "eager_graph_us" in row:
+        row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
 
 
 def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float]) -> list[float | None]:
@@ -414,6 +564,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
                         "--bench: this dtype (default: float16)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="--check/--bench a trained model (an `edgefuse train` folder) on every default sensor subset, "
+                        "instead of the ops at synthetic shapes")
     p.add_argument("--no-graph", action="store_true", help="--bench: skip the CUDA-graph timings")
     p.add_argument("--json", type=Path, default=None, help="write the report, cases and timings as JSON")
 
@@ -426,6 +579,16 @@ def _widths(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text!r}")
     return widths
+
+
+def _quiet_interpreter() -> None:
+    """The interpreter runs ``tl.exp`` in numpy, which warns on overflow where the GPU quietly
+    gives inf: ``sigmoid(x) = 1 / (1 + exp(-x))`` of a large negative x (the tanh activation, a
+    sigmoid gate, a masked-out softmax term), whose result (0, or a discarded value) is exact.
+    The comparison against the reference judges the outputs; the warnings only bury them."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="overflow encountered in exp", category=RuntimeWarning)
 
 
 def _use_interpreter() -> None:
@@ -445,6 +608,7 @@ def run(args: argparse.Namespace) -> int:
         if args.bench:
             raise ValueError("--bench times the compiled kernels on a CUDA GPU; --interpret can only --check")
         _use_interpreter()
+        _quiet_interpreter()
         device = "cpu"
     else:
         device = args.device or "cuda"
@@ -458,6 +622,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
                          + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
                          + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
+    failed = (_run_model if args.checkpoint is not None else _run_ops)(args, device, out)
+    out["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        _write_json(out, args.json)
+        print(f"wrote {args.json}")
+    return 1 if failed else 0
+
+
+def _run_ops(args: argparse.Namespace, device: str, out: dict) -> int:
+    """--check and --bench of the ops at synthetic shapes; returns the failed cases."""
     failed = 0
     if args.check:
         dtypes = [getattr(torch, args.dtype)] if args.dtype else None
@@ -472,13 +646,33 @@ def run(args: argparse.Namespace) -> int:
     if args.bench:
         dtype = getattr(torch, args.dtype or "float16")
         print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; CUDA graph: one replay per call)", flush=True)
-        rows = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row)
-        out["bench"] = rows
-    out["seconds"] = round(time.time() - t0, 1)
-    if args.json:
-        _write_json(out, args.json)
-        print(f"wrote {args.json}")
-    return 1 if failed else 0
+        out["bench"] = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row)
+    return failed
+
+
+def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
+    """``--checkpoint``: --check and --bench of the trained model, every default sensor subset;
+    returns the failed cases."""
+    if args.dim or args.widths or args.dtype:
+        raise ValueError("--checkpoint takes the model's own widths and float32; drop --dim, --widths and --dtype")
+    batches = tuple(args.batch or (1, 8))
+    if min(batches) < 1:
+        raise ValueError(f"expected batch sizes >= 1, got {list(batches)}")
+    failed = 0
+    if args.check:
+        print(f"\ncheck of {args.checkpoint} on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}; "
+              f"logit error / allowed against the CPU reference ops (<= 1 passes)", flush=True)
+        cases, calls = check_model(args.checkpoint, device, batches, progress=_print_case)
+        failed = sum(not c.ok for c in cases)
+        ops = ", ".join(f"{k} x{v}" for k, v in calls.items()) or "none: the kernels do not change this model"
+        print(f"{len(cases) - failed} of {len(cases)} cases pass; fused ops per forward: {ops}", flush=True)
+        out["check"] = {"device": device, "interpreted": bool(args.interpret), "checkpoint": str(args.checkpoint),
+                        "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
+    if args.bench:
+        print(f"\nbench of {args.checkpoint} on {device}: median µs of a forward, fused ops on the kernels vs the "
+              "reference ops (do_bench; CUDA graph: one replay per call)", flush=True)
+        out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, progress=_print_row)
+    return failed
 
 
 def _print_case(c: Case) -> None:
@@ -490,7 +684,8 @@ def _print_case(c: Case) -> None:
 def _print_row(r: dict) -> None:
     graph = (f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
              if "graph_speedup" in r else "")
-    print(f"{r['op']:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){graph}",
+    what = f"{r['op']} {r['subset']}" if "subset" in r else r["op"]
+    print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){graph}",
           flush=True)
 
 

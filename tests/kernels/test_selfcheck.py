@@ -19,6 +19,7 @@ import torch
 
 import edgefuse.kernels.triton_bilinear as tb
 import edgefuse.kernels.triton_gated as tg
+import edgefuse.kernels.triton_projection as tp
 from edgefuse.kernels import ops, selfcheck
 from edgefuse.kernels.reference import error_over_tolerance
 from tests.conftest import KERNEL_DEVICE
@@ -234,3 +235,62 @@ def test_cuda_graph_timing_on_every_triton_release(monkeypatch, release):
         assert got == [0.5, 0.4, 0.6] and calls == [(50, [0.5, 0.2, 0.8], "mean", 1)]
     else:
         assert got == [0.5, None, None] and calls == [(50, None, "median", 1)]
+
+
+# --checkpoint: a trained model, every default sensor subset
+
+
+def test_model_check_passes_on_a_trained_gated_model(tiny_checkpoint):
+    cases, calls = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(1, 5))
+    assert calls == {"fused_projection": 1, "gated_fusion": 1}  # the gated model's projection and gate
+    assert len(cases) == 7 * 2 and all(c.ok and c.error is None for c in cases), [c for c in cases if not c.ok]
+    assert {c.case.split()[0] for c in cases} == {"camera", "lidar", "radar", "camera+lidar", "camera+radar", "lidar+radar",
+                                                 "camera+lidar+radar"}
+
+
+def test_model_check_fails_when_the_projection_kernel_drops_a_modality(tiny_checkpoint, monkeypatch):
+    real = tp.fused_projection_triton
+
+    def wrong(xs, weights, bias, act="none", normalize=False, config=None):
+        present = [i for i, x in enumerate(xs) if x is not None]
+        return real([None if i == present[-1] and len(present) > 1 else x for i, x in enumerate(xs)], weights, bias, act, normalize)
+
+    monkeypatch.setattr(tp, "fused_projection_triton", wrong)
+    cases, _ = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(4,))
+    failed = {c.case.split()[0] for c in cases if not c.ok}
+    assert failed == {"camera+lidar", "camera+radar", "lidar+radar", "camera+lidar+radar"}  # one sensor: nothing dropped
+
+
+def test_model_check_says_when_a_model_calls_no_fused_op(tmp_path):
+    from edgefuse.checkpoint import save_checkpoint
+    from edgefuse.fusion import build_model
+    from tests.conftest import specs_n
+
+    path = save_checkpoint(build_model("late_mean", specs_n(2), 3, dim=8), tmp_path / "late")
+    cases, calls = selfcheck.check_model(path, KERNEL_DEVICE, batches=(2,))
+    assert calls == {} and len(cases) == 3 and all(c.ok for c in cases)
+
+
+def test_cli_model_check(tiny_checkpoint):
+    interpret = ["--interpret"] if KERNEL_DEVICE == "cpu" else []
+    p = _cli("--check", *interpret, "--checkpoint", str(tiny_checkpoint), "--batch", "2")
+    assert p.returncode == 0, p.stderr
+    assert "7 of 7 cases pass; fused ops per forward: fused_projection x1, gated_fusion x1" in p.stdout
+    p = _cli("--check", "--interpret", "--checkpoint", str(tiny_checkpoint), "--dim", "64")
+    assert p.returncode == 2 and "--checkpoint takes the model's own widths and float32; drop --dim" in p.stderr
+
+
+def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypatch):
+    import triton.testing as tt
+
+    monkeypatch.setattr(tt, "do_bench", lambda fn, rep, quantiles: (fn(), 0.002)[1])
+    monkeypatch.setattr(selfcheck, "cuda_graph_ms", lambda fn, rep_ms, quantiles: [(fn(), 0.001)[1]])
+    rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5)
+    assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
+    assert all((r["triton_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"]) == (2.0, 1.0, 1.0, 1.0) for r in rows)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
+def test_model_bench_on_the_gpu(tiny_checkpoint):
+    rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5)
+    assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 for r in rows)
