@@ -325,8 +325,6 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
           widths: Sequence[int] | None = None, dtype: torch.dtype = torch.float16, graph: bool = True,
           rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """µs of each op's Triton launcher and of the eager reference, per batch (CUDA only)."""
-    import triton.testing as tt
-
     from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
@@ -358,15 +356,7 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
         for op, (triton_fn, eager_fn) in pairs.items():
             row = {"op": op, "B": b, "dtype": _short(dtype)}
             for name, fn in (("triton", triton_fn), ("eager", eager_fn)):
-                fn()  # compile and warm up outside the timing
-                if device != "cpu":  # (a CPU device only in the plumbing test, with do_bench stubbed)
-                    torch.cuda.synchronize()
-                row[f"{name}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
-                if graph:
-                    try:
-                        row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
-                    except Exception as e:  # capture can fail (an op that syncs): say so, keep the rest
-                        row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+                _time_into(row, name, fn, device, graph, rep_ms)
             _speedups(row)
             rows.append(row)
             if progress:
@@ -489,8 +479,6 @@ def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                 rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """µs of a trained model's forward per default sensor subset and batch, its fused ops on the
     Triton kernels and on the reference ops (CUDA only): what the kernels buy this model."""
-    import triton.testing as tt
-
     model, subsets = _load_model(checkpoint)
     here = _to_device(model, device)
     rows = []
@@ -500,22 +488,28 @@ def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
             row = {"op": "model", "subset": name, "B": b, "dtype": "float32"}
             for path, env in (("triton", None), ("eager", "reference")):
                 with torch.inference_mode(), _kernels_env(env):
-                    def fn():
-                        return here(inputs)
-                    fn()  # compile and warm up outside the timing
-                    if device != "cpu":
-                        torch.cuda.synchronize()
-                    row[f"{path}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
-                    if graph:
-                        try:
-                            row[f"{path}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
-                        except Exception as e:
-                            row[f"{path}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
+                    _time_into(row, path, lambda: here(inputs), device, graph, rep_ms)
             _speedups(row)
             rows.append(row)
             if progress:
                 progress(row)
     return rows
+
+
+def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, graph: bool, rep_ms: int) -> None:
+    """``row[name + "_us"]``: ``fn``'s median µs (do_bench), and ``name + "_graph_us"`` (one
+    CUDA-graph replay per call) or, when capture fails, ``name + "_graph_error"``."""
+    import triton.testing as tt
+
+    fn()  # compile and warm up outside the timing
+    if device != "cpu":  # (a CPU device only in the plumbing tests, with the timers stubbed)
+        torch.cuda.synchronize()
+    row[f"{name}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
+    if graph:
+        try:
+            row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
+        except Exception as e:  # capture can fail (an op that syncs): say so, keep the rest
+            row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
 
 
 def _speedups(row: dict) -> None:
