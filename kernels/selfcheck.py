@@ -612,6 +612,9 @@ def run(args: argparse.Namespace) -> int:
     rec = report()
     print(format_report(rec), flush=True)
     out: dict = {"format": "edgefuse-kernels-selfcheck/1", "report": rec}
+    if (args.check or args.bench) and rec["versions"]["triton"] is None:
+        raise ValueError(f"--check and --bench run the Triton kernels, and Triton cannot be imported here "
+                         f"({rec['versions']['triton_import_error']}); to run them, pip install triton")
     if (args.check or args.bench) and device != "cpu" and not rec["kernels_can_run"]:
         raise ValueError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
                          + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")

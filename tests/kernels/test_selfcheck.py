@@ -161,6 +161,21 @@ def test_cli_errors():
         selfcheck.check("cpu", batches=(0,))
 
 
+def test_cli_without_triton(tmp_path):
+    """A Jetson image without Triton: the report says so and how to get it; --check refuses
+    with the same reason instead of a traceback."""
+    (tmp_path / "triton").mkdir()
+    (tmp_path / "triton" / "__init__.py").write_text('raise ImportError("No module named \'triton\'")\n')
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    p = _cli(env=env)
+    assert p.returncode == 0, p.stderr
+    assert "triton not importable" in p.stdout and "fused ops on CUDA tensors run: the PyTorch reference ops" in p.stdout
+    assert "because: Triton cannot be imported (ImportError: No module named 'triton')\n  to run the kernels: pip install triton" in p.stdout
+    p = _cli("--check", "--interpret", env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "Triton cannot be imported here (ImportError: No module named 'triton'); to run them, pip install triton" in p.stderr
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
 def test_bench_times_every_op_on_the_gpu():
     rows = selfcheck.bench("cuda", batches=(8,), dim=64, widths=(128, 64, 32), rep_ms=5)
