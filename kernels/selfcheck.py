@@ -41,12 +41,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from edgefuse.cli import KERNEL_SHAPES
 from edgefuse.kernels import reference as ref
 
-#: --check / --bench shapes when not given: the benchmark's (issue 3) on a GPU; tiny under the
-#: interpreter, which runs each program in Python
-GPU_SHAPES = {"batches": (1, 8, 32, 256), "dim": 256, "widths": (2048, 1024, 128)}
-INTERPRET_SHAPES = {"batches": (1, 3, 67), "dim": 24, "widths": (40, 24, 8)}
+#: --check / --bench shapes when not given (defined with the command's options, which load without torch)
+GPU_SHAPES, INTERPRET_SHAPES = KERNEL_SHAPES["gpu"], KERNEL_SHAPES["interpret"]
 #: MFB's factors, and the widest full-bilinear operand (its weight is O x K1 x K2)
 MFB_FACTORS, BILINEAR_MAX, BILINEAR_OUT = 4, 256, 64
 
@@ -540,41 +539,6 @@ def _median_ms(result) -> float:
     return float(result[0] if isinstance(result, (list, tuple)) else result)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``edgefuse kernels``' options (also ``python -m edgefuse.kernels.selfcheck``)."""
-    p.add_argument("--check", action="store_true", help="run every op's Triton path against its float64 reference")
-    p.add_argument("--bench", action="store_true", help="time each op's Triton path against eager PyTorch (CUDA)")
-    p.add_argument("--interpret", action="store_true",
-                   help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)")
-    p.add_argument("--device", default=None, help="CUDA device, e.g. cuda:1 (default: the current one)")
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help=f"batch sizes (default: {' '.join(map(str, GPU_SHAPES['batches']))} on a GPU, "
-                        f"{' '.join(map(str, INTERPRET_SHAPES['batches']))} interpreted)")
-    p.add_argument("--dim", type=int, default=None,
-                   help=f"fused width D (default: {GPU_SHAPES['dim']} on a GPU, {INTERPRET_SHAPES['dim']} interpreted)")
-    p.add_argument("--widths", type=_widths, default=None,
-                   help=f"input widths K_i, one per modality (default: {','.join(map(str, GPU_SHAPES['widths']))} on a GPU, "
-                        f"{','.join(map(str, INTERPRET_SHAPES['widths']))} interpreted)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
-                        "--bench: this dtype (default: float16)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="--check/--bench a trained model (an `edgefuse train` folder) on every default sensor subset, "
-                        "instead of the ops at synthetic shapes")
-    p.add_argument("--no-graph", action="store_true", help="--bench: skip the CUDA-graph timings")
-    p.add_argument("--json", type=Path, default=None, help="write the report, cases and timings as JSON")
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2048,1024,128, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text!r}")
-    return widths
-
-
 def _quiet_interpreter() -> None:
     """The interpreter runs ``tl.exp`` in numpy, which warns on overflow where the GPU quietly
     gives inf: ``sigmoid(x) = 1 / (1 + exp(-x))`` of a large negative x (the tanh activation, a
@@ -698,14 +662,10 @@ def _write_json(doc: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgefuse.kernels.selfcheck", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as e:
-        print(f"edgefuse kernels: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m edgefuse.kernels.selfcheck ...`` = ``edgefuse kernels ...``."""
+    from edgefuse.cli import main as cli_main
+
+    return cli_main(["kernels", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def test_subpackages_import_from_the_edgefuse_namespace():
 
 
 def test_import_edgefuse_does_not_import_torch():
-    code = "import sys, edgefuse, edgefuse.data; assert 'torch' not in sys.modules, 'torch was imported'"
+    """Nor does the command line's parser (every `edgefuse` command builds it first)."""
+    code = ("import sys, edgefuse, edgefuse.data, edgefuse.cli; edgefuse.cli.build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
