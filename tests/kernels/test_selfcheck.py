@@ -309,3 +309,29 @@ def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypat
 def test_model_bench_on_the_gpu(tiny_checkpoint):
     rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5)
     assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 for r in rows)
+
+
+#: the fused ops one forward of each mid-fusion and missing-modality family calls (two sensors);
+#: early, late and transformer models call none
+FAMILY_OPS = {
+    "concat": {"fused_projection": 1}, "sum": {"fused_projection": 1}, "hadamard": {"fused_projection": 1},
+    "bilinear": {"fused_projection": 1, "bilinear": 1}, "mfb": {"fused_projection": 1, "mfb": 1},
+    "attention": {"fused_projection": 1}, "gated": {"fused_projection": 1, "gated_fusion": 1},
+    "adaptive_gate": {"fused_projection": 1, "gated_fusion": 1}, "per_subset": {"fused_projection": 1},
+    "imputation": {"fused_projection": 1}, "early": {}, "late_mean": {}, "transformer": {},
+}
+
+
+@pytest.mark.parametrize("fusion", list(FAMILY_OPS))
+def test_model_check_on_every_family(fusion, tmp_path):
+    """Untrained models of each family, two sensors: within the model-level tolerance on every
+    subset, and the fused ops each calls."""
+    from edgefuse.checkpoint import save_checkpoint
+    from edgefuse.fusion import build_model
+    from tests.conftest import specs_n
+
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model(fusion, specs_n(2), 4, dim=16), tmp_path / fusion)
+    cases, calls = selfcheck.check_model(path, KERNEL_DEVICE, batches=(3,))
+    assert calls == FAMILY_OPS[fusion]
+    assert len(cases) == 3 and all(c.ok for c in cases), cases
