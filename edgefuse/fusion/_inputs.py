@@ -27,7 +27,11 @@ def _given(bits: tuple[bool, ...], device: torch.device) -> torch.Tensor:
     not copied from the host on every call (that copy is also illegal inside a CUDA graph)."""
     key = (bits, str(device))
     if key not in _GIVEN:
-        _GIVEN[key] = torch.tensor(bits, device=device)
+        # a normal tensor even when first built under torch.inference_mode (an engine, an
+        # evaluation): an inference tensor would make every later training step on this subset
+        # fail ("Inference tensors cannot be saved for backward")
+        with torch.inference_mode(False):
+            _GIVEN[key] = torch.tensor(bits, device=device)
     return _GIVEN[key]
 
 

@@ -132,3 +132,20 @@ def test_unknown_fusion_and_custom_encoder():
     assert model(random_batch(specs)).shape == (3, 3)
     with pytest.raises(ValueError, match="encoder for 'cam'"):
         build_model("gated", specs, 3, encoders={"cam": torch.nn.Linear(5, 5)})
+
+
+def test_a_model_run_in_inference_mode_still_trains(monkeypatch):
+    """The presence row a batch builds is cached per subset and device. Built first under
+    torch.inference_mode (an engine, an evaluation, `edgefuse kernels --check`), it was an
+    inference tensor, and every later training step on that subset failed to save it for
+    backward."""
+    from edgefuse.fusion import _inputs
+
+    monkeypatch.setattr(_inputs, "_GIVEN", {})  # as in a fresh process: the first build is the one below
+    specs = specs_n(2)
+    model = build_model("gated", specs, 3, dim=8)
+    batch = random_batch(specs, b=4, seed=7)
+    with torch.inference_mode():
+        model(batch)
+    model(batch).sum().backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
