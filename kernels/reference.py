@@ -125,10 +125,11 @@ def gated_fusion_reference(
     present modality give zeros.
     """
     g_logits = logits if logits.dim() == 3 else logits.unsqueeze(-1)
+    acc = torch.promote_types(feats.dtype, torch.float32)  # float32, as the kernel; float64 stays (the oracle)
     if mode == "softmax":
-        gates = masked_softmax(g_logits.float(), mask, dim=1)
+        gates = masked_softmax(g_logits.to(acc), mask, dim=1)
     else:
-        e = torch.sigmoid(g_logits.float()) * mask.unsqueeze(-1)
+        e = torch.sigmoid(g_logits.to(acc)) * mask.unsqueeze(-1)
         gates = e / e.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    out = (gates * feats.float()).sum(dim=1)
+    out = (gates * feats.to(acc)).sum(dim=1)
     return out.to(feats.dtype), ~mask.any(dim=1)
