@@ -33,6 +33,20 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         raise
 
 
+def write_json(doc: Any, path: str | Path) -> Path:
+    """Write ``doc`` as JSON to ``path``, whole or not at all: a temporary file beside it,
+    renamed over it (an existing file is kept until the new one is complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def read_record(folder: str | Path, name: str, fmt: str, what: str) -> dict[str, Any]:
     """The JSON file ``name`` of a stage folder; ValueError unless it exists and has ``format == fmt``."""
     path = Path(folder) / name

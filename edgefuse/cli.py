@@ -39,7 +39,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edgefuse.checkpoint import load_checkpoint, load_training_data
-    from edgefuse.evaluate import evaluate, format_report, plot_report, write_json
+    from edgefuse._fs import write_json
+    from edgefuse.evaluate import evaluate, format_report, plot_report
 
     model, doc = load_checkpoint(args.checkpoint)
     data = load_training_data(args.checkpoint, doc, source=args.data, seed=args.seed)

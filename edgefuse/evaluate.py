@@ -13,7 +13,6 @@ between models and sweeps).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -145,11 +144,3 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     plt.close(fig)
     return path
 
-
-def write_json(report: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
-    return path

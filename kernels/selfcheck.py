@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
 import math
 import os
 import sys
@@ -41,6 +40,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from edgefuse._fs import write_json
 from edgefuse.cli import KERNEL_SHAPES
 from edgefuse.kernels import reference as ref
 
@@ -586,7 +586,7 @@ def run(args: argparse.Namespace) -> int:
     failed = (_run_model if args.checkpoint is not None else _run_ops)(args, device, out)
     out["seconds"] = round(time.time() - t0, 1)
     if args.json:
-        _write_json(out, args.json)
+        write_json(out, args.json)
         print(f"wrote {args.json}")
     return 1 if failed else 0
 
@@ -648,17 +648,6 @@ def _print_row(r: dict) -> None:
     what = f"{r['op']} {r['subset']}" if "subset" in r else r["op"]
     print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){graph}",
           flush=True)
-
-
-def _write_json(doc: dict, path: Path) -> None:
-    """Whole or not at all: a temporary file beside ``path``, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Training with modality dropout, checkpoints that reproduce outputs, evaluation reports, the CLI."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -104,3 +105,14 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert not (tmp_path / "ck").exists()
     assert main(["eval", str(tmp_path)]) == 2
     assert "expected a checkpoint folder" in capsys.readouterr().err
+
+
+def test_write_json_is_whole_or_nothing(tmp_path):
+    """The one JSON writer of `edgefuse eval --json` and `edgefuse kernels --json`: a document
+    that fails to serialise leaves the previous file as it was, and no temporary file."""
+    from edgefuse._fs import write_json
+
+    path = write_json({"accuracy": 0.9}, tmp_path / "out" / "eval.json")
+    with pytest.raises(TypeError):
+        write_json({"accuracy": object()}, path)
+    assert json.loads(path.read_text()) == {"accuracy": 0.9} and os.listdir(path.parent) == ["eval.json"]
