@@ -527,9 +527,9 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
 
 
 def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1),
-          sass: bool = False, source: Callable[[torch.dtype], Iterator[tuple[str, Callable[[], object]]]] | None = None,
+          sass: bool = False, source: Callable[[torch.dtype], Iterator[tuple[str, Callable[[], object]]]] = cases,
           ) -> list[Compiled]:
-    """Compile every launch of ``source`` (default ``cases``) for each arch with Triton's JIT on
+    """Compile every launch of ``source`` (the benchmark's ``cases``, or another such generator) for each arch with Triton's JIT on
     a stand-in GPU; one record per distinct binary (Triton's cache decides what is distinct).
     ``sass``: count each binary's memory instructions from its SASS too (``problems`` then compares).
 
@@ -549,7 +549,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
         records: dict[int, Compiled] = {}  # by CompiledKernel (Triton's cache returns one per binary)
         with stand_in_gpu(arch):
             for dtype in dtypes:
-                for label, call in (source or cases)(dtype):
+                for label, call in source(dtype):
                     with capture(compile_if=mine) as launches:
                         call()
                     if not launches:

@@ -356,10 +356,7 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
             row = {"op": op, "B": b, "dtype": _short(dtype)}
             for name, fn in (("triton", triton_fn), ("eager", eager_fn)):
                 _time_into(row, name, fn, device, graph, rep_ms)
-            _speedups(row)
-            rows.append(row)
-            if progress:
-                progress(row)
+            _add_row(rows, row, progress)
     return rows
 
 
@@ -449,7 +446,7 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                 with torch.inference_mode():
                     with _kernels_env("reference"):
                         cpu = model({k: v.cpu() for k, v in inputs.items()}).double()
-                        torch_here = here(inputs).double().cpu()
+                        torch_here = cpu if device == "cpu" else here(inputs).double().cpu()
                     with _kernels_env(kernels):
                         fused = here(inputs).double().cpu()
                 scale = max(1.0, float(cpu.abs().max()))
@@ -488,10 +485,7 @@ def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
             for path, env in (("triton", None), ("eager", "reference")):
                 with torch.inference_mode(), _kernels_env(env):
                     _time_into(row, path, lambda: here(inputs), device, graph, rep_ms)
-            _speedups(row)
-            rows.append(row)
-            if progress:
-                progress(row)
+            _add_row(rows, row, progress)
     return rows
 
 
@@ -503,7 +497,7 @@ def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, grap
     fn()  # compile and warm up outside the timing
     if device != "cpu":  # (a CPU device only in the plumbing tests, with the timers stubbed)
         torch.cuda.synchronize()
-    row[f"{name}_us"] = round(_median_ms(tt.do_bench(fn, rep=rep_ms, quantiles=[0.5])) * 1e3, 2)
+    row[f"{name}_us"] = round(tt.do_bench(fn, rep=rep_ms, return_mode="median") * 1e3, 2)
     if graph:
         try:
             row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
@@ -511,10 +505,14 @@ def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, grap
             row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
 
 
-def _speedups(row: dict) -> None:
+def _add_row(rows: list[dict], row: dict, progress: Callable[[dict], None] | None) -> None:
+    """``row`` with its speedups (eager over Triton, per timing mode), appended and reported."""
     row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
     if "triton_graph_us" in row and "eager_graph_us" in row:
         row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
+    rows.append(row)
+    if progress:
+        progress(row)
 
 
 def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float]) -> list[float | None]:
@@ -532,11 +530,6 @@ def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[flo
             return [float(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
         median = float(tt.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
     return [median if q == 0.5 else None for q in quantiles]
-
-
-def _median_ms(result) -> float:
-    """do_bench's median (one quantile: a float, or a one-item list on some releases)."""
-    return float(result[0] if isinstance(result, (list, tuple)) else result)
 
 
 def _quiet_interpreter() -> None:
