@@ -325,15 +325,7 @@ def test_kernels_on_the_second_gpu_while_the_first_is_current():
     torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture
-def matmul_precision():
-    """Restores torch's float32 matmul precision after a test that sets it."""
-    before = torch.get_float32_matmul_precision()
-    yield torch.set_float32_matmul_precision
-    torch.set_float32_matmul_precision(before)
-
-
-def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch, matmul_precision):
+def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch):
     """fp32 GEMM launches follow torch's own setting for CUDA matmuls: exact fp32 by default,
     TF32 tensor cores after torch.set_float32_matmul_precision("high") (as nn.Linear then does).
     fp16 takes tensor cores either way. Read from what each launcher passes to its kernel."""
@@ -357,12 +349,13 @@ def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch, matmu
         assert [k for k, _ in seen] == ["_fused_projection_kernel", "_mfb_kernel", "_bilinear_kernel"]
         return {p for _, p in seen}
 
-    matmul_precision("highest")
-    assert precisions(torch.float32) == {"ieee"} and precisions(torch.float16) == {"tf32"}
-    matmul_precision("high")
-    assert precisions(torch.float32) == {"tf32"}
-    matmul_precision("highest")
-    assert precisions(torch.float32) == {"ieee"}  # read on every launch, not cached
+    from edgefuse.kernels.aot import fp32_matmul_precision  # sets it, restores it after
+
+    with fp32_matmul_precision("highest"):
+        assert precisions(torch.float32) == {"ieee"} and precisions(torch.float16) == {"tf32"}
+        with fp32_matmul_precision("high"):
+            assert precisions(torch.float32) == {"tf32"}
+        assert precisions(torch.float32) == {"ieee"}  # read on every launch, not cached
     # torch < 2.9 has no fp32_precision; its allow_tf32 flag decides
     for allowed, want in ((True, "tf32"), (False, "ieee")):
         monkeypatch.setattr(torch.backends.cuda, "matmul", types.SimpleNamespace(allow_tf32=allowed))
