@@ -13,14 +13,40 @@ from torch import nn
 from edgefuse.specs import ModalitySpec
 
 
-class Normalize(nn.Module):
+class KeepFloat32(nn.Module):
+    """Mixin: the module's ``_float32_buffers`` (input statistics) stay float32 when the model is
+    cast to another dtype (``model.half()``, ``.to(torch.bfloat16)``); device moves apply to
+    them as usual. A sensor's raw values and offset may not survive float16 (a depth image in
+    mm reaches 65535, past float16's 65504; a mean of 1234.5 rounds to 1234), so inputs are
+    normalised in float32 and only then cast to the dtype the model computes in."""
+
+    _float32_buffers: tuple[str, ...] = ()
+
+    def _apply(self, fn, *args, **kwargs):
+        kept = {n: getattr(self, n) for n in self._float32_buffers}
+        super()._apply(fn, *args, **kwargs)
+        for n, t in kept.items():
+            moved = getattr(self, n)
+            setattr(self, n, t.to(device=moved.device, dtype=torch.promote_types(moved.dtype, torch.float32)))
+        return self
+
+
+class Normalize(KeepFloat32):
+    """``(x - mean) / std`` in float32 (float64 in a float64 model), returned in the dtype the
+    model computes in (the dtype of the module's last cast)."""
+
+    _float32_buffers = ("mean", "std")
+
     def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
+        # not saved; every cast of the model casts it: its dtype is the one the model computes in
+        self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        y = (x.to(self.mean.dtype) - self.mean) / self.std
+        return y.to(self._dtype_probe.dtype)
 
 
 class ImageEncoder(nn.Module):

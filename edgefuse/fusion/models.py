@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefuse.fusion._inputs import prepare_inputs
-from edgefuse.fusion.encoders import build_encoder, resolve_encoder
+from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
 from edgefuse.kernels.ops import is_exporting
 from edgefuse.specs import ModalitySpec, check_specs, subset_name, all_subsets
@@ -75,8 +75,18 @@ class FusionModel(nn.Module):
             widths.append(w)
         return mods, widths
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the model computes in: float32, or what ``model.half()`` / ``.to(dtype)``
+        made it. Input statistics stay float32 (see ``KeepFloat32``); logits come out in it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+
     def _encode(self, encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor | None]:
-        return [encoders[n](inputs[n].float() if inputs[n].is_floating_point() else inputs[n]) if n in inputs else None for n in self.names]
+        # built-in encoders normalise a float32 input and cast it to the model's dtype themselves;
+        # a custom encoder gets its input in the model's dtype
+        dtype = self.compute_dtype
+        return [encoders[n](_cast(inputs[n], torch.float32 if n not in self.custom_encoders else dtype)) if n in inputs else None
+                for n in self.names]
 
     # -- public ----------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,7 +118,12 @@ class FusionModel(nn.Module):
         }
 
 
-class EarlyFusion(FusionModel):
+def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A floating-point input in ``dtype``; token ids (integers) as they are."""
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+class EarlyFusion(KeepFloat32, FusionModel):
     """Early fusion: flatten and concatenate the (normalised) raw inputs, one joint MLP.
 
     A missing modality's raw input is replaced by a learned per-modality fill vector, and
@@ -117,6 +132,7 @@ class EarlyFusion(FusionModel):
     """
 
     fusion_name = "early"
+    _float32_buffers = ("mean", "std")  # the raw inputs are normalised in float32, then cast
 
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, hidden: int = 256) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
@@ -134,16 +150,16 @@ class EarlyFusion(FusionModel):
 
     def fuse(self, inputs, mask, static):
         parts = []
-        b = mask.shape[0]
+        b, dtype = mask.shape[0], self.fill[0].dtype
         for i, s in enumerate(self.specs):
             fill = self.fill[i].unsqueeze(0).expand(b, -1)
             if s.name not in inputs:
                 parts.append(fill)
                 continue
             x = inputs[s.name]
-            x = self.embed[s.name](x.long()).mean(1) if s.kind == "tokens" else ((x.float() - self.mean[i]) / self.std[i]).flatten(1)
+            x = self.embed[s.name](x.long()).mean(1) if s.kind == "tokens" else ((x.float() - self.mean[i]) / self.std[i]).to(dtype).flatten(1)
             parts.append(torch.where(mask[:, i : i + 1], x, fill))
-        parts.append(mask.float())
+        parts.append(mask.to(dtype))
         return self.mlp(torch.cat(parts, dim=1))
 
 
@@ -221,10 +237,10 @@ class LateFusion(FusionModel):
             self.register_buffer("fixed_weights", torch.tensor(weights if weights is not None else [1.0] * len(self.specs)))
 
     def fuse(self, inputs, mask, static):
-        b = mask.shape[0]
+        b, dtype = mask.shape[0], self.compute_dtype
         feats = self._encode(self.encoders, inputs)
         logits = torch.stack(
-            [h(f) if f is not None else mask.new_zeros((b, self.num_classes), dtype=torch.float32) for h, f in zip(self.heads, feats)], 1
+            [h(f) if f is not None else mask.new_zeros((b, self.num_classes), dtype=dtype) for h, f in zip(self.heads, feats)], 1
         )
         if self.training:
             self._aux = {"head_logits": logits, "mask": mask}
@@ -380,7 +396,7 @@ class PerSubsetModels(FusionModel):
             return model({n: inputs[n] for n in model.names})
         route = self._route(mask)
         keys = list(self.models.keys())
-        out = mask.new_zeros((mask.shape[0], self.num_classes), dtype=torch.float32)
+        out = mask.new_zeros((mask.shape[0], self.num_classes), dtype=self.compute_dtype)
         for idx in torch.unique(route).tolist():
             rows = route == idx
             model = self.models[keys[idx]]
