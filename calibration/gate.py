@@ -1,4 +1,4 @@
-"""Accuracy gate: FP32 vs INT8 accuracy and top-1 agreement per subset on held-out data."""
+"""Accuracy gate: FP32 vs INT8 (or FP16) accuracy and top-1 agreement per subset on held-out data."""
 
 from __future__ import annotations
 
@@ -12,15 +12,24 @@ import numpy as np
 
 @dataclass
 class GateResult:
+    """One subset's FP32 accuracy against its reduced-precision engine's (``precision``: int8,
+    or fp16 for the torch backend), and how often their top-1 agree."""
+
     subset: str
     fp32_acc: float
-    int8_acc: float
+    reduced_acc: float
     agreement: float
     n: int
+    precision: str = "int8"
+
+    @property
+    def int8_acc(self) -> float:
+        """``reduced_acc`` under its older name."""
+        return self.reduced_acc
 
     @property
     def drop_points(self) -> float:
-        return (self.fp32_acc - self.int8_acc) * 100.0
+        return (self.fp32_acc - self.reduced_acc) * 100.0
 
     def fails(self, max_drop: float) -> bool:
         """More than ``max_drop`` points lost. The accuracies are float means, so a drop of
@@ -29,7 +38,8 @@ class GateResult:
         return self.drop_points > max_drop + 1e-9
 
     def to_dict(self) -> dict:
-        return {"fp32": self.fp32_acc, "int8": self.int8_acc, "agreement": self.agreement, "drop_points": self.drop_points, "n": self.n}
+        return {"fp32": self.fp32_acc, self.precision: self.reduced_acc, "agreement": self.agreement, "drop_points": self.drop_points,
+                "n": self.n}
 
 
 def predict(path: Path, inputs: Mapping[str, np.ndarray], batch: int = 512) -> np.ndarray:
@@ -52,14 +62,22 @@ def compare(subset: str, fp32_path: Path, int8_path: Path, inputs: Mapping[str, 
 
 
 class AccuracyGateError(ValueError):
-    """An INT8 subset lost more accuracy than allowed; nothing was written."""
+    """An INT8 (or FP16) subset lost more accuracy than allowed; nothing was written."""
+
+
+#: what to try when a subset fails the gate, per precision
+_REMEDY = {
+    "int8": "Try --calib-method entropy or percentile, a larger --calib-size, or --precision fp16/fp32 for them.",
+    "fp16": "Build with --precision fp32, or --gate-fallback fp32 to give those subsets FP32 and keep the rest FP16.",
+}
 
 
 def enforce(results: list[GateResult], max_drop: float) -> None:
     bad = [r for r in results if r.fails(max_drop)]
     if bad:
-        rows = ", ".join(f"{r.subset}: {r.fp32_acc:.4f} -> {r.int8_acc:.4f} ({r.drop_points:.2f} points)" for r in bad)
+        precision = bad[0].precision
+        rows = ", ".join(f"{r.subset}: {r.fp32_acc:.4f} -> {r.reduced_acc:.4f} ({r.drop_points:.2f} points)" for r in bad)
         raise AccuracyGateError(
-            f"INT8 accuracy gate failed: {len(bad)} subset(s) dropped more than --max-drop {max_drop} points: {rows}. "
-            "Try --calib-method entropy or percentile, a larger --calib-size, or --precision fp16/fp32 for them."
+            f"{precision.upper()} accuracy gate failed: {len(bad)} subset(s) dropped more than --max-drop {max_drop} points: "
+            f"{rows}. {_REMEDY.get(precision, '')}".rstrip()
         )

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from edgefuse import __version__
 from edgefuse.bundle import Bundle, write_bundle
 
-PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32",)}
+PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32", "fp16")}
 
 
 def build_bundle(
@@ -38,10 +38,13 @@ def build_bundle(
 ) -> Bundle:
     """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source.
 
-    ``gate_fail`` (INT8 only): what a subset that loses more than ``max_drop`` accuracy points
-    in INT8 does. ``'error'`` fails the build and writes nothing. ``'fp32'`` gives that subset
-    its FP32 engine instead; its manifest entry says ``precision: fp32`` and why
-    (``int8_rejected``), and the rest stay INT8.
+    ``gate_fail`` (INT8, and FP16 on the torch backend): what a subset that loses more than
+    ``max_drop`` accuracy points in that precision does. ``'error'`` fails the build and writes
+    nothing. ``'fp32'`` gives that subset its FP32 engine instead; its manifest entry says
+    ``precision: fp32`` and why (``int8_rejected`` / ``fp16_rejected``), and the rest keep the
+    reduced precision. The torch backend's FP16 accuracy is measured here, on the CPU with the
+    reference ops (a GPU runs the Triton kernels, which also store float16 and accumulate in
+    float32).
     """
     from edgefuse.calibration.gate import accuracy
     from edgefuse.calibration.run import check_gate_fail
@@ -86,7 +89,13 @@ def build_bundle(
 
             subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(model.names)
             graphs = {subset_name(s, model.names): {"modalities": list(s)} for s in subs}
-            acc = {k: {"fp32": v} for k, v in subset_accuracy(model, test, subs).items()}
+            if precision == "fp16":
+                gates = _fp16_gate(model, test, subs, max_drop, gate_fail, progress)
+                acc = {g.subset: {**g.to_dict(), "device": "cpu"} for g in gates}
+                rejected_keys = [g.subset for g in gates if g.fails(max_drop)]
+                manifest["fp16_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected_keys}
+            else:
+                acc = {k: {"fp32": v} for k, v in subset_accuracy(model, test, subs).items()}
         else:
             from edgefuse.export import export_model
 
@@ -112,7 +121,8 @@ def build_bundle(
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
                 members = g["modalities"]
-                rejected = bool(calib and calib["subsets"][key]["int8_rejected"])  # failed the gate: FP32 engine
+                # failed the gate: an FP32 engine
+                rejected = bool(calib and calib["subsets"][key]["int8_rejected"]) or key in manifest.get("fp16_gate", {}).get("rejected", ())
                 entry: dict[str, Any] = {
                     "modalities": members, "backend": backend, "precision": "fp32" if rejected else precision,
                     "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
@@ -121,6 +131,8 @@ def build_bundle(
                 }
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
+                    if rejected:
+                        entry["fp16_rejected"] = {"drop_points": acc[key]["drop_points"], "max_drop_points": max_drop}
                 elif rejected:
                     drop = calib["subsets"][key]["accuracy"]["drop_points"]
                     entry["int8_rejected"] = {"drop_points": drop, "max_drop_points": max_drop}
@@ -139,6 +151,30 @@ def build_bundle(
             manifest["build_seconds"] = time.perf_counter() - start
 
         return write_bundle(out, manifest, fill)
+
+
+def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: bool) -> list:
+    """Each subset's FP32 and FP16 accuracy (the model cast with ``.half()``, on the CPU) and
+    their top-1 agreement on ``test``; raises AccuracyGateError when ``gate_fail='error'`` and
+    a subset drops more than ``max_drop`` points."""
+    import copy
+
+    from tqdm import tqdm
+
+    from edgefuse.calibration.gate import GateResult, enforce
+    from edgefuse.specs import subset_name
+    from edgefuse.train import predict
+
+    half = copy.deepcopy(model).half()
+    gates = []
+    for sub in tqdm(subsets, desc="fp16 gate", unit="subset", disable=not progress):
+        inputs = {k: test.inputs[k] for k in sub}
+        a, b = predict(model, inputs).argmax(1), predict(half, inputs).argmax(1)
+        gates.append(GateResult(subset_name(sub, model.names), float((a == test.labels).mean()), float((b == test.labels).mean()),
+                                float((a == b).mean()), len(test), precision="fp16"))
+    if gate_fail == "error":
+        enforce(gates, max_drop)
+    return gates
 
 
 def _engine_file(backend: str, precision: str, key: str, src: Path, dest: Path, work: Path, max_batch: int) -> str:

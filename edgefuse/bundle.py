@@ -67,6 +67,7 @@ class Bundle:
         entry = self.subsets[subset]
         if entry["backend"] == "torch":
             kwargs.setdefault("modalities", entry["modalities"])
+            kwargs.setdefault("precision", entry["precision"])
         return load_engine(entry["backend"], self.engine_path(subset), name=subset, **kwargs)
 
     def load_engines(self, warmup: bool = True, **kwargs: Any) -> dict[str, Any]:

@@ -101,17 +101,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     bundle = build_bundle(args.checkpoint, args.out, backend=args.backend, precision=args.precision,
                           calib_method=args.calib_method, calib_size=args.calib_size, max_drop=args.max_drop,
-                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch, gate_fail=args.int8_fallback or "error")
+                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch, gate_fail=args.gate_fallback or "error")
     m = bundle.manifest
-    print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{'int8':>8}")
+    low = m["precision"] if m["precision"] in ("int8", "fp16") else "int8"  # the column of the gated precision
+    print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{low:>8}")
     for k, v in bundle.subsets.items():
         a = v["accuracy"]
-        int8 = f"{a['int8']:8.4f}" if "int8" in a else f"{'-':>8}"
-        why = f"  (INT8 rejected: -{v['int8_rejected']['drop_points']:.2f} points)" if "int8_rejected" in v else ""
-        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{int8}{why}")
-    n, rejected = len(bundle.subsets), len(m.get("int8_gate", {}).get("rejected", []))
+        acc = f"{a[low]:8.4f}" if low in a else f"{'-':>8}"
+        why = "".join(f"  ({p.upper()} rejected: -{v[p + '_rejected']['drop_points']:.2f} points)"
+                      for p in ("int8", "fp16") if p + "_rejected" in v)
+        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{acc}{why}")
+    n, rejected = len(bundle.subsets), len(m.get(f"{low}_gate", {}).get("rejected", []))
     what = (f"{n} {m['backend']} {m['precision']} engines" if not rejected else
-            f"{n} {m['backend']} engines ({n - rejected} int8, {rejected} fp32 after failing the INT8 gate of --max-drop {args.max_drop})")
+            f"{n} {m['backend']} engines ({n - rejected} {low}, {rejected} fp32 after failing the {low.upper()} gate "
+            f"of --max-drop {args.max_drop})")
     print(f"built {what} in {m['build_seconds']:.1f} s -> {args.out}")
     return 0
 
@@ -142,7 +145,8 @@ def _kernels_arguments(p: argparse.ArgumentParser) -> None:
                         f"{','.join(map(str, KERNEL_SHAPES['interpret']['widths']))} interpreted)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
-                        "--bench: this dtype (default: float16)")
+                        "--bench: this dtype (default: float16); with --checkpoint: the dtype the model is cast to, "
+                        "as the torch engine's --precision fp16 casts it (default: float32)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="--check/--bench a trained model (an `edgefuse train` folder) on every default sensor subset, "
                         "instead of the ops at synthetic shapes")
@@ -220,9 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"])
     b.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     b.add_argument("--calib-size", type=int, default=512)
-    b.add_argument("--max-drop", type=float, default=1.0, help="INT8: fail if a subset loses more accuracy points")
-    b.add_argument("--int8-fallback", choices=["fp32"], default=None,
-                   help="INT8: a subset that fails --max-drop keeps its FP32 engine instead of failing the build")
+    b.add_argument("--max-drop", type=float, default=1.0,
+                   help="INT8, and FP16 on the torch backend: fail if a subset loses more accuracy points")
+    b.add_argument("--gate-fallback", "--int8-fallback", dest="gate_fallback", choices=["fp32"], default=None,
+                   help="INT8 / torch FP16: a subset that fails --max-drop gets an FP32 engine instead of failing the build")
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)

@@ -2,7 +2,10 @@
 
 On a GPU the fusion modules run the Triton kernels (``edgefuse.kernels`` dispatches CUDA
 tensors to them). ``cuda_graph=True`` captures one graph per batch size after a warm run
-and replays it, removing Python and launch overhead. Needs torch (the training stack).
+and replays it, removing Python and launch overhead. ``precision='fp16'`` runs the model cast
+to float16 (its input statistics stay float32: inputs are normalised in float32 first), so
+the kernels run their float16 variants; feeds and logits stay as the specs say (float32
+logits). Needs torch (the training stack).
 """
 
 from __future__ import annotations
@@ -15,13 +18,21 @@ import numpy as np
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
 
 
+#: precision name -> the torch dtype the model computes in
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
+
+
 class TorchEngine(Engine):
-    """Args: checkpoint folder, the subset's modality names, device ('cpu' or 'cuda'), cuda_graph."""
+    """Args: checkpoint folder, the subset's modality names, device ('cpu' or 'cuda'), cuda_graph,
+    intra-op threads, name, precision ('fp32' or 'fp16')."""
 
     backend = "torch"
 
-    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str = "cpu", cuda_graph: bool = False, threads: int | None = None, name: str | None = None) -> None:
+    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str = "cpu", cuda_graph: bool = False,
+                 threads: int | None = None, name: str | None = None, precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in PRECISION_DTYPES:
+            raise ValueError(f"torch engine: precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
         try:
             import torch
         except ImportError as e:
@@ -34,7 +45,8 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self._torch = torch
         self.model, _ = load_checkpoint(checkpoint, map_location=device)
-        self.model.to(device).eval()
+        self.model.to(device=device, dtype=getattr(torch, PRECISION_DTYPES[precision])).eval()
+        self.precision = precision
         unknown = [m for m in modalities if m not in self.model.names]
         if unknown or not modalities:
             raise ValueError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")

@@ -7,6 +7,7 @@ What a user runs on the device itself (a Jetson after a JetPack upgrade, a new T
     edgefuse kernels --check --bench      # ... and its time against the PyTorch ops it replaces
     edgefuse kernels --batch 1 4 --dim 512 --widths 1536,256 --check --bench   # at your model's shapes
     edgefuse kernels --check --interpret  # no GPU: through Triton's CPU interpreter (slow; keep shapes tiny)
+    edgefuse kernels --checkpoint runs/x/checkpoint --dtype float16 --check --bench   # your model, in float16
 
 ``--check`` compiles and runs every launcher (fused projection with and without an absent
 modality, its training path's gradients, MFB with one side absent, full bilinear, gated
@@ -360,10 +361,13 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     return rows
 
 
-#: model-level tolerance floor: the kernels' logits may differ from the CPU reference's by this
-#: fraction of the largest |logit| (one float32 op's error, compounded through a few layers), or
-#: by MODEL_SLACK times what torch's own ops on the same device differ by, whichever is larger
-MODEL_FLOOR, MODEL_SLACK = 1e-5, 4.0
+#: model-level tolerance floor per dtype the model runs in: the kernels' logits may differ from
+#: the float32 CPU reference's by this fraction of the largest |logit| (for float32 one op's
+#: error compounded through a few layers; for float16 and bfloat16 about four of their
+#: roundings, 2^-11 and 2^-8), or by MODEL_SLACK times what torch's own ops on the same device
+#: and dtype differ by, whichever is larger. The second term is the one that binds in practice.
+MODEL_FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+MODEL_SLACK = 4.0
 #: the fused ops the fusion modules call through ``edgefuse.kernels`` (counted per forward)
 _PUBLIC_OPS = ("fused_projection", "bilinear", "mfb", "gated_fusion")
 
@@ -424,16 +428,20 @@ def _load_model(checkpoint: str | Path):
 
 
 def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8),
+                dtype: torch.dtype = torch.float32,
                 progress: Callable[[Case], None] | None = None) -> tuple[list[Case], dict[str, int]]:
-    """A trained model's logits on every default sensor subset, its fused ops on the kernels on
-    ``device`` (interpreted on a CPU), against the same model on the CPU reference ops, in
-    float32. A case passes when the kernels' largest logit error is within MODEL_FLOOR of the
-    largest |logit|, or within MODEL_SLACK times the error of the reference ops on ``device``
+    """A trained model's logits on every default sensor subset, the model cast to ``dtype`` (as
+    the torch engine's ``precision`` casts it) and its fused ops on the kernels on ``device``
+    (interpreted on a CPU), against the float32 model on the CPU reference ops. A case passes
+    when the kernels' largest logit error is within MODEL_FLOOR[dtype] of the largest |logit|,
+    or within MODEL_SLACK times the error of the reference ops on ``device`` in ``dtype``
     (torch's own kernels there: cuBLAS, not the CPU's BLAS). Returns the cases and the fused
     ops one all-sensor forward calls (none: the kernels do not touch this model)."""
+    if dtype not in MODEL_FLOOR:
+        raise ValueError(f"expected a model dtype in {[_short(d) for d in MODEL_FLOOR]}, got {dtype}")
     model, subsets = _load_model(checkpoint)
     kernels = "interpret" if device == "cpu" else None  # on CUDA tensors dispatch picks Triton by itself
-    here = _to_device(model, device)
+    here = _to_device(model, device, dtype)
     with torch.inference_mode(), _count_fused_ops() as calls, _kernels_env(kernels):
         here(_model_inputs(model, model.names, 1, device, 0))
     calls = dict(calls)
@@ -446,11 +454,11 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                 with torch.inference_mode():
                     with _kernels_env("reference"):
                         cpu = model({k: v.cpu() for k, v in inputs.items()}).double()
-                        torch_here = cpu if device == "cpu" else here(inputs).double().cpu()
+                        torch_here = cpu if here is model else here(inputs).double().cpu()
                     with _kernels_env(kernels):
                         fused = here(inputs).double().cpu()
                 scale = max(1.0, float(cpu.abs().max()))
-                allowed = max(MODEL_FLOOR * scale, MODEL_SLACK * float((torch_here - cpu).abs().max()))
+                allowed = max(MODEL_FLOOR[dtype] * scale, MODEL_SLACK * float((torch_here - cpu).abs().max()))
                 err = float((fused - cpu).abs().max()) if bool(torch.isfinite(fused).all()) else math.inf
                 ratio, error = err / allowed, None if math.isfinite(err) else "a NaN or infinite logit"
                 agree = float((fused.argmax(1) == cpu.argmax(1)).double().mean())
@@ -458,30 +466,33 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                     label += f" (top-1 agrees on {agree:.0%}: near-ties)"
             except Exception as e:
                 ratio, error = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
-            case = Case("model", label, "float32", round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
+            case = Case("model", label, _short(dtype), round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
             cases.append(case)
             if progress:
                 progress(case)
     return cases, calls
 
 
-def _to_device(model, device: str):
+def _to_device(model, device: str, dtype: torch.dtype = torch.float32):
+    """``model`` on ``device`` in ``dtype`` (its input statistics stay float32); a copy unless that is ``model`` itself."""
     import copy
 
-    return copy.deepcopy(model).to(device) if device != "cpu" else model
+    return copy.deepcopy(model).to(device=device, dtype=dtype) if device != "cpu" or dtype != torch.float32 else model
 
 
 def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8), graph: bool = True,
-                rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """µs of a trained model's forward per default sensor subset and batch, its fused ops on the
-    Triton kernels and on the reference ops (CUDA only): what the kernels buy this model."""
+                rep_ms: int = 100, dtype: torch.dtype = torch.float32,
+                progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """µs of a trained model's forward per default sensor subset and batch, the model cast to
+    ``dtype`` and its fused ops on the Triton kernels and on the reference ops (CUDA only):
+    what the kernels buy this model."""
     model, subsets = _load_model(checkpoint)
-    here = _to_device(model, device)
+    here = _to_device(model, device, dtype)
     rows = []
     for name, subset in subsets:
         for b in batches:
             inputs = _model_inputs(model, subset, b, device, seed=b)
-            row = {"op": "model", "subset": name, "B": b, "dtype": "float32"}
+            row = {"op": "model", "subset": name, "B": b, "dtype": _short(dtype)}
             for path, env in (("triton", None), ("eager", "reference")):
                 with torch.inference_mode(), _kernels_env(env):
                     _time_into(row, path, lambda: here(inputs), device, graph, rep_ms)
@@ -607,25 +618,29 @@ def _run_ops(args: argparse.Namespace, device: str, out: dict) -> int:
 def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
     """``--checkpoint``: --check and --bench of the trained model, every default sensor subset;
     returns the failed cases."""
-    if args.dim or args.widths or args.dtype:
-        raise ValueError("--checkpoint takes the model's own widths and float32; drop --dim, --widths and --dtype")
+    if args.dim or args.widths:
+        raise ValueError("--checkpoint takes the model's own widths; drop --dim and --widths")
     batches = tuple(args.batch or (1, 8))
     if min(batches) < 1:
         raise ValueError(f"expected batch sizes >= 1, got {list(batches)}")
+    dtype = getattr(torch, args.dtype or "float32")
+    if dtype == torch.bfloat16 and device == "cpu":
+        raise ValueError("--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
+                         "check float32 or float16 here, bfloat16 on a GPU")
     failed = 0
     if args.check:
-        print(f"\ncheck of {args.checkpoint} on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}; "
-              f"logit error / allowed against the CPU reference ops (<= 1 passes)", flush=True)
-        cases, calls = check_model(args.checkpoint, device, batches, progress=_print_case)
+        print(f"\ncheck of {args.checkpoint} in {_short(dtype)} on {device}{' (interpreted)' if args.interpret else ''}: "
+              f"B {list(batches)}; logit error / allowed against the float32 CPU reference ops (<= 1 passes)", flush=True)
+        cases, calls = check_model(args.checkpoint, device, batches, dtype, progress=_print_case)
         failed = sum(not c.ok for c in cases)
         ops = ", ".join(f"{k} x{v}" for k, v in calls.items()) or "none: the kernels do not change this model"
         print(f"{len(cases) - failed} of {len(cases)} cases pass; fused ops per forward: {ops}", flush=True)
         out["check"] = {"device": device, "interpreted": bool(args.interpret), "checkpoint": str(args.checkpoint),
-                        "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
+                        "dtype": _short(dtype), "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
     if args.bench:
-        print(f"\nbench of {args.checkpoint} on {device}: median µs of a forward, fused ops on the kernels vs the "
-              "reference ops (do_bench; CUDA graph: one replay per call)", flush=True)
-        out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, progress=_print_row)
+        print(f"\nbench of {args.checkpoint} in {_short(dtype)} on {device}: median µs of a forward, fused ops on the "
+              "kernels vs the reference ops (do_bench; CUDA graph: one replay per call)", flush=True)
+        out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, dtype=dtype, progress=_print_row)
     return failed
 
 

@@ -109,6 +109,36 @@ def test_fp32_and_torch_bundles(tiny_checkpoint, small_scenes, tmp_path):
     np.testing.assert_allclose(eng.run({"radar": x})["logits"], fp32.load_engine("radar").run({"radar": x})["logits"], atol=1e-4)
 
 
+def test_torch_fp16_bundle_gates_each_subset(tiny_checkpoint, small_scenes, tmp_path, capsys):
+    """--backend torch --precision fp16: FP32 and FP16 accuracy per subset in the manifest, the
+    engines run in float16; a subset over --max-drop fails the build (nothing written) or, with
+    --gate-fallback fp32, runs in FP32 and the manifest says why."""
+    b = build_bundle(tiny_checkpoint, tmp_path / "h", backend="torch", precision="fp16", subsets=SUBSETS, data=small_scenes,
+                     max_drop=100.0, progress=False)
+    assert b.manifest["fp16_gate"] == {"max_drop_points": 100.0, "on_fail": "error", "rejected": []}
+    for key, entry in b.subsets.items():
+        acc = entry["accuracy"]
+        assert entry["precision"] == "fp16" and "fp16_rejected" not in entry
+        assert {"fp32", "fp16", "agreement", "drop_points", "device", "n"} <= set(acc)
+        assert acc["drop_points"] == pytest.approx((acc["fp32"] - acc["fp16"]) * 100) and acc["agreement"] >= 0.95
+    eng = b.load_engine("radar")
+    assert eng.precision == "fp16" and eng.run({"radar": small_scenes["test"].inputs["radar"][:3]})["logits"].dtype == np.float32
+
+    from edgefuse.calibration import AccuracyGateError
+
+    with pytest.raises(AccuracyGateError, match=r"FP16 accuracy gate failed: 2 subset\(s\) dropped more than --max-drop -1000.0"):
+        build_bundle(tiny_checkpoint, tmp_path / "x", backend="torch", precision="fp16", subsets=SUBSETS, data=small_scenes,
+                     max_drop=-1000.0, progress=False)
+    assert not (tmp_path / "x").exists()
+    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "f"), "--backend", "torch", "--precision", "fp16",
+                 "--subsets", "radar", "--max-drop", "-1000", "--gate-fallback", "fp32"]) == 0
+    assert "built 1 torch engines (0 fp16, 1 fp32 after failing the FP16 gate of --max-drop -1000.0)" in capsys.readouterr().out
+    f = load_bundle(tmp_path / "f")
+    assert f.manifest["fp16_gate"]["rejected"] == ["radar"] and f.subsets["radar"]["precision"] == "fp32"
+    assert f.subsets["radar"]["fp16_rejected"]["max_drop_points"] == -1000.0
+    assert f.load_engine("radar").precision == "fp32"
+
+
 def test_trt_build_without_tensorrt_fails_before_any_work(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises, installed or not
     assert main(["build", str(tiny_checkpoint), "--backend", "trt", "--out", str(tmp_path / "t")]) == 2

@@ -82,6 +82,23 @@ def test_torch_engine_matches_the_model(tiny_checkpoint):
         load_engine("torch", tiny_checkpoint, modalities=["sonar"])
 
 
+def test_torch_engine_in_fp16(tiny_checkpoint):
+    """precision='fp16' runs the model cast to float16 (its fused ops on their float16 kernels on
+    a GPU); feeds and logits keep the specs' dtypes, and the logits agree with float32's."""
+    model, _ = load_checkpoint(tiny_checkpoint)
+    eng = load_engine("torch", tiny_checkpoint, modalities=model.names, precision="fp16")
+    assert eng.precision == "fp16" and eng.model.compute_dtype == torch.float16
+    assert [t.dtype for t in eng.outputs] == ["float32"]
+    feeds = _feeds(model, model.names)
+    with torch.no_grad():
+        want = torch.softmax(model({k: torch.from_numpy(v) for k, v in feeds.items()}), 1).numpy()
+    got = eng.run(feeds)["logits"]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(got), 1).numpy(), want, atol=5e-3)
+    with pytest.raises(ValueError, match=r"precision must be one of \['fp16', 'fp32'\], got 'int8'"):
+        load_engine("torch", tiny_checkpoint, modalities=model.names, precision="int8")
+
+
 def test_fp16_cast_pass_keeps_float32_io_and_agrees(exported, tmp_path):
     from edgefuse.engines.fp16 import to_fp16
 
@@ -183,9 +200,14 @@ def test_torch_engine_cuda_graph_replay_matches_eager(tiny_checkpoint):  # pragm
     model, _ = load_checkpoint(tiny_checkpoint)
     eager = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda")
     graph = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True)
+    half = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True, precision="fp16")
     for seed in (1, 2):  # the second call replays the captured graph with new inputs
         feeds = sample_inputs(model.specs, 4, model.norm, seed=seed)
-        np.testing.assert_allclose(graph.run(feeds)["logits"], eager.run(feeds)["logits"], atol=1e-4)
+        want = eager.run(feeds)["logits"]
+        np.testing.assert_allclose(graph.run(feeds)["logits"], want, atol=1e-4)
+        # the float16 kernels, replayed: probabilities within float16's error of float32's
+        np.testing.assert_allclose(torch.softmax(torch.from_numpy(half.run(feeds)["logits"]), 1).numpy(),
+                                   torch.softmax(torch.from_numpy(want), 1).numpy(), atol=5e-3)
 
 
 def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):

@@ -256,15 +256,19 @@ def test_cuda_graph_timing_on_every_triton_release(monkeypatch, release):
 # --checkpoint: a trained model, every default sensor subset
 
 
-def test_model_check_passes_on_a_trained_gated_model(tiny_checkpoint):
-    cases, calls = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(1, 5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_model_check_passes_on_a_trained_gated_model(tiny_checkpoint, dtype):
+    """float32, and float16 as the torch engine's fp16 casts the model: the kernels' float16 variants"""
+    cases, calls = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(1, 5), dtype=dtype)
     assert calls == {"fused_projection": 1, "gated_fusion": 1}  # the gated model's projection and gate
     assert len(cases) == 7 * 2 and all(c.ok and c.error is None for c in cases), [c for c in cases if not c.ok]
+    assert {c.dtype for c in cases} == {str(dtype).removeprefix("torch.")}
     assert {c.case.split()[0] for c in cases} == {"camera", "lidar", "radar", "camera+lidar", "camera+radar", "lidar+radar",
                                                  "camera+lidar+radar"}
 
 
-def test_model_check_fails_when_the_projection_kernel_drops_a_modality(tiny_checkpoint, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_model_check_fails_when_the_projection_kernel_drops_a_modality(tiny_checkpoint, monkeypatch, dtype):
     real = tp.fused_projection_triton
 
     def wrong(xs, weights, bias, act="none", normalize=False, config=None):
@@ -272,7 +276,7 @@ def test_model_check_fails_when_the_projection_kernel_drops_a_modality(tiny_chec
         return real([None if i == present[-1] and len(present) > 1 else x for i, x in enumerate(xs)], weights, bias, act, normalize)
 
     monkeypatch.setattr(tp, "fused_projection_triton", wrong)
-    cases, _ = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(4,))
+    cases, _ = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(4,), dtype=dtype)
     failed = {c.case.split()[0] for c in cases if not c.ok}
     assert failed == {"camera+lidar", "camera+radar", "lidar+radar", "camera+lidar+radar"}  # one sensor: nothing dropped
 
@@ -293,7 +297,11 @@ def test_cli_model_check(tiny_checkpoint):
     assert p.returncode == 0, p.stderr
     assert "7 of 7 cases pass; fused ops per forward: fused_projection x1, gated_fusion x1" in p.stdout
     p = _cli("--check", "--interpret", "--checkpoint", str(tiny_checkpoint), "--dim", "64")
-    assert p.returncode == 2 and "--checkpoint takes the model's own widths and float32; drop --dim" in p.stderr
+    assert p.returncode == 2 and "--checkpoint takes the model's own widths; drop --dim" in p.stderr
+    p = _cli("--check", "--interpret", "--checkpoint", str(tiny_checkpoint), "--dtype", "bfloat16")
+    assert p.returncode == 2 and "--dtype bfloat16 cannot be checked in the interpreter" in p.stderr
+    with pytest.raises(ValueError, match="expected a model dtype in"):
+        selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, dtype=torch.float64)
 
 
 def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypatch):
@@ -304,15 +312,17 @@ def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypat
 
     monkeypatch.setattr(tt, "do_bench", ms(0.002))
     monkeypatch.setattr(selfcheck, "cuda_graph_ms", lambda fn, rep_ms, quantiles: [ms(0.001)(fn)])
-    rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5)
+    rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5, dtype=torch.float16)
     assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
+    assert {r["dtype"] for r in rows} == {"float16"}
     assert all((r["triton_us"], r["eager_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"]) == (2.0, 4.0, 2.0, 2.0, 2.0)
                for r in rows)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
-def test_model_bench_on_the_gpu(tiny_checkpoint):
-    rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_model_bench_on_the_gpu(tiny_checkpoint, dtype):
+    rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5, dtype=dtype)
     assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 for r in rows)
 
 
@@ -327,16 +337,17 @@ FAMILY_OPS = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("fusion", list(FAMILY_OPS))
-def test_model_check_on_every_family(fusion, tmp_path):
-    """Untrained models of each family, two sensors: within the model-level tolerance on every
-    subset, and the fused ops each calls."""
+def test_model_check_on_every_family(fusion, dtype, tmp_path):
+    """Untrained models of each family, two sensors, in float32 and cast to float16: within the
+    model-level tolerance on every subset, and the fused ops each calls."""
     from edgefuse.checkpoint import save_checkpoint
     from edgefuse.fusion import build_model
     from tests.conftest import specs_n
 
     torch.manual_seed(0)
     path = save_checkpoint(build_model(fusion, specs_n(2), 4, dim=16), tmp_path / fusion)
-    cases, calls = selfcheck.check_model(path, KERNEL_DEVICE, batches=(3,))
+    cases, calls = selfcheck.check_model(path, KERNEL_DEVICE, batches=(3,), dtype=dtype)
     assert calls == FAMILY_OPS[fusion]
     assert len(cases) == 3 and all(c.ok for c in cases), cases
