@@ -5,31 +5,31 @@ sample, the TensorRT-compatible Q/DQ options and checks, the TensorRT cache file
 per-tensor report and the accuracy gate.
 """
 
-from edgefuse.calibration.calibrate import METHODS, StratifiedReader, TensorRange, compute_ranges, tensor_ranges
-from edgefuse.calibration.gate import AccuracyGateError, GateResult
-from edgefuse.calibration.quantize import (
-    activation_scales,
-    check_qdq,
-    quantize_qdq,
-    read_trt_cache,
-    trt_version_code,
-    write_trt_cache,
-)
-from edgefuse.calibration.run import calibrate_export
+import importlib
 
-__all__ = [
-    "METHODS",
-    "AccuracyGateError",
-    "GateResult",
-    "StratifiedReader",
-    "TensorRange",
-    "activation_scales",
-    "calibrate_export",
-    "check_qdq",
-    "compute_ranges",
-    "quantize_qdq",
-    "read_trt_cache",
-    "tensor_ranges",
-    "trt_version_code",
-    "write_trt_cache",
-]
+#: public name -> the submodule that defines it. Loaded on first use (PEP 562): the accuracy
+#: gate (numpy only) must import where quantization cannot (an onnxruntime older than
+#: quantize.MIN_ONNXRUNTIME, as on Python 3.10), and a name from quantization then raises
+#: quantize's own error saying which onnxruntime it needs.
+_WHERE = {
+    **dict.fromkeys(("METHODS", "StratifiedReader", "TensorRange", "compute_ranges", "tensor_ranges"), "calibrate"),
+    **dict.fromkeys(("AccuracyGateError", "GateResult"), "gate"),
+    **dict.fromkeys(("activation_scales", "check_qdq", "quantize_qdq", "read_trt_cache", "trt_version_code",
+                     "write_trt_cache"), "quantize"),
+    "calibrate_export": "run",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+__all__ = sorted(_WHERE)

@@ -1,4 +1,8 @@
-"""Accuracy gate: FP32 vs INT8 (or FP16) accuracy and top-1 agreement per subset on held-out data."""
+"""Accuracy gate: FP32 vs INT8 (or FP16) accuracy and top-1 agreement per subset on held-out data.
+
+Needs numpy only (and onnxruntime, any release, to score ONNX graphs): the torch backend's
+FP16 gate runs where calibration cannot (an onnxruntime older than it needs).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+
+#: what a subset that fails the accuracy gate does: stop the build (or calibration), or stay FP32
+GATE_FAIL = ("error", "fp32")
+
+
+def check_gate_fail(gate_fail: str) -> None:
+    """Raise ValueError unless ``gate_fail`` is one of GATE_FAIL."""
+    if gate_fail not in GATE_FAIL:
+        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
 
 
 @dataclass

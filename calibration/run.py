@@ -10,18 +10,10 @@ from typing import Any
 
 from edgefuse._fs import atomic_dir
 from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
-from edgefuse.calibration.gate import compare, enforce
+from edgefuse.calibration.gate import check_gate_fail, compare, enforce
 from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache
 
 CALIB_FORMAT = "edgefuse-calibration/1"
-#: what a subset that fails the accuracy gate does: stop the calibration, or stay FP32
-GATE_FAIL = ("error", "fp32")
-
-
-def check_gate_fail(gate_fail: str) -> None:
-    """Raise ValueError unless ``gate_fail`` is one of GATE_FAIL."""
-    if gate_fail not in GATE_FAIL:
-        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
 
 
 def calibrate_export(

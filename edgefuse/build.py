@@ -46,8 +46,7 @@ def build_bundle(
     reference ops (a GPU runs the Triton kernels, which also store float16 and accumulate in
     float32).
     """
-    from edgefuse.calibration.gate import accuracy
-    from edgefuse.calibration.run import check_gate_fail
+    from edgefuse.calibration.gate import accuracy, check_gate_fail
     from edgefuse.checkpoint import load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
@@ -55,6 +54,8 @@ def build_bundle(
     if precision not in PRECISIONS[backend]:
         raise ValueError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
     check_gate_fail(gate_fail)  # before minutes of export, not when calibration gets to it
+    if precision == "int8":  # an onnxruntime too old to calibrate (Python 3.10 has no other) fails here, not after export
+        from edgefuse.calibration import calibrate_export
     if backend == "trt":  # fail before minutes of work, not after
         from edgefuse.engines.trt import import_tensorrt
 
@@ -103,8 +104,6 @@ def build_bundle(
                                source={"checkpoint": str(checkpoint)})
             graphs = exp["graphs"]
             if precision == "int8":
-                from edgefuse.calibration import calibrate_export
-
                 calib = calibrate_export(work / "export", data, work / "calib", method=calib_method, size=calib_size,
                                          max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress,
                                          gate_fail=gate_fail)

@@ -150,3 +150,33 @@ def test_an_onnxruntime_too_old_to_calibrate_is_a_clear_error(monkeypatch):
     with pytest.raises(ImportError, match=rf"needs onnxruntime >= 1\.27 .*found onnxruntime {onnxruntime.__version__}") as err:
         importlib.import_module("edgefuse.calibration.quantize")
     assert isinstance(err.value, ValueError)  # a BackendUnavailable: the CLI prints it as an error line
+
+
+def test_an_onnxruntime_too_old_to_calibrate_still_builds_torch_bundles(tiny_checkpoint, tmp_path):
+    """On Python 3.10 (JetPack 6) onnxruntime is older than calibration needs. A torch bundle
+    exports and calibrates nothing, so it builds there, FP16 gate included; an INT8 build
+    fails at once (before minutes of export) with quantize's error; importing
+    edgefuse.calibration itself works."""
+    import subprocess
+    import sys
+
+    code = f"""
+import onnxruntime.quantization.calibrate as c
+del c.save_tensors_data  # what onnxruntime < 1.27 lacks
+import edgefuse.calibration
+from edgefuse.build import build_bundle
+b = build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / 'torch')!r}, backend="torch", precision="fp16",
+                 subsets=[("radar",)], max_drop=100.0, progress=False)
+assert b.subsets["radar"]["precision"] == "fp16", b.subsets
+import sys
+assert "edgefuse.calibration.quantize" not in sys.modules
+try:
+    build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / 'int8')!r}, subsets=[("radar",)], progress=False)
+except ImportError as e:
+    assert "needs onnxruntime >= 1.27" in str(e), e
+    assert "edgefuse.export" not in sys.modules  # it failed before exporting
+else:
+    raise AssertionError("an INT8 build ran without calibration")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=300)
+    assert not (tmp_path / "int8").exists()
