@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check (< 5 minutes on an H200): the kernel tests COMPILED on the GPU (not
-# interpreted), then the kernel benchmarks. Everything lands under $OUT (default
+# interpreted), then the kernel benchmarks, then (time allowing) a trained model's check and timing. Everything lands under $OUT (default
 # bench/results/local); commit it under bench/results/<gpu>-<date>/ afterwards.
 #
 #   OUT=/tmp/gpu bash bench/gpu_check.sh
@@ -44,4 +44,19 @@ timeout 15 "$PY" bench/bench_launch_overhead.py --out "$OUT" 2>&1 | tee "$OUT/la
 # baselines) are skipped, so the JSON and the plot are written well inside the 165 s limit
 timeout 165 "$PY" bench/bench_kernels.py --out "$OUT" --budget-s 135 2>&1 | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+# a trained model end to end, as a user checks theirs (edgefuse kernels --checkpoint): the gated
+# demo model after one epoch (timings do not depend on its accuracy), its logits on every sensor
+# subset, and its forward with the fused ops on the kernels vs the reference ops, in float32 and
+# in float16 (the torch engine's fp16). Optional: only when the steps above left a minute of
+# the 5, so the whole check stays inside them.
+if [ "$SECONDS" -lt 240 ]; then
+  CK="$(mktemp -d)/gated"
+  timeout 60 bash -c '"$1" -m edgefuse train --epochs 1 --out "$2" > "$3/train.log" 2>&1 || { tail -5 "$3/train.log"; exit 1; }
+    for d in float32 float16; do "$1" -m edgefuse kernels --checkpoint "$2" --check --bench --dtype $d --json "$3/model_$d.json" || exit 1; done' \
+    _ "$PY" "$CK" "$OUT" 2>&1 | tee "$OUT/model.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "skipped: the steps above took $SECONDS s" | tee "$OUT/model.log"
+fi
 exit $status
