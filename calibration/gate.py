@@ -37,11 +37,6 @@ class GateResult:
     precision: str = "int8"
 
     @property
-    def int8_acc(self) -> float:
-        """``reduced_acc`` under its older name."""
-        return self.reduced_acc
-
-    @property
     def drop_points(self) -> float:
         return (self.fp32_acc - self.reduced_acc) * 100.0
 

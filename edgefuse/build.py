@@ -83,7 +83,7 @@ def build_bundle(
 
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
-        calib = None
+        calib, rejected = None, []  # rejected: the subsets that failed the INT8 / FP16 gate (they get FP32)
         if backend == "torch":
             from edgefuse.specs import default_subsets, subset_name
             from edgefuse.train import subset_accuracy
@@ -93,8 +93,8 @@ def build_bundle(
             if precision == "fp16":
                 gates = _fp16_gate(model, test, subs, max_drop, gate_fail, progress)
                 acc = {g.subset: {**g.to_dict(), "device": "cpu"} for g in gates}
-                rejected_keys = [g.subset for g in gates if g.fails(max_drop)]
-                manifest["fp16_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected_keys}
+                rejected = [g.subset for g in gates if g.fails(max_drop)]
+                manifest["fp16_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
             else:
                 acc = {k: {"fp32": v} for k, v in subset_accuracy(model, test, subs).items()}
         else:
@@ -108,8 +108,8 @@ def build_bundle(
                                          max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress,
                                          gate_fail=gate_fail)
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
-                manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail,
-                                         "rejected": [k for k, c in calib["subsets"].items() if c["int8_rejected"]]}
+                rejected = [k for k, c in calib["subsets"].items() if c["int8_rejected"]]
+                manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
             else:
                 acc = {k: {"fp32": accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels)}
                        for k, g in graphs.items()}
@@ -119,22 +119,18 @@ def build_bundle(
             if backend == "torch":
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
-                members = g["modalities"]
-                # failed the gate: an FP32 engine
-                rejected = bool(calib and calib["subsets"][key]["int8_rejected"]) or key in manifest.get("fp16_gate", {}).get("rejected", ())
+                members, fallback = g["modalities"], key in rejected
                 entry: dict[str, Any] = {
-                    "modalities": members, "backend": backend, "precision": "fp32" if rejected else precision,
+                    "modalities": members, "backend": backend, "precision": "fp32" if fallback else precision,
                     "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
                     "outputs": [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}],
                     "accuracy": {**acc[key], "split": "test", "n": len(test)},
                 }
+                if fallback:
+                    entry[f"{precision}_rejected"] = {"drop_points": acc[key]["drop_points"], "max_drop_points": max_drop}
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
-                    if rejected:
-                        entry["fp16_rejected"] = {"drop_points": acc[key]["drop_points"], "max_drop_points": max_drop}
-                elif rejected:
-                    drop = calib["subsets"][key]["accuracy"]["drop_points"]
-                    entry["int8_rejected"] = {"drop_points": drop, "max_drop_points": max_drop}
+                elif fallback:
                     entry["engine"] = _engine_file(backend, "fp32", key, work / "export" / g["file"], tmp / "engines", work, trt_max_batch)
                 else:
                     src = work / ("calib" if calib else "export") / (calib["subsets"][key]["int8_file"] if calib else g["file"])

@@ -338,7 +338,7 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     ws, bias = [r(dim, k, scale=k ** -0.5) for k in widths], r(n, dim, scale=0.1)
     uw, vw, ub, vb = r(rows, k1, scale=k1 ** -0.5), r(rows, k2, scale=k2 ** -0.5), r(rows), r(rows)
     bw, bb = r(BILINEAR_OUT, bk, bk, scale=1 / bk), r(BILINEAR_OUT)
-    rows = []
+    out: list[dict] = []
     for b in batches:
         xs, x, y = [r(b, k) for k in widths], r(b, k1), r(b, k2)
         bx, by = r(b, bk), r(b, bk)
@@ -357,8 +357,8 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
             row = {"op": op, "B": b, "dtype": _short(dtype)}
             for name, fn in (("triton", triton_fn), ("eager", eager_fn)):
                 _time_into(row, name, fn, device, graph, rep_ms)
-            _add_row(rows, row, progress)
-    return rows
+            _add_row(out, row, progress)
+    return out
 
 
 #: model-level tolerance floor per dtype the model runs in: the kernels' logits may differ from

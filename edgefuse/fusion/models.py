@@ -84,7 +84,7 @@ class FusionModel(nn.Module):
     def _encode(self, encoders: nn.ModuleDict, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor | None]:
         # built-in encoders normalise a float32 input and cast it to the model's dtype themselves;
         # a custom encoder gets its input in the model's dtype
-        dtype = self.compute_dtype
+        dtype = self.compute_dtype if self.custom_encoders else torch.float32
         return [encoders[n](_cast(inputs[n], torch.float32 if n not in self.custom_encoders else dtype)) if n in inputs else None
                 for n in self.names]
 
@@ -150,7 +150,7 @@ class EarlyFusion(KeepFloat32, FusionModel):
 
     def fuse(self, inputs, mask, static):
         parts = []
-        b, dtype = mask.shape[0], self.fill[0].dtype
+        b, dtype = mask.shape[0], self.compute_dtype
         for i, s in enumerate(self.specs):
             fill = self.fill[i].unsqueeze(0).expand(b, -1)
             if s.name not in inputs:

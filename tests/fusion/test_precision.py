@@ -76,3 +76,16 @@ def test_a_float16_model_saves_and_reloads_as_float32(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(back(x), model(x), atol=2e-3, rtol=0)
     assert back.compute_dtype == torch.float32 and float(back.encoders["cam"].norm.mean) == 1234.5
+
+
+def test_a_custom_encoder_gets_its_input_in_the_models_dtype():
+    torch.manual_seed(0)
+    specs = specs_n(2)
+    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 12))
+    model = build_model("gated", specs, num_classes=3, dim=16, encoders={"cam": enc}).eval()
+    half = copy.deepcopy(model).half()
+    x = random_batch(specs, b=3)
+    with torch.inference_mode():
+        got = half(x)
+        assert got.dtype == torch.float16
+        assert (torch.softmax(got.float(), 1) - torch.softmax(model(x), 1)).abs().max() <= PROB_TOL[torch.float16]
