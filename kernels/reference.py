@@ -45,9 +45,15 @@ def _act(y: torch.Tensor, act: str) -> torch.Tensor:
 
 
 def act_normalize(y: torch.Tensor, act: str, normalize: bool, eps: float = 1e-12) -> torch.Tensor:
-    """``act(y)``, then (if ``normalize``) each row over the last dimension L2-normalised."""
+    """``act(y)``, then (if ``normalize``) each row over the last dimension L2-normalised.
+
+    The norm is taken in float32 (float64 stays), as the kernels' epilogue takes it: in float16
+    ``eps`` underflows to 0, and a zero row (an absent modality, a row ReLU zeroed) would be 0/0."""
     y = _act(y, act)
-    return y / y.norm(dim=-1, keepdim=True).clamp_min(eps) if normalize else y
+    if not normalize:
+        return y
+    acc = y.to(torch.promote_types(y.dtype, torch.float32))
+    return (acc / acc.norm(dim=-1, keepdim=True).clamp_min(eps)).to(y.dtype)
 
 
 def fused_projection_reference(
@@ -76,12 +82,15 @@ def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, b
 
 
 def mfb_reference_pool(z: torch.Tensor, factors: int, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
-    """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if ``normalize``."""
-    pooled = z.view(z.shape[0], -1, factors).sum(-1)
-    if not normalize:
-        return pooled
-    pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
-    return pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)
+    """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if ``normalize``.
+
+    In float32 (float64 stays), as the kernel pools: in float16 ``eps`` underflows to 0, and a
+    zero row would be 0/0."""
+    pooled = z.to(torch.promote_types(z.dtype, torch.float32)).view(z.shape[0], -1, factors).sum(-1)
+    if normalize:
+        pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
+        pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return pooled.to(z.dtype)
 
 
 def mfb_reference(

@@ -261,8 +261,10 @@ class LateFusion(FusionModel):
                 w = self.fixed_weights.unsqueeze(0) * mask
                 w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
             out = (probs * w.unsqueeze(-1)).sum(1)
-        # 1e-12 underflows to 0 in float16 (autocast), and log(0) = -inf: clamp at fp16's tiny there
-        return torch.log(out.clamp_min(max(1e-12, torch.finfo(out.dtype).tiny)))
+        if torch.finfo(out.dtype).tiny > 1e-12:  # float16 (a cast model, autocast): 1e-12 underflows to 0 there,
+            # and clamping at float16's tiny would give log(6e-5) = -9.7 where float32 gives -27.6
+            return torch.log(out.float().clamp_min(1e-12)).to(out.dtype)
+        return torch.log(out.clamp_min(1e-12))
 
     def loss(self, logits, labels):
         aux = self._aux

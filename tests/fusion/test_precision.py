@@ -89,3 +89,18 @@ def test_a_custom_encoder_gets_its_input_in_the_models_dtype():
         got = half(x)
         assert got.dtype == torch.float16
         assert (torch.softmax(got.float(), 1) - torch.softmax(model(x), 1)).abs().max() <= PROB_TOL[torch.float16]
+
+
+@pytest.mark.parametrize("fusion", ["late_vote", "late_max"])
+def test_late_fusion_log_probabilities_in_float16_match_float32_where_a_class_gets_nothing(fusion):
+    """A class no head votes for has probability 0; its log-probability is log(1e-12) = -27.6 in
+    float32, and float16 (whose smallest normal is 6e-5) must not make it -9.7."""
+    torch.manual_seed(0)
+    specs = specs_n(3)
+    model = build_model(fusion, specs, num_classes=6, dim=16).eval()
+    half = copy.deepcopy(model).half()
+    x = random_batch(specs, b=8)
+    with torch.inference_mode():
+        want, got = model(x), half(x)
+    assert got.dtype == torch.float16 and bool((want < -20).any()) == (fusion == "late_vote")
+    torch.testing.assert_close(got.float(), want, atol=0.02, rtol=1e-2)

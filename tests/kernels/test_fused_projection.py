@@ -172,11 +172,13 @@ def test_split_k_is_chosen_for_few_tiles_and_dropped_as_the_batch_grows():
     assert_close(out, ref, torch.float32, 300)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("act,normalize", [("none", False), ("relu", True), ("gelu", True), ("tanh", False)])
 @pytest.mark.parametrize("absent", [[], [1]])
-def test_training_through_the_kernel_gives_the_reference_gradients(act, normalize, absent, monkeypatch):
+def test_training_through_the_kernel_gives_the_reference_gradients(act, normalize, absent, dtype, monkeypatch):
     """With gradients on, the op runs one projection launch (pre-activations) and torch's
-    activation and norm; outputs and the gradients of inputs, weights and bias match float64."""
+    activation and norm; outputs and the gradients of inputs, weights and bias match float64.
+    In float16 too, where an absent modality's zero row must not become 0/0 in the norm."""
     import edgefuse.kernels.triton_projection as tp
     from edgefuse.kernels import fused_projection
 
@@ -184,7 +186,7 @@ def test_training_through_the_kernel_gives_the_reference_gradients(act, normaliz
     launches = []
     real = tp.fused_projection_triton
     monkeypatch.setattr(tp, "fused_projection_triton", lambda *a, **k: launches.append(a[3:]) or real(*a, **k))
-    xs, ws, bias = _case(5, 3, 24, torch.float32, seed=9)
+    xs, ws, bias = _case(5, 3, 24, dtype, seed=9)
     xs = [None if i in absent else x for i, x in enumerate(xs)]
 
     def run(xs, ws, bias, fn):
@@ -199,8 +201,24 @@ def test_training_through_the_kernel_gives_the_reference_gradients(act, normaliz
     assert launches == [("none", False)]  # the pre-activations, in one launch
     d64 = lambda t: None if t is None else t.double()  # noqa: E731
     ref, ref_grads = run([d64(x) for x in xs], [w.double() for w in ws], bias.double(), fused_projection_reference)
-    assert_close(out.detach(), ref.detach(), torch.float32, 130)
+    assert_close(out.detach(), ref.detach(), dtype, 130)
     for i, (g, r) in enumerate(zip(grads, ref_grads)):
         assert (g is None) == (r is None), i  # an absent modality's weight gets no gradient on either path
         if g is not None:
-            assert_close(g, r, torch.float32, 5 * 24)
+            assert_close(g, r, dtype, 5 * 24)
+
+
+def test_reference_normalises_a_zero_row_to_zeros_in_float16():
+    """The CPU path of a float16 model: a row ReLU zeroed stays zero through the L2 norm (in
+    float16, 1e-12 underflows to 0 and the norm would be 0/0), as the kernels' epilogue gives."""
+    from edgefuse.kernels.reference import mfb_reference_pool
+
+    x = torch.tensor([[1.0, 2.0], [-1.0, -3.0]], dtype=torch.float16)  # row 1: all negative
+    w = torch.eye(2, dtype=torch.float16)
+    out = fused_projection_reference([x, None], [w, w], None, "relu", True)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.equal(out[:, 1], torch.zeros_like(out[:, 1]))
+    torch.testing.assert_close(out[0, 0], torch.tensor([1.0, 2.0], dtype=torch.float16) / 5 ** 0.5, atol=1e-3, rtol=0)
+    pooled = mfb_reference_pool(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0]], dtype=torch.float16), 2)
+    assert pooled.dtype == torch.float16 and torch.equal(pooled[0], torch.zeros(2, dtype=torch.float16))
+    torch.testing.assert_close(pooled[1], torch.tensor([1.0, 0.0], dtype=torch.float16), atol=1e-3, rtol=0)
