@@ -5,12 +5,14 @@ tensors to them). ``cuda_graph=True`` captures one graph per batch size after a 
 and replays it, removing Python and launch overhead. ``precision='fp16'`` runs the model cast
 to float16 (its input statistics stay float32: inputs are normalised in float32 first), so
 the kernels run their float16 variants; feeds and logits stay as the specs say (float32
-logits). Needs torch (the training stack).
+logits). fp16 is for a GPU: on a CPU, which has little float16 arithmetic, it runs slower than
+fp32 (the engine warns). Needs torch (the training stack).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,12 +25,13 @@ PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
 class TorchEngine(Engine):
-    """Args: checkpoint folder, the subset's modality names, device ('cpu' or 'cuda'), cuda_graph,
-    intra-op threads, name, precision ('fp32' or 'fp16')."""
+    """Args: checkpoint folder, the subset's modality names, device ('cpu', 'cuda', 'cuda:N'; None:
+    the current CUDA device when there is one, else the CPU), cuda_graph (CUDA only; ignored on
+    the CPU), intra-op threads, name, precision ('fp32' or 'fp16')."""
 
     backend = "torch"
 
-    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str = "cpu", cuda_graph: bool = False,
+    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str | None = None, cuda_graph: bool = False,
                  threads: int | None = None, name: str | None = None, precision: str = "fp32") -> None:
         super().__init__()
         if precision not in PRECISION_DTYPES:
@@ -39,8 +42,15 @@ class TorchEngine(Engine):
             raise BackendUnavailable("the torch backend needs PyTorch: pip install torch") from e
         from edgefuse.checkpoint import load_checkpoint
 
-        if device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable("torch backend: device 'cuda' asked for, but no CUDA device is visible")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        kind = torch.device(device).type
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"torch backend: device {device!r} asked for, but no CUDA device is visible")
+        if precision == "fp16" and kind == "cpu":
+            warnings.warn("torch engine: precision 'fp16' on the CPU runs slower than 'fp32' (CPUs have little float16 "
+                          "arithmetic): fp16 is for a GPU. On a CPU, use 'fp32' or an ONNX Runtime bundle",
+                          RuntimeWarning, stacklevel=2)
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
@@ -51,7 +61,7 @@ class TorchEngine(Engine):
         if unknown or not modalities:
             raise ValueError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")
         self.modalities = [n for n in self.model.names if n in set(modalities)]
-        self.device, self.use_cuda_graph = device, cuda_graph and device == "cuda"
+        self.device, self.use_cuda_graph = device, cuda_graph and kind == "cuda"
         self.name = name or "+".join(self.modalities)
         specs = {s.name: s for s in self.model.specs}
         self.inputs = [TensorSpec(n, (-1, *specs[n].shape), specs[n].dtype) for n in self.modalities]
@@ -65,22 +75,23 @@ class TorchEngine(Engine):
             if not self.use_cuda_graph:
                 x = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
                 return {"logits": self.model(x).float().cpu().numpy()}
-            if batch not in self._graphs:
-                static = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to("cuda") for n in self.modalities}
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(2):  # warm: Triton compiles, cuBLAS picks algorithms
-                        self.model(static)
-                torch.cuda.current_stream().wait_stream(s)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    out = self.model(static)
-                self._graphs[batch] = (graph, static, out)
-            graph, static, out = self._graphs[batch]
-            for n in self.modalities:
-                static[n].copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=True)
-            graph.replay()
+            with torch.cuda.device(self.device):  # capture and replay on the engine's GPU ('cuda:1' too)
+                if batch not in self._graphs:
+                    static = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
+                    s = torch.cuda.Stream()
+                    s.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(s):
+                        for _ in range(2):  # warm: Triton compiles, cuBLAS picks algorithms
+                            self.model(static)
+                    torch.cuda.current_stream().wait_stream(s)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        out = self.model(static)
+                    self._graphs[batch] = (graph, static, out)
+                graph, static, out = self._graphs[batch]
+                for n in self.modalities:
+                    static[n].copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=True)
+                graph.replay()
             return {"logits": out.float().cpu().numpy()}
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """Engine backends: ONNX Runtime (run here), torch (run here), TensorRT (needs tensorrt + a GPU), FP16 cast pass."""
 
+import contextlib
 import importlib.util
 
 import numpy as np
@@ -82,11 +83,21 @@ def test_torch_engine_matches_the_model(tiny_checkpoint):
         load_engine("torch", tiny_checkpoint, modalities=["sonar"])
 
 
+def test_torch_engine_on_a_cuda_device_without_cuda_is_a_clear_error(tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, GPU or not
+    assert load_engine("torch", tiny_checkpoint, modalities=["lidar"]).device == "cpu"  # none named: the CPU
+    with pytest.raises(BackendUnavailable, match="device 'cuda:1' asked for, but no CUDA device is visible"):
+        load_engine("torch", tiny_checkpoint, modalities=["lidar"], device="cuda:1")
+
+
 def test_torch_engine_in_fp16(tiny_checkpoint):
     """precision='fp16' runs the model cast to float16 (its fused ops on their float16 kernels on
     a GPU); feeds and logits keep the specs' dtypes, and the logits agree with float32's."""
     model, _ = load_checkpoint(tiny_checkpoint)
-    eng = load_engine("torch", tiny_checkpoint, modalities=model.names, precision="fp16")
+    device = "cuda" if HAS_CUDA else "cpu"  # where an engine goes when none is named
+    with contextlib.nullcontext() if HAS_CUDA else pytest.warns(RuntimeWarning, match="'fp16' on the CPU runs slower"):
+        eng = load_engine("torch", tiny_checkpoint, modalities=model.names, precision="fp16")
+    assert eng.device == device and next(eng.model.parameters()).device.type == device
     assert eng.precision == "fp16" and eng.model.compute_dtype == torch.float16
     assert [t.dtype for t in eng.outputs] == ["float32"]
     feeds = _feeds(model, model.names)
