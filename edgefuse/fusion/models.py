@@ -259,7 +259,9 @@ class LateFusion(FusionModel):
                 w = masked_softmax(self.weight_logits.unsqueeze(0).expand(b, -1), mask)
             else:
                 w = self.fixed_weights.unsqueeze(0) * mask
-                w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+                # a sum is 0 only when every present weight is 0 (then the rows are 0 either way); 1e-12
+                # would underflow to 0 in float16, and 0/0 is NaN
+                w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
             out = (probs * w.unsqueeze(-1)).sum(1)
         if torch.finfo(out.dtype).tiny > 1e-12:  # float16 (a cast model, autocast): 1e-12 underflows to 0 there,
             # and clamping at float16's tiny would give log(6e-5) = -9.7 where float32 gives -27.6

@@ -2,6 +2,7 @@
 family runs, agrees with float32, and normalises its raw inputs in float32 first."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -104,3 +105,18 @@ def test_late_fusion_log_probabilities_in_float16_match_float32_where_a_class_ge
         want, got = model(x), half(x)
     assert got.dtype == torch.float16 and bool((want < -20).any()) == (fusion == "late_vote")
     torch.testing.assert_close(got.float(), want, atol=0.02, rtol=1e-2)
+
+
+def test_late_weighted_fusion_with_only_zero_weighted_sensors_present_is_finite_in_float16():
+    """weights=(0, 1, 1) and only the first sensor present: no weight anywhere, so every class gets
+    log(1e-12), in float32 and in float16 (where the weights' sum used to be 0/0)."""
+    specs = specs_n(3)
+    model = build_model("late_weighted", specs, num_classes=4, dim=16, weights=(0.0, 1.0, 1.0)).eval()
+    half = copy.deepcopy(model).half()
+    x = random_batch(specs, b=2)
+    mask = torch.tensor([[1, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    with torch.inference_mode():
+        want, got = model(x, mask), half(x, mask)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), want, atol=0.02, rtol=1e-2)
+    torch.testing.assert_close(want[0], torch.full((4,), math.log(1e-12)))
