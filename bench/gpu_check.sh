@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # One prepared GPU check (< 5 minutes on an H200): the kernel tests COMPILED on the GPU (not
-# interpreted), then the kernel benchmarks, then (time allowing) a trained model's check and timing. Everything lands under $OUT (default
+# interpreted), then the kernel benchmarks, then (time allowing) a trained model's check and
+# timing, and random shapes against the references. Everything lands under $OUT (default
 # bench/results/local); commit it under bench/results/<gpu>-<date>/ afterwards.
 #
 #   OUT=/tmp/gpu bash bench/gpu_check.sh
+#
+# ARCHIVE=PATH also packs $OUT into one .tgz after every step: the device tool returns at most
+# 8 files and this writes about 14; a run stopped at its time limit keeps its finished steps.
+# In the device tool's run (ARCHIVE first, so that its $OUT is the tool's folder, not /tmp/gpu):
+#
+#   ARCHIVE=$OUT/gpu_check.tgz OUT=/tmp/gpu bash bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 mkdir -p "$OUT"
+pack() {
+  [ -n "${ARCHIVE:-}" ] || return 0
+  tar czf "$ARCHIVE.part" --exclude="$(basename "$ARCHIVE")*" -C "$OUT" . && mv -f "$ARCHIVE.part" "$ARCHIVE"
+}
 unset TRITON_INTERPRET EDGEFUSE_KERNELS
 source bench/_env.sh
 
@@ -18,14 +29,15 @@ source bench/_env.sh
   "$PY" -m edgefuse kernels; } \
   > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+pack
 
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
-# pytest-xdist is there (the GPU image has it). These tests need about 270 binaries for
-# sm_90, 78 s of compiling in one process of the 2-core development VM, with no compile
-# error or resource problem, also with this machine's Python 3.12 + torch 2.11 + Triton 3.6
-# (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json from triton_versions.sh):
-# about 10-15 s over 8 processes, well inside the 120 s below.
+# pytest-xdist is there (the GPU image has it). These tests need about 320 binaries for
+# sm_90, 99 s of compiling in one process of the 2-core development VM with Triton 3.9, with
+# no compile error or resource problem, also with this machine's Python 3.12 + torch 2.11 +
+# Triton 3.6 (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json): about 15-20 s
+# over 8 processes, well inside the 120 s below.
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
 # test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
 # mutants of the kernels in the CPU interpreter: CI checks, not needed here
@@ -34,16 +46,19 @@ timeout 120 "$PY" -m pytest -q -p no:cacheprovider $XDIST tests/kernels --ignore
   "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+pack
 
 # the launchers' host time on this machine's CPU, with edgefuse's launch and with Triton's JIT
 # launch path (the driver call not included): what the edge-batch timings below are made of
 timeout 15 "$PY" bench/bench_launch_overhead.py --out "$OUT" 2>&1 | tee "$OUT/launch_overhead.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+pack
 
 # past 135 s the optional measurements (alternative configurations, the other ops' compile
 # baselines) are skipped, so the JSON and the plot are written well inside the 165 s limit
 timeout 165 "$PY" bench/bench_kernels.py --out "$OUT" --budget-s 135 2>&1 | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+pack
 
 # a trained model end to end, as a user checks theirs (edgefuse kernels --checkpoint): the gated
 # demo model after one epoch (timings do not depend on its accuracy), its logits on every sensor
@@ -59,4 +74,19 @@ if [ "$SECONDS" -lt 240 ]; then
 else
   echo "skipped: the steps above took $SECONDS s" | tee "$OUT/model.log"
 fi
+pack
+
+# random shapes, options and launch plans against the float64 references, compiled here
+# (bench/fuzz_kernels.py; CPU runs go through the interpreter, which does not fault on an
+# out-of-bounds access as the GPU does). Whatever time is left of the 5 minutes, up to 40 s.
+left=$((285 - SECONDS))
+if [ "$left" -gt 10 ]; then
+  [ "$left" -gt 40 ] && left=40
+  timeout $((left + 15)) "$PY" bench/fuzz_kernels.py --device cuda --cases 2000 --seconds "$left" \
+    --out "$OUT" 2>&1 | tail -n 30 | tee "$OUT/fuzz.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "skipped: the steps above took $SECONDS s" | tee "$OUT/fuzz.log"
+fi
+pack
 exit $status
