@@ -44,15 +44,21 @@ def _act(y: torch.Tensor, act: str) -> torch.Tensor:
     return y
 
 
-def act_normalize(y: torch.Tensor, act: str, normalize: bool, eps: float = 1e-12) -> torch.Tensor:
-    """``act(y)``, then (if ``normalize``) each row over the last dimension L2-normalised.
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is narrower (float16, bfloat16), as the kernels accumulate; float32
+    and float64 (the tests' oracle) as they are. Sums, norms and logs of float16 values run in
+    it: a floor such as 1e-12 underflows to 0 in float16, and a zero row would give 0/0."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
-    The norm is taken in float32 (float64 stays), as the kernels' epilogue takes it: in float16
-    ``eps`` underflows to 0, and a zero row (an absent modality, a row ReLU zeroed) would be 0/0."""
+
+def act_normalize(y: torch.Tensor, act: str, normalize: bool, eps: float = 1e-12) -> torch.Tensor:
+    """``act(y)``, then (if ``normalize``) each row over the last dimension L2-normalised, the
+    norm ``widened`` as the kernels' epilogue takes it (a zero row, such as an absent
+    modality's or one ReLU zeroed, stays zero in float16)."""
     y = _act(y, act)
     if not normalize:
         return y
-    acc = y.to(torch.promote_types(y.dtype, torch.float32))
+    acc = widened(y)
     return (acc / acc.norm(dim=-1, keepdim=True).clamp_min(eps)).to(y.dtype)
 
 
@@ -82,11 +88,9 @@ def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, b
 
 
 def mfb_reference_pool(z: torch.Tensor, factors: int, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
-    """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if ``normalize``.
-
-    In float32 (float64 stays), as the kernel pools: in float16 ``eps`` underflows to 0, and a
-    zero row would be 0/0."""
-    pooled = z.to(torch.promote_types(z.dtype, torch.float32)).view(z.shape[0], -1, factors).sum(-1)
+    """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if
+    ``normalize``; ``widened``, as the kernel pools."""
+    pooled = widened(z).view(z.shape[0], -1, factors).sum(-1)
     if normalize:
         pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
         pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)
@@ -134,11 +138,11 @@ def gated_fusion_reference(
     present modality give zeros.
     """
     g_logits = logits if logits.dim() == 3 else logits.unsqueeze(-1)
-    acc = torch.promote_types(feats.dtype, torch.float32)  # float32, as the kernel; float64 stays (the oracle)
+    wide = widened(feats)  # as the kernel; float64 stays (the oracle)
     if mode == "softmax":
-        gates = masked_softmax(g_logits.to(acc), mask, dim=1)
+        gates = masked_softmax(g_logits.to(wide.dtype), mask, dim=1)
     else:
-        e = torch.sigmoid(g_logits.to(acc)) * mask.unsqueeze(-1)
+        e = torch.sigmoid(g_logits.to(wide.dtype)) * mask.unsqueeze(-1)
         gates = e / e.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    out = (gates * feats.to(acc)).sum(dim=1)
+    out = (gates * wide).sum(dim=1)
     return out.to(feats.dtype), ~mask.any(dim=1)

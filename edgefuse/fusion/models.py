@@ -18,6 +18,7 @@ from edgefuse.fusion._inputs import prepare_inputs
 from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
 from edgefuse.kernels.ops import is_exporting
+from edgefuse.kernels.reference import widened
 from edgefuse.specs import ModalitySpec, check_specs, subset_name, all_subsets
 
 
@@ -263,10 +264,8 @@ class LateFusion(FusionModel):
                 # would underflow to 0 in float16, and 0/0 is NaN
                 w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
             out = (probs * w.unsqueeze(-1)).sum(1)
-        if torch.finfo(out.dtype).tiny > 1e-12:  # float16 (a cast model, autocast): 1e-12 underflows to 0 there,
-            # and clamping at float16's tiny would give log(6e-5) = -9.7 where float32 gives -27.6
-            return torch.log(out.float().clamp_min(1e-12)).to(out.dtype)
-        return torch.log(out.clamp_min(1e-12))
+        # widened: in float16 (a cast model, autocast) 1e-12 underflows to 0, and log(0) = -inf
+        return torch.log(widened(out).clamp_min(1e-12)).to(out.dtype)
 
     def loss(self, logits, labels):
         aux = self._aux
