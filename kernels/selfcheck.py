@@ -263,9 +263,20 @@ def aot_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
 def _grads(fn, tensors, n: int) -> list[torch.Tensor]:
     """Gradients in every input of ``<fn(xs, weights, bias, 'gelu', True), dout>`` (``tensors``:
     the N inputs, the N weights, the bias, ``dout``)."""
-    leaves = [t.detach().requires_grad_() for t in tensors[:-1]]
-    out = fn(leaves[:n], leaves[n:2 * n], leaves[2 * n], "gelu", True)
-    return list(torch.autograd.grad(out, leaves, tensors[-1]))
+    return projection_grads(fn, tensors[:n], tensors[n:2 * n], tensors[2 * n], "gelu", True, tensors[-1])[1]
+
+
+def projection_grads(fn, xs, weights, bias, act: str, normalize: bool,
+                     dout: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``fn(xs, weights, bias, act, normalize)`` (the kernel's training path or the reference)
+    and its gradients for ``dout`` in every present input, every weight and the bias (if any),
+    in that order. A weight whose modality is absent (None) takes no part: its gradient is zero."""
+    leaves = [t.detach().requires_grad_() for t in (*(x for x in xs if x is not None), *weights, *([bias] if bias is not None else []))]
+    it = iter(leaves)
+    out = fn([None if x is None else next(it) for x in xs], [next(it) for _ in weights], None if bias is None else next(it),
+             act, normalize)
+    grads = torch.autograd.grad(out, leaves, dout, allow_unused=True)  # (the reference leaves an absent one's weight unused)
+    return out.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
 
 
 def _gated_grads(fn, feats, logits, mask, dout) -> list[torch.Tensor]:
