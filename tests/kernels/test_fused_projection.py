@@ -36,6 +36,27 @@ def test_matches_reference(dtype, b, n, act, normalize):
     assert_close(out, _ref(xs, ws, bias, act, normalize), dtype, max(WIDTHS[:n]))
 
 
+@pytest.mark.parametrize("act", ["tanh", "gelu"])
+def test_activations_keep_their_relative_precision_near_zero(act):
+    """Pre-activations from 1e-30 up, both signs, through K = 1 (the output is act(x) itself),
+    in float32: within 2 ulp of float64 relative to the value; and rows of small pre-activations
+    L2-normalised, where a tanh taken as 2 sigmoid(2y) - 1 (1e-7 absolute, 1e-4 relative at
+    1e-3) was 1e-4 off. (The fuzzer's ops layer found it: seed 2, case 3493.) tanh up to 100;
+    GELU up to 1: below -1 its 1 + erf(x / sqrt 2) cancels, in PyTorch's float32 GELU too
+    (1e3 ulp at -3), though the absolute error stays under 1e-7 |x|."""
+    mag = torch.logspace(-30, 2 if act == "tanh" else 0, 400)
+    x = torch.cat([mag, -mag, torch.tensor([0.0, 0.2499, 0.25, 0.2501])])[:, None].to(DEV)
+    out = fused_projection_triton([x], [torch.ones(1, 1, device=DEV)], None, act, False)[:, 0, 0].double().cpu()
+    ref = fused_projection_reference([x.double()], [torch.ones(1, 1, dtype=torch.float64, device=DEV)], None, act, False)[:, 0, 0].cpu()
+    ulps = (out - ref).abs() / (ref.abs() * torch.finfo(torch.float32).eps).clamp_min(torch.finfo(torch.float64).tiny)
+    assert float(ulps.max()) <= 2.0, f"{act}: {float(ulps.max()):.3g} ulp at x = {float(x[int(ulps.argmax())]):.3g}"
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(9, 20, generator=g).to(DEV)]
+    ws = [(torch.randn(6, 20, generator=g) * 1e-4).to(DEV)]  # pre-activations about 5e-4
+    bias = torch.zeros(1, 6, device=DEV)
+    assert_close(fused_projection_triton(xs, ws, bias, act, True), _ref(xs, ws, bias, act, True), torch.float32, 20)
+
+
 @pytest.mark.parametrize("absent", [[0], [1, 3], [0, 1, 2, 3]])
 def test_absent_modalities_give_zero_rows(absent):
     xs, ws, bias = _case(3, 5, 20, torch.float32, seed=7)
