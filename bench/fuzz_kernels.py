@@ -28,8 +28,17 @@ bounds, a race between programs or a tl.dot the GPU would reject fails the case)
 ``--device cuda`` compiles the kernels for the GPU. On both, allocations are poisoned (an
 output left partly unwritten is NaN); ``--bare`` runs without the guard and the poison.
 
+``--layer ops`` fuzzes ``edgefuse.kernels.ops`` instead, as the fusion modules call it
+(``draw_ops``): every input a random view (transposed, strided, off its storage's 16-byte
+alignment, broadcast over the batch), float32, float16 or ``torch.autocast`` (bfloat16 too on
+CUDA; on a CPU for gated fusion only, which has no dot), with gradients or without. On top
+of the reference comparison (one reduction length per output and gradient), a case fails
+when ops took the other path than its dispatch rules say (the kernel, or the reference for
+training through an op without a Triton backward) or returned another dtype than they give.
+
     python bench/fuzz_kernels.py --cases 200 --out bench/results/fuzz     # fuzz.json; exit 1 on a failure
     python bench/fuzz_kernels.py --seed 0 --only 17                       # one case, printed
+    python bench/fuzz_kernels.py --layer ops --cases 500 --out DIR        # fuzz_ops.json
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 OPS = ("fused_projection", "mfb", "bilinear", "gated_fusion")
@@ -210,6 +220,216 @@ def gated_case(r: random.Random, dtype):
 CASES = {"fused_projection": projection_case, "mfb": mfb_case, "bilinear": bilinear_case, "gated_fusion": gated_case}
 
 
+# ---- the ops layer: edgefuse.kernels.ops, as the fusion modules call it ----------------------
+
+
+def _layout(r: random.Random, shape: tuple[int, ...], kinds: tuple[str, ...]):
+    """(label, base shape, view): an input of ``shape`` as the op gets it, a view of a base tensor."""
+    kind = r.choice(kinds)
+    if kind == "transposed":  # the first two dimensions' storage swapped (a transposed activation or weight)
+        return kind, (shape[1], shape[0], *shape[2:]), lambda t: t.transpose(0, 1)
+    if kind == "strided":  # every other element of a last dimension twice as wide
+        return kind, (*shape[:-1], 2 * shape[-1]), lambda t: t[..., ::2]
+    if kind == "offset":  # contiguous, one row into its storage: a pointer off a 16-byte boundary
+        return kind, (shape[0] + 1, *shape[1:]), lambda t: t[1:]
+    if kind == "expanded":  # one row broadcast over the batch (stride 0)
+        return kind, (1, *shape[1:]), lambda t: t.expand(*shape)
+    return "contiguous", tuple(shape), lambda t: t
+
+
+ACTIVATION = ("contiguous", "contiguous", "transposed", "strided", "offset", "expanded")
+PARAMETER = ("contiguous", "contiguous", "transposed", "strided", "offset")
+VECTOR = ("contiguous", "contiguous", "strided", "offset")
+
+
+def _ops_projection(r: random.Random):
+    n, b = r.choice((1, 2, 3, r.randint(4, 9))), _batch(r)
+    d = r.choice((r.randint(1, 20), r.randint(17, 200)))
+    ks = [r.choice((r.randint(1, 40), r.randint(41, 300))) for _ in range(n)]
+    absent = {i for i in range(n) if n > 1 and r.random() < 0.25}
+    if len(absent) == n:
+        absent.discard(r.randrange(n))
+    act, norm = r.choice(("none", "relu", "gelu", "tanh")), r.random() < 0.5
+    inputs = {f"x{i}": None if i in absent else ((b, k), ACTIVATION, 1.0) for i, k in enumerate(ks)}
+    inputs |= {f"w{i}": ((d, k), PARAMETER, k ** -0.5) for i, k in enumerate(ks)}
+    if r.random() < 0.7:
+        inputs["bias"] = ((n, d), PARAMETER, 0.1)
+
+    def call(fn, a):
+        return [fn([a.get(f"x{i}") for i in range(n)], [a[f"w{i}"] for i in range(n)], a.get("bias"), act, norm)]
+
+    params = {"B": b, "N": n, "D": d, "K": ks, "absent": sorted(absent), "act": act, "normalize": norm}
+    # the gradients: an input's sums over D (the norm's too), a weight's and the bias's over B
+    return params, inputs, call, [max(ks)], {"x": d, "w": b, "bias": b}
+
+
+def _ops_mfb(r: random.Random):
+    b, k1, k2, factors, o = _batch(r), r.randint(1, 200), r.randint(1, 200), r.randint(1, 5), r.randint(1, 50)
+    rows, norm, has_bias = o * factors, r.random() < 0.7, r.random() < 0.7
+    inputs = {"x": ((b, k1), ACTIVATION, 1.0), "y": ((b, k2), ACTIVATION, 1.0),
+              "u_w": ((rows, k1), PARAMETER, k1 ** -0.5), "v_w": ((rows, k2), PARAMETER, k2 ** -0.5)}
+    if has_bias:
+        inputs |= {"u_b": ((rows,), VECTOR, 0.1), "v_b": ((rows,), VECTOR, 0.1)}
+    if r.random() < 0.5:
+        inputs["present"] = ((b, 2), ("contiguous", "transposed"), "mask")
+
+    def call(fn, a):
+        return [fn(a["x"], a["y"], a["u_w"], a.get("u_b"), a["v_w"], a.get("v_b"), factors, a.get("present"), norm)]
+
+    params = {"B": b, "K1": k1, "K2": k2, "O": o, "factors": factors, "bias": has_bias, "present": "present" in inputs,
+              "normalize": norm}
+    return params, inputs, call, [max(k1, k2)], {"x": rows, "y": rows, "u_w": b, "v_w": b, "u_b": b, "v_b": b}
+
+
+def _ops_bilinear(r: random.Random):
+    b, k1, k2, o = _batch(r), r.randint(1, 30), r.randint(1, 30), r.randint(1, 60)
+    inputs = {"x": ((b, k1), ACTIVATION, 1.0), "y": ((b, k2), ACTIVATION, 1.0),
+              "weight": ((o, k1, k2), PARAMETER, (k1 * k2) ** -0.5)}
+    if r.random() < 0.7:
+        inputs["bias"] = ((o,), VECTOR, 0.1)
+
+    def call(fn, a):
+        return [fn(a["x"], a["y"], a["weight"], a.get("bias"))]
+
+    params = {"B": b, "K1": k1, "K2": k2, "O": o, "bias": "bias" in inputs}
+    return params, inputs, call, [k1 * k2], {"x": o * k2, "y": o * k1, "weight": b, "bias": b}
+
+
+def _ops_gated(r: random.Random):
+    b, n = _batch(r), r.choice((1, 2, 3, r.randint(4, 8)))
+    d = r.choice((r.randint(1, 64), r.randint(65, 1100)))
+    mode, per_feature = r.choice(("softmax", "sigmoid")), r.random() < 0.5
+    inputs = {"feats": ((b, n, d), ACTIVATION, 1.0), "logits": ((b, n, d) if per_feature else (b, n), ACTIVATION, 2.0),
+              "mask": ((b, n), ("contiguous", "transposed", "offset"), "mask")}
+
+    def call(fn, a):
+        return list(fn(a["feats"], a["logits"], a["mask"], mode))
+
+    params = {"B": b, "N": n, "D": d, "mode": mode, "per_feature": per_feature}
+    # the output and the empty-row flag; a feature's gradient is its gate times the output's, a
+    # per-modality logit's sums over D (as tests/kernels/test_gated.py takes it)
+    return params, inputs, call, [n, 1], {"feats": n, "logits": n * (1 if per_feature else d)}
+
+
+OPS_CASES = {"fused_projection": _ops_projection, "mfb": _ops_mfb, "bilinear": _ops_bilinear, "gated_fusion": _ops_gated}
+#: the ops whose Triton path is differentiable; the others train on the reference
+HAS_BACKWARD = ("fused_projection", "gated_fusion")
+REFERENCES = {"fused_projection": "fused_projection_reference", "mfb": "mfb_reference", "bilinear": "bilinear_reference",
+              "gated_fusion": "gated_fusion_reference"}
+
+
+@contextlib.contextmanager
+def _spied(name: str, calls: list):
+    """``edgefuse.kernels.reference.<name>`` counted in ``calls`` while inside: which path ops took."""
+    from edgefuse.kernels import reference as ref
+
+    real = getattr(ref, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    setattr(ref, name, spy)
+    try:
+        yield
+    finally:
+        setattr(ref, name, real)
+
+
+def draw_ops(seed: int, index: int, device: str):
+    """Ops-layer case ``index`` of ``seed``: (op, compute dtype, params, run(device), reference(),
+    reduction lengths, one per output and gradient). Each input is a random view (transposed, strided, off its storage's
+    alignment, broadcast over the batch); the case runs in float32, float16, bfloat16 (on
+    CUDA, and gated fusion, which has no dot, on a CPU: the interpreter's bfloat16 dot is
+    wrong), or under ``torch.autocast``; with
+    gradients (training: the ops with a Triton backward keep the kernel, the others take the
+    reference) or without. ``run`` fails when ops took the other path than its rules say, or
+    when an output's dtype is not the one they give (autocast's for the matmul-like ops)."""
+    import torch
+
+    from edgefuse.kernels import ops
+    from edgefuse.kernels import reference as ref
+    from edgefuse.kernels.selfcheck import _kernels_env
+
+    r = random.Random(f"ops:{seed}:{index}")
+    op = r.choice(OPS)
+    precisions = ["float32", "float16", "autocast float16"]
+    if device == "cuda":
+        precisions += ["bfloat16", "autocast bfloat16"]
+    elif op == "gated_fusion":  # no tl.dot in it: the interpreter runs bfloat16 right
+        precisions.append("bfloat16")
+    precision, grads = r.choice(precisions), r.random() < 0.4
+    autocast = precision.startswith("autocast ")
+    low = getattr(torch, precision.removeprefix("autocast "))
+    stored = torch.float32 if autocast else low
+    dtype = torch.float32 if autocast and op == "gated_fusion" else low  # gated fusion is a sum: autocast leaves it
+    params, inputs, call, forward_lens, grad_lens = OPS_CASES[op](r)
+    g = torch.Generator().manual_seed(r.getrandbits(32))
+    tensors, layouts = {}, {}
+    for name, spec in inputs.items():
+        if spec is None:
+            tensors[name] = None
+            continue
+        shape, kinds, scale = spec
+        layouts[name], base_shape, view = _layout(r, shape, kinds)
+        base = torch.rand(base_shape, generator=g) < 0.7 if scale == "mask" else torch.randn(base_shape, generator=g) * scale
+        tensors[name] = (base, view)
+    dout_seed = r.getrandbits(32)
+    # each output's reduction length. A gradient also carries the forward's rounding (the norm's
+    # Jacobian takes the pre-activations, which sum over K), and one in a view broadcast over the
+    # batch sums B rows more
+    reduce_len = list(forward_lens)
+    if grads:
+        reduce_len += [max(forward_lens[0], grad_lens[name.rstrip("0123456789")] * (params["B"] if layouts[name] == "expanded" else 1))
+                       for name, spec in inputs.items() if spec is not None and spec[2] != "mask"]
+    expected = "triton" if not grads or op in HAS_BACKWARD else "reference"
+    params = {**params, "precision": precision, "gradients": grads, "layouts": layouts, "path": expected}
+
+    def leaves(to, dev):
+        out = {}
+        for name, t in tensors.items():
+            if t is not None:
+                base, view = t
+                leaf = base.to(dev) if base.dtype == torch.bool else to(base).to(dev).requires_grad_(grads)
+                out[name] = (leaf, view(leaf))
+        return out
+
+    def finish(outs, ls, acc=None):
+        """``outs`` and, with gradients, every float leaf's for a random output gradient (rounded to
+        ``dtype``, in ``acc`` if given)."""
+        if not grads:
+            return outs
+        floats = [o for o in outs if o.is_floating_point()]
+        outs = [o.detach() for o in outs]
+        gen = torch.Generator().manual_seed(dout_seed)
+        douts = [torch.randn(o.shape, generator=gen).to(dtype).to(acc or o.dtype).to(o.device) for o in floats]
+        wrt = [leaf for leaf, _ in ls.values() if leaf.requires_grad]
+        got = torch.autograd.grad(floats, wrt, douts, allow_unused=True)
+        # no gradient (an absent modality's weight) as an empty tensor: it matches only another None
+        return [*outs, *(w.new_empty(0) if d is None else d for w, d in zip(wrt, got))]
+
+    def run(dev):
+        ls, calls = leaves(lambda t: t.to(stored), dev), []
+        context = torch.autocast(torch.device(dev).type, dtype=low) if autocast else contextlib.nullcontext()
+        # on a CPU ops would take the reference: EDGEFUSE_KERNELS=interpret; on CUDA, ops' own default
+        with _kernels_env("interpret" if dev == "cpu" else None), context, _spied(REFERENCES[op], calls):
+            outs = call(getattr(ops, op), {k: v for k, (_, v) in ls.items()})
+        took = "reference" if calls else "triton"
+        if took != expected:
+            raise AssertionError(f"ops.{op} ran the {took} path, its rules say {expected}")
+        wrong = [str(o.dtype) for o in outs if o.is_floating_point() and o.dtype != dtype]
+        if wrong:
+            raise AssertionError(f"ops.{op} returned {', '.join(wrong)}, expected {dtype}")
+        return finish(outs, ls)
+
+    def reference(acc=torch.float64):
+        # the inputs as the op computes with them (autocast casts them first), then in ``acc``
+        ls = leaves(lambda t: t.to(dtype if autocast else stored).to(acc), "cpu")
+        return finish(call(getattr(ref, REFERENCES[op]), {k: v for k, (_, v) in ls.items()}), ls, acc)
+
+    return op, dtype, params, run, reference, reduce_len
+
+
 def draw(seed: int, index: int):
     """Case ``index`` of ``seed``: (op, dtype, params, run(device), reference(), reduction length)."""
     import torch
@@ -219,11 +439,15 @@ def draw(seed: int, index: int):
     return (op, dtype, *CASES[op](r, dtype))
 
 
-def run_case(seed: int, index: int, device: str) -> dict:
-    """Case ``index`` of ``seed``: its op, dtype and shapes, and how far it is from the reference."""
+LAYERS = ("launchers", "ops")
+
+
+def run_case(seed: int, index: int, device: str, layer: str = "launchers") -> dict:
+    """Case ``index`` of ``seed`` on ``layer`` (the Triton launchers, or ``draw_ops``'s ops-layer
+    cases): its op, dtype and shapes, and how far it is from the reference."""
     from edgefuse.kernels.selfcheck import _compare
 
-    op, dtype, params, run, reference, reduce_len = draw(seed, index)
+    op, dtype, params, run, reference, reduce_len = draw(seed, index) if layer == "launchers" else draw_ops(seed, index, device)
     rec = {"index": index, "op": op, "dtype": str(dtype).removeprefix("torch."), **params}
     t = time.perf_counter()
     try:
@@ -254,6 +478,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", type=int, default=None, help="run this one case and print it")
     p.add_argument("--seconds", type=float, default=None, help="start no new case after this long")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--layer", default="launchers", choices=LAYERS,
+                   help="the Triton launchers, or edgefuse.kernels.ops over views, dtypes, autocast and training (draw_ops)")
     p.add_argument("--bare", action="store_true", help="on a CPU, without the guard and poisoned allocations")
     p.add_argument("--out", type=Path, default=None, help="folder for fuzz.json")
     args = p.parse_args(argv)
@@ -278,14 +504,14 @@ def _run(args) -> int:
     from edgefuse._fs import write_json
 
     if args.only is not None:
-        rec = run_case(args.seed, args.only, args.device)
+        rec = run_case(args.seed, args.only, args.device, args.layer)
         print(rec)
         return 0 if rec["ok"] else 1
     t0, records = time.perf_counter(), []
     for i in range(args.start, args.start + args.cases):
         if args.seconds is not None and time.perf_counter() - t0 > args.seconds:
             break
-        rec = run_case(args.seed, i, args.device)
+        rec = run_case(args.seed, i, args.device, args.layer)
         records.append(rec)
         if not rec["ok"]:
             print(f"FAIL {rec}", flush=True)
@@ -299,12 +525,18 @@ def _run(args) -> int:
     where = "cuda" if args.device == "cuda" else "cpu, Triton's interpreter"
     if not args.bare:
         where += ", guarded, poisoned allocations" if args.device == "cpu" else ", poisoned allocations"
-    doc = {"seed": args.seed, "device": where,
+    doc = {"seed": args.seed, "layer": args.layer, "device": where,
            "versions": {"torch": torch.__version__, "triton": triton.__version__}, "seconds": round(time.perf_counter() - t0, 1),
            "cases": len(records), "failed": len(failed), "by_op": by_op, "failures": failed, "records": records}
+    if args.layer == "ops":  # what the cases reached
+        doc["coverage"] = {key: dict(sorted(Counter(v for x in records for v in values(x)).items()))
+                           for key, values in (("precision", lambda x: [x["precision"]]), ("path", lambda x: [x["path"]]),
+                                               ("layout", lambda x: x["layouts"].values()))}
     if args.out:
-        write_json(doc, args.out / "fuzz.json")
-    print(f"{len(records)} cases in {doc['seconds']} s, {len(failed)} failed")
+        write_json(doc, args.out / ("fuzz.json" if args.layer == "launchers" else "fuzz_ops.json"))
+    print(f"{len(records)} {args.layer} cases in {doc['seconds']} s, {len(failed)} failed")
+    for key, counts in doc.get("coverage", {}).items():
+        print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for op, s in by_op.items():
         print(f"  {op:17} {s['cases']:4} cases  {s['failed']} failed  worst error/tolerance {s['worst_error_over_tolerance']}"
               f"  ({s['passed_within_torch_slack']} passed within {TORCH_SLACK:g}x PyTorch's own error)")

@@ -33,11 +33,11 @@ pack
 
 status=0
 # every parametrisation compiles its own binaries: spread the compiles over 8 processes when
-# pytest-xdist is there (the GPU image has it). These tests need about 320 binaries for
-# sm_90, 99 s of compiling in one process of the 2-core development VM with Triton 3.9, with
-# no compile error or resource problem, also with this machine's Python 3.12 + torch 2.11 +
-# Triton 3.6 (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json): about 15-20 s
-# over 8 processes, well inside the 120 s below.
+# pytest-xdist is there (the GPU image has it). These tests need about 360 binaries for
+# sm_90, 87-123 s of compiling in one process of the 2-core development VM (Triton 3.6 and
+# 3.9), with no compile error or resource problem, also with this machine's Python 3.12 +
+# torch 2.11 + Triton 3.6 (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json):
+# about 15-25 s over 8 processes, well inside the 120 s below.
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
 # test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
 # mutants of the kernels in the CPU interpreter: CI checks, not needed here
@@ -78,15 +78,20 @@ pack
 
 # random shapes, options and launch plans against the float64 references, compiled here
 # (bench/fuzz_kernels.py; CPU runs go through the interpreter, which does not fault on an
-# out-of-bounds access as the GPU does). Whatever time is left of the 5 minutes, up to 40 s.
-left=$((285 - SECONDS))
-if [ "$left" -gt 10 ]; then
-  [ "$left" -gt 40 ] && left=40
-  timeout $((left + 15)) "$PY" bench/fuzz_kernels.py --device cuda --cases 2000 --seconds "$left" \
-    --out "$OUT" 2>&1 | tail -n 30 | tee "$OUT/fuzz.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-else
-  echo "skipped: the steps above took $SECONDS s" | tee "$OUT/fuzz.log"
-fi
+# out-of-bounds access as the GPU does): the launchers, then the ops layer (views, bfloat16,
+# autocast, training dispatch). Whatever time is left of the 5 minutes: up to 30 s, then 15 s.
+fuzz() {  # fuzz LAYER MAX_SECONDS LOG
+  local left=$((285 - SECONDS))
+  if [ "$left" -gt 5 ]; then
+    [ "$left" -gt "$2" ] && left=$2
+    timeout $((left + 15)) "$PY" bench/fuzz_kernels.py --layer "$1" --device cuda --cases 2000 --seconds "$left" \
+      --out "$OUT" 2>&1 | tail -n 30 | tee "$OUT/$3"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "skipped: the steps above took $SECONDS s" | tee "$OUT/$3"
+  fi
+}
+fuzz launchers 30 fuzz.log
+fuzz ops 15 fuzz_ops.log
 pack
 exit $status

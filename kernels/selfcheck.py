@@ -170,15 +170,18 @@ def _short(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _compare(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: torch.dtype, reduce_len: int) -> float:
+def _compare(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: torch.dtype,
+             reduce_len: int | Sequence[int]) -> float:
     """The worst ``|out - ref| / tolerance`` over the outputs (inf for a non-finite value, a shape
-    mismatch, or a bool output, such as gated fusion's empty-row flag, that differs at all)."""
+    mismatch, or a bool output, such as gated fusion's empty-row flag, that differs at all).
+    ``reduce_len``: one for every output, or one each."""
+    lens = [reduce_len] * len(refs) if isinstance(reduce_len, int) else reduce_len
     worst = 0.0
-    for out, r in zip(outs, refs, strict=True):
+    for out, r, n in zip(outs, refs, lens, strict=True):
         if out.shape != r.shape or (r.dtype == torch.bool and not torch.equal(out, r)):
             return math.inf
         if r.dtype != torch.bool:
-            worst = max(worst, ref.error_over_tolerance(out, r, dtype, reduce_len))
+            worst = max(worst, ref.error_over_tolerance(out, r, dtype, n))
     return worst
 
 
@@ -556,7 +559,7 @@ def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[flo
 
 def _quiet_interpreter() -> None:
     """The interpreter runs ``tl.exp`` in numpy, which warns on overflow where the GPU quietly
-    gives inf: ``sigmoid(x) = 1 / (1 + exp(-x))`` of a large negative x (the tanh activation, a
+    gives inf: ``sigmoid(x) = 1 / (1 + exp(-x))`` of a large negative x (a
     sigmoid gate, a masked-out softmax term), whose result (0, or a discarded value) is exact.
     The comparison against the reference judges the outputs; the warnings only bury them."""
     import warnings

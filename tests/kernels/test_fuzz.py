@@ -67,3 +67,47 @@ def test_a_case_past_the_tolerance_passes_within_pytorchs_own_error(fuzz):
     # kernel was at 1.03 of the tolerance and PyTorch at 1.41; elsewhere the kernel may be inside it
     if "torch_error_over_tolerance" in rec:
         assert 1 < rec["error_over_tolerance"] <= fuzz.TORCH_SLACK * rec["torch_error_over_tolerance"], rec
+
+
+def test_ops_layer_cases_pass_and_reach_every_path(fuzz, tmp_path):
+    # seed 0's first 40 ops-layer cases: every op, both paths, every layout, in about 6 s
+    assert fuzz.main(["--layer", "ops", "--seed", "0", "--cases", "40", "--device", DEV, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "fuzz_ops.json").read_text())
+    assert doc["layer"] == "ops" and doc["cases"] == 40 and doc["failed"] == 0 and doc["failures"] == []
+    assert {r["op"] for r in doc["records"]} == set(fuzz.OPS)
+    cov = doc["coverage"]
+    assert set(cov["path"]) == {"triton", "reference"}
+    assert {"float32", "float16", "autocast float16"} <= set(cov["precision"])
+    assert set(cov["layout"]) == {"contiguous", "transposed", "strided", "offset", "expanded"}
+    again = fuzz.run_case(0, 5, DEV, "ops")
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in doc["records"][5].items() if k != "seconds"}
+
+
+def _first_ops_case(fuzz, want):
+    return next(i for i in range(300) if want(*fuzz.draw_ops(0, i, DEV)[:3]))
+
+
+def _noncontiguous_projection(op, dtype, p):
+    # (autocast's cast makes a contiguous copy; a view with a dimension of 1 can be contiguous)
+    return op == "fused_projection" and not p["gradients"] and p["precision"] in ("float32", "float16") and p["B"] > 1 and any(
+        p["layouts"].get(f"x{i}") in ("transposed", "strided") and k > 1 for i, k in enumerate(p["K"]))
+
+
+@pytest.mark.parametrize("attr,mutant,want,says", [
+    # inputs passed on as they came: the launcher refuses the strided view
+    ("_c", lambda t: t, _noncontiguous_projection, "contiguous"),
+    # autocast ignored: the matmul runs, and returns, float32
+    ("_autocast", list, lambda op, dtype, p: op != "gated_fusion" and p["precision"] == "autocast float16",
+     "returned torch.float32, expected torch.float16"),
+    # training not seen: MFB's forward-only kernel runs where autograd needs the reference
+    ("needs_grad", lambda *ts: False, lambda op, dtype, p: op == "mfb" and p["gradients"],
+     "ran the triton path, its rules say reference"),
+])
+def test_an_ops_layer_that_breaks_its_rules_fails_its_cases(fuzz, monkeypatch, attr, mutant, want, says):
+    from edgefuse.kernels import ops
+
+    index = _first_ops_case(fuzz, want)
+    assert fuzz.run_case(0, index, DEV, "ops")["ok"]
+    monkeypatch.setattr(ops, attr, mutant)
+    rec = fuzz.run_case(0, index, DEV, "ops")
+    assert not rec["ok"] and says in rec["error"], rec
