@@ -214,7 +214,9 @@ def gated_case(r: random.Random, dtype):
             return [out.detach(), empty]
         return [out.detach(), empty, *torch.autograd.grad(out, leaves, dout.to(dtype).to(acc))]
 
-    return params, run, reference, n
+    # the output sums N terms; with the backward, a per-modality logit's gradient sums D (as
+    # tests/kernels/test_gated.py takes it), a feature's is its gate times the output's
+    return params, run, reference, [n, 1] + ([n, n * (1 if per_feature else d)] if backward else [])
 
 
 CASES = {"fused_projection": projection_case, "mfb": mfb_case, "bilinear": bilinear_case, "gated_fusion": gated_case}
@@ -431,7 +433,7 @@ def draw_ops(seed: int, index: int, device: str):
 
 
 def draw(seed: int, index: int):
-    """Case ``index`` of ``seed``: (op, dtype, params, run(device), reference(), reduction length)."""
+    """Case ``index`` of ``seed``: (op, dtype, params, run(device), reference(), reduction length, or one per output)."""
     import torch
 
     r = random.Random(f"{seed}:{index}")
