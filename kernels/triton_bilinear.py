@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
 from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, dot_precision, next_pow2
 
@@ -135,15 +136,7 @@ def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
 
 def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
-    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"bilinear: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
-    b, k1 = x.shape
-    k2 = y.shape[1]
-    if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
-        raise ValueError(f"bilinear: expected weight [O, {k1}, {k2}], got {list(weight.shape)}")
-    o = weight.shape[0]
-    if bias is not None and tuple(bias.shape) != (o,):
-        raise ValueError(f"bilinear: expected bias [{o}], got {list(bias.shape)}")
+    b, k1, k2, o = checks.bilinear(x, y, weight, bias)
     check_tensors("bilinear", x, [("x", x), ("y", y), ("weight", weight), ("bias", bias)])
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
@@ -171,21 +164,7 @@ def mfb_triton(
     optional biases and ``present [B, 2]`` bool -> ``[B, O]``. ``config`` (BLOCK_M, BLOCK_O,
     BLOCK_K, num_warps) overrides ``_mfb_config`` (tests reach both normalisation paths with it;
     the benchmark times alternatives)."""
-    if factors < 1:
-        raise ValueError(f"mfb: factors must be >= 1, got {factors}")
-    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"mfb: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
-    b, k1 = x.shape
-    k2 = y.shape[1]
-    rows = u_w.shape[0]
-    if u_w.shape != (rows, k1) or v_w.shape != (rows, k2) or rows % factors:
-        raise ValueError(
-            f"mfb: expected u_w [O*{factors}, {k1}] and v_w [O*{factors}, {k2}], got {list(u_w.shape)} and {list(v_w.shape)}"
-        )
-    if (u_b is None) != (v_b is None) or (u_b is not None and (u_b.shape != (rows,) or v_b.shape != (rows,))):
-        raise ValueError(f"mfb: expected both biases [{rows}] or neither")
-    if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
-        raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
+    b, k1, k2, rows = checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present)
     check_tensors("mfb", x, [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
                   any_dtype=("present",))
     o = rows // factors

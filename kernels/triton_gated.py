@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
 from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, check_tensors, next_pow2
 
@@ -109,17 +110,7 @@ def _gated_bwd_kernel(
 
 
 def _check(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
-    if mode not in ("softmax", "sigmoid"):
-        raise ValueError(f"gated_fusion: mode must be 'softmax' or 'sigmoid', got {mode!r}")
-    if feats.dim() != 3:
-        raise ValueError(f"gated_fusion: expected feats [B, N, D], got {list(feats.shape)}")
-    b, n, d = feats.shape
-    if tuple(logits.shape) not in ((b, n), (b, n, d)):
-        raise ValueError(f"gated_fusion: expected logits [{b}, {n}] or [{b}, {n}, {d}], got {list(logits.shape)}")
-    if tuple(mask.shape) != (b, n) or mask.dtype != torch.bool:
-        raise ValueError(f"gated_fusion: expected mask [{b}, {n}] bool, got {list(mask.shape)} {mask.dtype}")
-    if not logits.dtype.is_floating_point:
-        raise ValueError(f"gated_fusion: expected floating-point logits, got {logits.dtype}")
+    checks.gated(feats, logits, mask, mode)
     check_tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], any_dtype=("logits", "mask"))
 
 

@@ -26,10 +26,11 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
 
 MAX_GROUPS = 8
-ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
+ACTS = checks.ACTS
 DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
 
 #: shared memory one launch may plan for, bytes: under the smallest per-block limit of the
@@ -478,32 +479,8 @@ def fused_projection_train(
 
 
 def _check_projection(xs, weights, bias, act) -> torch.Tensor:
-    """Raise ValueError naming what is wrong; return the first present input.
-
-    Runs on every call, so the common case reads each shape once and builds no string."""
-    if act not in ACTS:
-        raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
-    if len(xs) != len(weights) or not xs:
-        raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
-    first = next((i for i, x in enumerate(xs) if x is not None), None)
-    if first is None:
-        raise ValueError("fused_projection: expected at least one present input, got all None")
-    ref, w0 = xs[first], weights[0].shape
-    if len(w0) != 2 or w0[0] < 1:
-        raise ValueError(f"fused_projection: weight 0 must be [D, K_0] with D >= 1, got {list(w0)}")
-    if ref.dim() != 2:
-        raise ValueError(f"fused_projection: input {first} must be [B, K_{first}], got {list(ref.shape)}")
-    b, d = ref.shape[0], w0[0]
-    for i, (x, w) in enumerate(zip(xs, weights)):
-        ws = w.shape
-        if len(ws) != 2 or ws[0] != d:
-            raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(ws)}")
-        if x is not None:
-            s = x.shape
-            if len(s) != 2 or s[0] != b or s[1] != ws[1]:
-                raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={ws[1]}], got {list(s)}")
-    if bias is not None and bias.shape != (len(xs), d):
-        raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
+    """Raise ValueError naming what is wrong; return the first present input. Runs on every call."""
+    ref = checks.projection(xs, weights, bias, act)
     # the kernel reads bias as fp32: any float dtype
     check_tensors("fused_projection", ref, zip(_projection_names(len(xs)), (*weights, *xs, bias)), any_dtype=("bias",))
     return ref

@@ -103,8 +103,10 @@ def test_launcher_rejects_bad_inputs():
         fused_projection_triton(xs, [ws[0][:, 0].contiguous(), ws[1]], bias)
     with pytest.raises(ValueError, match="weight 1 is on meta, expected"):
         fused_projection_triton(xs, [ws[0], ws[1].to("meta")], bias)
-    with pytest.raises(ValueError, match="expected float32/float16/bfloat16 inputs, got torch.int32"):
+    with pytest.raises(ValueError, match="expected floating-point inputs, got torch.int32"):
         fused_projection_triton([x.int() for x in xs], ws, bias)
+    with pytest.raises(ValueError, match="expected float32/float16/bfloat16 inputs, got torch.float64"):
+        fused_projection_triton([x.double() for x in xs], [w.double() for w in ws], bias)
     with pytest.raises(ValueError, match="bias must be contiguous"):
         fused_projection_triton(xs, ws, bias.t().contiguous().t())
 

@@ -1,0 +1,115 @@
+"""What each fused op accepts: shapes, options and mask dtypes, checked the same on both paths.
+
+The Triton launchers call these, then check devices, dtypes and contiguity for the kernel
+(``triton_projection.check_tensors``). ``edgefuse.kernels.ops`` calls them on its reference
+path too (not while exporting: the graph holds the reference's operators only). Before, the
+reference took what torch's ops would take: a ``[B, 3]`` MFB presence mask silently (its first
+two columns), an unknown activation as none, any mode but "softmax" as "sigmoid", a float mask
+with a TypeError about ``~``. So a model that ran on a CPU could fail on a GPU. Each check
+raises ValueError naming what it expected and what it got. No Triton here: the reference path
+must work where Triton is not installed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+#: the projection's activations (its kernel's ACT codes)
+ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
+GATE_MODES = ("softmax", "sigmoid")
+
+
+def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor], bias: torch.Tensor | None,
+               act: str) -> torch.Tensor:
+    """``xs[i] [B, K_i]`` (None = absent, at least one present), ``weights[i] [D, K_i]``,
+    ``bias [N, D]`` or None, ``act`` in ``ACTS``; returns the first present input.
+
+    The launcher runs it on every call, so the common case reads each shape once and builds no string."""
+    if act not in ACTS:
+        raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
+    if len(xs) != len(weights) or not xs:
+        raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
+    first = next((i for i, x in enumerate(xs) if x is not None), None)
+    if first is None:
+        raise ValueError("fused_projection: expected at least one present input, got all None")
+    ref, w0 = xs[first], weights[0].shape
+    if len(w0) != 2 or w0[0] < 1:
+        raise ValueError(f"fused_projection: weight 0 must be [D, K_0] with D >= 1, got {list(w0)}")
+    if ref.dim() != 2:
+        raise ValueError(f"fused_projection: input {first} must be [B, K_{first}], got {list(ref.shape)}")
+    if not ref.dtype.is_floating_point:
+        raise ValueError(f"fused_projection: expected floating-point inputs, got {ref.dtype}")
+    b, d = ref.shape[0], w0[0]
+    for i, (x, w) in enumerate(zip(xs, weights)):
+        ws = w.shape
+        if len(ws) != 2 or ws[0] != d:
+            raise ValueError(f"fused_projection: weight {i} must be [D={d}, K_{i}], got {list(ws)}")
+        if x is not None:
+            s = x.shape
+            if len(s) != 2 or s[0] != b or s[1] != ws[1]:
+                raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={ws[1]}], got {list(s)}")
+    if bias is not None and bias.shape != (len(xs), d):
+        raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
+    return ref
+
+
+def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int, int, int]:
+    """``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` or None; returns (B, K1, K2, O)."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"bilinear: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"bilinear: expected floating-point inputs, got {x.dtype}")
+    b, k1 = x.shape
+    k2 = y.shape[1]
+    if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
+        raise ValueError(f"bilinear: expected weight [O, {k1}, {k2}], got {list(weight.shape)}")
+    o = weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"bilinear: expected bias [{o}], got {list(bias.shape)}")
+    return b, k1, k2, o
+
+
+def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor,
+        v_b: torch.Tensor | None, factors: int, present: torch.Tensor | None) -> tuple[int, int, int, int]:
+    """``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``, both
+    biases ``[O*factors]`` or neither, ``present [B, 2]`` bool or None; returns (B, K1, K2, O*factors)."""
+    if factors < 1:
+        raise ValueError(f"mfb: factors must be >= 1, got {factors}")
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"mfb: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"mfb: expected floating-point inputs, got {x.dtype}")
+    b, k1 = x.shape
+    k2 = y.shape[1]
+    rows = u_w.shape[0] if u_w.dim() else 0
+    if u_w.shape != (rows, k1) or v_w.shape != (rows, k2) or rows % factors:
+        raise ValueError(
+            f"mfb: expected u_w [O*{factors}, {k1}] and v_w [O*{factors}, {k2}], got {list(u_w.shape)} and {list(v_w.shape)}"
+        )
+    if (u_b is None) != (v_b is None) or (u_b is not None and (u_b.shape != (rows,) or v_b.shape != (rows,))):
+        got = " and ".join("None" if t is None else str(list(t.shape)) for t in (u_b, v_b))
+        raise ValueError(f"mfb: expected both biases [{rows}] or neither, got {got}")
+    if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
+        raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
+    return b, k1, k2, rows
+
+
+def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str) -> tuple[int, int, int]:
+    """``feats [B, N, D]``, float ``logits [B, N]`` or ``[B, N, D]``, ``mask [B, N]`` bool, ``mode``
+    in ``GATE_MODES``; returns (B, N, D)."""
+    if mode not in GATE_MODES:
+        raise ValueError(f"gated_fusion: mode must be 'softmax' or 'sigmoid', got {mode!r}")
+    if feats.dim() != 3:
+        raise ValueError(f"gated_fusion: expected feats [B, N, D], got {list(feats.shape)}")
+    if not feats.dtype.is_floating_point:
+        raise ValueError(f"gated_fusion: expected floating-point feats, got {feats.dtype}")
+    b, n, d = feats.shape
+    if tuple(logits.shape) not in ((b, n), (b, n, d)):
+        raise ValueError(f"gated_fusion: expected logits [{b}, {n}] or [{b}, {n}, {d}], got {list(logits.shape)}")
+    if tuple(mask.shape) != (b, n) or mask.dtype != torch.bool:
+        raise ValueError(f"gated_fusion: expected mask [{b}, {n}] bool, got {list(mask.shape)} {mask.dtype}")
+    if not logits.dtype.is_floating_point:
+        raise ValueError(f"gated_fusion: expected floating-point logits, got {logits.dtype}")
+    return b, n, d

@@ -1,0 +1,75 @@
+"""Both paths of each public op refuse bad input alike (kernels/checks.py): the reference path
+used to take what torch's ops would take, so a call that ran on a CPU could fail on a GPU."""
+
+import pytest
+import torch
+
+from edgefuse.kernels import ops
+from tests.conftest import KERNEL_DEVICE as DEV
+
+# the kernel path on this machine: compiled on a GPU, interpreted elsewhere
+KERNEL = "triton" if DEV == "cuda" else "interpret"
+
+
+def _t(*shape, dtype=torch.float32):
+    return torch.ones(*shape, dtype=dtype, device=DEV)
+
+
+def _mask(*shape):
+    return _t(*shape, dtype=torch.bool)
+
+
+x, y, w = _t(3, 4), _t(3, 5), _t(6, 4)
+# (op, arguments, what the error says): each of these the reference ops used to take or fail on
+# with torch's own message
+BAD = {
+    "projection, unknown activation (the reference took it as none)":
+        ("fused_projection", ([x], [w], None, "sigmoid"), "act must be one of ['gelu', 'none', 'relu', 'tanh'], got 'sigmoid'"),
+    "projection, a weight of another width":
+        ("fused_projection", ([x, y], [w, _t(6, 4)], None, "none"), "input 1 must be [B=3, K_1=4], got [3, 5]"),
+    "projection, bias of another shape":
+        ("fused_projection", ([x], [w], _t(6), "none"), "bias must be [N=1, D=6], got [6]"),
+    "projection, integer inputs":
+        ("fused_projection", ([x.long()], [w.long()], None, "none"), "expected floating-point inputs, got torch.int64"),
+    "bilinear, weight of other widths":
+        ("bilinear", (x, y, _t(2, 5, 4), None), "expected weight [O, 4, 5], got [2, 5, 4]"),
+    "bilinear, batches that differ":
+        ("bilinear", (x, y[:2], _t(2, 4, 5), None), "with the same B, got [3, 4] and [2, 5]"),
+    "mfb, a [B, 3] presence mask (the reference read its first two columns)":
+        ("mfb", (x, y, w, None, _t(6, 5), None, 2, _mask(3, 3)), "expected present [B=3, 2] bool, got [3, 3] torch.bool"),
+    "mfb, a float presence mask":
+        ("mfb", (x, y, w, None, _t(6, 5), None, 2, _t(3, 2)), "expected present [B=3, 2] bool, got [3, 2] torch.float32"),
+    "mfb, rows not a multiple of the factors":
+        ("mfb", (x, y, w, None, _t(6, 5), None, 4, None), "expected u_w [O*4, 4] and v_w [O*4, 5], got [6, 4] and [6, 5]"),
+    "mfb, one bias":
+        ("mfb", (x, y, w, _t(6), _t(6, 5), None, 2, None), "expected both biases [6] or neither, got [6] and None"),
+    "gated, a float mask":
+        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _t(3, 2), "softmax"), "expected mask [3, 2] bool, got [3, 2] torch.float32"),
+    "gated, a mask of another shape":
+        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _mask(3), "softmax"), "expected mask [3, 2] bool, got [3] torch.bool"),
+    "gated, an unknown mode (the reference took it as sigmoid)":
+        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _mask(3, 2), "relu"), "mode must be 'softmax' or 'sigmoid', got 'relu'"),
+    "gated, logits of another shape":
+        ("gated_fusion", (_t(3, 2, 5), _t(3, 5), _mask(3, 2), "softmax"), "expected logits [3, 2] or [3, 2, 5], got [3, 5]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_both_paths_refuse_bad_input_with_the_same_error(case, monkeypatch):
+    op, args, says = BAD[case]
+    errors = {}
+    for path in ("reference", KERNEL):
+        monkeypatch.setenv("EDGEFUSE_KERNELS", path)
+        with pytest.raises(ValueError) as e:
+            getattr(ops, op)(*args)
+        errors[path] = str(e.value)
+    assert says in errors["reference"], errors
+    assert errors["reference"] == errors[KERNEL]
+
+
+def test_the_reference_path_still_takes_what_only_the_kernel_refuses(monkeypatch):
+    """Float64 (a float64 model on a CPU) and mixed devices are the reference's to take or refuse."""
+    monkeypatch.setenv("EDGEFUSE_KERNELS", "reference")
+    out, empty = ops.gated_fusion(_t(3, 2, 5).double(), _t(3, 2).double(), _mask(3, 2))
+    assert out.dtype == torch.float64 and not empty.any()
+    assert ops.fused_projection([x.double()], [w.double()], None, "relu").shape == (3, 1, 6)
