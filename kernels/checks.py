@@ -55,14 +55,18 @@ def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor
     return ref
 
 
+def _pair(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int, int]:
+    """Float ``x [B, K1]`` and ``y [B, K2]``: (B, K1, K2)."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{op}: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{op}: expected floating-point inputs, got {x.dtype}")
+    return x.shape[0], x.shape[1], y.shape[1]
+
+
 def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int, int, int]:
     """``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` or None; returns (B, K1, K2, O)."""
-    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"bilinear: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"bilinear: expected floating-point inputs, got {x.dtype}")
-    b, k1 = x.shape
-    k2 = y.shape[1]
+    b, k1, k2 = _pair("bilinear", x, y)
     if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
         raise ValueError(f"bilinear: expected weight [O, {k1}, {k2}], got {list(weight.shape)}")
     o = weight.shape[0]
@@ -77,12 +81,7 @@ def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor |
     biases ``[O*factors]`` or neither, ``present [B, 2]`` bool or None; returns (B, K1, K2, O*factors)."""
     if factors < 1:
         raise ValueError(f"mfb: factors must be >= 1, got {factors}")
-    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"mfb: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"mfb: expected floating-point inputs, got {x.dtype}")
-    b, k1 = x.shape
-    k2 = y.shape[1]
+    b, k1, k2 = _pair("mfb", x, y)
     rows = u_w.shape[0] if u_w.dim() else 0
     if u_w.shape != (rows, k1) or v_w.shape != (rows, k2) or rows % factors:
         raise ValueError(
