@@ -90,7 +90,7 @@ def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, b
 def mfb_reference_pool(z: torch.Tensor, factors: int, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
     """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if
     ``normalize``; ``widened``, as the kernel pools."""
-    pooled = widened(z).view(z.shape[0], -1, factors).sum(-1)
+    pooled = widened(z).view(z.shape[0], z.shape[1] // factors, factors).sum(-1)  # (not -1: B = 0 has no inferable size)
     if normalize:
         pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
         pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)
@@ -135,14 +135,17 @@ def gated_fusion_reference(
 
     ``mode='softmax'``: softmax of the logits over present modalities. ``mode='sigmoid'``:
     ``sigmoid(logits)`` renormalised to sum to 1 over present modalities. Rows with no
-    present modality give zeros.
+    present modality give zeros. An absent modality's features and logits are never read, as
+    the kernel's masked loads never read them: a NaN or inf there (a dead sensor's slot)
+    changes nothing, where a gate of 0 times NaN would have made the row NaN.
     """
     g_logits = logits if logits.dim() == 3 else logits.unsqueeze(-1)
-    wide = widened(feats)  # as the kernel; float64 stays (the oracle)
+    absent = ~mask.unsqueeze(-1)
+    wide = widened(feats).masked_fill(absent, 0)  # as the kernel; float64 stays (the oracle)
     if mode == "softmax":
         gates = masked_softmax(g_logits.to(wide.dtype), mask, dim=1)
     else:
-        e = torch.sigmoid(g_logits.to(wide.dtype)) * mask.unsqueeze(-1)
+        e = torch.sigmoid(g_logits.to(wide.dtype).masked_fill(absent, 0)) * mask.unsqueeze(-1)
         gates = e / e.sum(dim=1, keepdim=True).clamp_min(1e-30)
     out = (gates * wide).sum(dim=1)
     return out.to(feats.dtype), ~mask.any(dim=1)

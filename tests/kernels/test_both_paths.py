@@ -1,5 +1,7 @@
-"""Both paths of each public op refuse bad input alike (kernels/checks.py): the reference path
-used to take what torch's ops would take, so a call that ran on a CPU could fail on a GPU."""
+"""Both paths of each public op (the reference, the kernel) agree where the fuzzer's random cases
+do not go: bad input is refused alike (kernels/checks.py: the reference path used to take what
+torch's ops would take, so a call that ran on a CPU could fail on a GPU); an absent modality's
+slot is never read, NaN there included; an empty batch gives empty outputs."""
 
 import pytest
 import torch
@@ -73,3 +75,45 @@ def test_the_reference_path_still_takes_what_only_the_kernel_refuses(monkeypatch
     out, empty = ops.gated_fusion(_t(3, 2, 5).double(), _t(3, 2).double(), _mask(3, 2))
     assert out.dtype == torch.float64 and not empty.any()
     assert ops.fused_projection([x.double()], [w.double()], None, "relu").shape == (3, 1, 6)
+
+
+@pytest.mark.parametrize("per_feature", [False, True])
+@pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
+def test_an_absent_modalitys_slot_is_never_read_on_either_path(per_feature, mode, monkeypatch):
+    """NaN, inf and -inf in absent modalities' features and logits (a dead sensor's slot) change
+    nothing: the output and the gradients are those with zeros there. The reference multiplied
+    them by a gate of 0, and 0 x NaN made the row NaN, where the kernel's masked loads skip them."""
+    g = torch.Generator().manual_seed(0)
+    b, n, d = 4, 3, 37
+    feats, logits = torch.randn(b, n, d, generator=g), torch.randn(*((b, n, d) if per_feature else (b, n)), generator=g)
+    mask = torch.tensor([[True, False, True], [False, True, False], [True, True, True], [False, False, True]])
+    poison = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    bad_f, bad_l = feats.clone(), logits.clone()
+    for i, (row, col) in enumerate((~mask).nonzero().tolist()):
+        bad_f[row, col] = poison[i % 3]
+        bad_l[row, col] = poison[(i + 1) % 3]
+    dout = torch.randn(b, d, generator=g)
+    results = {}
+    for path in ("reference", KERNEL):
+        monkeypatch.setenv("EDGEFUSE_KERNELS", path)
+        for name, (f, lg) in {"clean": (feats, logits), "poisoned": (bad_f, bad_l)}.items():
+            f, lg = f.to(DEV).requires_grad_(), lg.to(DEV).requires_grad_()
+            out, empty = ops.gated_fusion(f, lg, mask.to(DEV), mode)
+            df, dl = torch.autograd.grad(out, (f, lg), dout.to(DEV))
+            results[path, name] = [t.detach().cpu() for t in (out, empty, df, dl)]
+    for path in ("reference", KERNEL):
+        clean, poisoned = results[path, "clean"], results[path, "poisoned"]
+        for what, c, p in zip(("output", "empty flag", "d feats", "d logits"), clean, poisoned):
+            assert torch.equal(c, p), f"{path}: the {what} changed with NaN/inf in absent slots"
+    torch.testing.assert_close(results[KERNEL, "poisoned"][0], results["reference", "poisoned"][0])
+
+
+@pytest.mark.parametrize("path", ["reference", KERNEL])
+def test_an_empty_batch_gives_empty_outputs_on_either_path(path, monkeypatch):
+    monkeypatch.setenv("EDGEFUSE_KERNELS", path)
+    x0, y0 = _t(0, 4), _t(0, 5)
+    assert ops.fused_projection([x0, None], [w, _t(6, 5)], None, "relu", True).shape == (0, 2, 6)
+    assert ops.bilinear(x0, y0, _t(2, 4, 5), None).shape == (0, 2)
+    assert ops.mfb(x0, y0, w, None, _t(6, 5), None, 2, _mask(0, 2)).shape == (0, 3)  # the reference's pooling failed here
+    out, empty = ops.gated_fusion(_t(0, 2, 5), _t(0, 2), _mask(0, 2))
+    assert out.shape == (0, 5) and empty.shape == (0,)
