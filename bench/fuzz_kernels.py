@@ -340,13 +340,15 @@ def _spied(name: str, calls: list):
 
 def draw_ops(seed: int, index: int, device: str):
     """Ops-layer case ``index`` of ``seed``: (op, compute dtype, params, run(device), reference(),
-    reduction lengths, one per output and gradient). Each input is a random view (transposed, strided, off its storage's
-    alignment, broadcast over the batch); the case runs in float32, float16, bfloat16 (on
-    CUDA, and gated fusion, which has no dot, on a CPU: the interpreter's bfloat16 dot is
-    wrong), or under ``torch.autocast``; with
-    gradients (training: the ops with a Triton backward keep the kernel, the others take the
-    reference) or without. ``run`` fails when ops took the other path than its rules say, or
-    when an output's dtype is not the one they give (autocast's for the matmul-like ops)."""
+    reduction lengths, one per output and gradient).
+
+    Each input is a random view (transposed, strided, off its storage's alignment, broadcast
+    over the batch). The case runs in float32, float16, bfloat16 (on CUDA; on a CPU gated
+    fusion only, which has no dot: the interpreter's bfloat16 dot is wrong), or under
+    ``torch.autocast``; with gradients (training: the ops with a Triton backward keep the
+    kernel, the others take the reference) or without. ``run`` fails when ops took the other
+    path than its rules say, or when an output's dtype is not the one they give (autocast's
+    for the matmul-like ops)."""
     import torch
 
     from edgefuse.kernels import ops
