@@ -1,30 +1,63 @@
 """What each fused op accepts: shapes, options and mask dtypes, checked the same on both paths.
 
-The Triton launchers call these, then check devices, dtypes and contiguity for the kernel
-(``triton_projection.check_tensors``). ``edgefuse.kernels.ops`` calls them on its reference
-path too (not while exporting: the graph holds the reference's operators only). Before, the
+The Triton launchers call these with ``kernel=True``, which adds what only the kernel needs
+(contiguous tensors, float32/float16/bfloat16). ``edgefuse.kernels.ops`` calls them on its
+reference path too (not while exporting: the graph holds the reference's operators only), so
+shapes, options, devices and dtypes are refused alike on both paths. Before, the
 reference took what torch's ops would take: a ``[B, 3]`` MFB presence mask silently (its first
 two columns), an unknown activation as none, any mode but "softmax" as "sigmoid", a float mask
-with a TypeError about ``~``. So a model that ran on a CPU could fail on a GPU. Each check
-raises ValueError naming what it expected and what it got. No Triton here: the reference path
-must work where Triton is not installed.
+with a TypeError about ``~``, a weight of another dtype with torch's RuntimeError. So a model
+that ran on a CPU could fail on a GPU. Each check raises ValueError naming what it expected and
+what it got. No Triton here: the reference path must work where Triton is not installed.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Iterable, Sequence
 
 import torch
 
 #: the projection's activations (its kernel's ACT codes)
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
 GATE_MODES = ("softmax", "sigmoid")
+#: the dtypes the kernels compute in
+KERNEL_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def tensors(op: str, ref: torch.Tensor, named: Iterable[tuple[str, torch.Tensor | None]], any_dtype: tuple[str, ...] = (),
+            kernel: bool = False) -> None:
+    """Every ``(name, tensor)`` of ``named`` (None = absent, skipped) is on ``ref``'s device and,
+    unless its name is in ``any_dtype``, of ``ref``'s dtype; for the kernel also contiguous, and
+    ``ref`` float32/float16/bfloat16. Raises ValueError naming it.
+
+    It runs on every launch: ``ref``'s dtype and device are read once, and a caller with
+    computed names passes them cached (see ``_projection_names``), not built per call."""
+    dtype, device = ref.dtype, ref.device
+    if kernel and dtype not in KERNEL_FLOATS:
+        raise ValueError(f"{op}: expected float32/float16/bfloat16 inputs, got {dtype}")
+    for what, t in named:
+        if t is None:
+            continue
+        if t.device != device:
+            raise ValueError(f"{op}: {what} is on {t.device}, expected {device}")
+        if t.dtype != dtype and what not in any_dtype:
+            raise ValueError(f"{op}: {what} has dtype {t.dtype}, expected {dtype}")
+        if kernel and not t.is_contiguous():
+            raise ValueError(f"{op}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _projection_names(n: int) -> tuple[str, ...]:
+    """The names ``tensors`` gives the projection's weights, inputs and bias, built once per N."""
+    return (*(f"weight {i}" for i in range(n)), *(f"input {i}" for i in range(n)), "bias")
 
 
 def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor], bias: torch.Tensor | None,
-               act: str) -> torch.Tensor:
+               act: str, kernel: bool = False) -> torch.Tensor:
     """``xs[i] [B, K_i]`` (None = absent, at least one present), ``weights[i] [D, K_i]``,
-    ``bias [N, D]`` or None, ``act`` in ``ACTS``; returns the first present input.
+    ``bias [N, D]`` (any float dtype: the kernel reads it as float32) or None, ``act`` in
+    ``ACTS``; returns the first present input.
 
     The launcher runs it on every call, so the common case reads each shape once and builds no string."""
     if act not in ACTS:
@@ -52,6 +85,7 @@ def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor
                 raise ValueError(f"fused_projection: input {i} must be [B={b}, K_{i}={ws[1]}], got {list(s)}")
     if bias is not None and bias.shape != (len(xs), d):
         raise ValueError(f"fused_projection: bias must be [N={len(xs)}, D={d}], got {list(bias.shape)}")
+    tensors("fused_projection", ref, zip(_projection_names(len(xs)), (*weights, *xs, bias)), ("bias",), kernel)
     return ref
 
 
@@ -64,7 +98,8 @@ def _pair(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int, int]:
     return x.shape[0], x.shape[1], y.shape[1]
 
 
-def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int, int, int]:
+def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             kernel: bool = False) -> tuple[int, int, int, int]:
     """``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` or None; returns (B, K1, K2, O)."""
     b, k1, k2 = _pair("bilinear", x, y)
     if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
@@ -72,11 +107,12 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
     o = weight.shape[0]
     if bias is not None and tuple(bias.shape) != (o,):
         raise ValueError(f"bilinear: expected bias [{o}], got {list(bias.shape)}")
+    tensors("bilinear", x, [("x", x), ("y", y), ("weight", weight), ("bias", bias)], (), kernel)
     return b, k1, k2, o
 
 
 def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor,
-        v_b: torch.Tensor | None, factors: int, present: torch.Tensor | None) -> tuple[int, int, int, int]:
+        v_b: torch.Tensor | None, factors: int, present: torch.Tensor | None, kernel: bool = False) -> tuple[int, int, int, int]:
     """``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``, both
     biases ``[O*factors]`` or neither, ``present [B, 2]`` bool or None; returns (B, K1, K2, O*factors)."""
     if factors < 1:
@@ -92,10 +128,12 @@ def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor |
         raise ValueError(f"mfb: expected both biases [{rows}] or neither, got {got}")
     if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
         raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
+    tensors("mfb", x, [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
+            ("present",), kernel)
     return b, k1, k2, rows
 
 
-def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str) -> tuple[int, int, int]:
+def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str, kernel: bool = False) -> tuple[int, int, int]:
     """``feats [B, N, D]``, float ``logits [B, N]`` or ``[B, N, D]``, ``mask [B, N]`` bool, ``mode``
     in ``GATE_MODES``; returns (B, N, D)."""
     if mode not in GATE_MODES:
@@ -111,4 +149,5 @@ def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: s
         raise ValueError(f"gated_fusion: expected mask [{b}, {n}] bool, got {list(mask.shape)} {mask.dtype}")
     if not logits.dtype.is_floating_point:
         raise ValueError(f"gated_fusion: expected floating-point logits, got {logits.dtype}")
+    tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], ("logits", "mask"), kernel)
     return b, n, d

@@ -78,7 +78,8 @@ def fused_projection_reference(
         if x is None:
             rows.append(present[0].new_zeros((b, d)))
             continue
-        rows.append(act_normalize(F.linear(x, w, None if bias is None else bias[i]), act, normalize, eps))
+        # the bias in any float dtype, as the kernel reads it (a no-op when it is x's, so graphs are unchanged)
+        rows.append(act_normalize(F.linear(x, w, None if bias is None else bias[i].to(x.dtype)), act, normalize, eps))
     return torch.stack(rows, dim=1)  # stack, not slice assignment: exports without a scatter
 
 

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, check_tensors, dot_precision, next_pow2
+from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, dot_precision, next_pow2
 
 
 @triton.jit
@@ -136,8 +136,7 @@ def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
 
 def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
-    b, k1, k2, o = checks.bilinear(x, y, weight, bias)
-    check_tensors("bilinear", x, [("x", x), ("y", y), ("weight", weight), ("bias", bias)])
+    b, k1, k2, o = checks.bilinear(x, y, weight, bias, kernel=True)
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
     if min(block_m, block_o, block_i * block_j) < DOT_MIN:
@@ -164,9 +163,7 @@ def mfb_triton(
     optional biases and ``present [B, 2]`` bool -> ``[B, O]``. ``config`` (BLOCK_M, BLOCK_O,
     BLOCK_K, num_warps) overrides ``_mfb_config`` (tests reach both normalisation paths with it;
     the benchmark times alternatives)."""
-    b, k1, k2, rows = checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present)
-    check_tensors("mfb", x, [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
-                  any_dtype=("present",))
+    b, k1, k2, rows = checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present, kernel=True)
     o = rows // factors
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
     block_f = next_pow2(factors)

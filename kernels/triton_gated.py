@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, check_tensors, next_pow2
+from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, next_pow2
 
 
 @triton.jit
@@ -109,11 +109,6 @@ def _gated_bwd_kernel(
         tl.store(dlogit_ptr + row * N + offs_n[:, None], dlogit.to(dlogit_ptr.dtype.element_ty), mask=n_ok[:, None])
 
 
-def _check(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
-    checks.gated(feats, logits, mask, mode)
-    check_tensors("gated_fusion", feats, [("feats", feats), ("logits", logits), ("mask", mask)], any_dtype=("logits", "mask"))
-
-
 #: bytes one thread loads per vector instruction (128-bit loads), and per warp
 VECTOR_BYTES = 16
 WARP_BYTES = 32 * VECTOR_BYTES
@@ -161,7 +156,7 @@ def gated_fusion_triton(
     """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'.
     ``config``: (BLOCK_N, BLOCK_D, num_warps) instead of ``_blocks``' (the benchmark times
     alternatives)."""
-    _check(feats, logits, mask, mode)
+    checks.gated(feats, logits, mask, mode, kernel=True)
     b, n, d = feats.shape
     out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
     empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
@@ -185,11 +180,11 @@ def gated_fusion_backward_triton(
     Absent modalities and empty rows get zero gradients, as from the reference. ``config`` as
     for the forward.
     """
-    _check(feats, logits, mask, mode)
+    checks.gated(feats, logits, mask, mode, kernel=True)
     b, n, d = feats.shape
     if tuple(dout.shape) != (b, d):
         raise ValueError(f"gated_fusion backward: expected dout [{b}, {d}], got {list(dout.shape)}")
-    check_tensors("gated_fusion backward", feats, [("dout", dout)], any_dtype=("dout",))
+    checks.tensors("gated_fusion backward", feats, [("dout", dout)], ("dout",), kernel=True)
     return _backward(feats, logits, mask, dout, mode, config)
 
 

@@ -49,9 +49,6 @@ MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
 #: about on every first compile and 3.10 turns off.
 FP_FUSION = True
 
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
-
-
 # Launch arithmetic in plain Python: triton.cdiv and triton.next_power_of_2 are JIT-callable
 # wrappers costing microseconds each, and at edge batches the launcher's host time is the
 # kernel's latency.
@@ -80,27 +77,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     except AttributeError:  # torch < 2.9 (reading allow_tf32 from 2.9 on can raise: mixed APIs)
         return "tf32" if matmul.allow_tf32 else "ieee"
     return "tf32" if setting == "tf32" else "ieee"
-
-
-def check_tensors(op: str, ref: torch.Tensor, tensors, any_dtype: tuple[str, ...] = ()) -> None:
-    """The launchers' common argument check: ``ref`` is a float tensor, and every ``(name,
-    tensor)`` of ``tensors`` (None = absent, skipped) is on ``ref``'s device, contiguous and,
-    unless its name is in ``any_dtype``, of ``ref``'s dtype. Raises ValueError naming it.
-
-    It runs on every launch: ``ref``'s dtype and device are read once, and a launcher with
-    computed names passes them cached (see ``_projection_names``), not built per call."""
-    dtype, device = ref.dtype, ref.device
-    if dtype not in _FLOATS:
-        raise ValueError(f"{op}: expected float32/float16/bfloat16 inputs, got {dtype}")
-    for what, t in tensors:
-        if t is None:
-            continue
-        if t.device != device:
-            raise ValueError(f"{op}: {what} is on {t.device}, expected {device}")
-        if t.dtype != dtype and what not in any_dtype:
-            raise ValueError(f"{op}: {what} has dtype {t.dtype}, expected {dtype}")
-        if not t.is_contiguous():
-            raise ValueError(f"{op}: {what} must be contiguous (call .contiguous()), got strides {t.stride()}")
 
 
 def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
@@ -389,7 +365,7 @@ def fused_projection_triton(
     Returns ``[B, N, D]`` in the inputs' dtype. Raises ValueError on mismatched shapes,
     dtypes, devices or non-contiguous tensors. ``config`` overrides ``_config`` (tests).
     """
-    ref = _check_projection(xs, weights, bias, act)
+    ref = checks.projection(xs, weights, bias, act, kernel=True)  # raises ValueError naming what is wrong
     n, d, b = len(xs), weights[0].shape[0], ref.shape[0]
     out = torch.empty((b, n, d), device=ref.device, dtype=ref.dtype)
     if b == 0:
@@ -478,15 +454,3 @@ def fused_projection_train(
     return act_normalize(ProjectionFunction.apply(bias, len(xs), *xs, *weights), act, normalize)
 
 
-def _check_projection(xs, weights, bias, act) -> torch.Tensor:
-    """Raise ValueError naming what is wrong; return the first present input. Runs on every call."""
-    ref = checks.projection(xs, weights, bias, act)
-    # the kernel reads bias as fp32: any float dtype
-    check_tensors("fused_projection", ref, zip(_projection_names(len(xs)), (*weights, *xs, bias)), any_dtype=("bias",))
-    return ref
-
-
-@functools.lru_cache(maxsize=None)
-def _projection_names(n: int) -> tuple[str, ...]:
-    """The names ``check_tensors`` gives the projection's weights, inputs and bias, built once per N."""
-    return (*(f"weight {i}" for i in range(n)), *(f"input {i}" for i in range(n)), "bias")

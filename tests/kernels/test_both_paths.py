@@ -6,7 +6,7 @@ slot is never read, NaN there included; an empty batch gives empty outputs."""
 import pytest
 import torch
 
-from edgefuse.kernels import ops
+from edgefuse.kernels import ops, reference
 from tests.conftest import KERNEL_DEVICE as DEV
 
 # the kernel path on this machine: compiled on a GPU, interpreted elsewhere
@@ -33,10 +33,14 @@ BAD = {
         ("fused_projection", ([x], [w], _t(6), "none"), "bias must be [N=1, D=6], got [6]"),
     "projection, integer inputs":
         ("fused_projection", ([x.long()], [w.long()], None, "none"), "expected floating-point inputs, got torch.int64"),
+    "projection, a weight of another dtype (torch's RuntimeError on the reference)":
+        ("fused_projection", ([x.half()], [w], None, "none"), "weight 0 has dtype torch.float32, expected torch.float16"),
     "bilinear, weight of other widths":
         ("bilinear", (x, y, _t(2, 5, 4), None), "expected weight [O, 4, 5], got [2, 5, 4]"),
     "bilinear, batches that differ":
         ("bilinear", (x, y[:2], _t(2, 4, 5), None), "with the same B, got [3, 4] and [2, 5]"),
+    "bilinear, a bias of another dtype":
+        ("bilinear", (x, y, _t(2, 4, 5), _t(2).half()), "bias has dtype torch.float16, expected torch.float32"),
     "mfb, a [B, 3] presence mask (the reference read its first two columns)":
         ("mfb", (x, y, w, None, _t(6, 5), None, 2, _mask(3, 3)), "expected present [B=3, 2] bool, got [3, 3] torch.bool"),
     "mfb, a float presence mask":
@@ -70,11 +74,30 @@ def test_both_paths_refuse_bad_input_with_the_same_error(case, monkeypatch):
 
 
 def test_the_reference_path_still_takes_what_only_the_kernel_refuses(monkeypatch):
-    """Float64 (a float64 model on a CPU) and mixed devices are the reference's to take or refuse."""
+    """Float64 (a float64 model on a CPU) and non-contiguous tensors are for the kernel only."""
     monkeypatch.setenv("EDGEFUSE_KERNELS", "reference")
     out, empty = ops.gated_fusion(_t(3, 2, 5).double(), _t(3, 2).double(), _mask(3, 2))
     assert out.dtype == torch.float64 and not empty.any()
     assert ops.fused_projection([x.double()], [w.double()], None, "relu").shape == (3, 1, 6)
+    assert ops.bilinear(x, _t(5, 3).t(), _t(2, 4, 5), None).shape == (3, 2)
+
+
+@pytest.mark.parametrize("path", ["reference", KERNEL])
+def test_both_paths_take_what_the_kernel_takes_in_mixed_dtypes(path, monkeypatch):
+    """The projection's bias in another float dtype (the kernel reads it as float32; the reference
+    raised torch's RuntimeError), gated fusion's logits in another float dtype."""
+    monkeypatch.setenv("EDGEFUSE_KERNELS", path)
+    g = torch.Generator().manual_seed(0)
+    xs, ws, bias = torch.randn(3, 4, generator=g), torch.randn(6, 4, generator=g), torch.randn(1, 6, generator=g)
+    out = ops.fused_projection([xs.half().to(DEV)], [ws.half().to(DEV)], bias.to(DEV), "relu", True)
+    ref = reference.fused_projection_reference([xs.half().double()], [ws.half().double()], bias.double(), "relu", True)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=2e-3, atol=2e-3)
+    feats, logits = torch.randn(3, 2, 5, generator=g), torch.randn(3, 2, generator=g)
+    out, _ = ops.gated_fusion(feats.half().to(DEV), logits.to(DEV), _mask(3, 2))
+    assert out.dtype == torch.float16
+    ref, _ = reference.gated_fusion_reference(feats.half().double(), logits.double(), _mask(3, 2).cpu())
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("per_feature", [False, True])
