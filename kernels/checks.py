@@ -1,14 +1,11 @@
-"""What each fused op accepts: shapes, options and mask dtypes, checked the same on both paths.
+"""What each fused op accepts: shapes, options, masks, devices and dtypes, checked alike on both paths.
 
 The Triton launchers call these with ``kernel=True``, which adds what only the kernel needs
-(contiguous tensors, float32/float16/bfloat16). ``edgefuse.kernels.ops`` calls them on its
-reference path too (not while exporting: the graph holds the reference's operators only), so
-shapes, options, devices and dtypes are refused alike on both paths. Before, the
-reference took what torch's ops would take: a ``[B, 3]`` MFB presence mask silently (its first
-two columns), an unknown activation as none, any mode but "softmax" as "sigmoid", a float mask
-with a TypeError about ``~``, a weight of another dtype with torch's RuntimeError. So a model
-that ran on a CPU could fail on a GPU. Each check raises ValueError naming what it expected and
-what it got. No Triton here: the reference path must work where Triton is not installed.
+(contiguous tensors, float32/float16/bfloat16); ``edgefuse.kernels.ops`` calls them on its
+reference path, so a call the kernel would refuse fails the same way on a CPU. They read
+shapes, dtypes and devices only, so exported graphs gain no operator. Each raises ValueError
+naming what it expected and what it got. No Triton here: the reference path must work where
+Triton is not installed.
 """
 
 from __future__ import annotations

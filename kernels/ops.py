@@ -200,14 +200,6 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
     return "triton" if cannot is None else _no_triton(forced, *cannot)
 
 
-def _check_reference(check, *args) -> None:
-    """The reference path checks its arguments as the launcher does (``checks``), so a call that
-    the kernel would refuse fails on a CPU too. Not while exporting: the graph holds the
-    reference's operators only."""
-    if not is_exporting():
-        check(*args)
-
-
 def on_device(t: torch.Tensor):
     """A context that makes ``t``'s CUDA device the current one, if it is not already."""
     if t.is_cuda and t.device.index != torch.cuda.current_device():
@@ -263,7 +255,7 @@ def fused_projection(
         run = fused_projection_train if needs_grad(*xs, *weights, bias) else fused_projection_triton
         with on_device(weights[0]):
             return run(xs, weights, bias, act, normalize)
-    _check_reference(checks.projection, xs, weights, bias, act)
+    checks.projection(xs, weights, bias, act)
     return ref.fused_projection_reference(xs, weights, bias, act, normalize)
 
 
@@ -275,7 +267,7 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
 
         with on_device(x):
             return bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
-    _check_reference(checks.bilinear, x, y, weight, bias)
+    checks.bilinear(x, y, weight, bias)
     return ref.bilinear_reference(x, y, weight, bias)
 
 
@@ -293,7 +285,7 @@ def mfb(
             return mfb_triton(
                 x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
             )
-    _check_reference(checks.mfb, x, y, u_w, u_b, v_w, v_b, factors, present)
+    checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present)
     return ref.mfb_reference(x, y, u_w, u_b, v_w, v_b, factors, present, normalize)
 
 
@@ -309,5 +301,5 @@ def gated_fusion(
 
         with on_device(feats):  # (autograd runs a CUDA backward with its device current)
             return GatedFusionFunction.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
-    _check_reference(checks.gated, feats, logits, mask, mode)
+    checks.gated(feats, logits, mask, mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

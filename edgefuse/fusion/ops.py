@@ -14,9 +14,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from edgefuse.kernels.checks import ACTS, GATE_MODES
 from edgefuse.kernels.reference import masked_softmax
 
-ACTIVATIONS = ("none", "relu", "gelu", "tanh")
+ACTIVATIONS = tuple(ACTS)  # what the fused projection computes
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -231,7 +232,7 @@ class GatedFusion(nn.Module):
 
     def __init__(self, n: int, dim: int, gate: str = "softmax") -> None:
         super().__init__()
-        if gate not in ("softmax", "sigmoid"):
+        if gate not in GATE_MODES:
             raise ValueError(f"gate must be 'softmax' or 'sigmoid', got {gate!r}")
         self.gate = gate
         self.gate_w = nn.Parameter(torch.randn(n, 2 * dim, dim) * (1.0 / math.sqrt(2 * dim)))
