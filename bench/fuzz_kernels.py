@@ -316,8 +316,6 @@ def _ops_gated(r: random.Random):
 OPS_CASES = {"fused_projection": _ops_projection, "mfb": _ops_mfb, "bilinear": _ops_bilinear, "gated_fusion": _ops_gated}
 #: the ops whose Triton path is differentiable; the others train on the reference
 HAS_BACKWARD = ("fused_projection", "gated_fusion")
-REFERENCES = {"fused_projection": "fused_projection_reference", "mfb": "mfb_reference", "bilinear": "bilinear_reference",
-              "gated_fusion": "gated_fusion_reference"}
 
 
 @contextlib.contextmanager
@@ -416,7 +414,7 @@ def draw_ops(seed: int, index: int, device: str):
         ls, calls = leaves(lambda t: t.to(stored), dev), []
         context = torch.autocast(torch.device(dev).type, dtype=low) if autocast else contextlib.nullcontext()
         # on a CPU ops would take the reference: EDGEFUSE_KERNELS=interpret; on CUDA, ops' own default
-        with _kernels_env("interpret" if dev == "cpu" else None), context, _spied(REFERENCES[op], calls):
+        with _kernels_env("interpret" if dev == "cpu" else None), context, _spied(f"{op}_reference", calls):
             outs = call(getattr(ops, op), {k: v for k, (_, v) in ls.items()})
         took = "reference" if calls else "triton"
         if took != expected:
@@ -429,7 +427,7 @@ def draw_ops(seed: int, index: int, device: str):
     def reference(acc=torch.float64):
         # the inputs as the op computes with them (autocast casts them first), then in ``acc``
         ls = leaves(lambda t: t.to(dtype if autocast else stored).to(acc), "cpu")
-        return finish(call(getattr(ref, REFERENCES[op]), {k: v for k, (_, v) in ls.items()}), ls, acc)
+        return finish(call(getattr(ref, f"{op}_reference"), {k: v for k, (_, v) in ls.items()}), ls, acc)
 
     return op, dtype, params, run, reference, reduce_len
 
