@@ -200,3 +200,40 @@ def poisoned_allocations():
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def interpreter_patches_undone():
+    """Undo, on exit, what Triton's interpreter patched into ``triton.language``.
+
+    Before Triton 3.6, an interpreted launch rewrites ``triton.language`` for good: its builtins
+    get the interpreter's builder, and ``dtype.to_ir``, ``tl.tensor``'s ``__bool__`` and
+    ``__index__``, ``tl.range``, ``tl.reduce`` and others are replaced. A kernel compiled for the
+    GPU later in the same process then fails in Triton's code generator (``tl.cdiv(D, BLOCK_N)``:
+    "'block_argument' object has no attribute 'dtype'"). Tests that interpret kernels whatever
+    the machine (test_guard.py's, test_masks.py's mutants) run in a GPU session too, so each
+    test runs inside this. Names a test added are removed, except modules (a submodule imported
+    on the way stays an attribute of its package). Triton 3.6 and later undo their own patches;
+    there this changes nothing.
+    """
+    import inspect
+
+    import triton.language as tl
+
+    core = tl.core
+    patched = [tl, core, tl.math] + [v for v in vars(core).values() if isinstance(v, type) and v.__module__ == core.__name__]
+    before = [(o, dict(vars(o))) for o in patched]
+    try:
+        yield
+    finally:
+        for o, saved in before:
+            now = dict(vars(o))
+            for name, value in now.items():
+                if name not in saved and not inspect.ismodule(value):
+                    delattr(o, name)
+            for name, value in saved.items():
+                if now.get(name, _MISSING) is not value:
+                    setattr(o, name, value)

@@ -8,10 +8,17 @@ import pytest
 
 pytest.register_assert_rewrite("tests.kernels._mutants")  # its cases' asserts say what differed
 
-from tests.kernels._guard import poisoned_allocations  # noqa: E402
+from tests.kernels._guard import interpreter_patches_undone, poisoned_allocations  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _poisoned_allocations():
     with poisoned_allocations():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_patches_undone():
+    """A test that interprets kernels on a GPU machine leaves the kernels compilable (_guard.py)."""
+    with interpreter_patches_undone():
         yield

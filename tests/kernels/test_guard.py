@@ -10,7 +10,7 @@ import triton.language as tl
 from triton.runtime.errors import InterpreterError
 from triton.runtime.interpreter import InterpretedFunction
 
-from tests.kernels._guard import guard
+from tests.kernels._guard import guard, interpreter_patches_undone
 
 
 def _copy_py(src, dst, n, BLOCK: tl.constexpr, MASK_LOAD: tl.constexpr, MASK_STORE: tl.constexpr):
@@ -129,3 +129,61 @@ def test_the_guard_restores_the_interpreter():
     with guard():
         assert all(a is not b for a, b in zip(patched(), before))
     assert patched() == before
+
+
+def test_interpreter_patches_undone_restores_what_the_interpreter_rewrites():
+    """What Triton 3.0-3.5's interpreter does to triton.language on a launch, done by hand:
+    replaced functions and methods come back, added names go, an imported submodule stays."""
+    import types
+
+    originals = (tl.dtype.to_ir, tl.range, tl.core.reduce, tl.tensor.__repr__)
+    had_index = "__index__" in vars(tl.tensor)
+    with interpreter_patches_undone():
+        tl.dtype.to_ir = lambda self, builder: None
+        tl.range = tl.core.reduce = lambda *a, **k: None
+        tl.tensor.__repr__ = lambda self: "interpreted"
+        tl.tensor.__index__ = lambda self: 0
+        tl.core._edgefuse_added = 1
+        tl._edgefuse_submodule = types.ModuleType("triton.language._edgefuse_submodule")
+    assert (tl.dtype.to_ir, tl.range, tl.core.reduce, tl.tensor.__repr__) == originals
+    assert ("__index__" in vars(tl.tensor)) == had_index and not hasattr(tl.core, "_edgefuse_added")
+    assert isinstance(tl._edgefuse_submodule, types.ModuleType)
+    del tl._edgefuse_submodule
+
+
+LEAK_SCRIPT = """
+import os, sys
+import torch
+from edgefuse.kernels import aot
+from edgefuse.kernels.triton_gated import gated_fusion_triton
+from tests.kernels import test_guard
+from tests.kernels._guard import interpreter_patches_undone
+
+src, dst = torch.arange(11, dtype=torch.float32), torch.zeros(11)
+with interpreter_patches_undone():
+    test_guard._run(src, dst)  # interpreted, whatever the machine
+assert torch.equal(src, dst)
+with aot.stand_in_gpu(90) as launches:  # compiled for sm_90 by Triton's JIT; runs nothing
+    gated_fusion_triton(torch.randn(4, 3, 64), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool))
+print(sum(launches.values()))
+"""
+
+
+def test_a_kernel_compiles_for_the_gpu_after_an_interpreted_launch(tmp_path):
+    """test_guard.py and test_masks.py interpret kernels in a GPU session too. Before Triton 3.6
+    the interpreter's patches then broke every later compile in the process (a CompilationError
+    in the GPU check's test_selfcheck.py with Triton 3.0-3.5); conftest.py undoes them after
+    each test. Compiled here for a stand-in sm_90 GPU, in a process without the interpreter."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
+    env["TRITON_INTERPRET"] = "0"
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # a compile, not a hit in Triton's cache
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", LEAK_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "1"  # the one launch reached the driver
