@@ -237,7 +237,7 @@ def memory_instructions(ptx: str) -> dict:
     loops, merge shared-memory accesses and drop barriers it does not need, so the binary's
     counts can differ; the widths used, zero barriers or shared accesses, and the atomics
     agree (``sass_disagreements``; ``check(sass=True)`` compares every binary, at about 0.2 s
-    each: README). A reduction whose values all lie in one warp needs no shared memory and no barrier;
+    each: docs/kernels.md). A reduction whose values all lie in one warp needs no shared memory and no barrier;
     one across warps needs both."""
     instructions = _OPCODE.findall(ptx)
     if not instructions:
