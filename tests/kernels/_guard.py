@@ -205,8 +205,12 @@ def poisoned_allocations():
 _MISSING = object()
 
 
+#: the first Triton release whose interpreter undoes its own patches after each launch
+UNDOES_ITS_PATCHES = (3, 6)
+
+
 @contextlib.contextmanager
-def interpreter_patches_undone():
+def interpreter_patches_undone(always: bool = False):
     """Undo, on exit, what Triton's interpreter patched into ``triton.language``.
 
     Before Triton 3.6, an interpreted launch rewrites ``triton.language`` for good: its builtins
@@ -216,12 +220,19 @@ def interpreter_patches_undone():
     "'block_argument' object has no attribute 'dtype'"). Tests that interpret kernels whatever
     the machine (test_guard.py's, test_masks.py's mutants) run in a GPU session too, so each
     test runs inside this. Names a test added are removed, except modules (a submodule imported
-    on the way stays an attribute of its package). Triton 3.6 and later undo their own patches;
-    there this changes nothing.
+    on the way stays an attribute of its package). Triton 3.6 and later undo their own patches
+    (UNDOES_ITS_PATCHES), so there it does nothing unless ``always``.
     """
     import inspect
 
+    import triton
     import triton.language as tl
+
+    from edgefuse._releases import major_minor
+
+    if not always and (major_minor(triton.__version__) or (99, 0)) >= UNDOES_ITS_PATCHES:
+        yield
+        return
 
     core = tl.core
     patched = [tl, core, tl.math] + [v for v in vars(core).values() if isinstance(v, type) and v.__module__ == core.__name__]
