@@ -298,6 +298,8 @@ def test_gated_layouts_shows_the_warp_local_check_catches_modalities_spread_over
     real compiler, the launcher's choice has no barrier, and more warps than a row takes (the
     modalities spread over warps, as before _blocks changed) do: what aot.WARP_LOCAL fails on.
     fp32 at D = 256 (a row takes 2 warps) keeps it short; the SASS is checked against the PTX."""
+    from edgefuse.kernels.aot import WARP_LOCAL_BARRIERS
+
     run = subprocess.run([sys.executable, str(BENCH / "gated_layouts.py"), "--out", str(tmp_path), "--sass",
                           "--dtype", "float32", "--dim", "256"], env=_compiled_mode_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -308,9 +310,9 @@ def test_gated_layouts_shows_the_warp_local_check_catches_modalities_spread_over
     assert len(rows) == 3 * 4  # per-feature forward and backward, per-modality forward; 4 warp counts
     for r in rows:
         if r["default"]:
-            assert r["num_warps"] == 2 and r["barriers"] == 0, r
+            assert r["num_warps"] == 2 and r["barriers"] <= WARP_LOCAL_BARRIERS, r
         elif r["num_warps"] > 2:
-            assert r["barriers"] > 0, r
+            assert r["barriers"] > WARP_LOCAL_BARRIERS, r
 
 
 def test_gemm_layouts_lists_the_tensor_cores_of_every_configuration_the_gpu_run_times(tmp_path):
