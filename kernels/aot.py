@@ -573,7 +573,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
 #: warps to bound each thread's registers. Not the per-modality backward, which sums over D
 #: across warps. A reduction across warps goes through shared memory with a barrier each time
 #: (10 barriers in Triton 3.0's fp16 forward at D = 1024 over 8 warps, 25 in 3.9's:
-#: bench/gated_layouts.py). One barrier is allowed: Triton 3.2 and 3.3 move a tiny tile's
+#: bench/gated_layouts.py). One barrier is allowed: Triton 3.2 to 3.4 move a tiny tile's
 #: output (D = 16, one warp) to the store's layout through shared memory. Triton 3.0 and 3.1 do
 #: so for every tile, whatever the warps (one warp included), in as many pieces as the store's
 #: width needs: 1 barrier where D is a multiple of 16 (128-bit stores), 7 to 63 at D = 1100
