@@ -67,6 +67,7 @@ def projection_case(r: random.Random, dtype):
     """(params, run, reference, reduction length) for one random fused_projection case."""
     import torch
 
+    from edgefuse.kernels import checks
     from edgefuse.kernels import reference as ref
     from edgefuse.kernels.triton_projection import fused_projection_train, fused_projection_triton
 
@@ -76,7 +77,7 @@ def projection_case(r: random.Random, dtype):
     absent = {i for i in range(n) if n > 1 and r.random() < 0.25}
     if len(absent) == n:
         absent.discard(r.randrange(n))
-    act, norm, has_bias, grads = r.choice(("none", "relu", "gelu", "tanh")), r.random() < 0.5, r.random() < 0.7, r.random() < 0.25
+    act, norm, has_bias, grads = r.choice(tuple(checks.ACTS)), r.random() < 0.5, r.random() < 0.7, r.random() < 0.25
     config = None
     if not grads and r.random() < 0.35:  # a random valid launch plan instead of the launcher's
         config = (r.choice((16, 32, 64)), r.choice((16, 32, 64, 128)), r.choice((16, 32, 64)), 4, r.random() < 0.5,
@@ -180,13 +181,14 @@ def bilinear_case(r: random.Random, dtype):
 def gated_case(r: random.Random, dtype):
     import torch
 
+    from edgefuse.kernels import checks
     from edgefuse.kernels import reference as ref
     from edgefuse.kernels.triton_gated import gated_fusion_backward_triton, gated_fusion_triton
     from edgefuse.kernels.triton_projection import next_pow2
 
     b, n = _batch(r), r.choice((1, 2, 3, r.randint(4, 10)))
     d = r.choice((r.randint(1, 64), r.randint(65, 2100)))
-    mode, per_feature, backward = r.choice(("softmax", "sigmoid")), r.random() < 0.5, r.random() < 0.5
+    mode, per_feature, backward = r.choice(checks.GATE_MODES), r.random() < 0.5, r.random() < 0.5
     config = None
     if r.random() < 0.35:
         block_n, warps = next_pow2(n) * r.choice((1, 1, 2)), r.choice((1, 2, 4, 8))
@@ -245,13 +247,15 @@ VECTOR = ("contiguous", "contiguous", "strided", "offset")
 
 
 def _ops_projection(r: random.Random):
+    from edgefuse.kernels import checks
+
     n, b = r.choice((1, 2, 3, r.randint(4, 9))), _batch(r)
     d = r.choice((r.randint(1, 20), r.randint(17, 200)))
     ks = [r.choice((r.randint(1, 40), r.randint(41, 300))) for _ in range(n)]
     absent = {i for i in range(n) if n > 1 and r.random() < 0.25}
     if len(absent) == n:
         absent.discard(r.randrange(n))
-    act, norm = r.choice(("none", "relu", "gelu", "tanh")), r.random() < 0.5
+    act, norm = r.choice(tuple(checks.ACTS)), r.random() < 0.5
     inputs = {f"x{i}": None if i in absent else ((b, k), ACTIVATION, 1.0) for i, k in enumerate(ks)}
     inputs |= {f"w{i}": ((d, k), PARAMETER, k ** -0.5) for i, k in enumerate(ks)}
     if r.random() < 0.7:
@@ -298,9 +302,11 @@ def _ops_bilinear(r: random.Random):
 
 
 def _ops_gated(r: random.Random):
+    from edgefuse.kernels import checks
+
     b, n = _batch(r), r.choice((1, 2, 3, r.randint(4, 8)))
     d = r.choice((r.randint(1, 64), r.randint(65, 1100)))
-    mode, per_feature = r.choice(("softmax", "sigmoid")), r.random() < 0.5
+    mode, per_feature = r.choice(checks.GATE_MODES), r.random() < 0.5
     inputs = {"feats": ((b, n, d), ACTIVATION, 1.0), "logits": ((b, n, d) if per_feature else (b, n), ACTIVATION, 2.0),
               "mask": ((b, n), ("contiguous", "transposed", "offset"), "mask")}
 

@@ -30,7 +30,6 @@ from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
 
 MAX_GROUPS = 8
-ACTS = checks.ACTS
 DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
 
 #: shared memory one launch may plan for, bytes: under the smallest per-block limit of the
@@ -391,7 +390,7 @@ def fused_projection_triton(
             _fused_projection_kernel, (programs, stop - start, split_k),
             *xp, *([ref] * pad), *wp, *([weights[0]] * pad), *kp, *([kp[0]] * pad),
             bias if has_bias else out, out, ws, b, d, n, start, present,
-            NUM=stop - start, HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=fused_norm,
+            NUM=stop - start, HAS_BIAS=has_bias, ACT=checks.ACTS[act], NORMALIZE=fused_norm,
             PRECISION=precision, SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
         )
@@ -400,7 +399,7 @@ def fused_projection_triton(
             launch(
                 _split_k_epilogue, (b, stop - start),
                 ws, bias if has_bias else out, out, b, d, n, start, present,
-                HAS_BIAS=has_bias, ACT=ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
+                HAS_BIAS=has_bias, ACT=checks.ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
                 BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8, enable_fp_fusion=FP_FUSION,
             )
     if normalize and not fused_norm and split_k == 1:

@@ -233,7 +233,7 @@ class GatedFusion(nn.Module):
     def __init__(self, n: int, dim: int, gate: str = "softmax") -> None:
         super().__init__()
         if gate not in GATE_MODES:
-            raise ValueError(f"gate must be 'softmax' or 'sigmoid', got {gate!r}")
+            raise ValueError(f"gate must be {' or '.join(map(repr, GATE_MODES))}, got {gate!r}")
         self.gate = gate
         self.gate_w = nn.Parameter(torch.randn(n, 2 * dim, dim) * (1.0 / math.sqrt(2 * dim)))
         self.gate_b = nn.Parameter(torch.zeros(n, dim))

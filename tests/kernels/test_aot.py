@@ -206,7 +206,7 @@ def test_problems_flags_a_warp_local_kernel_through_shared_memory_and_sass_that_
 
     quiet = {"global_loads": {"128": 8, "8": 3}, "global_stores": {"128": 1}, "shared": 0, "barriers": 0, "atomics": 0}
     crossing = {**quiet, "shared": 26, "barriers": 25}
-    tiny_relayout = {**quiet, "shared": 2, "barriers": 1}  # Triton 3.2-3.3, D = 16 over one warp: the store's layout
+    tiny_relayout = {**quiet, "shared": 2, "barriers": 1}  # Triton 3.2-3.4, D = 16 over one warp: the store's layout
     store_relayout = {**quiet, "shared": 8, "barriers": 7}  # Triton 3.0-3.1 at D = 1100: the output row through shared memory
     base = dict(arch=90, num_warps=4, registers=64, spill_bytes=0, shared_bytes=0, max_shared_bytes=232448,
                 blocks_per_sm_by_regs=8, seconds=0.1, fp_fusion=True)
