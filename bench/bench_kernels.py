@@ -7,8 +7,11 @@ name and versions) and ``kernels.png`` to ``--out``.
 Shapes (issue 3): B in {1, 8, 32, 256, 4096}, D in {256, 1024}, 3 modalities with
 K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` ("stream": each call is timed
 with CUDA events after an L2 flush, so weights come from HBM and host launch cost shows only
-where it outlasts the flush) and ``do_bench_cudagraph`` ("graph": one CUDA-graph replay per
-call, GPU time only). torch.compile: static shapes for fused_projection at B <= 32 (its bar);
+where it outlasts the flush), ``do_bench_cudagraph`` ("graph": one CUDA-graph replay per
+call, GPU time only) and, at the edge batches (B <= 32), "sync": the wall clock of one call
+and ``torch.cuda.synchronize()``, call after call, with no flush (``selfcheck.sync_latency_ms``):
+host launch cost and GPU time together, what a control loop waits per frame without a CUDA
+graph. torch.compile: static shapes for fused_projection at B <= 32 (its bar);
 one dynamic-shape compile per op for the others, timed after everything else.
 
     python bench/bench_kernels.py --out bench/results/local          # needs a CUDA GPU
@@ -46,9 +49,15 @@ DRY_RUN = {
 }
 
 
-def _time(fn, graph: bool) -> dict:
+#: the batches timed per call, synchronized ("sync"), besides do_bench and the CUDA graph: the
+#: edge batches, where the host's launch cost is the latency
+EDGE_BATCH = 32
+
+
+def _time(fn, mode: str) -> dict:
+    """``fn``'s median and 20/80 % quantiles in µs, timed one way: "stream", "graph" or "sync"."""
     if DRY:  # one call, so the plumbing runs; not a measurement
-        if graph:
+        if mode == "graph":
             raise RuntimeError("no CUDA graphs in a dry run")
         t0 = time.perf_counter()
         fn()
@@ -60,24 +69,32 @@ def _time(fn, graph: bool) -> dict:
 
     fn()  # compile / warm up outside the timing
     torch.cuda.synchronize()
-    if graph:  # (Triton 3.0 and 3.1 give the median only: p20/p80 None)
+    if mode == "graph":  # (Triton 3.0 and 3.1 give the median only: p20/p80 None)
         from edgefuse.kernels.selfcheck import cuda_graph_ms
 
         med, lo, hi = cuda_graph_ms(fn, 50, QUANTILES)
+    elif mode == "sync":
+        from edgefuse.kernels.selfcheck import sync_latency_ms
+
+        med, lo, hi = sync_latency_ms(fn, 50, QUANTILES)
     else:
         med, lo, hi = tt.do_bench(fn, warmup=25, rep=100, quantiles=QUANTILES)
     return {"us": med * 1e3, "p20_us": None if lo is None else lo * 1e3, "p80_us": None if hi is None else hi * 1e3}
 
 
-def _variants(fns: dict, graph_too: bool = True) -> dict:
+def _variants(fns: dict, graph_too: bool = True, sync_too: bool = False) -> dict:
+    """Each of ``fns`` timed with do_bench ("stream"), and as asked as a CUDA-graph replay
+    ("graph") and per call, synchronized ("sync": pass ``sync_too=B <= EDGE_BATCH``)."""
     out = {}
     for name, fn in fns.items():
-        out[name] = {"stream": _time(fn, False)}
+        out[name] = {"stream": _time(fn, "stream")}
         if graph_too:
             try:
-                out[name]["graph"] = _time(fn, True)
+                out[name]["graph"] = _time(fn, "graph")
             except Exception as e:  # some torch.compile graphs refuse capture: say so, don't hide it
                 out[name]["graph"] = {"error": f"{type(e).__name__}: {e}"[:200]}
+        if sync_too:
+            out[name]["sync"] = _time(fn, "sync")
     return out
 
 
@@ -98,7 +115,7 @@ def copy_bandwidth() -> float:
     """Device-to-device copy GB/s (bytes read + written) of a 1 GiB buffer."""
     if DRY:
         src = torch.randn(1 << 20, device=DEV)
-        return 2 * src.numel() * 4 / (_time(lambda: src.clone(), False)["us"] * 1e-6) / 1e9
+        return 2 * src.numel() * 4 / (_time(lambda: src.clone(), "stream")["us"] * 1e-6) / 1e9
     import triton.testing as tt
 
     src = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device=DEV).normal_()
@@ -125,7 +142,7 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             fns = {"triton": lambda: fused_projection_triton(xs, ws, bias, "relu", True), "eager": lambda: eager(xs)}
             if compiled is not None and b <= 32:
                 fns["compile"] = lambda: compiled(xs)
-            t = _variants(fns)
+            t = _variants(fns, sync_too=b <= EDGE_BATCH)
             # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
             # chooses between at edge batches and at the largest, timed in the same run (not part of the bar)
             extra: dict = {}
@@ -240,7 +257,7 @@ def bench_gated(dtype, results: list) -> None:
             t = _variants({
                 "triton": lambda: gated_fusion_triton(feats, logits, mask),
                 "eager": lambda: gated_fusion_reference(feats, logits, mask),
-            })
+            }, sync_too=b <= EDGE_BATCH)
             extra: dict = {}  # tuning data for _blocks at the bar's batch
             alts = _time_alternatives(
                 _gated_alternatives(n, d, dtype.itemsize), lambda cfg: gated_fusion_triton(feats, logits, mask, config=cfg), extra
@@ -321,7 +338,7 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
             t = _variants({
                 "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
                 "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
-            })
+            }, sync_too=b <= EDGE_BATCH)
             extra: dict = {}  # tuning data for _mfb_config, as for the projection
             alts = _time_alternatives(
                 _mfb_alternatives(b, o, factors), lambda cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg), extra
@@ -343,7 +360,8 @@ def bench_bilinear(dtype, results: list) -> None:
     for b in BATCHES:
         x, y = torch.randn(b, d, device=DEV, dtype=dtype), torch.randn(b, d, device=DEV, dtype=dtype)
         torch.testing.assert_close(bilinear_triton(x, y, w, bias).float(), F.bilinear(x.float(), y.float(), w.float(), bias.float()), rtol=3e-2, atol=3e-2)
-        t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)})
+        t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)},
+                      sync_too=b <= EDGE_BATCH)
         results.append({"op": "bilinear", "B": b, "D": d, "O": o, "flops": 2 * b * o * d * d, "timings": t})
         LATER_COMPILE.append((results[-1], F.bilinear, (x, y, w, bias)))
         print(f"bilinear         B={b:<5} D={d:<5} " + _fmt(t), flush=True)
@@ -367,7 +385,7 @@ def bench_compile_baselines(checkpoint=None) -> None:
             compiled[rec["op"]] = torch.compile(fn, dynamic=True)
         c = compiled[rec["op"]]
         try:
-            t = _variants({"compile": lambda: c(*args)})
+            t = _variants({"compile": lambda: c(*args)}, sync_too=rec["B"] <= EDGE_BATCH)
             rec["timings"].update(t)
             rec["compile_mode"] = "dynamic"
             result = _fmt(t)
@@ -382,8 +400,9 @@ def _fmt(t: dict) -> str:
     parts = []
     for name, modes in t.items():
         s = modes["stream"]["us"]
-        g = modes.get("graph", {}).get("us")
-        parts.append(f"{name} {s:8.1f} us" + (f" (graph {g:7.1f})" if g is not None else ""))
+        g, y = modes.get("graph", {}).get("us"), modes.get("sync", {}).get("us")
+        parts.append(f"{name} {s:8.1f} us" + (f" (graph {g:7.1f})" if g is not None else "")
+                     + (f" (sync {y:7.1f})" if y is not None else ""))
     return " | ".join(parts)
 
 
@@ -391,7 +410,7 @@ def derive(results: list, copy_gbs: float) -> dict:
     """Speedups, throughput, and the issue's bar verdicts."""
     for r in results:
         t = r["timings"]
-        for mode in ("stream", "graph"):
+        for mode in ("stream", "graph", "sync"):
             tri = t["triton"].get(mode, {}).get("us")
             if tri is None:
                 continue
@@ -399,6 +418,8 @@ def derive(results: list, copy_gbs: float) -> dict:
                 o = t.get(other, {}).get(mode, {}).get("us")
                 if o is not None:
                     r.setdefault("speedup", {})[f"vs_{other}_{mode}"] = o / tri
+            if mode == "sync":  # host time included: not the kernel's throughput
+                continue
             if "bytes" in r:
                 r.setdefault("triton_GBps", {})[mode] = r["bytes"] / (tri * 1e-6) / 1e9
             if "flops" in r:
@@ -412,10 +433,14 @@ def derive(results: list, copy_gbs: float) -> dict:
         launcher's configuration and, beside it, with each row's fastest measured one."""
         bests = [_best_stream(r) for r in rows]
         best = [r["timings"][other]["stream"]["us"] / us for r, (us, _) in zip(rows, bests)]
-        return {"min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
+        item = {"min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
                 "pass": all(r["speedup"][f"vs_{other}_stream"] >= need for r in rows),
                 "min_speedup_stream_best_config": min(best), "pass_with_best_config": all(x >= need for x in best),
                 "best_configs": {f"B={r['B']} D={r['D']}": label for r, (_, label) in zip(rows, bests) if label != "default"}}
+        sync = [r["speedup"][f"vs_{other}_sync"] for r in rows if f"vs_{other}_sync" in r["speedup"]]
+        if sync:  # beside the verdict, not part of it: the latency per call, host time included
+            item["min_speedup_sync_edge_batches"] = min(sync)
+        return item
 
     small_proj = [r for r in sel("fused_projection") if r["B"] <= 32]
     bar = {}
@@ -477,9 +502,11 @@ def plot(results: list, path: Path) -> None:
         return
     ops = [op for op in ("fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear")
            if any(r["op"] == op for r in results)]
-    fig, axes = plt.subplots(len(ops), 2, figsize=(11, 3.6 * len(ops)), squeeze=False)
+    titles = {"stream": "do_bench", "graph": "CUDA graph", "sync": f"per call, synchronized (B <= {EDGE_BATCH})"}
+    fig, axes = plt.subplots(len(ops), 3, figsize=(16, 3.6 * len(ops)), squeeze=False)
     for row, op in zip(axes, ops):
-        for ax, mode in zip(row, ("stream", "graph")):
+        for ax, mode in zip(row, titles):
+            batches: set[int] = set()
             for d in sorted({r["D"] for r in results if r["op"] == op}):
                 rs = sorted((r for r in results if r["op"] == op and r["D"] == d), key=lambda r: r["B"])
                 for variant, style in (("triton", "-o"), ("eager", "--s"), ("compile", ":^")):
@@ -487,14 +514,18 @@ def plot(results: list, path: Path) -> None:
                            if variant in r["timings"] and "us" in r["timings"][variant].get(mode, {})]
                     if pts:
                         ax.plot(*zip(*pts), style, label=f"{variant} D={d}")
+                        batches.update(b for b, _ in pts)
             ax.set_xscale("log")
+            if batches:  # the measured batches as the ticks (not 2 x 10^0 between two of them)
+                ax.set_xticks(sorted(batches), [str(b) for b in sorted(batches)])
+                ax.minorticks_off()
             ax.set_yscale("log")
             ax.set_xlabel("batch B")
             ax.set_ylabel("µs (median)")
-            ax.set_title(f"{op} ({'do_bench' if mode == 'stream' else 'CUDA graph'})")
+            ax.set_title(f"{op} ({titles[mode]})", fontsize=10)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-            else:  # e.g. forward + backward: autograd is not captured in a CUDA graph
+            else:  # forward + backward: autograd is not captured in a CUDA graph, nor timed per call
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

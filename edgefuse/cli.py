@@ -131,7 +131,8 @@ KERNEL_SHAPES = {
 def _kernels_arguments(p: argparse.ArgumentParser) -> None:
     """``edgefuse kernels``' options (``edgefuse.kernels.selfcheck`` runs the command)."""
     p.add_argument("--check", action="store_true", help="run every op's Triton path against its float64 reference")
-    p.add_argument("--bench", action="store_true", help="time each op's Triton path against eager PyTorch (CUDA)")
+    p.add_argument("--bench", action="store_true", help="time each op's Triton path against eager PyTorch (CUDA): do_bench, "
+                   "per call synchronized (host time included), and a CUDA-graph replay")
     p.add_argument("--interpret", action="store_true",
                    help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)")
     p.add_argument("--device", default=None, help="CUDA device, e.g. cuda:1 (default: the current one)")

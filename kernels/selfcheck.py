@@ -18,8 +18,10 @@ launch failure) fails its case, not the run. Exit status: 0 when every case pass
 one fails, 2 when it cannot run here (no GPU, Triton cannot run; the report says why).
 
 ``--bench`` times each op's Triton launcher and the eager PyTorch reference at each batch
-with ``triton.testing.do_bench`` (CUDA events, median) and, unless ``--no-graph``, one
-CUDA-graph replay per call (GPU time only). ``bench/bench_kernels.py`` is the full benchmark
+with ``triton.testing.do_bench`` (CUDA events, median), per call synchronized (the wall clock
+of one call and ``torch.cuda.synchronize()``: the host's launch cost and the GPU's time, what
+a control loop waits per frame) and, unless ``--no-graph``, one CUDA-graph replay per call
+(GPU time only). ``bench/bench_kernels.py`` is the full benchmark
 (torch.compile, alternative configurations, the issue's bar); this is the quick answer for
 one machine and one model.
 
@@ -515,7 +517,8 @@ def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
 
 
 def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, graph: bool, rep_ms: int) -> None:
-    """``row[name + "_us"]``: ``fn``'s median µs (do_bench), and ``name + "_graph_us"`` (one
+    """``row[name + "_us"]``: ``fn``'s median µs (do_bench); ``name + "_sync_us"``: its median
+    latency per call, synchronized (``sync_latency_ms``); and ``name + "_graph_us"`` (one
     CUDA-graph replay per call) or, when capture fails, ``name + "_graph_error"``."""
     import triton.testing as tt
 
@@ -523,6 +526,7 @@ def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, grap
     if device != "cpu":  # (a CPU device only in the plumbing tests, with the timers stubbed)
         torch.cuda.synchronize()
     row[f"{name}_us"] = round(tt.do_bench(fn, rep=rep_ms, return_mode="median") * 1e3, 2)
+    row[f"{name}_sync_us"] = round(sync_latency_ms(fn, rep_ms, [0.5], device)[0] * 1e3, 2)
     if graph:
         try:
             row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
@@ -533,11 +537,41 @@ def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, grap
 def _add_row(rows: list[dict], row: dict, progress: Callable[[dict], None] | None) -> None:
     """``row`` with its speedups (eager over Triton, per timing mode), appended and reported."""
     row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
+    row["sync_speedup"] = round(row["eager_sync_us"] / row["triton_sync_us"], 2)
     if "triton_graph_us" in row and "eager_graph_us" in row:
         row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
     rows.append(row)
     if progress:
         progress(row)
+
+
+#: calls at most per synchronized-latency timing (at a fused op's tens of µs, far fewer than
+#: ``rep_ms`` would allow: enough for a median, and cheap inside the GPU check's 5 minutes)
+SYNC_CALLS = (10, 200)
+
+
+def sync_latency_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float], device: str = "cuda",
+                    warmup: int = 5) -> list[float]:
+    """``quantiles`` of the wall-clock ms of one ``fn()`` and ``torch.cuda.synchronize()``,
+    call after call, without an L2 flush: a control loop's latency per frame, where nothing
+    else is queued on the GPU. It counts the host's launch cost and the GPU's time together:
+    ``do_bench`` hides the host's cost behind its L2 flush wherever the flush outlasts it, and a
+    CUDA-graph replay has none. Between ``SYNC_CALLS`` calls, and no more than ``rep_ms`` of
+    them past the first. (``device="cpu"``: no synchronize, for the tests.)"""
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+        sync()
+    least, most = SYNC_CALLS
+    times: list[float] = []
+    deadline = time.perf_counter() + rep_ms / 1e3
+    while len(times) < most and (len(times) < least or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    ms = torch.tensor(times, dtype=torch.float64)
+    return [float(torch.quantile(ms, q)) for q in quantiles]
 
 
 def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float]) -> list[float | None]:
@@ -624,7 +658,8 @@ def _run_ops(args: argparse.Namespace, device: str, out: dict) -> int:
                         "widths": list(widths), "cases": [asdict(c) for c in cases]}
     if args.bench:
         dtype = getattr(torch, args.dtype or "float16")
-        print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; CUDA graph: one replay per call)", flush=True)
+        print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; per call: synchronized, "
+              "wall clock; CUDA graph: one replay per call)", flush=True)
         out["bench"] = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row)
     return failed
 
@@ -653,7 +688,8 @@ def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
                         "dtype": _short(dtype), "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
     if args.bench:
         print(f"\nbench of {args.checkpoint} in {_short(dtype)} on {device}: median µs of a forward, fused ops on the "
-              "kernels vs the reference ops (do_bench; CUDA graph: one replay per call)", flush=True)
+              "kernels vs the reference ops (do_bench; per call: synchronized, wall clock; CUDA graph: one replay per call)",
+              flush=True)
         out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, dtype=dtype, progress=_print_row)
     return failed
 
@@ -667,8 +703,9 @@ def _print_case(c: Case) -> None:
 def _print_row(r: dict) -> None:
     graph = (f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
              if "graph_speedup" in r else "")
+    sync = f"; per call {r['triton_sync_us']:.1f} vs {r['eager_sync_us']:.1f} µs ({r['sync_speedup']:.2f}x)"
     what = f"{r['op']} {r['subset']}" if "subset" in r else r["op"]
-    print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){graph}",
+    print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){sync}{graph}",
           flush=True)
 
 

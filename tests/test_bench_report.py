@@ -22,16 +22,19 @@ def _compiled_mode_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
 
 
-def _t(us):
-    return {"stream": {"us": us, "p20_us": us, "p80_us": us}, "graph": {"us": us / 2, "p20_us": us / 2, "p80_us": us / 2}}
+def _t(us, sync=None):
+    t = {"stream": {"us": us, "p20_us": us, "p80_us": us}, "graph": {"us": us / 2, "p20_us": us / 2, "p80_us": us / 2}}
+    if sync is not None:  # per call, synchronized: the edge batches only
+        t["sync"] = {"us": sync, "p20_us": sync, "p80_us": sync}
+    return t
 
 
 def test_derive_speedups_and_bar_verdicts(tmp_path):
     results = [
         {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0), "eager": _t(25.0), "compile": _t(12.0)}},
+         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(25.0, sync=90.0), "compile": _t(12.0, sync=45.0)}},
         {"op": "fused_projection", "B": 32, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0), "eager": _t(15.0), "compile": _t(9.0)}},
+         "timings": {"triton": _t(10.0, sync=40.0), "eager": _t(15.0, sync=100.0), "compile": _t(9.0, sync=50.0)}},
         {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
         {"op": "mfb", "B": 8, "D": 256, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(10.0), "eager": _t(16.0)}},
         {"op": "mfb", "B": 4096, "D": 1024, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(40.0), "eager": _t(50.0)},
@@ -45,6 +48,12 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     proj = bar["fused_projection_B<=32_>=2x_eager"]
     assert (proj["min_speedup_stream"], proj["pass"]) == (pytest.approx(1.5), False)
     assert bar["fused_projection_B<=32_no_slower_than_compile"]["pass"] is False  # 9 us compiled beats 10 us
+    # the latency per call (host time included) is reported beside the verdict, never in it
+    assert results[0]["speedup"]["vs_eager_sync"] == pytest.approx(3.0) and results[1]["speedup"]["vs_compile_sync"] == pytest.approx(1.25)
+    assert proj["min_speedup_sync_edge_batches"] == pytest.approx(2.5)
+    assert bar["fused_projection_B<=32_no_slower_than_compile"]["min_speedup_sync_edge_batches"] == pytest.approx(1.25)
+    assert set(results[0]["triton_GBps"]) == {"stream", "graph"}  # a latency with host time in it is no bandwidth
+    assert "min_speedup_sync_edge_batches" not in bar["mfb_>=1.5x_eager"]  # no row of it was timed per call
     assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["fraction"] == pytest.approx(0.8)
     assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["pass"] is True
     # the default misses at B = 4096 (1.25x); its fastest measured alternative (30 us) would not (1.67x)
@@ -133,25 +142,27 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
 
 def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
     """The deferred torch.compile step: one compile per op, a timing per record, errors recorded (not raised)."""
-    compiles, calls = [], []
+    compiles, calls, syncs = [], [], []
 
     def fake_compile(fn, dynamic):
         compiles.append((fn, dynamic))
         return lambda *a: calls.append(fn(*a))
 
-    def fake_variants(fns, graph_too=True):
+    def fake_variants(fns, graph_too=True, sync_too=False):
+        syncs.append(sync_too)
         return {name: (fn(), {"stream": {"us": 3.0}})[1] for name, fn in fns.items()}
 
     def broken(*_):
         raise RuntimeError("inductor said no")
 
-    recs = [{"op": "gated_fusion", "B": b, "D": 8, "timings": {}} for b in (1, 4)] + [{"op": "mfb", "B": 1, "D": 8, "timings": {}}]
+    recs = [{"op": "gated_fusion", "B": b, "D": 8, "timings": {}} for b in (1, 256)] + [{"op": "mfb", "B": 1, "D": 8, "timings": {}}]
     monkeypatch.setattr(bk.torch, "compile", fake_compile)
     monkeypatch.setattr(bk, "_variants", fake_variants)
     monkeypatch.setattr(bk, "LATER_COMPILE", [(recs[0], abs, (-2,)), (recs[1], abs, (-3,)), (recs[2], broken, ())])
     bk.bench_compile_baselines()
     assert [d for _, d in compiles] == [True, True]  # gated_fusion once, mfb once, dynamic shapes
     assert calls == [2, 3]
+    assert syncs == [True, False, True]  # timed per call, synchronized, at the edge batches only (B <= 32)
     assert recs[0]["timings"]["compile"]["stream"]["us"] == 3.0 and recs[0]["compile_mode"] == "dynamic"
     assert "inductor said no" in recs[2]["compile_error"] and "compile" not in recs[2]["timings"]
 
@@ -172,7 +183,7 @@ def test_retune_names_only_alternatives_that_win_in_both_modes():
 
 def test_past_the_time_budget_optional_measurements_are_skipped_and_said(monkeypatch):
     calls = []
-    monkeypatch.setattr(bk, "_variants", lambda fns, graph_too=True: {k: (calls.append(k), _t(1.0))[1] for k in fns})
+    monkeypatch.setattr(bk, "_variants", lambda fns, graph_too=True, sync_too=False: {k: (calls.append(k), _t(1.0))[1] for k in fns})
     extra: dict = {}
     assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {"a": {"config": [16, 16, 16, 4, False], **_t(1.0)}}
     assert extra == {} and calls == ["x"]
@@ -200,6 +211,9 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert ops == {"fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
     for r in doc["results"]:
         assert {"triton", "eager"} <= set(r["timings"]) and "vs_eager_stream" in r["speedup"], r["op"]
+        # per call, synchronized: every forward op at the edge batches, no other
+        edge = r["B"] <= bk.EDGE_BATCH and not r["op"].endswith("_train")
+        assert all(("sync" in t) == edge for t in r["timings"].values()) and ("vs_eager_sync" in r["speedup"]) == edge, r
         assert not any("error" in a for a in r.get("alternatives", {}).values()), r["alternatives"]
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")

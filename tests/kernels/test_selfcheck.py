@@ -182,6 +182,7 @@ def test_bench_times_every_op_on_the_gpu():
     assert [r["op"] for r in rows] == list(selfcheck.OPS)
     for r in rows:
         assert r["triton_us"] > 0 and r["eager_us"] > 0 and r["speedup"] == pytest.approx(r["eager_us"] / r["triton_us"], rel=0.01)
+        assert r["triton_sync_us"] > 0 and r["eager_sync_us"] > 0  # per call, synchronized
         assert ("triton_graph_us" in r) or ("triton_graph_error" in r)
 
 
@@ -201,13 +202,52 @@ def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
     def no_graph(fn, rep_ms, quantiles):
         raise RuntimeError("operation not permitted when stream is capturing")
 
+    def sync_latency_ms(fn, rep_ms, quantiles, device):
+        assert (rep_ms, quantiles, device) == (7, [0.5], KERNEL_DEVICE)
+        calls["sync"] += 1
+        fn()
+        return [0.02 if calls["sync"] % 2 else 0.03]
+
     monkeypatch.setattr(tt, "do_bench", do_bench)
     monkeypatch.setattr(selfcheck, "cuda_graph_ms", no_graph)
+    monkeypatch.setattr(selfcheck, "sync_latency_ms", sync_latency_ms)
     rows = selfcheck.bench(KERNEL_DEVICE, dtype=torch.float32, rep_ms=7, **{k: v for k, v in SHAPES.items() if k != "batches"}, batches=(3,))
-    assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8}
+    assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8, "sync": 8}
     for r in rows:
         assert (r["B"], r["dtype"], r["triton_us"], r["eager_us"], r["speedup"]) == (3, "float32", 4.0, 10.0, 2.5)
+        assert (r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (20.0, 30.0, 1.5)
         assert r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing" and "graph_speedup" not in r
+
+
+def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bounds(monkeypatch):
+    """Per call: the wall clock of the call and the synchronize after it (a control loop's
+    latency); at least SYNC_CALLS[0] calls, then more while rep_ms lasts, at most SYNC_CALLS[1]."""
+    clock, events = [0.0], []
+
+    def perf_counter():
+        return clock[0]
+
+    def fn():  # a call that takes 2 ms, then 4 ms, alternately, on the fake clock
+        events.append("call")
+        clock[0] += (2e-3, 4e-3)[events.count("call") % 2]
+
+    monkeypatch.setattr(selfcheck.time, "perf_counter", perf_counter)
+    monkeypatch.setattr(selfcheck.torch.cuda, "synchronize", lambda: (events.append("sync"), clock.__setitem__(0, clock[0] + 1e-3)))
+    monkeypatch.setattr(selfcheck, "SYNC_CALLS", (4, 50))
+    med, p80 = selfcheck.sync_latency_ms(fn, rep_ms=30, quantiles=[0.5, 0.8], warmup=2)
+    assert events[:8] == ["call", "sync"] * 4  # each call is followed by its synchronize
+    timed = events.count("call") - 2
+    assert timed == 8  # 5, 3, 5, ... ms (each with its 1 ms synchronize): the 8th ends past 30 ms
+    assert (med, p80) == (pytest.approx(4.0), pytest.approx(5.0))  # each call's time includes its synchronize
+    events.clear()
+    selfcheck.sync_latency_ms(fn, rep_ms=0, quantiles=[0.5], warmup=0)
+    assert events.count("call") == 4  # at least SYNC_CALLS[0], however short rep_ms
+    events.clear()
+    selfcheck.sync_latency_ms(fn, rep_ms=10_000, quantiles=[0.5], warmup=0)
+    assert events.count("call") == 50  # at most SYNC_CALLS[1], however long rep_ms
+    events.clear()
+    selfcheck.sync_latency_ms(fn, rep_ms=0, quantiles=[0.5], device="cpu", warmup=0)
+    assert "sync" not in events
 
 
 def test_aot_cases_are_the_checks_gpu_launches():
@@ -312,18 +352,20 @@ def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypat
 
     monkeypatch.setattr(tt, "do_bench", ms(0.002))
     monkeypatch.setattr(selfcheck, "cuda_graph_ms", lambda fn, rep_ms, quantiles: [ms(0.001)(fn)])
+    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, rep_ms, quantiles, device: [ms(0.003)(fn)])
     rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5, dtype=torch.float16)
     assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
     assert {r["dtype"] for r in rows} == {"float16"}
     assert all((r["triton_us"], r["eager_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"]) == (2.0, 4.0, 2.0, 2.0, 2.0)
                for r in rows)
+    assert all((r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (3.0, 6.0, 2.0) for r in rows)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_model_bench_on_the_gpu(tiny_checkpoint, dtype):
     rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5, dtype=dtype)
-    assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 for r in rows)
+    assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 and r["triton_sync_us"] > 0 for r in rows)
 
 
 #: the fused ops one forward of each mid-fusion and missing-modality family calls (two sensors);
