@@ -2,7 +2,8 @@
 # One prepared GPU check (< 5 minutes on an H200): the kernel tests COMPILED on the GPU (not
 # interpreted), then the kernel benchmarks, then (time allowing) a trained model's check and
 # timing, and random shapes against the references. Everything lands under $OUT (default
-# bench/results/local); commit it under bench/results/<gpu>-<date>/ afterwards.
+# bench/results/local), summarised in $OUT/summary.md (bench/gpu_summary.py); commit it under
+# bench/results/<gpu>-<date>/ afterwards.
 #
 #   OUT=/tmp/gpu bash bench/gpu_check.sh
 #
@@ -93,5 +94,8 @@ fuzz() {  # fuzz LAYER MAX_SECONDS LOG
 }
 fuzz launchers 30 fuzz.log
 fuzz ops 15 fuzz_ops.log
+
+# one page over every result above, summary.md: the file to read first (it reads, runs nothing)
+"$PY" bench/gpu_summary.py "$OUT" > /dev/null || echo "bench/gpu_summary.py failed: read the results themselves"
 pack
 exit $status

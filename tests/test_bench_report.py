@@ -14,6 +14,9 @@ sys.path.insert(0, str(BENCH))  # the bench scripts import their shared helpers 
 spec = importlib.util.spec_from_file_location("bench_kernels", BENCH / "bench_kernels.py")
 bk = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bk)
+spec = importlib.util.spec_from_file_location("gpu_summary", BENCH / "gpu_summary.py")
+summary = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(summary)
 
 
 def _compiled_mode_env() -> dict:
@@ -218,6 +221,11 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")
     assert set(doc["bar"]) >= {"fused_projection_B<=32_>=2x_eager", "mfb_>=1.5x_eager"}
+    # the GPU check's one page reads what this run wrote, and names the steps that left nothing
+    page = summary.summarize(tmp_path)
+    assert "**A dry run: these numbers measure nothing.**" in page
+    assert all(f"| `{item}` |" in page for item in doc["bar"]) and "**fused_projection**" in page
+    assert "Not run or not finished: no kernel_tests.xml; see `kernel_tests.log`." in page
 
 
 def test_a_failing_step_is_recorded_and_the_next_still_runs(monkeypatch):
@@ -346,3 +354,66 @@ def test_gemm_layouts_lists_the_tensor_cores_of_every_configuration_the_gpu_run_
         family = "wgmma" if r["blocks"]["BLOCK_M"] >= 64 else "mma"
         assert r["tensor_cores"] and all(k.startswith(family + " ") for k in r["tensor_cores"]), r
         assert r["spill_bytes"] == 0 and r["launches"] == ["_mfb_kernel", "_l2norm_rows_kernel"], r
+
+
+def _junit(cases: list[tuple[str, str | None]]) -> str:
+    """A pytest --junitxml file: (test name, failure message or None for a pass; "skip" skips)."""
+    body = "".join(
+        f'<testcase classname="tests.kernels.test_x" name="{name}" time="0.1">'
+        + ("" if msg is None else '<skipped message="no GPU"/>' if msg == "skip" else f'<failure message="{msg}">trace</failure>')
+        + "</testcase>" for name, msg in cases)
+    failures = sum(m not in (None, "skip") for _, m in cases)
+    skipped = sum(m == "skip" for _, m in cases)
+    return (f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="{failures}" '
+            f'skipped="{skipped}" tests="{len(cases)}" time="12.5">{body}</testsuite></testsuites>')
+
+
+def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_its_cause(tmp_path):
+    """bench/gpu_summary.py over a whole (synthetic) GPU check folder: every section reads its file."""
+    out = tmp_path / "gpu"
+    out.mkdir()
+    (out / "env.txt").write_text("NVIDIA H200, 570.1, 143771 MiB\ntorch 2.11.0 cuda 12.8 triton 3.6.0\n")
+    (out / "kernel_tests.xml").write_text(_junit([("test_a[1]", "CUDA error: illegal address"), ("test_a[2]", "CUDA error: illegal address"),
+                                                  ("test_b", None), ("test_c", "skip")]))
+    results = [
+        {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
+         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(15.0, sync=90.0), "compile": _t(9.0, sync=45.0)}},
+        {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
+    ]
+    kernels = {"gpu": "NVIDIA H200", "dtype": "float16", "copy_bandwidth_GBps": 5000.0, "seconds": 120.0, "dry_run": False,
+               "bar": bk.derive(results, 5000.0), "retune": [], "errors": {"bilinear": "RuntimeError: boom"}, "results": results}
+    (out / "kernels.json").write_text(json.dumps(kernels))
+    (out / "model_float32.json").write_text(json.dumps({
+        "check": {"cases": [{"op": "model", "case": "camera B=1", "dtype": "float32", "error_over_tolerance": 0.1, "ok": True, "error": None},
+                            {"op": "model", "case": "lidar B=1", "dtype": "float32", "error_over_tolerance": 3.5, "ok": False, "error": None}],
+                  "fused_ops_per_forward": {"fused_projection": 1, "gated_fusion": 1}},
+        "bench": [{"op": "model", "subset": "camera", "B": 1, "triton_us": 100.0, "eager_us": 150.0, "speedup": 1.5,
+                   "triton_sync_us": 200.0, "eager_sync_us": 400.0, "sync_speedup": 2.0}]}))
+    (out / "fuzz.json").write_text(json.dumps({
+        "seed": 7, "layer": "launchers", "device": "cuda, poisoned allocations", "seconds": 30.0, "cases": 300, "failed": 1,
+        "by_op": {"mfb": {"cases": 80, "failed": 1, "worst_error_over_tolerance": 0.61}},
+        "failures": [{"index": 41, "op": "mfb", "B": 3, "ok": False, "error": None, "error_over_tolerance": 2.5}]}))
+    (out / "fuzz_ops.json").write_text("{ cut off by the time limit")
+    assert summary.main([str(out)]) == 0
+    page = (out / "summary.md").read_text()
+    assert "    NVIDIA H200, 570.1, 143771 MiB" in page
+    assert "4 tests in 12 s: 1 passed, 2 failed, 0 errors, 1 skipped." in page
+    assert "- 2 × failure: CUDA error: illegal address" in page and "`tests.kernels.test_x::test_a[1]`" in page
+    assert "| `fused_projection_B<=32_>=2x_eager` | ≥ 2× | 1.50× | **FAIL** | 1.50× (fail; default) | 3.00× |" in page
+    assert "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 80% | pass |" in page
+    assert "- step `bilinear` failed: RuntimeError: boom" in page
+    assert "| 1 | 256 | 10.0 / 5.0 / 30.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |" in page
+    assert "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1)." in page
+    assert "- FAIL `lidar B=1`: error/tolerance 3.5" in page
+    assert "| camera | 1 | 100.0 / – / 200.0 | 150.0 / – / 400.0 | 1.50× / – / 2.00× |" in page
+    assert "Not run or not finished: no model_float16.json; see `model.log`." in page
+    assert "300 cases in 30.0 s (cuda, poisoned allocations), **1 failed**; worst error/tolerance per op: mfb 0.61." in page
+    assert "`python bench/fuzz_kernels.py --layer launchers --seed 7 --device cuda --only INDEX`" in page
+    assert "Not run or not finished: fuzz_ops.json is unreadable (JSONDecodeError" in page
+    assert "no launch_overhead.json; see `launch_overhead.log`" in page
+
+
+def test_the_gpu_check_summary_refuses_what_is_not_a_results_folder(tmp_path, capsys):
+    assert summary.main([str(tmp_path / "missing")]) == 2
+    assert "expected the folder bench/gpu_check.sh wrote" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
