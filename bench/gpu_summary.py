@@ -153,7 +153,9 @@ def model(doc: dict) -> list[str]:
         lines += [""] if bad else []
     rows = doc.get("bench") or []
     if rows:
-        lines += ["| subset | B | kernels µs | reference ops µs | speedup |", "|---|---|---|---|---|"]
+        lines += ["A forward's µs, median, as do_bench / CUDA graph / per call synchronized, with its fused ops on "
+                  "the kernels and on the reference ops.", "",
+                  "| subset | B | kernels µs | reference ops µs | speedup |", "|---|---|---|---|---|"]
         keys = {"stream": "", "graph": "_graph", "sync": "_sync"}
         for r in rows:
             tri = " / ".join(_us(r.get(f"triton{k}_us")) for k in keys.values())

@@ -396,21 +396,25 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
     (out / "fuzz_ops.json").write_text("{ cut off by the time limit")
     assert summary.main([str(out)]) == 0
     page = (out / "summary.md").read_text()
-    assert "    NVIDIA H200, 570.1, 143771 MiB" in page
-    assert "4 tests in 12 s: 1 passed, 2 failed, 0 errors, 1 skipped." in page
-    assert "- 2 × failure: CUDA error: illegal address" in page and "`tests.kernels.test_x::test_a[1]`" in page
-    assert "| `fused_projection_B<=32_>=2x_eager` | ≥ 2× | 1.50× | **FAIL** | 1.50× (fail; default) | 3.00× |" in page
-    assert "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 80% | pass |" in page
-    assert "- step `bilinear` failed: RuntimeError: boom" in page
-    assert "| 1 | 256 | 10.0 / 5.0 / 30.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |" in page
-    assert "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1)." in page
-    assert "- FAIL `lidar B=1`: error/tolerance 3.5" in page
-    assert "| camera | 1 | 100.0 / – / 200.0 | 150.0 / – / 400.0 | 1.50× / – / 2.00× |" in page
-    assert "Not run or not finished: no model_float16.json; see `model.log`." in page
-    assert "300 cases in 30.0 s (cuda, poisoned allocations), **1 failed**; worst error/tolerance per op: mfb 0.61." in page
-    assert "`python bench/fuzz_kernels.py --layer launchers --seed 7 --device cuda --only INDEX`" in page
-    assert "Not run or not finished: fuzz_ops.json is unreadable (JSONDecodeError" in page
-    assert "no launch_overhead.json; see `launch_overhead.log`" in page
+    for expected in (
+        "    NVIDIA H200, 570.1, 143771 MiB",
+        "4 tests in 12 s: 1 passed, 2 failed, 0 errors, 1 skipped.",
+        "- 2 × failure: CUDA error: illegal address",
+        "`tests.kernels.test_x::test_a[1]`",
+        "| `fused_projection_B<=32_>=2x_eager` | ≥ 2× | 1.50× | **FAIL** | 1.50× (fail; default) | 3.00× |",
+        "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 80% | pass |",
+        "- step `bilinear` failed: RuntimeError: boom",
+        "| 1 | 256 | 10.0 / 5.0 / 30.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |",
+        "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1).",
+        "- FAIL `lidar B=1`: error/tolerance 3.5",
+        "| camera | 1 | 100.0 / – / 200.0 | 150.0 / – / 400.0 | 1.50× / – / 2.00× |",
+        "Not run or not finished: no model_float16.json; see `model.log`.",
+        "300 cases in 30.0 s (cuda, poisoned allocations), **1 failed**; worst error/tolerance per op: mfb 0.61.",
+        "`python bench/fuzz_kernels.py --layer launchers --seed 7 --device cuda --only INDEX`",
+        "Not run or not finished: fuzz_ops.json is unreadable (JSONDecodeError",
+        "no launch_overhead.json; see `launch_overhead.log`",
+    ):
+        assert expected in page, expected
 
 
 def test_the_gpu_check_summary_refuses_what_is_not_a_results_folder(tmp_path, capsys):
