@@ -193,6 +193,11 @@ def summarize(out: Path) -> str:
     else:
         if kernels.get("dry_run"):
             lines += ["**A dry run: these numbers measure nothing.**", ""]
+        items = (kernels.get("bar") or {}).values()
+        if items:
+            lines += [f"**{sum(i['pass'] for i in items)} of {len(items)} bar items pass** "
+                      f"({sum(i['pass_with_best_config'] for i in items)} with the fastest measured configurations). "
+                      f"Plot: `kernels.png`.", ""]
         lines += [f"{kernels.get('gpu')}, {kernels.get('dtype')}; device copy bandwidth "
                   f"{kernels.get('copy_bandwidth_GBps', 0):.0f} GB/s; {kernels.get('seconds', 0):.0f} s.", ""]
         lines += bar(kernels)

@@ -404,6 +404,7 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
         "| `fused_projection_B<=32_>=2x_eager` | ≥ 2× | 1.50× | **FAIL** | 1.50× (fail; default) | 3.00× |",
         "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 80% | pass |",
         "- step `bilinear` failed: RuntimeError: boom",
+        "**1 of 3 bar items pass** (1 with the fastest measured configurations).",
         "| 1 | 256 | 10.0 / 5.0 / 30.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |",
         "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1).",
         "- FAIL `lidar B=1`: error/tolerance 3.5",
