@@ -18,8 +18,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-#: the timing modes, in the order every table gives them
-MODES = (("stream", "do_bench"), ("graph", "CUDA graph"), ("sync", "per call, synchronized"))
+#: kernels.json's timing modes, in the order every table gives them: do_bench, CUDA graph, per call synchronized
+MODES = ("stream", "graph", "sync")
 
 
 def _load(path: Path) -> tuple[dict | None, str | None]:
@@ -117,8 +117,8 @@ def timings(doc: dict) -> list[str]:
                   "| B | D | " + " | ".join(variants) + " | " + " | ".join(f"vs {v}" for v in others) + " |",
                   "|---|---|" + "---|" * (len(variants) + len(others))]
         for r in rows:
-            cells = [" / ".join(_us(r["timings"].get(v, {}).get(m, {}).get("us")) for m, _ in MODES) for v in variants]
-            cells += [" / ".join(_x(r.get("speedup", {}).get(f"vs_{v}_{m}")) for m, _ in MODES) for v in others]
+            cells = [" / ".join(_us(r["timings"].get(v, {}).get(m, {}).get("us")) for m in MODES) for v in variants]
+            cells += [" / ".join(_x(r.get("speedup", {}).get(f"vs_{v}_{m}")) for m in MODES) for v in others]
             lines.append(f"| {r['B']} | {r['D']} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
