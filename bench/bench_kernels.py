@@ -76,7 +76,7 @@ def _time(fn, mode: str) -> dict:
     elif mode == "sync":
         from edgefuse.kernels.selfcheck import sync_latency_ms
 
-        med, lo, hi = sync_latency_ms(fn, 50, QUANTILES)
+        med, lo, hi = sync_latency_ms(fn, QUANTILES)
     else:
         med, lo, hi = tt.do_bench(fn, warmup=25, rep=100, quantiles=QUANTILES)
     return {"us": med * 1e3, "p20_us": None if lo is None else lo * 1e3, "p80_us": None if hi is None else hi * 1e3}

@@ -526,7 +526,7 @@ def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, grap
     if device != "cpu":  # (a CPU device only in the plumbing tests, with the timers stubbed)
         torch.cuda.synchronize()
     row[f"{name}_us"] = round(tt.do_bench(fn, rep=rep_ms, return_mode="median") * 1e3, 2)
-    row[f"{name}_sync_us"] = round(sync_latency_ms(fn, rep_ms, [0.5], device)[0] * 1e3, 2)
+    row[f"{name}_sync_us"] = round(sync_latency_ms(fn, [0.5], device, rep_ms=min(rep_ms, SYNC_MS))[0] * 1e3, 2)
     if graph:
         try:
             row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
@@ -545,12 +545,14 @@ def _add_row(rows: list[dict], row: dict, progress: Callable[[dict], None] | Non
         progress(row)
 
 
-#: calls at most per synchronized-latency timing (at a fused op's tens of µs, far fewer than
-#: ``rep_ms`` would allow: enough for a median, and cheap inside the GPU check's 5 minutes)
+#: calls per synchronized-latency timing, at least and at most, and the ms after which no
+#: further call starts once the least are done: enough for a median, and cheap inside the GPU
+#: check's 5 minutes (a fused op's 200 calls take a few ms; a whole model's forward stops at 50 ms)
 SYNC_CALLS = (10, 200)
+SYNC_MS = 50
 
 
-def sync_latency_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float], device: str = "cuda",
+def sync_latency_ms(fn: Callable[[], object], quantiles: Sequence[float], device: str = "cuda", rep_ms: float = SYNC_MS,
                     warmup: int = 5) -> list[float]:
     """``quantiles`` of the wall-clock ms of one ``fn()`` and ``torch.cuda.synchronize()``,
     call after call, without an L2 flush: a control loop's latency per frame, where nothing

@@ -202,8 +202,8 @@ def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
     def no_graph(fn, rep_ms, quantiles):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    def sync_latency_ms(fn, rep_ms, quantiles, device):
-        assert (rep_ms, quantiles, device) == (7, [0.5], KERNEL_DEVICE)
+    def sync_latency_ms(fn, quantiles, device, rep_ms):
+        assert (quantiles, device, rep_ms) == ([0.5], KERNEL_DEVICE, 7)  # rep_ms, up to SYNC_MS
         calls["sync"] += 1
         fn()
         return [0.02 if calls["sync"] % 2 else 0.03]
@@ -234,20 +234,29 @@ def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bound
     monkeypatch.setattr(selfcheck.time, "perf_counter", perf_counter)
     monkeypatch.setattr(selfcheck.torch.cuda, "synchronize", lambda: (events.append("sync"), clock.__setitem__(0, clock[0] + 1e-3)))
     monkeypatch.setattr(selfcheck, "SYNC_CALLS", (4, 50))
-    med, p80 = selfcheck.sync_latency_ms(fn, rep_ms=30, quantiles=[0.5, 0.8], warmup=2)
+    med, p80 = selfcheck.sync_latency_ms(fn, [0.5, 0.8], rep_ms=30, warmup=2)
     assert events[:8] == ["call", "sync"] * 4  # each call is followed by its synchronize
     timed = events.count("call") - 2
     assert timed == 8  # 5, 3, 5, ... ms (each with its 1 ms synchronize): the 8th ends past 30 ms
     assert (med, p80) == (pytest.approx(4.0), pytest.approx(5.0))  # each call's time includes its synchronize
     events.clear()
-    selfcheck.sync_latency_ms(fn, rep_ms=0, quantiles=[0.5], warmup=0)
+    selfcheck.sync_latency_ms(fn, [0.5], rep_ms=0, warmup=0)
     assert events.count("call") == 4  # at least SYNC_CALLS[0], however short rep_ms
     events.clear()
-    selfcheck.sync_latency_ms(fn, rep_ms=10_000, quantiles=[0.5], warmup=0)
+    selfcheck.sync_latency_ms(fn, [0.5], rep_ms=10_000, warmup=0)
     assert events.count("call") == 50  # at most SYNC_CALLS[1], however long rep_ms
     events.clear()
-    selfcheck.sync_latency_ms(fn, rep_ms=0, quantiles=[0.5], device="cpu", warmup=0)
+    selfcheck.sync_latency_ms(fn, [0.5], device="cpu", rep_ms=0, warmup=0)
     assert "sync" not in events
+    # edgefuse kernels --bench: do_bench's rep_ms, but no more than SYNC_MS for the per-call timing
+    import triton.testing as tt
+
+    asked = []
+    monkeypatch.setattr(tt, "do_bench", lambda fn, rep, return_mode: 0.001)
+    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: asked.append(rep_ms) or [0.002])
+    row: dict = {}
+    selfcheck._time_into(row, "triton", lambda: None, "cpu", False, 100)
+    assert asked == [selfcheck.SYNC_MS] and (row["triton_us"], row["triton_sync_us"]) == (1.0, 2.0)
 
 
 def test_aot_cases_are_the_checks_gpu_launches():
@@ -352,7 +361,7 @@ def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypat
 
     monkeypatch.setattr(tt, "do_bench", ms(0.002))
     monkeypatch.setattr(selfcheck, "cuda_graph_ms", lambda fn, rep_ms, quantiles: [ms(0.001)(fn)])
-    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, rep_ms, quantiles, device: [ms(0.003)(fn)])
+    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: [ms(0.003)(fn)])
     rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5, dtype=torch.float16)
     assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
     assert {r["dtype"] for r in rows} == {"float16"}
