@@ -49,8 +49,9 @@ DRY_RUN = {
 }
 
 
-#: the batches timed per call, synchronized ("sync"), besides do_bench and the CUDA graph: the
-#: edge batches, where the host's launch cost is the latency
+#: the edge batches, B <= EDGE_BATCH: where the bar compares the projection (with eager and a
+#: static torch.compile), and where each op is also timed per call, synchronized ("sync"),
+#: because there the host's launch cost is the latency
 EDGE_BATCH = 32
 
 
@@ -140,7 +141,7 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             out = fused_projection_triton(xs, ws, bias, "relu", True)
             torch.testing.assert_close(out.float(), eager(xs).float(), rtol=2e-2, atol=2e-2)
             fns = {"triton": lambda: fused_projection_triton(xs, ws, bias, "relu", True), "eager": lambda: eager(xs)}
-            if compiled is not None and b <= 32:
+            if compiled is not None and b <= EDGE_BATCH:
                 fns["compile"] = lambda: compiled(xs)
             t = _variants(fns, sync_too=b <= EDGE_BATCH)
             # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
@@ -148,7 +149,7 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             extra: dict = {}
             alts = _time_alternatives(
                 _alternatives(b, d, dtype.itemsize), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
-            ) if b <= 32 or b == BATCHES[-1] else {}
+            ) if b <= EDGE_BATCH or b == BATCHES[-1] else {}
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
@@ -442,7 +443,7 @@ def derive(results: list, copy_gbs: float) -> dict:
             item["min_speedup_sync_edge_batches"] = min(sync)
         return item
 
-    small_proj = [r for r in sel("fused_projection") if r["B"] <= 32]
+    small_proj = [r for r in sel("fused_projection") if r["B"] <= EDGE_BATCH]
     bar = {}
     if small_proj:
         bar["fused_projection_B<=32_>=2x_eager"] = speedup_item(small_proj, "eager", 2.0)

@@ -156,10 +156,10 @@ def model(doc: dict) -> list[str]:
         lines += ["A forward's µs, median, as do_bench / CUDA graph / per call synchronized, with its fused ops on "
                   "the kernels and on the reference ops.", "",
                   "| subset | B | kernels µs | reference ops µs | speedup |", "|---|---|---|---|---|"]
-        keys = {"stream": "", "graph": "_graph", "sync": "_sync"}
+        suffixes = ("", "_graph", "_sync")  # edgefuse kernels' keys for do_bench, CUDA graph, per call
         for r in rows:
-            tri = " / ".join(_us(r.get(f"triton{k}_us")) for k in keys.values())
-            ref = " / ".join(_us(r.get(f"eager{k}_us")) for k in keys.values())
+            tri = " / ".join(_us(r.get(f"triton{k}_us")) for k in suffixes)
+            ref = " / ".join(_us(r.get(f"eager{k}_us")) for k in suffixes)
             sp = " / ".join(_x(r.get(key)) for key in ("speedup", "graph_speedup", "sync_speedup"))
             lines.append(f"| {r.get('subset')} | {r['B']} | {tri} | {ref} | {sp} |")
         lines.append("")

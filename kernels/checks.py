@@ -18,7 +18,7 @@ import torch
 #: the projection's activations (its kernel's ACT codes)
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3}
 GATE_MODES = ("softmax", "sigmoid")
-_GATE_MODES_SAID = " or ".join(map(repr, GATE_MODES))  # 'softmax' or 'sigmoid'
+GATE_MODES_SAID = " or ".join(map(repr, GATE_MODES))  # 'softmax' or 'sigmoid' (for errors)
 #: the dtypes the kernels compute in
 KERNEL_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -135,7 +135,7 @@ def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: s
     """``feats [B, N, D]``, float ``logits [B, N]`` or ``[B, N, D]``, ``mask [B, N]`` bool, ``mode``
     in ``GATE_MODES``; returns (B, N, D)."""
     if mode not in GATE_MODES:
-        raise ValueError(f"gated_fusion: mode must be {_GATE_MODES_SAID}, got {mode!r}")
+        raise ValueError(f"gated_fusion: mode must be {GATE_MODES_SAID}, got {mode!r}")
     if feats.dim() != 3:
         raise ValueError(f"gated_fusion: expected feats [B, N, D], got {list(feats.shape)}")
     if not feats.dtype.is_floating_point:

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgefuse.kernels.checks import ACTS, GATE_MODES
+from edgefuse.kernels.checks import ACTS, GATE_MODES, GATE_MODES_SAID
 from edgefuse.kernels.reference import masked_softmax
 
 ACTIVATIONS = tuple(ACTS)  # what the fused projection computes
@@ -233,7 +233,7 @@ class GatedFusion(nn.Module):
     def __init__(self, n: int, dim: int, gate: str = "softmax") -> None:
         super().__init__()
         if gate not in GATE_MODES:
-            raise ValueError(f"gate must be {' or '.join(map(repr, GATE_MODES))}, got {gate!r}")
+            raise ValueError(f"gate must be {GATE_MODES_SAID}, got {gate!r}")
         self.gate = gate
         self.gate_w = nn.Parameter(torch.randn(n, 2 * dim, dim) * (1.0 / math.sqrt(2 * dim)))
         self.gate_b = nn.Parameter(torch.zeros(n, dim))
