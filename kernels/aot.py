@@ -338,9 +338,9 @@ def kernels_in(*modules) -> dict[str, object]:
 
 def our_kernels() -> dict[str, object]:
     """Every Triton kernel of edgefuse.kernels, by name."""
-    from edgefuse.kernels import triton_bilinear, triton_gated, triton_projection
+    from edgefuse.kernels import triton_bilinear, triton_gated, triton_probe, triton_projection
 
-    return kernels_in(triton_projection, triton_bilinear, triton_gated)
+    return kernels_in(triton_projection, triton_bilinear, triton_gated, triton_probe)
 
 
 def _per_device(fn) -> dict:

@@ -13,9 +13,10 @@ Rules, in order:
    (a Jetson image without it, a broken install), or it cannot run on this GPU (checked once,
    at the first CUDA call: its CUDA driver builds C helpers on first use, which needs a C
    compiler and Python's headers that slim runtime images lack; and some Triton releases
-   cannot compile for some GPUs, Jetson Thor with Triton <= 3.6 among them), CUDA tensors
-   take the reference too, with one warning that says why; forcing ``triton`` or
-   ``interpret`` then raises instead.
+   cannot compile for some GPUs, Jetson Thor with Triton <= 3.6 among them; and a driver may
+   refuse to load what Triton's own ptxas built, so a one-line test kernel is built, loaded
+   and run first), CUDA tensors take the reference too, with one warning that says why;
+   forcing ``triton`` or ``interpret`` then raises instead.
 
 Triton launches on the current CUDA device's stream, whatever device the tensors are on;
 so, as torch's own ops do, a call switches to its tensors' device first when that is not the
@@ -130,6 +131,9 @@ def triton_cuda_error() -> tuple[str, str, str] | None:
        ``python3-dev`` used to fail only at the first fused op's launch, inside the model
        ("Failed to find C compiler").
     2. This Triton must compile for the GPU's architecture (``triton_target_error``).
+    3. Triton must build, load and run a kernel on the GPU (``kernel_load_error``): its ptxas
+       may be newer than the driver can load. Not checked when the first call is being
+       captured into a CUDA graph, where the test kernel would join the graph.
     """
     import triton
 
@@ -139,7 +143,83 @@ def triton_cuda_error() -> tuple[str, str, str] | None:
         why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line (libcuda's message has two)
         return "Triton's CUDA driver cannot start", why, DRIVER_REMEDY
     bad = triton_target_error(target.arch, triton.__version__)
-    return None if bad is None else ("Triton cannot compile the kernels for this GPU", *bad)
+    if bad is not None:
+        return ("Triton cannot compile the kernels for this GPU", *bad)
+    if torch.cuda.is_current_stream_capturing():  # a launch now would join the user's graph: trust the first launch
+        return None
+    return kernel_load_error(torch.device("cuda", torch.cuda.current_device()), target.arch)
+
+
+#: what to do when Triton's test kernel fails for a cause other than a ptxas newer than the driver
+PROBE_REMEDY = ("get Triton itself to build and run a kernel on this GPU: it fails on a one-line test kernel, "
+                "before any of edgefuse's")
+
+
+def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
+    """Why Triton cannot build, load and run a kernel on ``device`` (``sm_<arch>``): ``(what,
+    why, remedy)``; None when it can. Runs ``triton_probe``'s one-line kernel and reads it back.
+
+    Triton builds kernels with the ptxas in its wheel, and a driver older than that ptxas's CUDA
+    may refuse to load them ("device kernel image is invalid", at the first launch); Triton 3.9
+    builds for Hopper and Blackwell with CUDA 13's. Where that is the case, ``why`` gives both
+    versions and ``remedy`` names the variable that picks another ptxas.
+    """
+    try:
+        from edgefuse.kernels import triton_probe
+
+        triton_probe.run(device)
+        return None
+    except Exception as e:  # a compile error, a load the driver refused, a wrong result
+        why = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    why = why if len(why) <= 300 else why[:297] + "..."  # (a ptxas error can run to pages)
+    import triton
+
+    ptxas, driver = triton_ptxas(arch), cuda_driver_version()
+    remedy = PROBE_REMEDY
+    if ptxas is not None and driver is not None:
+        why += f"; Triton {triton.__version__} builds for sm_{arch} with CUDA {ptxas[1]}'s ptxas, this driver runs CUDA {driver}"
+        if (major_minor(ptxas[1]) or (0, 0)) > (major_minor(driver) or (99, 0)):
+            remedy = (f"update the NVIDIA driver to one for CUDA {ptxas[1]}, or set {ptxas[2]} to the ptxas of a CUDA "
+                      f"toolkit no newer than {driver}, such as /usr/local/cuda/bin/ptxas where that toolkit matches "
+                      "the driver (as JetPack's does)")
+    return "Triton cannot build and load a kernel on this GPU", why, remedy
+
+
+def cuda_driver_version() -> str | None:
+    """The CUDA version the NVIDIA driver supports ("12.6"), from libcuda; None where it cannot be read."""
+    import ctypes
+
+    try:
+        version = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version)) != 0:
+            return None
+    except (OSError, AttributeError):  # no libcuda (no NVIDIA driver, another OS)
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def triton_ptxas(arch) -> tuple[str, str, str] | None:
+    """The ptxas this Triton builds ``sm_<arch>`` kernels with: ``(path, its CUDA version, the
+    variable that names another)``; None where it does not say (not NVIDIA, or its internals
+    moved). Triton 3.0-3.2 keep one ptxas. From 3.3 ``get_ptxas`` picks it, per architecture
+    except in 3.4 and 3.5: ``ptxas-blackwell`` (``TRITON_PTXAS_BLACKWELL_PATH``) for Blackwell,
+    and from 3.9 for Hopper too (CUDA 13.4's in 3.9's wheel)."""
+    try:
+        from triton.backends.nvidia import compiler
+
+        if hasattr(compiler, "get_ptxas"):
+            try:
+                tool = compiler.get_ptxas(arch)
+            except TypeError:  # 3.4, 3.5: one for every architecture
+                tool = compiler.get_ptxas()
+            path, version = (tool.path, tool.version) if hasattr(tool, "path") else tool  # 3.3: (path, version)
+        else:
+            path, version = compiler._path_to_binary("ptxas")
+    except Exception:  # ImportError, a Triton whose internals moved
+        return None
+    var = next((v for v in ("TRITON_PTXAS_BLACKWELL_PATH", "TRITON_PTXAS_PATH") if os.environ.get(v) == path),
+               "TRITON_PTXAS_BLACKWELL_PATH" if os.path.basename(path).startswith("ptxas-blackwell") else "TRITON_PTXAS_PATH")
+    return path, version, var
 
 
 def _no_triton(forced: str, cannot: str, why: str, remedy: str) -> str:

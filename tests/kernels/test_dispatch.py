@@ -213,6 +213,9 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
     import edgefuse.kernels.triton_gated as tg
 
     monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: None)  # (a test kernel would need the Thor)
     ops.triton_cuda_error.cache_clear()
     ops._warn_no_triton.cache_clear()
     try:
@@ -227,6 +230,139 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
         monkeypatch.setattr(triton, "__version__", "3.7.1")  # a release that can: checked once per process
         ops.triton_cuda_error.cache_clear()
         assert backend(feats) == "triton"
+    finally:
+        ops.triton_cuda_error.cache_clear()
+        ops._warn_no_triton.cache_clear()
+
+
+def test_the_load_check_runs_a_test_kernel_and_reads_it_back(monkeypatch):
+    """``kernel_load_error`` builds, loads and runs triton_probe's kernel (compiled on a GPU,
+    interpreted here) and reads it back: None when it works; a kernel that leaves its output
+    unwritten is caught, with what it wrote."""
+    import edgefuse.kernels.ops as ops
+    from edgefuse.kernels import triton_probe
+
+    assert ops.kernel_load_error(DEV, 87) is None
+
+    class Unwritten:  # a launch that runs nothing
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(triton_probe, "_iota", Unwritten())
+    what, why, remedy = ops.kernel_load_error(DEV, 87)
+    assert what == "Triton cannot build and load a kernel on this GPU"
+    assert why.startswith("RuntimeError: Triton's test kernel ran but wrote [-1, -1, -1, -1]... instead of [1, 4, 7, 10]")
+    if ops.cuda_driver_version() is None:  # no NVIDIA driver: no versions to compare
+        assert remedy == ops.PROBE_REMEDY
+
+
+LOAD_REFUSED = r"""
+import json, sys
+from unittest import mock
+from triton.compiler.compiler import CompiledKernel
+from edgefuse.kernels import ops
+from edgefuse.kernels.aot import stand_in_gpu
+
+def refuse(self):
+    raise RuntimeError("Triton Error [CUDA]: device kernel image is invalid")
+
+out = {}
+for arch in (87, 90):
+    for driver in ("12.6", "99.0"):
+        with stand_in_gpu(arch):  # Triton compiles the test kernel for real; the load is refused
+            with mock.patch.object(CompiledKernel, "_init_handles", refuse), \
+                 mock.patch.object(ops, "cuda_driver_version", lambda: driver):
+                out[f"{arch} {driver}"] = ops.kernel_load_error("cpu", arch)
+    out[f"{arch} ptxas"] = ops.triton_ptxas(arch)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton_reads(monkeypatch, tmp_path):
+    """A driver that refuses what Triton's ptxas built ("device kernel image is invalid", as
+    with a driver older than that ptxas's CUDA): the check says both versions, and names the
+    variable that makes Triton use another ptxas, the one this Triton reads for that
+    architecture (with 3.9, Hopper's is ``TRITON_PTXAS_BLACKWELL_PATH``). Compiled for sm_87
+    and sm_90 on a stand-in GPU, in a process of its own (no interpreter)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import triton
+    from triton.backends.nvidia import compiler
+
+    import edgefuse.kernels.ops as ops
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS",
+                                                           "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    run = subprocess.run([sys.executable, "-c", LOAD_REFUSED], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout)
+    for arch in (87, 90):
+        path, version, var = out[f"{arch} ptxas"]
+        assert os.path.isfile(path) and var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
+        what, why, remedy = out[f"{arch} 12.6"]
+        assert what == "Triton cannot build and load a kernel on this GPU"
+        assert why == (f"RuntimeError: Triton Error [CUDA]: device kernel image is invalid; Triton {triton.__version__} "
+                       f"builds for sm_{arch} with CUDA {version}'s ptxas, this driver runs CUDA 12.6")
+        if ops.major_minor(version) > (12, 6):  # every release's wheel (12.4 in 3.0-3.3)
+            assert remedy.startswith(f"update the NVIDIA driver to one for CUDA {version}, or set {var} to the ptxas "
+                                     "of a CUDA toolkit no newer than 12.6"), remedy
+        assert out[f"{arch} 99.0"][2] == ops.PROBE_REMEDY  # a newer driver: no version advice
+        # the variable named is the one this Triton reads for that architecture
+        monkeypatch.setenv(var, str(tmp_path / "ptxas"))
+        (tmp_path / "ptxas").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6, V12.6.85'\n")
+        (tmp_path / "ptxas").chmod(0o755)
+        # Triton 3.0-3.3 find ptxas once per process
+        found = [f for f in (getattr(compiler, n, None) for n in ("_path_to_binary", "get_ptxas")) if hasattr(f, "cache_clear")]
+        try:
+            for f in found:
+                f.cache_clear()
+            assert ops.triton_ptxas(arch) == (str(tmp_path / "ptxas"), "12.6", var)
+        finally:
+            monkeypatch.delenv(var)
+            for f in found:
+                f.cache_clear()
+
+
+def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(monkeypatch):
+    """The load check is dispatch's third (after the driver and the architecture), once per
+    process: its failure takes the reference with one warning, and forcing Triton raises. A
+    first call inside a CUDA-graph capture skips it (its kernel would join the graph)."""
+    import types
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    import edgefuse.kernels.ops as ops
+
+    orin = types.SimpleNamespace(active=types.SimpleNamespace(get_current_target=lambda: GPUTarget("cuda", 87, 32)))
+    monkeypatch.setattr(triton.runtime, "driver", orin)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+    checked = []
+    refused = ("Triton cannot build and load a kernel on this GPU", "RuntimeError: Triton Error [CUDA]: device kernel "
+               "image is invalid", "update the NVIDIA driver")
+    monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: checked.append((str(device), arch)) or refused)
+    fake_cuda = torch.zeros(2, 3)
+    try:
+        for capturing in (True, False):
+            monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
+            ops.triton_cuda_error.cache_clear()
+            ops._warn_no_triton.cache_clear()
+            if capturing:
+                assert backend(fake_cuda) == "triton" and checked == []
+                continue
+            with pytest.warns(RuntimeWarning, match=r"cannot build and load a kernel on this GPU \(RuntimeError: Triton "
+                              r"Error \[CUDA\]: device kernel image is invalid\).*reference ops.*update the NVIDIA driver"):
+                assert backend(fake_cuda) == "reference"
+            assert backend(fake_cuda) == "reference" and checked == [("cuda:0", 87)]  # once per process
+            monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
+            with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot build and load"):
+                backend(fake_cuda)
     finally:
         ops.triton_cuda_error.cache_clear()
         ops._warn_no_triton.cache_clear()
