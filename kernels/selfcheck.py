@@ -77,15 +77,18 @@ def report() -> dict:
     """Versions, CUDA devices, and what a fused op on CUDA tensors runs here (``"triton"`` or
     ``"reference"``) with why and what to do about it. Never raises for a broken install: that
     is what it reports."""
-    from edgefuse.kernels.ops import _CHOICES, triton_import_error
+    from edgefuse.kernels.ops import _CHOICES, cuda_driver_version, triton_import_error, triton_ptxas
 
     rec = {"versions": _versions(), "EDGEFUSE_KERNELS": os.environ.get("EDGEFUSE_KERNELS"),
            "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "devices": []}
     if torch.cuda.is_available():
+        rec["versions"]["driver_cuda"] = cuda_driver_version()  # what Triton's ptxas must not be newer than
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
+            ptxas = triton_ptxas(p.major * 10 + p.minor) if triton_import_error() is None else None
             rec["devices"].append({"index": i, "name": p.name, "arch": f"sm_{p.major}{p.minor}",
-                                   "memory_gib": round(p.total_memory / 2**30, 1), "sms": p.multi_processor_count})
+                                   "memory_gib": round(p.total_memory / 2**30, 1), "sms": p.multi_processor_count,
+                                   "triton_ptxas": None if ptxas is None else dict(zip(("path", "cuda", "variable"), ptxas))})
     can, why, remedy = _kernels_can_run(bool(rec["devices"]))
     rec["kernels_can_run"] = can
     forced = (rec["EDGEFUSE_KERNELS"] or "").strip().lower()
@@ -129,9 +132,11 @@ def _kernels_can_run(cuda: bool) -> tuple[bool, str | None, str | None]:
 def format_report(rec: dict) -> str:
     v = rec["versions"]
     lines = [f"edgefuse {v['edgefuse']}  torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'})  "
-             f"triton {v['triton'] or 'not importable'}"]
+             f"triton {v['triton'] or 'not importable'}" + (f"  driver: CUDA {v['driver_cuda']}" if v.get("driver_cuda") else "")]
     for d in rec["devices"]:
-        lines.append(f"cuda:{d['index']}  {d['name']}  {d['arch']}  {d['sms']} SMs  {d['memory_gib']} GiB")
+        ptxas = d.get("triton_ptxas")
+        lines.append(f"cuda:{d['index']}  {d['name']}  {d['arch']}  {d['sms']} SMs  {d['memory_gib']} GiB"
+                     + (f"  Triton builds with CUDA {ptxas['cuda']}'s ptxas ({ptxas['variable']})" if ptxas else ""))
     if not rec["devices"]:
         lines.append("no CUDA device")
     for var in ("EDGEFUSE_KERNELS", "TRITON_INTERPRET"):

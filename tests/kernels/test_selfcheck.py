@@ -117,6 +117,27 @@ def test_check_refuses_with_the_reason_when_the_kernels_cannot_run(monkeypatch, 
     assert "cuda:0  Orin  sm_87" in capsys.readouterr().out
 
 
+def test_report_gives_the_drivers_cuda_and_the_ptxas_triton_builds_each_gpu_with(monkeypatch):
+    """What decides whether the driver loads Triton's kernels: the driver's CUDA and, per GPU,
+    the CUDA of the ptxas this Triton picks for its architecture, with the variable that replaces
+    it. A stand-in Orin, since there is no GPU here."""
+    import types
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
+        name="Orin", major=8, minor=7, total_memory=61.4 * 2**30, multi_processor_count=16))
+    monkeypatch.setattr(ops, "cuda_driver_version", lambda: "12.6")
+    monkeypatch.setattr(ops, "triton_cuda_error", lambda: None)
+    rec = selfcheck.report()
+    path, cuda, var = ops.triton_ptxas(87)
+    assert rec["versions"]["driver_cuda"] == "12.6"
+    assert rec["devices"][0]["triton_ptxas"] == {"path": path, "cuda": cuda, "variable": var}
+    text = selfcheck.format_report(rec)
+    assert text.splitlines()[0].endswith("  driver: CUDA 12.6")
+    assert f"cuda:0  Orin  sm_87  16 SMs  61.4 GiB  Triton builds with CUDA {cuda}'s ptxas ({var})" in text
+
+
 def test_interpret_refuses_once_triton_is_imported_compiled(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # as this process's conftest set it before importing Triton
     selfcheck._use_interpreter()
