@@ -173,10 +173,13 @@ def record_of(launch: Launch, arch: int, sass: bool = False) -> Compiled:
 
 
 def _cuobjdump(cubin: bytes, flag: str) -> str:
-    """What ``cuobjdump flag`` (shipped in Triton's NVIDIA backend) prints for a cubin."""
+    """What ``cuobjdump flag`` (shipped in Triton's NVIDIA backend) prints for a cubin.
+    ``TRITON_CUOBJDUMP_PATH``, Triton's own variable for it, names another: CUDA 13's cannot read
+    what CUDA 12.2's ptxas builds for sm_90a ("does not contain device code"), and
+    bench/triton_ptxas.sh builds with such older ptxas."""
     import triton
 
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    tool = Path(os.environ.get("TRITON_CUOBJDUMP_PATH") or Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
     if not tool.is_file():
         raise FileNotFoundError(f"cuobjdump not found at {tool}; it ships in Triton's NVIDIA backend")
     with tempfile.TemporaryDirectory(prefix="edgefuse-aot.") as tmp:

@@ -182,7 +182,16 @@ def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
             remedy = (f"update the NVIDIA driver to one for CUDA {ptxas[1]}, or set {ptxas[2]} to the ptxas of a CUDA "
                       f"toolkit no newer than {driver}, such as /usr/local/cuda/bin/ptxas where that toolkit matches "
                       "the driver (as JetPack's does)")
+            if driver.startswith("11.") and (major_minor(triton.__version__) or (0, 0)) >= CUDA11_PTXAS_BREAKS_FROM:
+                remedy += (f"; Triton {triton.__version__} cannot build with a CUDA 11 ptxas, so first install "
+                           "triton<%d.%d" % (CUDA11_PTXAS_BREAKS_FROM[0], CUDA11_PTXAS_BREAKS_FROM[1]))
     return "Triton cannot build and load a kernel on this GPU", why, remedy
+
+
+#: The first Triton release that cannot build the kernels with a CUDA 11 ptxas (JetPack 5's
+#: toolkit is 11.4): it passes ptxas -regAllocOptLevel, which CUDA 11.8's lacks
+#: (bench/triton_ptxas.sh, bench/results/aot/ptxas.txt).
+CUDA11_PTXAS_BREAKS_FROM = (3, 7)
 
 
 def cuda_driver_version() -> str | None:

@@ -190,6 +190,19 @@ def test_pipeline_plan_fits_the_budget_and_keeps_tl_dot_sizes():
                 assert stages * (bm * k + k * bn) * itemsize <= SHARED_BUDGET or k == DOT_MIN, (b, d, itemsize)
 
 
+def test_binaries_are_read_with_the_cuobjdump_triton_cuobjdump_path_names(monkeypatch, tmp_path):
+    """CUDA 13's cuobjdump (Triton 3.8's and 3.9's) cannot read what CUDA 12.2's ptxas builds for
+    sm_90a, so bench/triton_ptxas.sh names a CUDA 12 one with Triton's own variable; the
+    resource count reads what that tool prints."""
+    from edgefuse.kernels.aot import resource_usage
+
+    tool = tmp_path / "cuobjdump"
+    tool.write_text("#!/bin/sh\necho ' Function k:'\necho '  REG:40 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0'\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("TRITON_CUOBJDUMP_PATH", str(tool))
+    assert resource_usage(b"not read") == {"REG": 40, "STACK": 0, "SHARED": 1024, "LOCAL": 0}
+
+
 def test_problems_flags_shared_overflow_and_spills():
     ok = Compiled("k", 87, {}, 4, 64, 0, 1000, 166912, 8, 0.1, fp_fusion=True)
     over = Compiled("k", 87, {"BLOCK_K": 64}, 8, 255, 0, 266240, 166912, 1, 0.1, fp_fusion=True)

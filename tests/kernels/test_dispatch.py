@@ -327,6 +327,27 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
                 f.cache_clear()
 
 
+@pytest.mark.parametrize("version, driver, pin", [("3.8.0", "11.4", True), ("3.6.0", "11.4", False), ("3.8.0", "12.6", False)])
+def test_on_a_cuda_11_driver_the_remedy_pins_a_triton_that_builds_with_its_ptxas(monkeypatch, version, driver, pin):
+    """JetPack 5's driver runs CUDA 11.4, older than every Triton wheel's ptxas, and Triton 3.7
+    and later cannot build with a CUDA 11 ptxas (bench/triton_ptxas.sh): there the remedy says
+    to install an older Triton first."""
+    import triton
+
+    import edgefuse.kernels.ops as ops
+    from edgefuse.kernels import triton_probe
+
+    monkeypatch.setattr(triton_probe, "run", lambda device: (_ for _ in ()).throw(
+        RuntimeError("Triton Error [CUDA]: device kernel image is invalid")))
+    monkeypatch.setattr(triton, "__version__", version)
+    monkeypatch.setattr(ops, "triton_ptxas", lambda arch: ("/x/ptxas", "12.9", "TRITON_PTXAS_PATH"))
+    monkeypatch.setattr(ops, "cuda_driver_version", lambda: driver)
+    remedy = ops.kernel_load_error("cuda:0", 87)[2]
+    assert remedy.startswith(f"update the NVIDIA driver to one for CUDA 12.9, or set TRITON_PTXAS_PATH to the ptxas "
+                             f"of a CUDA toolkit no newer than {driver}")
+    assert remedy.endswith(f"; Triton {version} cannot build with a CUDA 11 ptxas, so first install triton<3.7") == pin
+
+
 def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(monkeypatch):
     """The load check is dispatch's third (after the driver and the architecture), once per
     process: its failure takes the reference with one warning, and forcing Triton raises. A
