@@ -13,8 +13,9 @@
 # Triton ignores cannot pass for one it reads. The AOT check reads each binary with cuobjdump,
 # and CUDA 13's cannot read what a CUDA 12.2 ptxas builds for sm_90a, so for toolkits before 13
 # it reads them with a CUDA 12 one ($CUOBJDUMP12, default: the newest venv's cuobjdump of
-# CUDA 12.x; PyPI has no CUDA 12 cuobjdump wheel), named by TRITON_CUOBJDUMP_PATH. Appends one
-# line per venv, architecture and toolkit to $OUT/ptxas.txt; exits 1 when a named ptxas was not
+# CUDA 12.x; PyPI has no CUDA 12 cuobjdump wheel), named by TRITON_CUOBJDUMP_PATH. Appends to
+# $OUT/ptxas.txt one line per venv with its own ptxas for sm_87, sm_90 and sm_100 (all that
+# CUDAS="" asks for), then one per architecture and toolkit; exits 1 when a named ptxas was not
 # the one used.
 #
 #   OUT=bench/results/aot bash bench/triton_ptxas.sh triton-3.0.0 triton-3.8.0 triton-3.9.0
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 VENVS="${VENVS:-/tmp/edgefuse-triton-venvs}"
 ARCHS="${ARCHS:-87 90}"
-CUDAS="${CUDAS:-11.8 12.2 12.6}"
+CUDAS="${CUDAS-11.8 12.2 12.6}"  # (set but empty: none)
 PTXAS_DIR="${PTXAS_DIR:-/tmp/edgefuse-ptxas}"
 PY="${PYTHON:-python3}"
 [ $# -gt 0 ] || { echo "usage: bash bench/triton_ptxas.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
@@ -36,7 +37,9 @@ if [ -z "${CUOBJDUMP12:-}" ]; then
   done
 fi
 [ -n "${CUOBJDUMP12:-}" ] || { echo "no CUDA 12 cuobjdump under $VENVS (set CUOBJDUMP12)" >&2; exit 2; }
-echo "# $(date -u +%F): sm_${ARCHS// /, sm_} with CUDA ${CUDAS// /, }'s ptxas; binaries of CUDA < 13 read by CUDA $("$CUOBJDUMP12" --version | grep -o 'release [0-9.]*' | cut -d' ' -f2)'s cuobjdump" >> "$OUT/ptxas.txt"
+header="# $(date -u +%F): each venv's own ptxas"
+[ -z "$CUDAS" ] || header="$header; sm_${ARCHS// /, sm_} with CUDA ${CUDAS// /, }'s ptxas; binaries of CUDA < 13 read by CUDA $("$CUOBJDUMP12" --version | grep -o 'release [0-9.]*' | cut -d' ' -f2)'s cuobjdump"
+echo "$header" >> "$OUT/ptxas.txt"
 
 ptxas_of() {  # CUDA major.minor -> a wrapper that counts its calls in $PTXAS_DIR/<cuda>/calls, then runs that ptxas
   local cuda="$1" dir="$PTXAS_DIR/$1" wheel real
@@ -61,6 +64,10 @@ for tag in "$@"; do
   venv="$VENVS/$tag"
   [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/ptxas.txt"; status=1; continue; }
   version=$("$venv/bin/python" -c 'import triton; print(triton.__version__)')
+  # the wheel's own, per architecture family (Ampere/Ada/Orin, Hopper, Blackwell/Thor): no compile
+  echo "triton $version ($tag): its own ptxas: $(env -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH "$venv/bin/python" -c \
+    "from edgefuse.kernels.ops import triton_ptxas as t; print(', '.join('sm_%d CUDA %s (%s)' % (a, *t(a)[1:]) for a in (87, 90, 100)))")" \
+    | tee -a "$OUT/ptxas.txt"
   for arch in $ARCHS; do
     read -r own var < <(env -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH "$venv/bin/python" -c \
                           "from edgefuse.kernels.ops import triton_ptxas as t; print(*t($arch)[1:])")

@@ -212,7 +212,8 @@ def triton_ptxas(arch) -> tuple[str, str, str] | None:
     variable that names another)``; None where it does not say (not NVIDIA, or its internals
     moved). Triton 3.0-3.2 keep one ptxas. From 3.3 ``get_ptxas`` picks it, per architecture
     except in 3.4 and 3.5: ``ptxas-blackwell`` (``TRITON_PTXAS_BLACKWELL_PATH``) for Blackwell,
-    and from 3.9 for Hopper too (CUDA 13.4's in 3.9's wheel)."""
+    and from 3.9 for Hopper too (CUDA 13.4's in 3.9's wheel). Up to 3.3 the variable is the
+    binary's name as it is (``TRITON_PTXAS-BLACKWELL_PATH``)."""
     try:
         from triton.backends.nvidia import compiler
 
@@ -222,12 +223,14 @@ def triton_ptxas(arch) -> tuple[str, str, str] | None:
             except TypeError:  # 3.4, 3.5: one for every architecture
                 tool = compiler.get_ptxas()
             path, version = (tool.path, tool.version) if hasattr(tool, "path") else tool  # 3.3: (path, version)
+            named_as_is = not hasattr(tool, "path")
         else:
-            path, version = compiler._path_to_binary("ptxas")
+            (path, version), named_as_is = compiler._path_to_binary("ptxas"), True
     except Exception:  # ImportError, a Triton whose internals moved
         return None
-    var = next((v for v in ("TRITON_PTXAS_BLACKWELL_PATH", "TRITON_PTXAS_PATH") if os.environ.get(v) == path),
-               "TRITON_PTXAS_BLACKWELL_PATH" if os.path.basename(path).startswith("ptxas-blackwell") else "TRITON_PTXAS_PATH")
+    blackwell = "TRITON_PTXAS-BLACKWELL_PATH" if named_as_is else "TRITON_PTXAS_BLACKWELL_PATH"
+    var = next((v for v in (blackwell, "TRITON_PTXAS_PATH") if os.environ.get(v) == path),
+               blackwell if os.path.basename(path).startswith("ptxas-blackwell") else "TRITON_PTXAS_PATH")
     return path, version, var
 
 
