@@ -120,6 +120,13 @@ def triton_target_error(arch, triton_version: str, environ=os.environ) -> tuple[
     return f"Triton {triton_version} cannot compile for sm_{arch} ({parts}): {how}", remedy
 
 
+def error_line(e: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` on one line (libcuda's and ptxas's messages run to several), cut to
+    ``limit`` characters with an ellipsis."""
+    line = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
+
+
 @functools.lru_cache(maxsize=1)
 def triton_cuda_error() -> tuple[str, str, str] | None:
     """Why Triton cannot run the kernels on this process's CUDA GPU: ``(what, why, remedy)``;
@@ -140,8 +147,7 @@ def triton_cuda_error() -> tuple[str, str, str] | None:
     try:
         target = triton.runtime.driver.active.get_current_target()  # starts the driver
     except Exception as e:  # RuntimeError (no compiler), CalledProcessError (no Python.h), AssertionError (no libcuda)
-        why = f"{type(e).__name__}: {' '.join(str(e).split())}"  # one line (libcuda's message has two)
-        return "Triton's CUDA driver cannot start", why, DRIVER_REMEDY
+        return "Triton's CUDA driver cannot start", error_line(e), DRIVER_REMEDY  # (libcuda's message has two lines)
     bad = triton_target_error(target.arch, triton.__version__)
     if bad is not None:
         return ("Triton cannot compile the kernels for this GPU", *bad)
@@ -170,8 +176,7 @@ def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
         triton_probe.run(device)
         return None
     except Exception as e:  # a compile error, a load the driver refused, a wrong result
-        why = f"{type(e).__name__}: {' '.join(str(e).split())}"
-    why = why if len(why) <= 300 else why[:297] + "..."  # (a ptxas error can run to pages)
+        why = error_line(e, 300)  # (a ptxas error can run to pages)
     import triton
 
     ptxas, driver = triton_ptxas(arch), cuda_driver_version()

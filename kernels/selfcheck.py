@@ -46,6 +46,7 @@ import torch
 from edgefuse._fs import write_json
 from edgefuse.cli import KERNEL_SHAPES
 from edgefuse.kernels import reference as ref
+from edgefuse.kernels.ops import error_line
 
 #: --check / --bench shapes when not given (defined with the command's options, which load without torch)
 GPU_SHAPES, INTERPRET_SHAPES = KERNEL_SHAPES["gpu"], KERNEL_SHAPES["interpret"]
@@ -315,7 +316,7 @@ def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
             ratio = _compare([o.detach().cpu() for o in outs], reference(), torch.float16 if as_tf32 else dtype, reduce_len)
             err = None if math.isfinite(ratio) else "a NaN or infinite value, or a wrong shape"
         except Exception as e:  # a compile or launch failure fails this case; the others still run
-            ratio, err = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            ratio, err = math.inf, error_line(e)[:500]
         case = Case(op, label, _short(dtype) + (" (tf32)" if as_tf32 else ""),
                     round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, err)
         cases.append(case)
@@ -486,7 +487,7 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                 if agree < 1.0 and ratio <= 1.0:
                     label += f" (top-1 agrees on {agree:.0%}: near-ties)"
             except Exception as e:
-                ratio, error = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+                ratio, error = math.inf, error_line(e)[:500]
             case = Case("model", label, _short(dtype), round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
             cases.append(case)
             if progress:
