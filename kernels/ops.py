@@ -156,6 +156,12 @@ def triton_cuda_error() -> tuple[str, str, str] | None:
     return kernel_load_error(torch.device("cuda", torch.cuda.current_device()), target.arch)
 
 
+#: The first Triton release that cannot build the kernels with a CUDA 11 ptxas (JetPack 5's
+#: toolkit is 11.4): it passes ptxas -regAllocOptLevel, which CUDA 11.8's lacks
+#: (bench/triton_ptxas.sh, bench/results/aot/ptxas.txt).
+CUDA11_PTXAS_BREAKS_FROM = (3, 7)
+
+
 #: what to do when Triton's test kernel fails for a cause other than a ptxas newer than the driver
 PROBE_REMEDY = ("get Triton itself to build and run a kernel on this GPU: it fails on a one-line test kernel, "
                 "before any of edgefuse's")
@@ -192,11 +198,6 @@ def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
                            "triton<%d.%d" % (CUDA11_PTXAS_BREAKS_FROM[0], CUDA11_PTXAS_BREAKS_FROM[1]))
     return "Triton cannot build and load a kernel on this GPU", why, remedy
 
-
-#: The first Triton release that cannot build the kernels with a CUDA 11 ptxas (JetPack 5's
-#: toolkit is 11.4): it passes ptxas -regAllocOptLevel, which CUDA 11.8's lacks
-#: (bench/triton_ptxas.sh, bench/results/aot/ptxas.txt).
-CUDA11_PTXAS_BREAKS_FROM = (3, 7)
 
 
 def cuda_driver_version() -> str | None:

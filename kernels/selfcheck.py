@@ -86,7 +86,7 @@ def report() -> dict:
         rec["versions"]["driver_cuda"] = cuda_driver_version()  # what Triton's ptxas must not be newer than
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            ptxas = triton_ptxas(p.major * 10 + p.minor) if triton_import_error() is None else None
+            ptxas = triton_ptxas(p.major * 10 + p.minor)  # (None without Triton)
             rec["devices"].append({"index": i, "name": p.name, "arch": f"sm_{p.major}{p.minor}",
                                    "memory_gib": round(p.total_memory / 2**30, 1), "sms": p.multi_processor_count,
                                    "triton_ptxas": None if ptxas is None else dict(zip(("path", "cuda", "variable"), ptxas))})

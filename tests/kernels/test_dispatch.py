@@ -194,27 +194,35 @@ def test_which_triton_compiles_for_which_gpu(arch, version, environ, expected):
         assert f"sm_{arch} ({TRITON_TARGETS[arch][0]})" in got[0]
 
 
-def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeypatch):
-    """Triton <= 3.4 aborts the process when it compiles for sm_110, so the check must come
-    before any launch: a stand-in driver reports a Thor, and Triton 3.4 is what is installed."""
+def _pretend_gpu(monkeypatch, arch: int) -> None:
+    """No GPU here: Triton's driver reports an ``sm_<arch>`` GPU, every tensor says it is on
+    CUDA device 0, no graph is being captured, and EDGEFUSE_KERNELS is unset."""
     import types
 
     import triton
     from triton.backends.compiler import GPUTarget
 
+    gpu = types.SimpleNamespace(active=types.SimpleNamespace(get_current_target=lambda: GPUTarget("cuda", arch, 32)))
+    monkeypatch.setattr(triton.runtime, "driver", gpu)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+
+
+def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeypatch):
+    """Triton <= 3.4 aborts the process when it compiles for sm_110, so the check must come
+    before any launch: a stand-in driver reports a Thor, and Triton 3.4 is what is installed."""
+    import triton
+
     import edgefuse.kernels.ops as ops
 
-    thor = types.SimpleNamespace(active=types.SimpleNamespace(get_current_target=lambda: GPUTarget("cuda", 110, 32)))
-    monkeypatch.setattr(triton.runtime, "driver", thor)
+    _pretend_gpu(monkeypatch, 110)
     monkeypatch.setattr(triton, "__version__", "3.4.0")
-    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
-    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
     launched = []
     import edgefuse.kernels.triton_gated as tg
 
     monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: None)  # (a test kernel would need the Thor)
     ops.triton_cuda_error.cache_clear()
     ops._warn_no_triton.cache_clear()
@@ -352,18 +360,9 @@ def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(mo
     """The load check is dispatch's third (after the driver and the architecture), once per
     process: its failure takes the reference with one warning, and forcing Triton raises. A
     first call inside a CUDA-graph capture skips it (its kernel would join the graph)."""
-    import types
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-
     import edgefuse.kernels.ops as ops
 
-    orin = types.SimpleNamespace(active=types.SimpleNamespace(get_current_target=lambda: GPUTarget("cuda", 87, 32)))
-    monkeypatch.setattr(triton.runtime, "driver", orin)
-    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.delenv("EDGEFUSE_KERNELS", raising=False)
+    _pretend_gpu(monkeypatch, 87)
     checked = []
     refused = ("Triton cannot build and load a kernel on this GPU", "RuntimeError: Triton Error [CUDA]: device kernel "
                "image is invalid", "update the NVIDIA driver")
