@@ -494,13 +494,14 @@ def retune(results: list, margin: float = 1.1) -> list[dict]:
     return out
 
 
-def plot(results: list, path: Path) -> None:
+def plot(results: list, path: Path) -> bool:
+    """Draws the timings into ``path``; False (and a line on stderr) when matplotlib is absent."""
     from _common import pyplot
 
     plt = pyplot()
     if plt is None:
         print("bench_kernels: matplotlib is not installed; kernels.json only, no plot", file=sys.stderr)
-        return
+        return False
     ops = [op for op in ("fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear")
            if any(r["op"] == op for r in results)]
     titles = {"stream": "do_bench", "graph": "CUDA graph", "sync": f"per call, synchronized (B <= {EDGE_BATCH})"}
@@ -531,6 +532,7 @@ def plot(results: list, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def run_steps(steps: dict, write, errors: dict) -> None:
@@ -614,12 +616,12 @@ def main(argv=None) -> int:
     run_steps({op: run for op, run in steps.items() if op in args.ops.split(",")}, write, errors)
     doc = write()
     bar = doc["bar"]
-    plot(results, args.out / "kernels.png")
+    drew = plot(results, args.out / "kernels.png")
     print(json.dumps(bar, indent=2))
     for row in doc["retune"]:
         print(f"retune: {row['op']} B={row['B']} D={row['D']}: {row['better']} {row['config']} beats the default {row['default']} "
               f"({row['speedup']['stream']:.2f}x stream, {row['speedup']['graph']:.2f}x graph)")
-    print(f"wrote {args.out / 'kernels.json'} and kernels.png in {time.time() - start:.0f} s")
+    print(f"wrote {args.out / 'kernels.json'}{' and kernels.png' if drew else ''} in {time.time() - start:.0f} s")
     return 1 if errors else 0
 
 

@@ -25,6 +25,15 @@ def _compiled_mode_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
 
 
+def _assert_plot(png: Path) -> None:
+    """The plot is drawn where the ``plot`` extra (matplotlib) is installed, as ``make test``
+    installs it; without it (``pip install -e .[test]``) the benchmark writes its JSON alone."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert png.stat().st_size > 1000
+    else:
+        assert not png.exists()
+
+
 def _t(us, sync=None):
     t = {"stream": {"us": us, "p20_us": us, "p80_us": us}, "graph": {"us": us / 2, "p20_us": us / 2, "p80_us": us / 2}}
     if sync is not None:  # per call, synchronized: the edge batches only
@@ -68,7 +77,7 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     assert bar["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]["best_config"] == "default"
     assert results[5]["speedup"] == {"vs_eager_stream": pytest.approx(2.5)}
     bk.plot(results, tmp_path / "k.png")
-    assert (tmp_path / "k.png").stat().st_size > 1000
+    _assert_plot(tmp_path / "k.png")
 
 
 @pytest.mark.parametrize("b", [3, 67])  # an edge batch and a GEMM-shaped one (> GEMM_ROWS)
@@ -209,7 +218,8 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     monkeypatch.setattr(bk, "LATER_COMPILE", [])
     assert bk.main(["--out", str(tmp_path), "--dry-run"]) == 0
     doc = json.loads((tmp_path / "kernels.json").read_text())
-    assert doc["dry_run"] is True and (tmp_path / "kernels.png").stat().st_size > 1000
+    assert doc["dry_run"] is True
+    _assert_plot(tmp_path / "kernels.png")
     ops = {r["op"] for r in doc["results"]}
     assert ops == {"fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
     for r in doc["results"]:
