@@ -8,6 +8,8 @@
 # failure is not reported as ExportFailed. Other releases are recorded, not judged.
 # PYTHON picks the interpreter (torch 2.5 and older for Python 3.10: PYTHON=python3.10).
 # Each venv is deleted after its run unless KEEP=1 (about 5 GB each).
+# Where a pip constraints file caps torch (the development VMs' /etc/xdg/pip caps it at 2.14.1,
+# so torch==2.15.0 "has conflicting dependencies"), PIP_CONSTRAINT=/dev/null lifts it for the run.
 #
 #   OUT=bench/results/torch_export bash bench/torch_export_versions.sh 2.6.0 2.9.1 2.10.0
 set -uo pipefail

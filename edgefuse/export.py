@@ -52,7 +52,7 @@ FORBIDDEN_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearConv", "QLine
 #: strategy, each checked in a fresh venv (``pip install torch==X`` and the package; see the
 #: README). setup.py admits older torch for the device side (kernels, the torch engine), which
 #: does not export.
-EXPORT_TESTED_TORCH = ((2, 6), (2, 7), (2, 8), (2, 10), (2, 11), (2, 12), (2, 13), (2, 14))
+EXPORT_TESTED_TORCH = ((2, 6), (2, 7), (2, 8), (2, 10), (2, 11), (2, 12), (2, 13), (2, 14), (2, 15))
 #: torch releases known to fail, with why: said when an export fails under one of them
 EXPORT_KNOWN_BAD_TORCH = {
     (2, 9): "torch 2.9 traces these models with a 'batch != 1' guard and its ONNX exporter then fails on "
