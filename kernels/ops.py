@@ -199,7 +199,6 @@ def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
     return "Triton cannot build and load a kernel on this GPU", why, remedy
 
 
-
 def cuda_driver_version() -> str | None:
     """The CUDA version the NVIDIA driver supports ("12.6"), from libcuda; None where it cannot be read."""
     import ctypes

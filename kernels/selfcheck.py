@@ -316,7 +316,7 @@ def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
             ratio = _compare([o.detach().cpu() for o in outs], reference(), torch.float16 if as_tf32 else dtype, reduce_len)
             err = None if math.isfinite(ratio) else "a NaN or infinite value, or a wrong shape"
         except Exception as e:  # a compile or launch failure fails this case; the others still run
-            ratio, err = math.inf, error_line(e)[:500]
+            ratio, err = math.inf, error_line(e, 500)
         case = Case(op, label, _short(dtype) + (" (tf32)" if as_tf32 else ""),
                     round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, err)
         cases.append(case)
@@ -487,7 +487,7 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                 if agree < 1.0 and ratio <= 1.0:
                     label += f" (top-1 agrees on {agree:.0%}: near-ties)"
             except Exception as e:
-                ratio, error = math.inf, error_line(e)[:500]
+                ratio, error = math.inf, error_line(e, 500)
             case = Case("model", label, _short(dtype), round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
             cases.append(case)
             if progress:
