@@ -17,6 +17,14 @@ ways:
   (argument binding and specialisation, cache key, compiled-kernel lookup, then the same
   launch path), as before ``launch`` kept compiled kernels, and as on a Triton release
   ``launch`` was not checked on.
+* ``ops_us``: the public op (``edgefuse.kernels.ops``, what the fusion modules call) on the
+  same stand-in, under ``torch.no_grad`` with the weights as trainable parameters, as a model
+  runs inference: its dispatch (``EDGEFUSE_KERNELS``, export and autograd checks, autocast),
+  contiguity and device handling, then ``launch_us``'s path. The CPU tensors answer
+  ``is_cuda`` as CUDA tensors do, ``torch.cuda.current_device`` names their device, and dispatch's
+  once-per-process GPU check (cached after the first call on a GPU) is skipped.
+  ``dispatch_us`` is what it adds to ``launch_us``: the median difference of the two timed
+  in turns (a shared host's slow spells, which move each timing by a third, slow both).
 
 Writes ``launch_overhead.json``.
 
@@ -26,14 +34,20 @@ Writes ``launch_overhead.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 from _common import machine
+
+
+#: timings of the public op, each paired with one of its launcher
+PAIRS = 9
 
 
 def _best_us(fn, n: int = 2000, repeats: int = 7) -> float:
@@ -49,6 +63,24 @@ def _best_us(fn, n: int = 2000, repeats: int = 7) -> float:
     return best
 
 
+@contextlib.contextmanager
+def _as_on_a_gpu(ops):
+    """The CPU tensors dispatch as CUDA tensors do: ``is_cuda`` answers True (a plain class
+    attribute: a lookup as cheap as the real one), the current CUDA device is the tensors' own
+    (a CPU tensor's device index is None), as for a model on the current GPU, and dispatch's
+    GPU check, which a GPU caches at the first call, is skipped."""
+    saved = torch.Tensor.__dict__.get("is_cuda"), torch.cuda.current_device, ops.triton_cuda_error
+    torch.Tensor.is_cuda, torch.cuda.current_device, ops.triton_cuda_error = True, lambda: None, lambda: None
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            del torch.Tensor.is_cuda
+        else:
+            torch.Tensor.is_cuda = saved[0]
+        torch.cuda.current_device, ops.triton_cuda_error = saved[1], saved[2]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -59,7 +91,7 @@ def main(argv=None) -> int:
     import triton
     import triton.runtime.jit as jit
 
-    from edgefuse.kernels import _launch
+    from edgefuse.kernels import _launch, ops
     from edgefuse.kernels.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
@@ -80,6 +112,13 @@ def main(argv=None) -> int:
         "torch.empty (for scale)": lambda: torch.empty((b, 3, d)),
         # what an fp32 launch adds: torch's TF32 setting, read on each call
         "dot_precision(float32)": lambda: dot_precision(torch.float32),
+    }
+    params = [t.detach().clone().requires_grad_() for t in (*ws, bias, u, v, ub, vb)]
+    ws_p, bias_p, u_p, v_p, ub_p, vb_p = params[:3], *params[3:]
+    public = {  # the same calls through the public ops
+        "fused_projection(relu, l2)": lambda: ops.fused_projection(xs, ws_p, bias_p, "relu", True),
+        "gated_fusion(per-feature softmax)": lambda: ops.gated_fusion(feats, logits, mask),
+        "mfb(factors=4, l2)": lambda: ops.mfb(x, y, u_p, ub_p, v_p, vb_p, 4),
     }
     results = {}
     launches = []
@@ -109,12 +148,25 @@ def main(argv=None) -> int:
                         results[name]["triton_run_us"] = round(_best_us(fn), 2)
                     finally:
                         _launch.enabled = enabled
+            with _as_on_a_gpu(ops), torch.no_grad():
+                for name, fn in public.items():
+                    fn()
+                    driver_launches.clear()
+                    fn()
+                    if sum(driver_launches.values()) != results[name]["kernel_launches"]:
+                        raise RuntimeError(f"{name} through edgefuse.kernels.ops made launches "
+                                           f"{dict(driver_launches)}, not the launcher's {results[name]['kernel_launches']}")
+                    # the op and its launcher in turns: a slow spell of a shared host slows both
+                    pairs = [(_best_us(calls[name], 1000, 1), _best_us(fn, 1000, 1)) for _ in range(PAIRS)]
+                    results[name]["ops_us"] = round(min(op for _, op in pairs), 2)
+                    results[name]["dispatch_us"] = round(statistics.median(op - launcher for launcher, op in pairs), 2)
     except Exception as e:  # Triton internals this relies on have changed: report, keep the rest
         triton_path = f"not measured: {type(e).__name__}: {e}"
-    print(f"{'':36s} {'launcher':>9s} {'+ launch':>10s} {'+ Triton run':>13s}")
+    print(f"{'':36s} {'launcher':>9s} {'+ launch':>10s} {'+ Triton run':>13s} {'public op':>13s} {'(dispatch)':>13s}")
     for name, rec in results.items():
         n = rec["kernel_launches"]
-        cols = "".join(f"{rec[k]:10.1f} us" if k in rec else f"{'-':>13s}" for k in ("launch_us", "triton_run_us"))
+        cols = "".join(f"{rec[k]:10.1f} us" if k in rec else f"{'-':>13s}"
+                       for k in ("launch_us", "triton_run_us", "ops_us", "dispatch_us"))
         print(f"{name:36s} {rec['host_us']:6.1f} us{cols}  ({n} launch{'es' if n != 1 else ''})", flush=True)
     if triton_path:
         print(f"with Triton's launch path: {triton_path}", file=sys.stderr)
@@ -125,6 +177,11 @@ def main(argv=None) -> int:
                         "launch_us": "plus edgefuse's launch (kernels/_launch.py) on a stand-in sm_90 driver, "
                                      "without the CUDA driver's launch call: what a call costs",
                         "triton_run_us": "the same, every launch through Triton's JITFunction.run",
+                        "ops_us": "launch_us's path through the public op (edgefuse.kernels.ops) under torch.no_grad: "
+                                  "plus its dispatch, autocast, contiguity and device handling (the GPU check, "
+                                  "cached after a GPU's first call, skipped)",
+                        "dispatch_us": "what the public op adds to the launcher and its launch: the median "
+                                       f"difference over {PAIRS} timings of each, taken in turns",
                         "driver_launches": "launches of one call that reached the stand-in driver's launch "
                                            "(should equal kernel_launches)"},
            "launch_checked_on": "Triton %d.%d-%d.%d" % (*_launch.CHECKED[0], *_launch.CHECKED[1]),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import warnings
 from typing import Sequence
@@ -254,12 +255,33 @@ def _warn_no_triton(cannot: str, why: str, remedy: str) -> None:
                   f"of the fused kernels. To run the kernels, {remedy}", RuntimeWarning, stacklevel=5)
 
 
+@functools.lru_cache(maxsize=1)
+def _onnx_export_check():
+    """A function that answers as ``torch.onnx.is_in_onnx_export``, found once.
+
+    Recent torch releases' function imports the modules of the two flags it reads (the
+    TorchScript exporter's and the dynamo exporter's) on every call: about 1 µs, on every fused
+    op on a GPU and every model forward. Where those modules are found (the TorchScript
+    exporter's state has lived in two places), this reads the same two flags; elsewhere it is
+    torch's own function (older releases read one flag, imported once).
+    """
+    for where in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals"):
+        try:
+            state = importlib.import_module(where).GLOBALS
+            flags = importlib.import_module("torch.onnx._internal.exporter._flags")
+        except (ImportError, AttributeError):
+            continue
+        if hasattr(state, "in_onnx_export") and hasattr(flags, "_is_onnx_exporting"):
+            return lambda: state.in_onnx_export or flags._is_onnx_exporting
+    return torch.onnx.is_in_onnx_export
+
+
 def is_exporting() -> bool:
     """True while exporting or compiling (ONNX, torch.jit, torch.compile/export)."""
     return bool(
         (hasattr(torch, "compiler") and torch.compiler.is_compiling())
         or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()  # the slow check (two imports per call): last
+        or _onnx_export_check()()
     )
 
 
@@ -273,16 +295,20 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
 
     ``has_backward``: the op's Triton path is differentiable, so training need not fall back.
     """
-    ts = [t for t in tensors if t is not None]
     forced = _forced()
     if forced == "reference":
         return "reference"
-    on_cuda = bool(ts) and all(t.is_cuda for t in ts)
+    on_cuda = False  # every tensor given is a CUDA one (and there is one); a loop: this runs on every call
+    for t in tensors:
+        if t is not None:
+            on_cuda = t.is_cuda
+            if not on_cuda:
+                break
     if not forced and not on_cuda:
         return "reference"  # the default on CPU: no need for the export and autograd checks
     if is_exporting():
         return "reference"
-    if not has_backward and needs_grad(*ts):
+    if not has_backward and needs_grad(*tensors):
         return "reference"
     why = triton_import_error()
     if why is not None:
@@ -302,6 +328,13 @@ def on_device(t: torch.Tensor):
     if t.is_cuda and t.device.index != torch.cuda.current_device():
         return torch.cuda.device(t.device.index)
     return contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=None)
+def _triton(kernel: str):
+    """The module ``edgefuse.kernels.triton_<kernel>``, imported at its first call (an import
+    statement in the op would look it up again on every call, 0.7 µs)."""
+    return importlib.import_module(f"edgefuse.kernels.triton_{kernel}")
 
 
 def _c(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -325,12 +358,17 @@ else:  # torch < 2.4 (JetPack 6.0): per-device functions; decided once here, not
         return None
 
 
-def _autocast(tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
-    """``tensors`` with every floating-point one cast to the autocast dtype, if autocast is on."""
-    ref = next((t for t in tensors if t is not None), None)
-    dt = None if ref is None else autocast_dtype(ref.device.type)
+def _autocast(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """``tensors`` with every floating-point one cast to the autocast dtype, if autocast is on
+    (the list itself when it is off). Runs on every call: loops, no device object."""
+    for first in tensors:
+        if first is not None:
+            dt = autocast_dtype("cuda" if first.is_cuda else first.device.type)
+            break
+    else:
+        return tensors
     if dt is None:
-        return list(tensors)
+        return tensors
     return [t.to(dt) if t is not None and t.is_floating_point() and t.dtype != dt else t for t in tensors]
 
 
@@ -346,10 +384,9 @@ def fused_projection(
     *cast, bias = _autocast([*xs, *weights, bias])
     xs, weights = cast[:n], cast[n:]
     if backend(*xs, *weights, bias, has_backward=True) == "triton":
-        from edgefuse.kernels.triton_projection import fused_projection_train, fused_projection_triton
-
+        kernels = _triton("projection")
         xs, weights, bias = [_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias)
-        run = fused_projection_train if needs_grad(*xs, *weights, bias) else fused_projection_triton
+        run = kernels.fused_projection_train if needs_grad(*xs, *weights, bias) else kernels.fused_projection_triton
         with on_device(weights[0]):
             return run(xs, weights, bias, act, normalize)
     checks.projection(xs, weights, bias, act)
@@ -360,10 +397,8 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
     """``[B, O]``: ``x^T W_k y + b_k`` (torch.nn.functional.bilinear)."""
     x, y, weight, bias = _autocast([x, y, weight, bias])
     if backend(x, y, weight, bias) == "triton":
-        from edgefuse.kernels.triton_bilinear import bilinear_triton
-
         with on_device(x):
-            return bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
+            return _triton("bilinear").bilinear_triton(x.contiguous(), y.contiguous(), weight.contiguous(), _c(bias))
     checks.bilinear(x, y, weight, bias)
     return ref.bilinear_reference(x, y, weight, bias)
 
@@ -376,10 +411,8 @@ def mfb(
     """``[B, O]``: MFB pooling of ``(U x + bu) * (V y + bv)`` over ``factors``; absent side = 1."""
     x, y, u_w, u_b, v_w, v_b = _autocast([x, y, u_w, u_b, v_w, v_b])
     if backend(x, y, u_w, v_w, u_b, v_b) == "triton":
-        from edgefuse.kernels.triton_bilinear import mfb_triton
-
         with on_device(x):
-            return mfb_triton(
+            return _triton("bilinear").mfb_triton(
                 x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
             )
     checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present)
@@ -394,9 +427,11 @@ def gated_fusion(
     Differentiable in feats and logits on both paths (the Triton one has its own backward kernel).
     """
     if backend(feats, logits, has_backward=True) == "triton":
-        from edgefuse.kernels.triton_gated import GatedFusionFunction
-
+        kernels = _triton("gated")
+        feats, logits, mask = feats.contiguous(), logits.contiguous(), mask.contiguous()
         with on_device(feats):  # (autograd runs a CUDA backward with its device current)
-            return GatedFusionFunction.apply(feats.contiguous(), logits.contiguous(), mask.contiguous(), mode)
+            if needs_grad(feats, logits):
+                return kernels.GatedFusionFunction.apply(feats, logits, mask, mode)
+            return kernels.gated_fusion_triton(feats, logits, mask, mode)  # inference: no autograd node (5 µs)
     checks.gated(feats, logits, mask, mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

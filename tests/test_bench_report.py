@@ -305,7 +305,8 @@ def test_guard_mutants_catches_one_mutant_as_the_tests_do():
 def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_path):
     """bench_launch_overhead runs on a CPU: launchers with their launches stubbed, then with
     edgefuse's launch and with Triton's JIT launch path on a stand-in sm_90 driver (it relies
-    on Triton internals; a Triton that changes them fails here, not on the GPU run)."""
+    on Triton internals; a Triton that changes them fails here, not on the GPU run), then the
+    public ops, dispatched as on a GPU."""
     env = _compiled_mode_env()
     run = subprocess.run([sys.executable, str(BENCH / "bench_launch_overhead.py"), "--out", str(tmp_path)],
                          cwd=BENCH, env=env, capture_output=True, text=True, timeout=300)
@@ -323,6 +324,8 @@ def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_p
             # (which of the two timings is larger is the bench's to report: under load it can flip)
             assert rec["driver_launches"] == rec["kernel_launches"], (name, rec)
             assert rec["launch_us"] > 0 and rec["triton_run_us"] > 0, (name, rec)
+            # and through the public op, whose launches the bench counts too (it fails otherwise)
+            assert rec["ops_us"] > 0 and isinstance(rec["dispatch_us"], float), (name, rec)
 
 
 def test_gated_layouts_shows_the_warp_local_check_catches_modalities_spread_over_warps(tmp_path):
@@ -426,6 +429,20 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
         "no launch_overhead.json; see `launch_overhead.log`",
     ):
         assert expected in page, expected
+
+
+def test_the_gpu_check_summary_tables_the_launchers_host_time():
+    """One row per launcher that launches, with the public op and its dispatch where the JSON
+    has them (files from before the public op was timed have not)."""
+    doc = {"results": {
+        "gated_fusion(per-feature softmax)": {"kernel_launches": 1, "host_us": 9.3, "launch_us": 12.7, "triton_run_us": 17.2,
+                                              "ops_us": 16.0, "dispatch_us": 3.6},
+        "mfb(factors=4, l2)": {"kernel_launches": 2, "host_us": 13.7, "launch_us": 20.0, "triton_run_us": 30.4},
+        "torch.empty (for scale)": {"kernel_launches": 0, "host_us": 1.4}}}
+    lines = summary.launch_overhead(doc)
+    assert "| `gated_fusion(per-feature softmax)` | 1 | 9.3 | 12.7 | 17.2 | 16.0 (3.6) |" in lines
+    assert "| `mfb(factors=4, l2)` | 2 | 13.7 | 20.0 | 30.4 | – |" in lines
+    assert not any("torch.empty" in line for line in lines)
 
 
 def test_the_gpu_check_summary_refuses_what_is_not_a_results_folder(tmp_path, capsys):

@@ -57,6 +57,85 @@ def test_triton_kernels_are_actually_called(monkeypatch):
     assert calls == [1]
 
 
+def test_inference_calls_the_gated_launcher_without_an_autograd_node(monkeypatch):
+    """With no gradient to compute (torch.no_grad, or inputs that need none), gated_fusion calls
+    its forward launcher itself: the autograd Function's node costs about 5 µs a call
+    (bench/bench_launch_overhead.py, dispatch_us). A gradient on either input takes the Function."""
+    import edgefuse.kernels.triton_gated as tg
+    from edgefuse.kernels.reference import gated_fusion_reference
+
+    monkeypatch.setenv("EDGEFUSE_KERNELS", FORCE)
+    applied = []
+    real = tg.GatedFusionFunction.apply
+    monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: applied.append(1) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    feats, logits = torch.randn(3, 2, 5, generator=g).to(DEV), torch.randn(3, 2, generator=g).to(DEV)
+    mask = torch.tensor([[True, False], [True, True], [False, False]], device=DEV)
+    want, want_empty = gated_fusion_reference(feats, logits, mask)
+    for grad_of in ("feats under no_grad", "nothing"):
+        f = feats.clone().requires_grad_(grad_of != "nothing")
+        with torch.set_grad_enabled(grad_of == "nothing"):
+            out, empty = gated_fusion(f, logits, mask)
+        assert applied == [] and out.grad_fn is None, grad_of
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(empty, want_empty)
+    for i in range(2):  # a gradient wanted for the features or for the logits
+        args = [feats, logits]
+        args[i] = args[i].clone().requires_grad_()
+        out, _ = gated_fusion(*args, mask)
+        assert applied == [1] * (i + 1) and out.grad_fn is not None
+        torch.testing.assert_close(out.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
+    """Dispatch reads the two flags of torch.onnx.is_in_onnx_export itself (torch's function
+    imports their modules on every call). It answers as torch's does outside an export and in
+    both exporters, and each flag alone turns it on; while exporting, forced kernels give way
+    to the reference ops, so graphs hold standard operators."""
+    import io
+
+    import importlib
+    import importlib.util
+    import inspect
+
+    import edgefuse.kernels.ops as ops
+
+    check = ops._onnx_export_check()
+    if "import" in inspect.getsource(torch.onnx.is_in_onnx_export):  # torch's imports on each call (CI's torch)
+        assert check is not torch.onnx.is_in_onnx_export
+    monkeypatch.setenv("EDGEFUSE_KERNELS", FORCE)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((check(), torch.onnx.is_in_onnx_export(), backend(x)))
+            return x * 2
+
+    assert check() is False and torch.onnx.is_in_onnx_export() is False
+    x = torch.randn(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the TorchScript exporter is deprecated; torch's own FutureWarnings)
+        torch.onnx.export(Probe().eval(), (x,), io.BytesIO(), dynamo=False)
+        traced = len(seen)
+        torch.onnx.export(Probe().eval(), (x,), dynamo=True, verbose=False)
+    assert traced and len(seen) > traced, seen
+    assert all(s == (True, True, "reference") for s in seen[:traced]), seen  # the TorchScript exporter's flag
+    # the dynamo exporter's: torch 2.13's function reads it, 2.6's does not; the reference either way
+    assert all(ours == torchs and path == "reference" for ours, torchs, path in seen[traced:]), seen
+    if check is torch.onnx.is_in_onnx_export:
+        return
+    flags = importlib.import_module("torch.onnx._internal.exporter._flags")  # the dynamo exporter's
+    monkeypatch.setattr(flags, "_is_onnx_exporting", True)
+    assert check() is True and torch.onnx.is_in_onnx_export() is True
+    monkeypatch.setattr(flags, "_is_onnx_exporting", False)
+    assert check() is False
+    state = importlib.import_module(next(  # the TorchScript exporter's, in either of its places
+        m for m in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals")
+        if importlib.util.find_spec(m.rpartition(".")[0]) and importlib.util.find_spec(m))).GLOBALS
+    monkeypatch.setattr(state, "in_onnx_export", True)
+    assert check() is True and torch.onnx.is_in_onnx_export() is True
+
+
 @pytest.mark.parametrize("fusion", ["gated", "adaptive_gate", "mfb", "bilinear", "concat"])
 def test_models_give_the_same_logits_through_the_kernels(fusion, monkeypatch):
     """A model run through the Triton kernels matches the reference path (no code change)."""
@@ -222,7 +301,8 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
     launched = []
     import edgefuse.kernels.triton_gated as tg
 
-    monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))
+    monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))  # training
+    monkeypatch.setattr(tg, "gated_fusion_triton", lambda *a: launched.append(1))  # inference
     monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: None)  # (a test kernel would need the Thor)
     ops.triton_cuda_error.cache_clear()
     ops._warn_no_triton.cache_clear()
