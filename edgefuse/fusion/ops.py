@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from edgefuse import kernels  # its ops are looked up there at call time (kernels/selfcheck.py counts them there)
 from edgefuse.kernels.checks import ACTS, GATE_MODES, GATE_MODES_SAID
 from edgefuse.kernels.reference import masked_softmax
 
@@ -51,9 +52,7 @@ class MultiProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(len(in_features), dim))
 
     def forward(self, feats: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        from edgefuse.kernels import fused_projection
-
-        return fused_projection(list(feats), list(self.weight), self.bias, act=self.act, normalize=self.normalize)
+        return kernels.fused_projection(list(feats), list(self.weight), self.bias, act=self.act, normalize=self.normalize)
 
     def project_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """The projection of modality ``i`` alone, ``[B, D]`` (the split export's encoder graphs)."""
@@ -118,11 +117,9 @@ class BilinearFusion(nn.Module):
         self.out_features = out
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from edgefuse.kernels import bilinear
-
         terms, present = [], []
         for (i, j), layer in zip(self.pairs, self.bilinear):
-            terms.append(bilinear(e[:, i], e[:, j], layer.weight, layer.bias))
+            terms.append(kernels.bilinear(e[:, i], e[:, j], layer.weight, layer.bias))
             present.append(mask[:, i] & mask[:, j])
         for i, layer in enumerate(self.linear):
             terms.append(layer(e[:, i]))
@@ -142,17 +139,15 @@ class MFBFusion(nn.Module):
         self.out_features = out
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from edgefuse.kernels import mfb, mfb_reference_pool
-
         n = e.shape[1]
         if n == 2:  # the fused kernel: both projections, the product and the pooling in one pass
-            return mfb(
+            return kernels.mfb(
                 e[:, 0], e[:, 1], self.proj[0].weight, self.proj[0].bias, self.proj[1].weight, self.proj[1].bias,
                 factors=self.factors, present=mask,
             )
         z = torch.stack([p(e[:, i]) for i, p in enumerate(self.proj)], 1)
         prod = torch.where(mask.unsqueeze(-1), z, torch.ones_like(z)).prod(dim=1)
-        return mfb_reference_pool(prod, self.factors)
+        return kernels.mfb_reference_pool(prod, self.factors)
 
 
 class _MaskedAttention(nn.Module):
@@ -241,11 +236,9 @@ class GatedFusion(nn.Module):
         self.last_gates: torch.Tensor | None = None
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from edgefuse.kernels import gated_fusion
-
         ctx = masked_mean(e, mask).unsqueeze(1).expand_as(e)
         logits = self._logits(torch.cat([e, ctx], dim=-1), range(e.shape[1]))
-        out, _ = gated_fusion(e, logits, mask, mode=self.gate)
+        out, _ = kernels.gated_fusion(e, logits, mask, mode=self.gate)
         return out
 
     def _logits(self, x: torch.Tensor, modalities: Sequence[int]) -> torch.Tensor:
@@ -287,9 +280,7 @@ class AdaptiveGate(nn.Module):
         return torch.cat([self.score[i](e[:, i]) for i in idx], dim=1)
 
     def forward(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from edgefuse.kernels import gated_fusion
-
-        out, _ = gated_fusion(e, self._logits(e), mask, mode="softmax")
+        out, _ = kernels.gated_fusion(e, self._logits(e), mask, mode="softmax")
         return out
 
     def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
