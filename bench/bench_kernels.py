@@ -12,7 +12,9 @@ call, GPU time only) and, at the edge batches (B <= 32), "sync": the wall clock 
 and ``torch.cuda.synchronize()``, call after call, with no flush (``selfcheck.sync_latency_ms``):
 host launch cost and GPU time together, what a control loop waits per frame without a CUDA
 graph. torch.compile: static shapes for fused_projection at B <= 32 (its bar);
-one dynamic-shape compile per op for the others, timed after everything else.
+one dynamic-shape compile per op for the others, timed after everything else. At B <= 32,
+fused_projection is also timed through its public op ("op": ``edgefuse.kernels.ops``, what
+the fusion modules call), whose dispatch adds host time to the launcher's.
 
     python bench/bench_kernels.py --out bench/results/local          # needs a CUDA GPU
 """
@@ -126,6 +128,7 @@ def copy_bandwidth() -> float:
 
 
 def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -> None:
+    from edgefuse.kernels import ops
     from edgefuse.kernels.reference import fused_projection_reference
     from edgefuse.kernels.triton_projection import fused_projection_triton
 
@@ -143,6 +146,8 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             fns = {"triton": lambda: fused_projection_triton(xs, ws, bias, "relu", True), "eager": lambda: eager(xs)}
             if compiled is not None and b <= EDGE_BATCH:
                 fns["compile"] = lambda: compiled(xs)
+            if b <= EDGE_BATCH:  # what a fusion module's call costs: the launcher plus dispatch
+                fns["op"] = lambda: ops.fused_projection(xs, ws, bias, "relu", True)
             t = _variants(fns, sync_too=b <= EDGE_BATCH)
             # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
             # chooses between at edge batches and at the largest, timed in the same run (not part of the bar)
@@ -415,10 +420,13 @@ def derive(results: list, copy_gbs: float) -> dict:
             tri = t["triton"].get(mode, {}).get("us")
             if tri is None:
                 continue
+            op = t.get("op", {}).get(mode, {}).get("us")
             for other in ("eager", "compile"):
                 o = t.get(other, {}).get(mode, {}).get("us")
                 if o is not None:
                     r.setdefault("speedup", {})[f"vs_{other}_{mode}"] = o / tri
+                    if op is not None:  # the public op's, beside the kernel's
+                        r["speedup"][f"op_vs_{other}_{mode}"] = o / op
             if mode == "sync":  # host time included: not the kernel's throughput
                 continue
             if "bytes" in r:
@@ -441,6 +449,10 @@ def derive(results: list, copy_gbs: float) -> dict:
         sync = [r["speedup"][f"vs_{other}_sync"] for r in rows if f"vs_{other}_sync" in r["speedup"]]
         if sync:  # beside the verdict, not part of it: the latency per call, host time included
             item["min_speedup_sync_edge_batches"] = min(sync)
+        for mode in ("stream", "sync"):  # beside it too: the same through the public op, where timed
+            op = [r["speedup"][f"op_vs_{other}_{mode}"] for r in rows if f"op_vs_{other}_{mode}" in r["speedup"]]
+            if op:
+                item[f"public_op_min_speedup_{mode}"] = min(op)
         return item
 
     small_proj = [r for r in sel("fused_projection") if r["B"] <= EDGE_BATCH]
@@ -511,11 +523,11 @@ def plot(results: list, path: Path) -> bool:
             batches: set[int] = set()
             for d in sorted({r["D"] for r in results if r["op"] == op}):
                 rs = sorted((r for r in results if r["op"] == op and r["D"] == d), key=lambda r: r["B"])
-                for variant, style in (("triton", "-o"), ("eager", "--s"), ("compile", ":^")):
+                for variant, style in (("triton", "-o"), ("op", "-.x"), ("eager", "--s"), ("compile", ":^")):
                     pts = [(r["B"], r["timings"][variant][mode]["us"]) for r in rs
                            if variant in r["timings"] and "us" in r["timings"][variant].get(mode, {})]
                     if pts:
-                        ax.plot(*zip(*pts), style, label=f"{variant} D={d}")
+                        ax.plot(*zip(*pts), style, label=f"{'public op' if variant == 'op' else variant} D={d}")
                         batches.update(b for b, _ in pts)
             ax.set_xscale("log")
             if batches:  # the measured batches as the ticks (not 2 x 10^0 between two of them)

@@ -100,7 +100,13 @@ def bar(doc: dict) -> list[str]:
         verdict = "pass" if item["pass"] else "**FAIL**"
         best_verdict = "pass" if item["pass_with_best_config"] else "fail"
         lines.append(f"| `{name}` | {need} | {got} | {verdict} | {best} ({best_verdict}; {configs}) | {sync} |")
-    return lines + ["", "Speedups are the smallest over the item's rows; the verdict reads do_bench, as the bar does.", ""]
+    lines += ["", "Speedups are the smallest over the item's rows; the verdict reads do_bench, as the bar does.", ""]
+    public = [(name, item) for name, item in items.items() if "public_op_min_speedup_stream" in item]
+    if public:  # what a fusion module's call gets: the kernel plus the ops layer's dispatch
+        lines += [f"Through the public op (`edgefuse.kernels.ops`, what the fusion modules call), `{name}` reads "
+                  f"{_x(item['public_op_min_speedup_stream'])} do_bench, {_x(item.get('public_op_min_speedup_sync'))} "
+                  "per call synchronized." for name, item in public] + [""]
+    return lines
 
 
 def timings(doc: dict) -> list[str]:
@@ -111,10 +117,11 @@ def timings(doc: dict) -> list[str]:
              "Speedups are the other's time over Triton's.", ""]
     for op in dict.fromkeys(r["op"] for r in results):
         rows = [r for r in results if r["op"] == op]
-        variants = [v for v in ("triton", "eager", "compile") if any(v in r["timings"] for r in rows)]
+        variants = [v for v in ("triton", "op", "eager", "compile") if any(v in r["timings"] for r in rows)]
         others = [v for v in ("eager", "compile") if v in variants]
         lines += [f"**{op}**", "",
-                  "| B | D | " + " | ".join(variants) + " | " + " | ".join(f"vs {v}" for v in others) + " |",
+                  "| B | D | " + " | ".join("public op" if v == "op" else v for v in variants) + " | "
+                  + " | ".join(f"vs {v}" for v in others) + " |",
                   "|---|---|" + "---|" * (len(variants) + len(others))]
         for r in rows:
             cells = [" / ".join(_us(r["timings"].get(v, {}).get(m, {}).get("us")) for m in MODES) for v in variants]

@@ -231,10 +231,16 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")
     assert set(doc["bar"]) >= {"fused_projection_B<=32_>=2x_eager", "mfb_>=1.5x_eager"}
+    # the projection through its public op too, at the edge batches: timed, and beside the verdict
+    for r in doc["results"]:
+        timed = r["op"] == "fused_projection" and r["B"] <= bk.EDGE_BATCH
+        assert ("op" in r["timings"]) == timed and ("op_vs_eager_sync" in r["speedup"]) == timed, r
+    assert {"public_op_min_speedup_stream", "public_op_min_speedup_sync"} <= set(doc["bar"]["fused_projection_B<=32_>=2x_eager"])
     # the GPU check's one page reads what this run wrote, and names the steps that left nothing
     page = summary.summarize(tmp_path)
     assert "**A dry run: these numbers measure nothing.**" in page
     assert all(f"| `{item}` |" in page for item in doc["bar"]) and "**fused_projection**" in page
+    assert "Through the public op (`edgefuse.kernels.ops`" in page and "| triton | public op | eager |" in page
     assert "Not run or not finished: no kernel_tests.xml; see `kernel_tests.log`." in page
 
 
@@ -390,7 +396,8 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
                                                   ("test_b", None), ("test_c", "skip")]))
     results = [
         {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(15.0, sync=90.0), "compile": _t(9.0, sync=45.0)}},
+         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(15.0, sync=90.0), "compile": _t(9.0, sync=45.0),
+                     "op": _t(12.0, sync=36.0)}},
         {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
     ]
     kernels = {"gpu": "NVIDIA H200", "dtype": "float16", "copy_bandwidth_GBps": 5000.0, "seconds": 120.0, "dry_run": False,
@@ -418,7 +425,9 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
         "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 80% | pass |",
         "- step `bilinear` failed: RuntimeError: boom",
         "**1 of 3 bar items pass** (1 with the fastest measured configurations).",
-        "| 1 | 256 | 10.0 / 5.0 / 30.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |",
+        "| B | D | triton | public op | eager | compile | vs eager | vs compile |",
+        "| 1 | 256 | 10.0 / 5.0 / 30.0 | 12.0 / 6.0 / 36.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |",
+        "`fused_projection_B<=32_>=2x_eager` reads 1.25× do_bench, 2.50× per call synchronized.",
         "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1).",
         "- FAIL `lidar B=1`: error/tolerance 3.5",
         "| camera | 1 | 100.0 / – / 200.0 | 150.0 / – / 400.0 | 1.50× / – / 2.00× |",
