@@ -260,8 +260,8 @@ def _onnx_export_check():
     """A function that answers as ``torch.onnx.is_in_onnx_export``, found once.
 
     Recent torch releases' function imports the modules of the two flags it reads (the
-    TorchScript exporter's and the dynamo exporter's) on every call: about 1 µs, on every fused
-    op on a GPU and every model forward. Where those modules are found (the TorchScript
+    TorchScript exporter's and the dynamo exporter's) on every call, and this check runs on
+    every fused op on a GPU and in every model forward's input check. Where those modules are found (the TorchScript
     exporter's state has lived in two places), this reads the same two flags; elsewhere it is
     torch's own function (older releases read one flag, imported once).
     """
@@ -333,7 +333,7 @@ def on_device(t: torch.Tensor):
 @functools.lru_cache(maxsize=None)
 def _triton(kernel: str):
     """The module ``edgefuse.kernels.triton_<kernel>``, imported at its first call (an import
-    statement in the op would look it up again on every call, 0.7 µs)."""
+    statement in the op would run the import machinery again on every call)."""
     return importlib.import_module(f"edgefuse.kernels.triton_{kernel}")
 
 
@@ -432,6 +432,6 @@ def gated_fusion(
         with on_device(feats):  # (autograd runs a CUDA backward with its device current)
             if needs_grad(feats, logits):
                 return kernels.GatedFusionFunction.apply(feats, logits, mask, mode)
-            return kernels.gated_fusion_triton(feats, logits, mask, mode)  # inference: no autograd node (5 µs)
+            return kernels.gated_fusion_triton(feats, logits, mask, mode)  # inference: no autograd node to build
     checks.gated(feats, logits, mask, mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

@@ -59,8 +59,8 @@ def test_triton_kernels_are_actually_called(monkeypatch):
 
 def test_inference_calls_the_gated_launcher_without_an_autograd_node(monkeypatch):
     """With no gradient to compute (torch.no_grad, or inputs that need none), gated_fusion calls
-    its forward launcher itself: the autograd Function's node costs about 5 µs a call
-    (bench/bench_launch_overhead.py, dispatch_us). A gradient on either input takes the Function."""
+    its forward launcher itself: building the autograd Function's node is host time on every
+    call (bench/bench_launch_overhead.py's dispatch_us). A gradient on either input takes the Function."""
     import edgefuse.kernels.triton_gated as tg
     from edgefuse.kernels.reference import gated_fusion_reference
 
