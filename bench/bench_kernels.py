@@ -450,9 +450,9 @@ def derive(results: list, copy_gbs: float) -> dict:
         if sync:  # beside the verdict, not part of it: the latency per call, host time included
             item["min_speedup_sync_edge_batches"] = min(sync)
         for mode in ("stream", "sync"):  # beside it too: the same through the public op, where timed
-            op = [r["speedup"][f"op_vs_{other}_{mode}"] for r in rows if f"op_vs_{other}_{mode}" in r["speedup"]]
-            if op:
-                item[f"public_op_min_speedup_{mode}"] = min(op)
+            public = [r["speedup"][f"op_vs_{other}_{mode}"] for r in rows if f"op_vs_{other}_{mode}" in r["speedup"]]
+            if public:
+                item[f"public_op_min_speedup_{mode}"] = min(public)
         return item
 
     small_proj = [r for r in sel("fused_projection") if r["B"] <= EDGE_BATCH]

@@ -113,8 +113,8 @@ def main(argv=None) -> int:
         # what an fp32 launch adds: torch's TF32 setting, read on each call
         "dot_precision(float32)": lambda: dot_precision(torch.float32),
     }
-    params = [t.detach().clone().requires_grad_() for t in (*ws, bias, u, v, ub, vb)]
-    ws_p, bias_p, u_p, v_p, ub_p, vb_p = params[:3], *params[3:]
+    trainable = lambda t: t.clone().requires_grad_()  # noqa: E731 (a model's weights are parameters)
+    ws_p, (bias_p, u_p, v_p, ub_p, vb_p) = [trainable(w) for w in ws], map(trainable, (bias, u, v, ub, vb))
     public = {  # the same calls through the public ops
         "fused_projection(relu, l2)": lambda: ops.fused_projection(xs, ws_p, bias_p, "relu", True),
         "gated_fusion(per-feature softmax)": lambda: ops.gated_fusion(feats, logits, mask),

@@ -255,20 +255,26 @@ def _warn_no_triton(cannot: str, why: str, remedy: str) -> None:
                   f"of the fused kernels. To run the kernels, {remedy}", RuntimeWarning, stacklevel=5)
 
 
+#: where the TorchScript exporter's state (``GLOBALS.in_onnx_export``) has lived, newest first
+ONNX_EXPORT_STATE = ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals")
+#: the dynamo exporter's flag (``_is_onnx_exporting``)
+ONNX_EXPORT_FLAGS = "torch.onnx._internal.exporter._flags"
+
+
 @functools.lru_cache(maxsize=1)
 def _onnx_export_check():
     """A function that answers as ``torch.onnx.is_in_onnx_export``, found once.
 
     Recent torch releases' function imports the modules of the two flags it reads (the
     TorchScript exporter's and the dynamo exporter's) on every call, and this check runs on
-    every fused op on a GPU and in every model forward's input check. Where those modules are found (the TorchScript
-    exporter's state has lived in two places), this reads the same two flags; elsewhere it is
-    torch's own function (older releases read one flag, imported once).
+    every fused op on a GPU and in every model forward's input check. Where those modules are
+    found, this reads the same two flags; elsewhere it is torch's own function (older releases
+    read one flag, imported once).
     """
-    for where in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals"):
+    for where in ONNX_EXPORT_STATE:
         try:
             state = importlib.import_module(where).GLOBALS
-            flags = importlib.import_module("torch.onnx._internal.exporter._flags")
+            flags = importlib.import_module(ONNX_EXPORT_FLAGS)
         except (ImportError, AttributeError):
             continue
         if hasattr(state, "in_onnx_export") and hasattr(flags, "_is_onnx_exporting"):

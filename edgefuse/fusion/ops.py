@@ -56,9 +56,7 @@ class MultiProjection(nn.Module):
 
     def project_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """The projection of modality ``i`` alone, ``[B, D]`` (the split export's encoder graphs)."""
-        from edgefuse.kernels.reference import fused_projection_reference
-
-        return fused_projection_reference([x], [self.weight[i]], self.bias[i : i + 1], self.act, self.normalize)[:, 0]
+        return kernels.fused_projection_reference([x], [self.weight[i]], self.bias[i : i + 1], self.act, self.normalize)[:, 0]
 
 
 class ConcatFusion(nn.Module):

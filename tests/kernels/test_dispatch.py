@@ -92,11 +92,9 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     imports their modules on every call). It answers as torch's does outside an export and in
     both exporters, and each flag alone turns it on; while exporting, forced kernels give way
     to the reference ops, so graphs hold standard operators."""
-    import io
-
     import importlib
-    import importlib.util
     import inspect
+    import io
 
     import edgefuse.kernels.ops as ops
 
@@ -124,14 +122,17 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     assert all(ours == torchs and path == "reference" for ours, torchs, path in seen[traced:]), seen
     if check is torch.onnx.is_in_onnx_export:
         return
-    flags = importlib.import_module("torch.onnx._internal.exporter._flags")  # the dynamo exporter's
+    flags = importlib.import_module(ops.ONNX_EXPORT_FLAGS)  # the dynamo exporter's
     monkeypatch.setattr(flags, "_is_onnx_exporting", True)
     assert check() is True and torch.onnx.is_in_onnx_export() is True
     monkeypatch.setattr(flags, "_is_onnx_exporting", False)
     assert check() is False
-    state = importlib.import_module(next(  # the TorchScript exporter's, in either of its places
-        m for m in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals")
-        if importlib.util.find_spec(m.rpartition(".")[0]) and importlib.util.find_spec(m))).GLOBALS
+    for where in ops.ONNX_EXPORT_STATE:  # the TorchScript exporter's, in the first of its places this torch has
+        try:
+            state = importlib.import_module(where).GLOBALS
+            break
+        except ImportError:
+            continue
     monkeypatch.setattr(state, "in_onnx_export", True)
     assert check() is True and torch.onnx.is_in_onnx_export() is True
 
