@@ -67,8 +67,6 @@ def _forced() -> str:
 def triton_import_error() -> str | None:
     """Why Triton cannot be used in this process (None: it can). Checked once."""
     try:
-        import importlib
-
         importlib.import_module("triton.language")  # imports triton too; loads its compiled libraries
     except Exception as e:  # ImportError, or a wheel that fails to load its libraries
         return f"{type(e).__name__}: {e}"
@@ -261,16 +259,10 @@ ONNX_EXPORT_STATE = ("torch.onnx._internal.torchscript_exporter._globals", "torc
 ONNX_EXPORT_FLAGS = "torch.onnx._internal.exporter._flags"
 
 
-@functools.lru_cache(maxsize=1)
-def _onnx_export_check():
-    """A function that answers as ``torch.onnx.is_in_onnx_export``, found once.
-
-    Recent torch releases' function imports the modules of the two flags it reads (the
-    TorchScript exporter's and the dynamo exporter's) on every call, and this check runs on
-    every fused op on a GPU and in every model forward's input check. Where those modules are
-    found, this reads the same two flags; elsewhere it is torch's own function (older releases
-    read one flag, imported once).
-    """
+def onnx_export_flags():
+    """``(state, flags)``: the TorchScript exporter's state (``state.in_onnx_export``) and the
+    dynamo exporter's flags module (``flags._is_onnx_exporting``), the two that recent torch
+    releases' ``torch.onnx.is_in_onnx_export`` reads; None where this torch has them elsewhere."""
     for where in ONNX_EXPORT_STATE:
         try:
             state = importlib.import_module(where).GLOBALS
@@ -278,8 +270,25 @@ def _onnx_export_check():
         except (ImportError, AttributeError):
             continue
         if hasattr(state, "in_onnx_export") and hasattr(flags, "_is_onnx_exporting"):
-            return lambda: state.in_onnx_export or flags._is_onnx_exporting
-    return torch.onnx.is_in_onnx_export
+            return state, flags
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _onnx_export_check():
+    """A function that answers as ``torch.onnx.is_in_onnx_export``, found once.
+
+    Recent torch releases' function imports the modules of the two flags it reads (the
+    TorchScript exporter's and the dynamo exporter's) on every call, and this check runs on
+    every fused op on a GPU and in every model forward's input check. Where
+    ``onnx_export_flags`` finds them, this reads the same two flags; elsewhere it is torch's
+    own function (older releases read one flag, imported once).
+    """
+    found = onnx_export_flags()
+    if found is None:
+        return torch.onnx.is_in_onnx_export
+    state, flags = found
+    return lambda: state.in_onnx_export or flags._is_onnx_exporting
 
 
 def is_exporting() -> bool:
@@ -390,9 +399,9 @@ def fused_projection(
     *cast, bias = _autocast([*xs, *weights, bias])
     xs, weights = cast[:n], cast[n:]
     if backend(*xs, *weights, bias, has_backward=True) == "triton":
-        kernels = _triton("projection")
+        launchers = _triton("projection")
         xs, weights, bias = [_c(x) for x in xs], [w.contiguous() for w in weights], _c(bias)
-        run = kernels.fused_projection_train if needs_grad(*xs, *weights, bias) else kernels.fused_projection_triton
+        run = launchers.fused_projection_train if needs_grad(*xs, *weights, bias) else launchers.fused_projection_triton
         with on_device(weights[0]):
             return run(xs, weights, bias, act, normalize)
     checks.projection(xs, weights, bias, act)
@@ -433,11 +442,11 @@ def gated_fusion(
     Differentiable in feats and logits on both paths (the Triton one has its own backward kernel).
     """
     if backend(feats, logits, has_backward=True) == "triton":
-        kernels = _triton("gated")
+        launchers = _triton("gated")
         feats, logits, mask = feats.contiguous(), logits.contiguous(), mask.contiguous()
         with on_device(feats):  # (autograd runs a CUDA backward with its device current)
             if needs_grad(feats, logits):
-                return kernels.GatedFusionFunction.apply(feats, logits, mask, mode)
-            return kernels.gated_fusion_triton(feats, logits, mask, mode)  # inference: no autograd node to build
+                return launchers.GatedFusionFunction.apply(feats, logits, mask, mode)
+            return launchers.gated_fusion_triton(feats, logits, mask, mode)  # inference: no autograd node to build
     checks.gated(feats, logits, mask, mode)
     return ref.gated_fusion_reference(feats, logits, mask, mode)

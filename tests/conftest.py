@@ -16,8 +16,8 @@ KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # every worker takes all of them, and on 2 cores two workers' thread pools (4 threads) ran the
 # training tests 30 times slower than one process does (tests/test_train.py, -n 2: 109 s
 # against 3 s).
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+if _workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(_workers)))
 import pytest
 
 from edgefuse import ModalitySpec

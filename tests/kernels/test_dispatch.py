@@ -92,7 +92,6 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     imports their modules on every call). It answers as torch's does outside an export and in
     both exporters, and each flag alone turns it on; while exporting, forced kernels give way
     to the reference ops, so graphs hold standard operators."""
-    import importlib
     import inspect
     import io
 
@@ -122,18 +121,13 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     assert all(ours == torchs and path == "reference" for ours, torchs, path in seen[traced:]), seen
     if check is torch.onnx.is_in_onnx_export:
         return
-    flags = importlib.import_module(ops.ONNX_EXPORT_FLAGS)  # the dynamo exporter's
-    monkeypatch.setattr(flags, "_is_onnx_exporting", True)
+    # each flag alone, where dispatch found them; torch's own function must agree that it is the flag
+    state, flags = ops.onnx_export_flags()
+    monkeypatch.setattr(flags, "_is_onnx_exporting", True)  # the dynamo exporter's
     assert check() is True and torch.onnx.is_in_onnx_export() is True
     monkeypatch.setattr(flags, "_is_onnx_exporting", False)
     assert check() is False
-    for where in ops.ONNX_EXPORT_STATE:  # the TorchScript exporter's, in the first of its places this torch has
-        try:
-            state = importlib.import_module(where).GLOBALS
-            break
-        except ImportError:
-            continue
-    monkeypatch.setattr(state, "in_onnx_export", True)
+    monkeypatch.setattr(state, "in_onnx_export", True)  # the TorchScript exporter's
     assert check() is True and torch.onnx.is_in_onnx_export() is True
 
 
