@@ -69,6 +69,47 @@ def test_a_case_past_the_tolerance_passes_within_pytorchs_own_error(fuzz):
         assert 1 < rec["error_over_tolerance"] <= fuzz.TORCH_SLACK * rec["torch_error_over_tolerance"], rec
 
 
+def test_pytorchs_own_error_is_the_worst_of_several_orders_of_summation(fuzz):
+    """Ops seed 7's case 5136: MFB in float32, past the tolerance (1.77 on the development VM).
+    PyTorch's float32 ops on its inputs were at 0.89 summing in the order given and at 3.21 in
+    the worst of four orders: by the given order alone, the case would fail the 2x rule with no
+    bug in the kernel. The record's PyTorch error is the worst over ``ORDERS`` orders."""
+    from edgefuse.kernels.selfcheck import _compare
+
+    rec = fuzz.run_case(7, 5136, DEV, "ops")
+    assert rec["op"] == "mfb" and rec["ok"], rec
+    if "torch_error_over_tolerance" in rec:  # (the kernel's rounding is the machine's, as above)
+        _, dtype, _, _, reference, lens = fuzz.draw_ops(7, 5136, DEV)
+        ref64 = reference()
+        each = [_compare([o.detach() for o in reference(dtype, k)], ref64, dtype, lens) for k in range(fuzz.ORDERS)]
+        assert rec["torch_error_over_tolerance"] == round(max(each), 4), (rec, each)
+        assert len(set(each)) > 1, each  # the orders round otherwise
+
+
+#: an ops-layer case whose sums are long enough for another order to round otherwise
+_LONG_SUMS = {
+    "fused_projection": lambda p: min(k for i, k in enumerate(p["K"]) if i not in p["absent"]) >= 8,
+    "mfb": lambda p: min(p["K1"], p["K2"]) >= 8,
+    "bilinear": lambda p: min(p["K1"], p["K2"]) >= 4,
+    "gated_fusion": lambda p: p["N"] >= 3,
+}
+
+
+@pytest.mark.parametrize("op", sorted(_LONG_SUMS))
+def test_another_order_of_summation_is_the_same_sum_rounded_otherwise(fuzz, op):
+    """``_in_order``: in float64 every order gives the reference's outputs and gradients (the
+    gradients in the caller's order), and in float32 the reversed order rounds otherwise (a random
+    one may not: swapping the first two of three terms rounds alike)."""
+    index = _first_ops_case(fuzz, lambda o, dtype, p: o == op and p["gradients"] and _LONG_SUMS[op](p))
+    reference = fuzz.draw_ops(0, index, DEV)[4]
+    exact = reference()
+    for k in range(1, fuzz.ORDERS):
+        for a, b in zip(reference(torch.float64, k), exact, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    given, reversed_ = reference(torch.float32, 0), reference(torch.float32, 1)
+    assert any(not torch.equal(a, b) for a, b in zip(given, reversed_, strict=True)), (op, index)
+
+
 def test_ops_layer_cases_pass_and_reach_every_path(fuzz, tmp_path):
     # seed 0's first 40 ops-layer cases: every op, both paths, every layout, in about 6 s
     assert fuzz.main(["--layer", "ops", "--seed", "0", "--cases", "40", "--device", DEV, "--out", str(tmp_path)]) == 0
