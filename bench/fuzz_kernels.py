@@ -21,12 +21,13 @@ Each case runs in float32 or float16 and passes within the tests' tolerance
 TORCH_SLACK times the error of PyTorch's own ops on the same inputs in the same dtype, which
 the record gives (``torch_error_over_tolerance``): the tolerance does not model every op's
 conditioning (MFB's signed square root near 0 amplifies the pooled sum's rounding). That error
-is the worst over ORDERS orders of summation (``_in_order``): where the conditioning is bad,
-which float32 order lands nearest float64 is chance: ops seed 7's case 5136 (MFB, the kernel at
-1.77 times the tolerance) gives PyTorch's float32 ops 0.89 in the given order and 0.20 to 3.62
-over orders 0-7 (``reference(dtype, order)``). A case is fixed by ``(seed, index)``:
-``--seed S --only I`` runs one again. On a CPU the kernels run in
-Triton's interpreter (``TRITON_INTERPRET=1``, set here before Triton is imported; slow, so
+is the worst over ORDERS orders of summation (``_in_order``). Where the conditioning is bad,
+which float32 order lands nearest float64 is chance. Ops seed 7's case 5136 (MFB, the kernel at
+1.77 times the tolerance) puts PyTorch's float32 ops at 0.89 in the given order, and anywhere
+from 0.20 to 3.62 over orders 0-7 (``reference(dtype, order)``).
+
+A case is fixed by ``(seed, index)``: ``--seed S --only I`` runs one again. On a CPU the kernels
+run in Triton's interpreter (``TRITON_INTERPRET=1``, set here before Triton is imported; slow, so
 the shapes stay small) under the tests' guard (``tests/kernels/_guard.py``: an access out of
 bounds, a race between programs or a tl.dot the GPU would reject fails the case).
 ``--device cuda`` compiles the kernels for the GPU. On both, allocations are poisoned (an
