@@ -24,7 +24,7 @@ conditioning (MFB's signed square root near 0 amplifies the pooled sum's roundin
 is the worst over ORDERS orders of summation (``_in_order``). Where the conditioning is bad,
 which float32 order lands nearest float64 is chance. Ops seed 7's case 5136 (MFB, the kernel at
 1.77 times the tolerance) puts PyTorch's float32 ops at 0.89 in the given order, and anywhere
-from 0.20 to 3.62 over orders 0-7 (``reference(dtype, order)``).
+from 0.20 to 3.62 over orders 0-7 (``--layer ops --seed 7 --only 5136 --orders 8``).
 
 A case is fixed by ``(seed, index)``: ``--seed S --only I`` runs one again. On a CPU the kernels
 run in Triton's interpreter (``TRITON_INTERPRET=1``, set here before Triton is imported; slow, so
@@ -44,6 +44,8 @@ training through an op without a Triton backward) or returned another dtype than
     python bench/fuzz_kernels.py --cases 200 --out bench/results/fuzz     # fuzz.json; exit 1 on a failure
     python bench/fuzz_kernels.py --seed 0 --only 17                       # one case, printed
     python bench/fuzz_kernels.py --layer ops --cases 500 --out DIR        # fuzz_ops.json
+    python bench/fuzz_kernels.py --layer ops --seed 7 --only 5136 --orders 8   # PyTorch's error in 8 orders
+    python bench/fuzz_kernels.py --tally bench/results/cpu-2core-avx512vnni    # the committed runs, added up
 """
 
 from __future__ import annotations
@@ -500,9 +502,10 @@ def _in_order(op: str, fn, order: int):
     return permuted
 
 
-def run_case(seed: int, index: int, device: str, layer: str = "launchers") -> dict:
+def run_case(seed: int, index: int, device: str, layer: str = "launchers", orders: int = ORDERS) -> dict:
     """Case ``index`` of ``seed`` on ``layer`` (the Triton launchers, or ``draw_ops``'s ops-layer
-    cases): its op, dtype and shapes, and how far it is from the reference."""
+    cases): its op, dtype and shapes, and how far it is from the reference. Past the tolerance,
+    also PyTorch's error in each of ``orders`` orders of summation and the worst of them."""
     from edgefuse.kernels.selfcheck import _compare
 
     op, dtype, params, run, reference, reduce_len = draw(seed, index) if layer == "launchers" else draw_ops(seed, index, device)
@@ -520,14 +523,44 @@ def run_case(seed: int, index: int, device: str, layer: str = "launchers") -> di
     if not ok and math.isfinite(ratio):
         # past the tolerance, which does not model every op's conditioning (MFB's signed square
         # root near 0 amplifies the pooled sum's rounding): PyTorch's own ops on the same inputs,
-        # on the CPU in the same dtype, measured the same way, the worst of ORDERS orders of
+        # on the CPU in the same dtype, measured the same way, the worst of ``orders`` orders of
         # summation; the kernel may be at most TORCH_SLACK x that
-        torch_ratio = max(_compare([o.detach() for o in reference(dtype, order)], ref64, dtype, reduce_len)
-                          for order in range(ORDERS))
+        each = [_compare([o.detach() for o in reference(dtype, order)], ref64, dtype, reduce_len) for order in range(orders)]
+        torch_ratio = max(each)
+        rec["torch_error_by_order"] = [round(e, 4) if math.isfinite(e) else None for e in each]
         rec["torch_error_over_tolerance"] = round(torch_ratio, 4) if math.isfinite(torch_ratio) else None
         ok = ratio <= TORCH_SLACK * torch_ratio
     rec["ok"], rec["seconds"] = ok, round(time.perf_counter() - t, 3)
     return rec
+
+
+def tally(folder: Path) -> dict:
+    """What the committed runs in ``folder`` add up to: per file (``fuzz*.json``, gzip'd or not)
+    its layer, seed, torch and Triton, cases and failures; then the totals and the stacks."""
+    import gzip
+    import json
+
+    files = sorted(f for f in folder.glob("fuzz*.json*") if f.name.endswith((".json", ".json.gz")))
+    if not files:
+        raise SystemExit(f"fuzz_kernels --tally: expected fuzz*.json or fuzz*.json.gz files in {folder}, found none")
+    runs = []
+    for f in files:
+        with (gzip.open(f, "rt") if f.suffix == ".gz" else f.open()) as fh:
+            doc = json.load(fh)
+        layer = doc.get("layer", "launchers")  # (the first runs had the launchers layer only, unnamed)
+        runs.append({"file": f.name, "layer": layer, "seed": doc["seed"], "torch": doc["versions"]["torch"],
+                     "triton": doc["versions"]["triton"], "cases": doc["cases"], "failed": doc["failed"]})
+    stacks = sorted({(r["torch"], r["triton"]) for r in runs})
+    return {"runs": runs, "cases": sum(r["cases"] for r in runs), "failed": sum(r["failed"] for r in runs), "stacks": stacks}
+
+
+def _print_tally(t: dict) -> int:
+    for r in t["runs"]:
+        print(f"{r['file']:45s} {r['layer']:9s} seed {r['seed']:<3} torch {r['torch']:14s} triton {r['triton']:6s} "
+              f"{r['cases']:6d} cases {r['failed']} failed")
+    print(f"{len(t['runs'])} runs: {t['cases']} cases, {t['failed']} failed, on {len(t['stacks'])} torch/Triton stacks: "
+          + ", ".join(f"{a} + {b}" for a, b in t["stacks"]))
+    return 1 if t["failed"] else 0
 
 
 def main(argv=None) -> int:
@@ -542,7 +575,15 @@ def main(argv=None) -> int:
                    help="the Triton launchers, or edgefuse.kernels.ops over views, dtypes, autocast and training (draw_ops)")
     p.add_argument("--bare", action="store_true", help="on a CPU, without the guard and poisoned allocations")
     p.add_argument("--out", type=Path, default=None, help="folder for fuzz.json")
+    p.add_argument("--orders", type=int, default=ORDERS,
+                   help="past the tolerance, PyTorch's error is the worst over this many orders of summation")
+    p.add_argument("--tally", type=Path, default=None, metavar="DIR",
+                   help="run nothing: count the cases and failures of the fuzz*.json[.gz] files in DIR")
     args = p.parse_args(argv)
+    if args.orders < 1:
+        p.error(f"--orders must be >= 1, got {args.orders}")
+    if args.tally is not None:
+        return _print_tally(tally(args.tally))
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
     checks = contextlib.ExitStack()
@@ -564,14 +605,14 @@ def _run(args) -> int:
     from edgefuse._fs import write_json
 
     if args.only is not None:
-        rec = run_case(args.seed, args.only, args.device, args.layer)
+        rec = run_case(args.seed, args.only, args.device, args.layer, args.orders)
         print(rec)
         return 0 if rec["ok"] else 1
     t0, records = time.perf_counter(), []
     for i in range(args.start, args.start + args.cases):
         if args.seconds is not None and time.perf_counter() - t0 > args.seconds:
             break
-        rec = run_case(args.seed, i, args.device, args.layer)
+        rec = run_case(args.seed, i, args.device, args.layer, args.orders)
         records.append(rec)
         if not rec["ok"]:
             print(f"FAIL {rec}", flush=True)
@@ -585,7 +626,7 @@ def _run(args) -> int:
     where = "cuda" if args.device == "cuda" else "cpu, Triton's interpreter"
     if not args.bare:
         where += ", guarded, poisoned allocations" if args.device == "cpu" else ", poisoned allocations"
-    doc = {"seed": args.seed, "layer": args.layer, "device": where,
+    doc = {"seed": args.seed, "layer": args.layer, "device": where, "orders": args.orders,
            "versions": {"torch": torch.__version__, "triton": triton.__version__}, "seconds": round(time.perf_counter() - t0, 1),
            "cases": len(records), "failed": len(failed), "by_op": by_op, "failures": failed, "records": records}
     if args.layer == "ops":  # what the cases reached
