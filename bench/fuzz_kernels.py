@@ -22,11 +22,11 @@ TORCH_SLACK times the error of PyTorch's own ops on the same inputs in the same 
 the record gives (``torch_error_over_tolerance``): the tolerance does not model every op's
 conditioning (MFB's signed square root near 0 amplifies the pooled sum's rounding), nor a
 ReLU's kink (a pre-activation within rounding of 0 turns its gradient on or off: ops seed 9's
-case 4968). That error
-is the worst over ORDERS orders of summation (``_in_order``). Where the conditioning is bad,
-which float32 order lands nearest float64 is chance. Ops seed 7's case 5136 (MFB, the kernel at
-1.77 times the tolerance) puts PyTorch's float32 ops at 0.89 in the given order, and anywhere
-from 0.20 to 3.62 over orders 0-7 (``--layer ops --seed 7 --only 5136 --orders 8``).
+case 4968). That error is the worst over ORDERS orders of summation (``_in_order``). Where the
+conditioning is bad, which float32 order lands nearest float64 is chance. Ops seed 7's case
+5136 (MFB, the kernel at 1.77 times the tolerance) puts PyTorch's float32 ops at 0.89 in the
+given order, and anywhere from 0.20 to 3.62 over orders 0-7 (``--layer ops --seed 7 --only 5136
+--orders 8``).
 
 A case is fixed by ``(seed, index)``: ``--seed S --only I`` runs one again. On a CPU the kernels
 run in Triton's interpreter (``TRITON_INTERPRET=1``, set here before Triton is imported; slow, so
@@ -524,9 +524,9 @@ def run_case(seed: int, index: int, device: str, layer: str = "launchers", order
     ok = ratio <= 1.0
     if not ok and math.isfinite(ratio):
         # past the tolerance, which does not model every op's conditioning (MFB's signed square
-        # root near 0 amplifies the pooled sum's rounding) nor a ReLU's kink: PyTorch's own ops on the same inputs,
-        # on the CPU in the same dtype, measured the same way, the worst of ``orders`` orders of
-        # summation; the kernel may be at most TORCH_SLACK x that
+        # root near 0 amplifies the pooled sum's rounding) nor a ReLU's kink: PyTorch's own ops
+        # on the same inputs, on the CPU in the same dtype, measured the same way, the worst of
+        # ``orders`` orders of summation; the kernel may be at most TORCH_SLACK x that
         each = [_compare([o.detach() for o in reference(dtype, order)], ref64, dtype, reduce_len) for order in range(orders)]
         torch_ratio = max(each)
         rec["torch_error_by_order"] = [round(e, 4) if math.isfinite(e) else None for e in each]
