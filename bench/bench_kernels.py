@@ -300,6 +300,32 @@ def bench_gated_train(dtype, results: list) -> None:
             print(f"gated fwd+bwd    B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
+def _projection_grads_check(got, eager, leaves, dout, dtype, reduce_len: int) -> dict:
+    """Each gradient of the kernel path (``got``) against float64's, within the tests' tolerance
+    or TORCH_SLACK x the eager path's own error (``reference.error_over_tolerance``). Not
+    against the eager float16 gradients: at a ReLU's kink a pre-activation within rounding of 0
+    turns a gradient on in one path and off in the other, and one such flip at (b, j) moves a
+    whole row j of dW by dz[b, j] x[b] (on the H200, 725 of dW's 524288 values by up to 0.22;
+    the eager path, whose float16 bias rounds first, is the one off float64 there).
+    AssertionError past that; else each leaf's error over the tolerance, both paths."""
+    from fuzz_kernels import TORCH_SLACK
+
+    from edgefuse.kernels.reference import error_over_tolerance, fused_projection_reference
+
+    l64 = [t.detach().double().requires_grad_() for t in leaves]
+    k = len(KS)
+    ref = torch.autograd.grad(fused_projection_reference(l64[:k], l64[k:2 * k], l64[-1], "relu", True), l64, dout.double())
+    ratios = {"kernel": [], "eager": []}
+    for i, (g, e, r) in enumerate(zip(got, eager, ref)):
+        rk, re = error_over_tolerance(g, r, dtype, reduce_len), error_over_tolerance(e, r, dtype, reduce_len)
+        ratios["kernel"].append(round(rk, 4))
+        ratios["eager"].append(round(re, 4))
+        if not (rk <= 1.0 or rk <= TORCH_SLACK * re):
+            raise AssertionError(f"fused_projection_train: gradient of leaf {i} is {rk:.3g} x the tolerance off float64 "
+                                 f"(the eager path's: {re:.3g})")
+    return {"error_over_tolerance": ratios}
+
+
 def bench_projection_train(dtype, results: list) -> None:
     """Forward + backward of the projection (relu, L2 norm) at training batches: the op with
     gradients on (one kernel launch for the pre-activations, torch's activation and norm, a
@@ -321,11 +347,11 @@ def bench_projection_train(dtype, results: list) -> None:
                 "triton": lambda: torch.autograd.grad(fused_projection_train(xs, ws, bias, "relu", True), leaves, dout),
                 "eager": lambda: torch.autograd.grad(fused_projection_reference(xs, ws, bias, "relu", True), leaves, dout),
             }
-            for got, want in zip(fns["triton"](), fns["eager"]()):
-                torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+            check = _projection_grads_check(fns["triton"](), fns["eager"](), leaves, dout, dtype, max(b, d))
             t = _variants(fns, graph_too=False)
             flops = 3 * 2 * b * d * sum(KS)  # forward, d input and d weight GEMMs
-            results.append({"op": "fused_projection_train", "B": b, "D": d, "N": len(KS), "flops": flops, "timings": t})
+            results.append({"op": "fused_projection_train", "B": b, "D": d, "N": len(KS), "flops": flops, "timings": t,
+                            "check": check})
             print(f"projection f+b   B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 

@@ -80,6 +80,33 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     _assert_plot(tmp_path / "k.png")
 
 
+def test_the_projection_training_check_reads_float64_not_the_eager_float16_gradients():
+    """bench_projection_train's check: at a ReLU's kink the eager float16 path can be far off
+    float64 (on the H200 it failed the old check, kernel vs eager, on 725 of dW's values) while
+    the kernel is not: that passes. A kernel gradient off float64 where the eager one is not
+    fails."""
+    import torch
+
+    from edgefuse.kernels.reference import fused_projection_reference
+
+    g = torch.Generator().manual_seed(3)
+    b, d = 4, 8
+    xs = [torch.randn(b, k, generator=g, dtype=torch.float64) for k in bk.KS]
+    ws = [torch.randn(d, k, generator=g, dtype=torch.float64) / k**0.5 for k in bk.KS]
+    bias = torch.randn(len(bk.KS), d, generator=g, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (*xs, *ws, bias)]
+    dout = torch.randn(b, len(bk.KS), d, generator=g, dtype=torch.float64)
+    k = len(bk.KS)
+    exact = torch.autograd.grad(fused_projection_reference(leaves[:k], leaves[k:2 * k], leaves[-1], "relu", True), leaves, dout)
+    kernel = [e.half() for e in exact]
+    flipped = [e.clone() for e in exact]
+    flipped[k][2] += 0.5 * xs[0][1]  # a kink flipped in the eager path: a row of dW_0 moved by dz x
+    check = bk._projection_grads_check(kernel, [f.half() for f in flipped], leaves, dout.half(), torch.float16, max(b, d))
+    assert max(check["error_over_tolerance"]["kernel"]) <= 1.0 < check["error_over_tolerance"]["eager"][k]
+    with pytest.raises(AssertionError, match="gradient of leaf 3"):
+        bk._projection_grads_check([f.half() for f in flipped], kernel, leaves, dout.half(), torch.float16, max(b, d))
+
+
 @pytest.mark.parametrize("b", [3, 67])  # an edge batch and a GEMM-shaped one (> GEMM_ROWS)
 def test_projection_alternatives_are_valid_configs_that_compute_the_same_result(b):
     """The GPU run times these next to the default; each must launch (tl.dot sizes) and be correct."""
