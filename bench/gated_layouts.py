@@ -6,8 +6,10 @@ own JIT, ``edgefuse.kernels.aot.stand_in_gpu``) with the launcher's choice and w
 warp count bench_kernels.py times beside it on a GPU (1, 2, 4 and 8 in all), and each binary's
 registers and memory instructions are recorded: global load and store widths, shared-memory
 accesses and barriers (``aot.memory_instructions``, from the PTX; ``--sass`` also reads the
-SASS and fails where it contradicts them). The row marked ``default`` is the launcher's choice
-(``triton_gated._blocks``).
+SASS and fails where it contradicts them). The row marked ``default`` is ``triton_gated._blocks``'
+choice: the backward's, and the forward's where D fits one warp's 16-byte vectors (the
+forward's own is ``_forward_blocks``, one warp wide; bench_kernels.py times the wider tiles
+beside it).
 
 Counts are of instructions in the code, not executions; a GPU run measures what they cost
 (``bench_kernels.py`` times the same warps as alternatives at B = 4096).
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
                 for per_feature in (True, False):
                     logits = torch.empty(8, N, d, dtype=dtype) if per_feature else torch.empty(8, N, dtype=dtype)
                     default = triton_gated._blocks(N, d, dtype.itemsize)
-                    configs = sorted([default, *_gated_alternatives(N, d, dtype.itemsize).values()], key=lambda c: c[2])
+                    configs = sorted([default, *_gated_alternatives(N, d, dtype.itemsize, default).values()], key=lambda c: c[2])
                     for config in configs:
                         warps = config[2]
                         with aot.capture(compile_if=lambda launch: True) as launches:

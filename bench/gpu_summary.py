@@ -100,7 +100,15 @@ def bar(doc: dict) -> list[str]:
         verdict = "pass" if item["pass"] else "**FAIL**"
         best_verdict = "pass" if item["pass_with_best_config"] else "fail"
         lines.append(f"| `{name}` | {need} | {got} | {verdict} | {best} ({best_verdict}; {configs}) | {sync} |")
-    lines += ["", "Speedups are the smallest over the item's rows; the verdict reads do_bench, as the bar does.", ""]
+    lines += ["", "Speedups are the smallest over the item's rows, their verdicts read do_bench.", ""]
+    for name, item in items.items():
+        if item.get("reading") == "cold":  # a share of the copy bandwidth, read without do_bench's flush
+            lines += [f"`{name}` reads the cold timing ({item['fraction']:.0%}; `bench_kernels._cold_us`: one CUDA graph "
+                      "over copies of the inputs 4x the L2, so nothing is reused, and no flush to pay for). do_bench reads "
+                      f"{item['fraction_stream']:.0%}: its flush leaves the L2 full of dirty lines that an op this size pays "
+                      "to write back." + (f" A plain copy of the same bytes reaches {item['copy_same_bytes_fraction_stream']:.0%} "
+                                          f"there, and {item['copy_same_bytes_fraction_cold']:.0%} cold."
+                                          if "copy_same_bytes_fraction_cold" in item else ""), ""]
     public = [(name, item) for name, item in items.items() if "public_op_min_speedup_stream" in item]
     if public:  # what a fusion module's call gets: the kernel plus the ops layer's dispatch
         lines += [f"Through the public op (`edgefuse.kernels.ops`, what the fusion modules call), `{name}` reads "

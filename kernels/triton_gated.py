@@ -116,8 +116,9 @@ WARP_BYTES = 32 * VECTOR_BYTES
 THREAD_VALUES = 32
 
 
-def _blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_D, num_warps) for ``n`` modalities of width ``d``, ``itemsize``-byte features.
+def _blocks(n: int, d: int, itemsize: int, widest: int = 1024) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, num_warps) for ``n`` modalities of width ``d``, ``itemsize``-byte
+    features, BLOCK_D at most ``widest``: the backward's (the forward's is ``_forward_blocks``).
 
     Both kernels reduce over the modality axis (softmax max and sum, the weighted sum). Triton
     lays a [BLOCK_N, BLOCK_D] tile out with 16-byte vectors along D, 32 threads along D, then
@@ -131,19 +132,35 @@ def _blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
     modalities in fp16, 9 in fp32) are warps added, up to 8, and those split the modality
     axis, to bound registers.
     """
-    # 1024-wide blocks: one program reads N x 2-4 KiB per row, enough bytes in flight per SM to
-    # stream at bandwidth while keeping the grid (B x D/1024) large at B >= 64
-    block_d = min(1024, next_pow2(d))
+    # the backward's 1024-wide blocks: one program reads N x 2-4 KiB per row, bytes in flight
+    # for its walk over D with one gate per modality (the forward streams faster one warp wide)
+    block_d = min(widest, next_pow2(d))
     block_n = next_pow2(n)
     row_warps = max(1, block_d * itemsize // WARP_BYTES)
     per_thread = block_n * block_d // (32 * row_warps)  # values of one tensor a thread holds with row_warps
     return block_n, block_d, min(8, row_warps * max(1, per_thread // THREAD_VALUES))
 
 
-def _checked_blocks(n: int, d: int, itemsize: int, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    """``config`` (BLOCK_N, BLOCK_D, num_warps), checked, or ``_blocks``' choice when None."""
+def _forward_blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
+    """The forward's (BLOCK_N, BLOCK_D, num_warps): ``_blocks`` at most one warp's 16-byte
+    vectors wide (256 values in fp16, 128 in fp32), so one warp holds a row.
+
+    Measured on an H200 (bench/results/h200-2026-11-30/, runs 2 and 3), B = 4096, N = 3,
+    per-feature gates, µs per call with nothing in L2 (bench_kernels' "cold"). fp16, D = 1024:
+    18.8 and 19.2 at 256 wide over 1 warp; 20.9 and 21.5 at 1024 over 4 (``_blocks``' tile, the
+    forward's before); 21.0 and 21.3 at 512 over 2; 22.8 and 23.2 at 1024 over 2; 25-26 at 128
+    over 1 and at 512 over 1. fp16, D = 256: 7.6 and 7.7 at 256 over 1 (the choice before too),
+    8.9 at 128 over 1. fp32, D = 1024: 28.9 at 128 over 1, 28.5-28.7 at 256 over 2, 512 over 4
+    and 1024 over 8 (the choice before): a wash. The backward keeps ``_blocks``: with one gate
+    per modality it walks D inside one program per row, where a wide tile keeps more bytes in
+    flight."""
+    return _blocks(n, d, itemsize, widest=max(1, WARP_BYTES // itemsize))
+
+
+def _checked_blocks(n: int, d: int, itemsize: int, config: tuple[int, int, int] | None, default=_blocks) -> tuple[int, int, int]:
+    """``config`` (BLOCK_N, BLOCK_D, num_warps), checked, or ``default``'s choice when None."""
     if config is None:
-        return _blocks(n, d, itemsize)
+        return default(n, d, itemsize)
     if config[0] < n or any(v < 1 or v & (v - 1) for v in config):
         raise ValueError(f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got {config}")
     return config
@@ -154,15 +171,15 @@ def gated_fusion_triton(
     config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'.
-    ``config``: (BLOCK_N, BLOCK_D, num_warps) instead of ``_blocks``' (the benchmark times
-    alternatives)."""
+    ``config``: (BLOCK_N, BLOCK_D, num_warps) instead of ``_forward_blocks``' (the benchmark
+    times alternatives)."""
     checks.gated(feats, logits, mask, mode, kernel=True)
     b, n, d = feats.shape
     out = torch.empty((b, d), device=feats.device, dtype=feats.dtype)
     empty = torch.empty((b,), device=feats.device, dtype=torch.bool)
     if b == 0:
         return out, empty
-    block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config)
+    block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config, _forward_blocks)
     launch(
         _gated_kernel, (b, cdiv(d, block_d)), feats, logits, mask, out, empty, n, d,
         PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,

@@ -80,6 +80,40 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     _assert_plot(tmp_path / "k.png")
 
 
+def test_the_gated_verdict_reads_the_cold_timing_with_do_benchs_and_a_copys_beside_it(tmp_path):
+    """Where the GPU run timed gated fusion cold (``_cold_us``), the bar reads that, names it,
+    and keeps do_bench's share and a same-size copy's (both timings) beside it; the fastest
+    configuration is picked by the same timing. Synthetic numbers: 4 GB in 1000 us cold is
+    4000 GB/s, 0.8 of 5000; do_bench's 1250 us is 0.64."""
+    t = _t(1250.0)
+    t["cold"] = {"us": 1000.0, "p20_us": 1000.0, "p80_us": 1000.0, "copies": 5}
+    alts = {"d512_warps2": {"config": [4, 512, 2], **_t(1200.0), "cold": {"us": 1100.0}},  # faster do_bench, slower cold
+            "d128_warps1": {"config": [4, 128, 1], **_t(1300.0), "cold": {"us": 800.0}}}
+    results = [{"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": t, "eager": _t(3000.0)},
+                "alternatives": alts, "copy_same_bytes": {"bytes": 4e9, "stream": {"us": 1100.0}, "cold": {"us": 900.0}}}]
+    item = bk.derive(results, copy_gbs=5000.0)["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]
+    assert item["reading"] == "cold" and item["fraction"] == pytest.approx(0.8) and item["pass"] is True
+    assert item["fraction_stream"] == pytest.approx(0.64)
+    assert item["copy_same_bytes_fraction_stream"] == pytest.approx(4e9 / 1100e-6 / 1e9 / 5000)
+    assert item["copy_same_bytes_fraction_cold"] == pytest.approx(4e9 / 900e-6 / 1e9 / 5000)
+    assert item["best_config"] == "d128_warps1" and item["fraction_best_config"] == pytest.approx(1.0)
+    assert results[0]["triton_GBps"]["cold"] == pytest.approx(4000.0)
+    # slower than 70 % cold fails, whatever do_bench reads
+    t["cold"]["us"], alts["d128_warps1"]["cold"]["us"] = 1200.0, 1200.0
+    item = bk.derive(results, copy_gbs=5000.0)["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]
+    assert item["pass"] is False and item["fraction"] == pytest.approx(4e9 / 1200e-6 / 1e9 / 5000)
+    out = tmp_path / "gpu"
+    out.mkdir()
+    (out / "kernels.json").write_text(json.dumps({"gpu": "NVIDIA H200", "dtype": "float16", "copy_bandwidth_GBps": 5000.0, "seconds": 1.0,
+                                                  "dry_run": False, "bar": {"gated_fusion_B4096_N3_D1024_>=70%_copy_bw": item},
+                                                  "retune": [], "errors": {}, "results": results}))
+    assert summary.main([str(out)]) == 0
+    page = (out / "summary.md").read_text()
+    assert "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 67% | **FAIL** |" in page
+    assert "reads the cold timing (67%" in page and "do_bench reads 64%" in page
+    assert "A plain copy of the same bytes reaches 73% there, and 89% cold." in page
+
+
 def test_the_projection_training_check_reads_float64_not_the_eager_float16_gradients():
     """bench_projection_train's check: at a ReLU's kink the eager float16 path can be far off
     float64 (on the H200 it failed the old check, kernel vs eager, on 725 of dW's values) while
@@ -159,7 +193,7 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     import torch
 
     from edgefuse.kernels.reference import gated_fusion_reference
-    from edgefuse.kernels.triton_gated import _blocks, gated_fusion_backward_triton, gated_fusion_triton
+    from edgefuse.kernels.triton_gated import _blocks, _forward_blocks, gated_fusion_backward_triton, gated_fusion_triton
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(2)
@@ -167,11 +201,18 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     feats, logits = (torch.randn(b, n, d, generator=g).to(dev) for _ in range(2))
     mask = torch.tensor([[True, False, True], [False, False, False], [True, True, True]], device=dev)
     ref, _ = gated_fusion_reference(feats.double(), logits.double(), mask)
-    alts = bk._gated_alternatives(n, 1024, 2)  # the bar's D in fp16: the launcher picks 4 warps
-    assert _blocks(n, 1024, 2) == (4, 1024, 4) and set(alts) == {"warps1", "warps2", "warps8"}
+    alts = bk._gated_alternatives(n, 1024, 2)  # the bar's D in fp16: the forward is one warp 256 wide
+    assert _forward_blocks(n, 1024, 2) == (4, 256, 1) and set(alts) == {"warps2", "warps4", "warps8"}
+    assert _blocks(n, 1024, 2) == (4, 1024, 4)  # the backward's, and the forward's before: timed beside it
+    assert bk._gated_block_alternatives(n, 1024, 2) == {
+        "d128_warps1": (4, 128, 1), "d512_warps1": (4, 512, 1), "d512_warps2": (4, 512, 2),
+        "d1024_warps2": (4, 1024, 2), "d1024_warps4": (4, 1024, 4)}
     dout = torch.randn(b, d, generator=g).to(dev)
     grads = gated_fusion_backward_triton(feats, logits, mask, dout)
-    for label, cfg in bk._gated_alternatives(n, d, 4).items():
+    # d = 40: blocks of 64, so 32-wide ones split each row over two programs
+    cands = {**bk._gated_alternatives(n, d, 4), **bk._gated_block_alternatives(n, d, 4)}
+    assert "d32_warps1" in cands
+    for label, cfg in cands.items():
         out, empty = gated_fusion_triton(feats, logits, mask, config=cfg)
         assert empty.tolist() == [False, True, False], label
         torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5, msg=label)
