@@ -150,16 +150,13 @@ def _copy_same_bytes(nbytes: int) -> dict:
     """A device-to-device copy moving ``nbytes`` (read + written) timed as an op of that size
     is: do_bench ("stream") and cold (``_cold_us``). What either timing gives a pure stream of
     these bytes: the ceiling of that timing at this size."""
-    import triton.testing as tt
-
     n = nbytes // 4  # float16 elements a side: nbytes / 2 read, nbytes / 2 written
 
     def make():
         src, dst = torch.randn(n, device=DEV, dtype=torch.float16), torch.empty(n, device=DEV, dtype=torch.float16)
         return lambda: dst.copy_(src)
 
-    med, lo, hi = tt.do_bench(make(), warmup=25, rep=100, quantiles=QUANTILES)
-    return {"bytes": 4 * n, "stream": {"us": med * 1e3, "p20_us": lo * 1e3, "p80_us": hi * 1e3}, "cold": _cold_us(make, 4 * n)}
+    return {"bytes": 4 * n, "stream": _time(make(), "stream"), "cold": _cold_us(make, 4 * n)}
 
 
 def copy_bandwidth() -> float:
@@ -338,9 +335,9 @@ def bench_gated(dtype, results: list) -> None:
             ) if b == BATCHES[-1] else {}
             nbytes = dtype.itemsize * (2 * b * n * d + b * d) + b * n + b
             if b == BATCHES[-1] and not DRY:  # the bar's batch: bandwidth without do_bench's flush in it
-                def inputs(cfg=None):
-                    f, lg = torch.randn_like(feats), torch.randn_like(logits)
-                    return lambda: gated_fusion_triton(f, lg, mask.clone(), config=cfg)
+                def inputs(cfg=None):  # a fresh copy of the inputs, made here: the timed call is the op alone
+                    f, lg, m = torch.randn_like(feats), torch.randn_like(logits), mask.clone()
+                    return lambda: gated_fusion_triton(f, lg, m, config=cfg)
 
                 t["triton"]["cold"] = _cold_us(inputs, nbytes)
                 for label, alt in alts.items():
@@ -550,7 +547,7 @@ def derive(results: list, copy_gbs: float) -> dict:
     def speedup_item(rows, other, need):
         """A bar item "triton is >= ``need`` x faster than ``other``" over ``rows``, with the
         launcher's configuration and, beside it, with each row's fastest measured one."""
-        bests = [_best_stream(r) for r in rows]
+        bests = [_best(r) for r in rows]
         best = [r["timings"][other]["stream"]["us"] / us for r, (us, _) in zip(rows, bests)]
         item = {"need": need, "min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
                 "pass": all(r["speedup"][f"vs_{other}_stream"] >= need for r in rows),
@@ -580,7 +577,7 @@ def derive(results: list, copy_gbs: float) -> dict:
         r, need = g[0], 0.7
         mode = "cold" if "cold" in r["timings"]["triton"] else "stream"
         frac = r["triton_GBps"][mode] / copy_gbs
-        us, label = _best_stream(r, mode)
+        us, label = _best(r, mode)
         best = r["bytes"] / (us * 1e-6) / 1e9 / copy_gbs
         item = {"need": need, "reading": mode, "fraction": frac, "pass": frac >= need, "fraction_best_config": best,
                 "pass_with_best_config": best >= need, "best_config": label}
@@ -597,11 +594,11 @@ def derive(results: list, copy_gbs: float) -> dict:
     return bar
 
 
-def _best_stream(r: dict, mode: str = "stream") -> tuple[float, str]:
+def _best(r: dict, mode: str = "stream") -> tuple[float, str]:
     """(µs, label) of the fastest ``mode`` timing (do_bench's, or ``_cold_us``') among the
     launcher's configuration ("default") and the alternatives timed beside it: what the bar
-    would read were the launcher to pick it
-    (``retune`` asks for a > 10 % win in both timing modes before it names one)."""
+    would read were the launcher to pick it (``retune`` asks for a > 10 % win in both timing
+    modes before it names one)."""
     best = (r["timings"]["triton"][mode]["us"], "default")
     for label, alt in r.get("alternatives", {}).items():
         us = alt.get(mode, {}).get("us")

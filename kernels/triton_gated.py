@@ -151,7 +151,9 @@ def _forward_blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
     forward's before); 21.0 and 21.3 at 512 over 2; 22.8 and 23.2 at 1024 over 2; 25-26 at 128
     over 1 and at 512 over 1. fp16, D = 256: 7.6 and 7.7 at 256 over 1 (the choice before too),
     8.9 at 128 over 1. fp32, D = 1024: 28.9 at 128 over 1, 28.5-28.7 at 256 over 2, 512 over 4
-    and 1024 over 8 (the choice before): a wash. The backward keeps ``_blocks``: with one gate
+    and 1024 over 8 (the choice before): a wash. Each of those timings also holds a clone of
+    the 12 KB mask per call, the same for every tile (the benchmark made it inside the timed
+    call then). The backward keeps ``_blocks``: with one gate
     per modality it walks D inside one program per row, where a wide tile keeps more bytes in
     flight."""
     return _blocks(n, d, itemsize, widest=max(1, WARP_BYTES // itemsize))
