@@ -23,11 +23,14 @@ demo: venv
 	$(VENV)/bin/edgefuse eval $(RUN)/checkpoint --json $(RUN)/eval.json --plot $(RUN)/eval.png
 	$(VENV)/bin/edgefuse build $(RUN)/checkpoint --backend ort --precision int8 --int8-fallback fp32 --out $(RUN)/bundle
 
+# two pytest-xdist workers, one torch thread each (tests/conftest.py); whole files per worker, so that a
+# module's expensive fixture (the demo model, the AOT compiles) is built once
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# CPU engine latency (needs `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
+# the runtime's overhead and swaps, CPU engine latency (need `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
 bench: venv
+	$(PY) bench/bench_runtime.py --bundle $(RUN)/bundle --out bench/results/local
 	$(PY) bench/bench_engines.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_calibration.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_launch_overhead.py --out bench/results/local

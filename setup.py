@@ -47,11 +47,12 @@ setup(
         "onnxruntime>=1.27; python_version >= '3.11'",
         "onnxruntime>=1.18; python_version < '3.11'",
         "onnxscript>=0.1",
+        "tomli>=2; python_version < '3.11'",  # scenario and policy files (tomllib from 3.11)
         "tqdm>=4.60",
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
         "plot": ["matplotlib>=3.7"],
         "trt": ["tensorrt>=10", "pycuda>=2024.1"],
     },

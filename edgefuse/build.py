@@ -47,7 +47,7 @@ def build_bundle(
     float32).
     """
     from edgefuse.calibration.gate import accuracy, check_gate_fail
-    from edgefuse.checkpoint import load_checkpoint, load_training_data
+    from edgefuse.checkpoint import data_source, load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
@@ -63,8 +63,11 @@ def build_bundle(
         trt_version = trt_version or trt.__version__
     start = time.perf_counter()
     model, doc = load_checkpoint(checkpoint)
+    dataset = {}
     if data is None:
         data = load_training_data(checkpoint, doc)
+        recorded, seed = data_source(doc)
+        dataset = {"dataset": recorded, "seed": seed}  # what `edgefuse run` replays by default
     if data.modality_names != model.names:
         raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     test = data["test"]
@@ -77,7 +80,7 @@ def build_bundle(
         "modalities": [s.to_dict() for s in model.specs],
         "class_names": list(doc["info"].get("dataset", {}).get("class_names") or [str(i) for i in range(model.num_classes)]),
         "output": "logits",
-        "source": {"checkpoint": str(checkpoint), "data": data.description},
+        "source": {"checkpoint": str(checkpoint), "data": data.description, **dataset},
         "subsets": {},
     }
 

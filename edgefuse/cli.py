@@ -1,4 +1,4 @@
-"""The ``edgefuse`` command line: train, eval, fusions (each stage runs alone from its inputs on disk)."""
+"""The ``edgefuse`` command line: train, eval, export, calibrate, build, run (each stage runs alone from its inputs on disk)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,56 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgefuse._fs import write_json
+    from edgefuse.bundle import load_bundle
+    from edgefuse.data import load_dataset
+    from edgefuse.runtime import Policy, Runtime
+    from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, format_timeline, replay
+
+    bundle = load_bundle(args.bundle)  # verified here so that a bad bundle fails before the data is made
+    recorded = bundle.manifest.get("source", {})
+    source = args.data or recorded.get("dataset")
+    if not source:
+        raise ValueError(f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz")
+    seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
+    if args.scenario:
+        scenario = Scenario.from_toml(args.scenario, bundle.specs)
+    else:
+        scenario = Scenario(name="nominal", duration_s=args.duration, description="every sensor healthy throughout")
+    policy = Policy.from_toml(args.policy) if args.policy else scenario.policy
+    data = load_dataset(source, seed=seed)
+    split = data[args.split]
+    if [s.to_dict() for s in data.specs] != [s.to_dict() for s in bundle.specs]:
+        raise ValueError(f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
+                         f"{[(s.name, list(s.shape)) for s in bundle.specs]}")
+    import logging
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # the timeline reports every health change and swap; -v also logs them as they happen
+    logging.getLogger("edgefuse.runtime").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    clock = ReplayClock(realtime=args.realtime)
+    with Runtime.from_bundle(args.bundle, policy=policy, clock=clock, threads=args.threads) as rt:
+        if args.realtime:
+            print(f"replaying {scenario.name!r} in real time ({scenario.duration_s:g} s); a line per phase as it ends")
+
+            def on_phase(p):
+                acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
+                print(f"  {p['start_s']:g}-{p['end_s']:g} s  {p['name']}: engines {p['engines']}, accuracy {acc}", flush=True)
+        else:
+            on_phase = None
+        timeline = replay(rt, scenario, split.inputs, split.labels, clock, on_phase=on_phase)
+    timeline["data"] = {"source": source, "seed": seed, "split": args.split}
+    print(format_timeline(timeline))
+    bad = check_timeline(timeline, args.max_drop) if args.max_drop is not None else []
+    if args.json:
+        write_json(timeline, args.json)
+        print(f"\nwrote {args.json}")
+    for line in bad:
+        print(f"edgefuse run: {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 #: ``edgefuse kernels --check/--bench`` shapes when not given: the benchmark's (issue 3) on a
 #: GPU; tiny under the interpreter, which runs each program in Python. Here, not in
 #: edgefuse.kernels, so that building the parser imports no torch.
@@ -232,6 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)
+
+    r = sub.add_parser("run", help="replay a dataset as timed sensor streams with scripted faults through the runtime")
+    r.add_argument("bundle", type=Path)
+    r.add_argument("--scenario", type=Path, default=None,
+                   help="fault scenario (TOML; see scenarios/ and docs/runtime.md). Default: every sensor healthy for --duration")
+    r.add_argument("--duration", type=float, default=60.0, help="seconds to replay without --scenario (default: 60)")
+    r.add_argument("--data", default=None, help="'sensorscenes' or a .npz file (default: the bundle's dataset)")
+    r.add_argument("--seed", type=int, default=None, help="data seed (default: the bundle's)")
+    r.add_argument("--split", default="test", help="the split to replay (default: test)")
+    r.add_argument("--policy", type=Path, default=None, help="runtime policy (TOML; default: the scenario's [policy], else defaults)")
+    r.add_argument("--realtime", action="store_true", help="pace the replay on the real clock (default: simulated time, fast)")
+    r.add_argument("--threads", type=int, default=1, help="intra-op threads per engine (default: 1)")
+    r.add_argument("--json", type=Path, default=None, help="write the timeline as JSON")
+    r.add_argument("--max-drop", type=float, default=None,
+                   help="exit 1 if a phase's accuracy is below the manifest accuracy of its engines minus this (e.g. 0.03)")
+    r.add_argument("-v", "--verbose", action="store_true", help="log each health change and swap as it happens")
+    r.set_defaults(func=_cmd_run)
 
     k = sub.add_parser("kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)")
     _kernels_arguments(k)

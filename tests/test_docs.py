@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/kernels.md")
+DOCS = ("README.md", "docs/kernels.md", "docs/runtime.md")
 #: top-level folders whose files the docs cite; outputs of a run (runs/, bench/results/local) are not in the tree
-TRACKED = ("bench/", "docs/", "edgefuse/", "kernels/", "engines/", "calibration/", "tests/", ".ci/")
+TRACKED = ("bench/", "docs/", "edgefuse/", "kernels/", "engines/", "calibration/", "tests/", ".ci/", "scenarios/")
 #: what a file's name ends with (``kernels/_launch.launch`` names a function, not a file)
 FILE = re.compile(r"\.(py|sh|json|txt|png|md|toml|xml|tgz)$|/$")
 
