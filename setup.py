@@ -38,23 +38,23 @@ setup(
     packages=PACKAGES,
     package_dir={pkg: folder for pkg, folder in PACKAGE_DIR.items()},
     package_data={"edgefuse": ["py.typed"]},
+    # the device install: specs, bundles, ONNX Runtime engines, the runtime, `edgefuse run` / `info`
     install_requires=[
         "numpy>=1.24",
-        "torch>=2.3.0a0",  # the a0 admits JetPack 6.0's 2.3.0a0+nv24.03 build, which ">=2.3" would replace
-        "onnx>=1.16",
-        # calibration needs 1.27 (edgefuse.calibration.quantize.MIN_ONNXRUNTIME), which has no
-        # Python 3.10 wheels; on 3.10 (JetPack 6) a device loads and runs bundles with older ones
+        # calibration (the build extra) needs 1.27 (edgefuse.calibration.quantize.MIN_ONNXRUNTIME), which has
+        # no Python 3.10 wheels; on 3.10 (JetPack 6) a device loads and runs bundles with older ones
         "onnxruntime>=1.27; python_version >= '3.11'",
         "onnxruntime>=1.18; python_version < '3.11'",
-        "onnxscript>=0.1",
         "tomli>=2; python_version < '3.11'",  # scenario and policy files (tomllib from 3.11)
-        "tqdm>=4.60",
-        "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
+        # train, eval, export, calibrate, build. A Jetson keeps JetPack's own torch: the a0 admits JetPack
+        # 6.0's 2.3.0a0+nv24.03 build, which ">=2.3" would replace
+        "build": ["torch>=2.3.0a0", "onnx>=1.16", "onnxscript>=0.1", "tqdm>=4.60"],
+        "gpu": ["triton>=3.0; platform_system == 'Linux'"],
+        "trt": ["tensorrt>=10"],
         "plot": ["matplotlib>=3.7"],
-        "trt": ["tensorrt>=10", "pycuda>=2024.1"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
     },
     entry_points={"console_scripts": ["edgefuse=edgefuse.cli:main"]},
 )

@@ -169,6 +169,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    import importlib.util
+    import json
+
+    from edgefuse.bundle import load_bundle
+    from edgefuse.runtime.runtime import manifest_accuracy
+
+    bundle = load_bundle(args.bundle)  # verified: schema, checksums, modality names
+    m = bundle.manifest
+    env = {"onnxruntime": None, "providers": [], **{k: importlib.util.find_spec(k) is not None for k in ("torch", "tensorrt")}}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"], env["providers"] = onnxruntime.__version__, onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    if args.json:
+        print(json.dumps({"bundle": str(bundle.root), "manifest": m, "environment": env}, indent=2))
+        return 0
+    print(f"bundle {bundle.root}: verified ({len(m['files'])} files, sha256), schema {m['schema_version']}, "
+          f"built by edgefuse {m.get('edgefuse_version', '?')} on {m.get('created', '?')}")
+    print(f"  {m.get('fusion', '?')} fusion, backend {m.get('backend')}, precision {m.get('precision')}; "
+          f"classes {', '.join(bundle.class_names)}")
+    src = m.get("source", {})
+    if src:
+        print(f"  trained on {src.get('data', '?')}")
+    print("sensors:")
+    for s in bundle.specs:
+        vr = "" if s.value_range is None else f", values in [{s.value_range[0]:g}, {s.value_range[1]:g}]"
+        print(f"  {s.name:<12}{s.kind:<8}{str(list(s.shape)):<16}{s.dtype:<9}{s.rate_hz:g} Hz{vr}")
+    print(f"engines ({len(bundle.subsets)}):")
+    for key, e in bundle.subsets.items():
+        acc = manifest_accuracy(e)
+        fp32 = e.get("accuracy", {}).get("fp32")
+        note = " (INT8 rejected by the gate)" if "int8_rejected" in e else ""
+        print(f"  {key:<28}{e['precision']:<6}{e['engine']:<46}accuracy {acc if acc is None else f'{acc:.4f}'}"
+              f"{'' if fp32 is None else f' (fp32 {fp32:.4f})'}{note}")
+    have = ", ".join(k for k in ("torch", "tensorrt") if env[k]) or "neither torch nor tensorrt"
+    print(f"this machine: onnxruntime {env['onnxruntime'] or 'not installed'} ({', '.join(env['providers']) or '-'}); {have}")
+    return 0
+
+
 #: ``edgefuse kernels --check/--bench`` shapes when not given: the benchmark's (issue 3) on a
 #: GPU; tiny under the interpreter, which runs each program in Python. Here, not in
 #: edgefuse.kernels, so that building the parser imports no torch.
@@ -300,16 +342,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="log each health change and swap as it happens")
     r.set_defaults(func=_cmd_run)
 
+    i = sub.add_parser("info", help="verify a bundle and show its sensors, engines and accuracies")
+    i.add_argument("bundle", type=Path)
+    i.add_argument("--json", action="store_true", help="print the manifest and this machine's engines as JSON")
+    i.set_defaults(func=_cmd_info)
+
     k = sub.add_parser("kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)")
     _kernels_arguments(k)
     k.set_defaults(func=_cmd_kernels)
     return p
 
 
+#: a module a verb needs -> the extra that installs it
+EXTRAS = {"torch": "build", "onnx": "build", "onnxscript": "build", "tqdm": "build", "triton": "gpu",
+          "matplotlib": "plot", "tensorrt": "trt"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root not in EXTRAS:
+            raise
+        print(f"edgefuse {args.command}: needs {root}, which this install lacks: pip install 'edgefuse[{EXTRAS[root]}]'",
+              file=sys.stderr)
+        return 2
     except ValueError as e:
         print(f"edgefuse {args.command}: error: {e}", file=sys.stderr)
         return 2
