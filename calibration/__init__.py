@@ -2,18 +2,17 @@
 
 Ranges come from onnxruntime.quantization's calibrators; edgefuse adds the stratified
 sample, the TensorRT-compatible Q/DQ options and checks, the TensorRT cache file, the
-per-tensor report and the accuracy gate.
+per-tensor report, and applies the accuracy gate (``edgefuse.gate``).
 """
 
 import importlib
 
-#: public name -> the submodule that defines it. Loaded on first use (PEP 562): the accuracy
-#: gate (numpy only) must import where quantization cannot (an onnxruntime older than
-#: quantize.MIN_ONNXRUNTIME, as on Python 3.10), and a name from quantization then raises
-#: quantize's own error saying which onnxruntime it needs.
+#: public name -> the submodule that defines it. Loaded on first use (PEP 562): a name from
+#: quantization raises quantize's own error saying which onnxruntime it needs (older than
+#: quantize.MIN_ONNXRUNTIME, as on Python 3.10) only when it is used. The accuracy gate the
+#: calibration applies lives in edgefuse.gate.
 _WHERE = {
     **dict.fromkeys(("METHODS", "StratifiedReader", "TensorRange", "compute_ranges", "tensor_ranges"), "calibrate"),
-    **dict.fromkeys(("AccuracyGateError", "GateResult"), "gate"),
     **dict.fromkeys(("activation_scales", "check_qdq", "quantize_qdq", "read_trt_cache", "trt_version_code",
                      "write_trt_cache"), "quantize"),
     "calibrate_export": "run",

@@ -17,6 +17,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
+from edgefuse.errors import EdgefuseError
+
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 
 
@@ -29,10 +31,10 @@ class StratifiedReader(CalibrationDataReader):
 
     def __init__(self, inputs: Mapping[str, np.ndarray], batch_size: int = 32, desc: str = "calibrate", progress: bool = True) -> None:
         if not inputs:
-            raise ValueError("calibration reader: expected at least one input array, got none")
+            raise EdgefuseError("calibration reader: expected at least one input array, got none")
         sizes = {k: len(v) for k, v in inputs.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"calibration reader: inputs have different sample counts {sizes}")
+            raise EdgefuseError(f"calibration reader: inputs have different sample counts {sizes}")
         self.inputs, self.batch_size, self.desc, self.progress = dict(inputs), batch_size, desc, progress
         self.n = next(iter(sizes.values()))
         self._it: Iterator[dict[str, np.ndarray]] | None = None
@@ -85,7 +87,7 @@ def compute_ranges(
 ):
     """Run ``method`` over ``reader``; return onnxruntime's ``TensorsData`` (for ``quantize_static``)."""
     if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
+        raise EdgefuseError(f"calibration method must be one of {sorted(METHODS)}, got {method!r}")
     extra = {"symmetric": True}
     if method == "percentile":
         extra.update(percentile=percentile, num_bins=num_bins)

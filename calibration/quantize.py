@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from edgefuse.engines.base import BackendUnavailable
+from edgefuse.errors import EdgefuseError
 
 #: the first onnxruntime whose quantize_static reads precomputed ranges from a calibration
 #: cache (``calibration_cache_path``, ``save_tensors_data``); it has no Python 3.10 wheels
@@ -99,26 +100,26 @@ def check_qdq(path: str | Path) -> dict[str, int]:
     q = dq = 0
     for node in model.graph.node:
         if node.op_type in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
-            raise ValueError(f"{path.name}: found {node.op_type} ({node.name}); expected only QuantizeLinear/DequantizeLinear")
+            raise EdgefuseError(f"{path.name}: found {node.op_type} ({node.name}); expected only QuantizeLinear/DequantizeLinear")
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         q += node.op_type == "QuantizeLinear"
         dq += node.op_type == "DequantizeLinear"
         if len(node.input) < 3 or not node.input[2]:
-            raise ValueError(f"{path.name}: {node.op_type} {node.name} has no zero point; expected an explicit 0")
+            raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} has no zero point; expected an explicit 0")
         zp = _value(node.input[2], inits, consts)
         if zp is None or np.any(zp != 0):
-            raise ValueError(f"{path.name}: {node.op_type} {node.name} has zero point {zp}; expected 0 (symmetric INT8)")
+            raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} has zero point {zp}; expected 0 (symmetric INT8)")
         if zp.dtype != np.int8:
-            raise ValueError(f"{path.name}: {node.op_type} {node.name} zero point is {zp.dtype}; expected int8")
+            raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} zero point is {zp.dtype}; expected int8")
         scale = _value(node.input[1], inits, consts)
         is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
         if scale is None:
-            raise ValueError(f"{path.name}: {node.op_type} {node.name} scale is not a constant")
+            raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} scale is not a constant")
         if not is_weight and scale.size != 1:
-            raise ValueError(f"{path.name}: activation {node.op_type} {node.name} has scale shape {scale.shape}; expected a scalar")
+            raise EdgefuseError(f"{path.name}: activation {node.op_type} {node.name} has scale shape {scale.shape}; expected a scalar")
     if q == 0:
-        raise ValueError(f"{path.name}: no QuantizeLinear nodes; expected an INT8 Q/DQ graph")
+        raise EdgefuseError(f"{path.name}: no QuantizeLinear nodes; expected an INT8 Q/DQ graph")
     return {"QuantizeLinear": q, "DequantizeLinear": dq}
 
 
@@ -169,7 +170,7 @@ def write_trt_cache(scales: Mapping[str, float], path: str | Path, trt_version: 
     lines = [f"TRT-{trt_version_code(trt_version)}-{algorithm}"]
     for name in sorted(scales):
         if ":" in name or "\n" in name:
-            raise ValueError(f"tensor name {name!r} cannot be written to a TensorRT cache (contains ':' or a newline)")
+            raise EdgefuseError(f"tensor name {name!r} cannot be written to a TensorRT cache (contains ':' or a newline)")
         lines.append(f"{name}: {struct.pack('>f', float(scales[name])).hex()}")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -179,12 +180,12 @@ def read_trt_cache(path: str | Path) -> tuple[str, dict[str, float]]:
     """(header, ``{tensor name: float32 scale}``) of a TensorRT calibration cache."""
     lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
     if not lines or not lines[0].startswith("TRT-"):
-        raise ValueError(f"{path}: expected a header 'TRT-<version>-<algorithm>', got {lines[:1]}")
+        raise EdgefuseError(f"{path}: expected a header 'TRT-<version>-<algorithm>', got {lines[:1]}")
     scales = {}
     for ln in lines[1:]:
         name, _, hexbits = ln.rpartition(": ")
         if not name or len(hexbits) != 8:
-            raise ValueError(f"{path}: malformed line {ln!r}; expected '<tensor>: <8 hex digits>'")
+            raise EdgefuseError(f"{path}: malformed line {ln!r}; expected '<tensor>: <8 hex digits>'")
         scales[name] = struct.unpack(">f", bytes.fromhex(hexbits))[0]
     return lines[0], scales
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from edgefuse._fs import atomic_dir
 from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
-from edgefuse.calibration.gate import check_gate_fail, compare, enforce
+from edgefuse.errors import EdgefuseError
+from edgefuse.gate import check_gate_fail, compare, enforce
 from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache
 
 CALIB_FORMAT = "edgefuse-calibration/1"
@@ -33,7 +34,7 @@ def calibrate_export(
     write the Q/DQ graphs to ``out`` and gate them on ``data[split]``; return ``calibration.json``.
 
     A subset that drops more than ``max_drop`` points fails the gate. ``gate_fail='error'``:
-    AccuracyGateError (a ValueError) and nothing is written. ``gate_fail='fp32'``: the subset's
+    AccuracyGateError (an EdgefuseError) and nothing is written. ``gate_fail='fp32'``: the subset's
     record gets ``"int8_rejected": True`` (its INT8 graph and reports are still written, for a
     look), and the caller keeps FP32 for it.
     """
@@ -45,12 +46,12 @@ def calibrate_export(
     export_dir, out = Path(export_dir), Path(out)
     exp = read_export(export_dir)
     if exp["split"]:
-        raise ValueError(f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset")
+        raise EdgefuseError(f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset")
     names = [s["name"] for s in exp["specs"]]
     if data.modality_names != names:
-        raise ValueError(f"data has modalities {data.modality_names}, the exported model expects {names}")
+        raise EdgefuseError(f"data has modalities {data.modality_names}, the exported model expects {names}")
     if size < 1:
-        raise ValueError(f"calibration size must be >= 1, got {size}")
+        raise EdgefuseError(f"calibration size must be >= 1, got {size}")
     sample = data.stratified_sample("train", size, seed=seed)
     held_out = data[split]
     record: dict[str, Any] = {

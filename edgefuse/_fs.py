@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgefuse.errors import EdgefuseError
+
 
 @contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
@@ -51,8 +53,8 @@ def read_record(folder: str | Path, name: str, fmt: str, what: str) -> dict[str,
     """The JSON file ``name`` of a stage folder; ValueError unless it exists and has ``format == fmt``."""
     path = Path(folder) / name
     if not path.is_file():
-        raise ValueError(f"expected {what} with {name}, got {str(folder)!r}")
+        raise EdgefuseError(f"expected {what} with {name}, got {str(folder)!r}")
     doc = json.loads(path.read_text())
     if doc.get("format") != fmt:
-        raise ValueError(f"{path}: expected format {fmt!r}, got {doc.get('format')!r}")
+        raise EdgefuseError(f"{path}: expected format {fmt!r}, got {doc.get('format')!r}")
     return doc

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 from edgefuse import __version__
 from edgefuse.bundle import Bundle, write_bundle
+from edgefuse.errors import EdgefuseError
+from edgefuse.manifest import subset_entry
 
 PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32", "fp16")}
 
@@ -46,13 +48,13 @@ def build_bundle(
     reference ops (a GPU runs the Triton kernels, which also store float16 and accumulate in
     float32).
     """
-    from edgefuse.calibration.gate import accuracy, check_gate_fail
+    from edgefuse.gate import accuracy, check_gate_fail
     from edgefuse.checkpoint import data_source, load_checkpoint, load_training_data
 
     if backend not in PRECISIONS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
+        raise EdgefuseError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
     if precision not in PRECISIONS[backend]:
-        raise ValueError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
+        raise EdgefuseError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
     check_gate_fail(gate_fail)  # before minutes of export, not when calibration gets to it
     if precision == "int8":  # an onnxruntime too old to calibrate (Python 3.10 has no other) fails here, not after export
         from edgefuse.calibration import calibrate_export
@@ -69,7 +71,7 @@ def build_bundle(
         recorded, seed = data_source(doc)
         dataset = {"dataset": recorded, "seed": seed}  # what `edgefuse run` replays by default
     if data.modality_names != model.names:
-        raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
+        raise EdgefuseError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     test = data["test"]
     manifest: dict[str, Any] = {
         "edgefuse_version": __version__,
@@ -89,7 +91,7 @@ def build_bundle(
         calib, rejected = None, []  # rejected: the subsets that failed the INT8 / FP16 gate (they get FP32)
         if backend == "torch":
             from edgefuse.specs import default_subsets, subset_name
-            from edgefuse.train import subset_accuracy
+            from edgefuse.inference import subset_accuracy
 
             subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(model.names)
             graphs = {subset_name(s, model.names): {"modalities": list(s)} for s in subs}
@@ -123,12 +125,8 @@ def build_bundle(
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
                 members, fallback = g["modalities"], key in rejected
-                entry: dict[str, Any] = {
-                    "modalities": members, "backend": backend, "precision": "fp32" if fallback else precision,
-                    "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in model.specs if s.name in members],
-                    "outputs": [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}],
-                    "accuracy": {**acc[key], "split": "test", "n": len(test)},
-                }
+                entry = subset_entry(members, model.specs, backend, "fp32" if fallback else precision, model.num_classes,
+                                     {**acc[key], "split": "test", "n": len(test)}, engine="")
                 if fallback:
                     entry[f"{precision}_rejected"] = {"drop_points": acc[key]["drop_points"], "max_drop_points": max_drop}
                 if backend == "torch":
@@ -159,9 +157,9 @@ def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: 
 
     from tqdm import tqdm
 
-    from edgefuse.calibration.gate import GateResult, enforce
+    from edgefuse.gate import GateResult, enforce
     from edgefuse.specs import subset_name
-    from edgefuse.train import predict
+    from edgefuse.inference import predict
 
     half = copy.deepcopy(model).half()
     gates = []

@@ -1,38 +1,23 @@
 """Bundles: a folder of engines (one per sensor subset) + ``manifest.json``, verified before anything runs.
 
-``manifest.json`` holds the schema version, the edgefuse version, the modality specs and
-class names, and for each subset: its engine file, backend, precision, input/output names
-and shapes, FP32 and INT8 accuracy, and the calibration method and set size; plus the
-sha256 of every file. ``load_bundle`` checks the schema, every checksum and every subset's
-modality names first, and raises ``BundleError`` naming the problem; only then can engines
-be loaded. Needs numpy only (no torch): this is what a device runs.
+``load_bundle`` checks the manifest (``edgefuse.manifest``: schema, every checksum, every
+subset's modality names) and raises ``BundleError`` naming the problem; only then can engines
+be loaded. ``write_bundle`` writes one atomically. Needs numpy only (no torch): this is what
+a device runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edgefuse._fs import atomic_dir
-from edgefuse.specs import SUBSET_SEP, ModalitySpec
+from edgefuse.manifest import MANIFEST, SCHEMA_VERSION, BundleError, sha256, verify
+from edgefuse.specs import ModalitySpec
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-
-
-class BundleError(ValueError):
-    """A bundle failed verification; nothing from it was loaded."""
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["MANIFEST", "SCHEMA_VERSION", "Bundle", "BundleError", "load_bundle", "sha256", "write_bundle"]
 
 
 @dataclass
@@ -110,7 +95,7 @@ def write_bundle(
             p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST
         }
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2))
-        _verify(tmp, doc)
+        verify(tmp, doc)
     return load_bundle(out)
 
 
@@ -124,37 +109,5 @@ def load_bundle(path: str | Path) -> Bundle:
         doc = json.loads(mf.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{mf}: not valid JSON ({e})") from e
-    specs = _verify(root, doc)
+    specs = verify(root, doc)
     return Bundle(root, doc, specs)
-
-
-def _verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
-    version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{root}: unknown bundle schema version {version!r}; this edgefuse reads version {SCHEMA_VERSION}")
-    for key in ("modalities", "subsets", "files"):
-        if key not in doc:
-            raise BundleError(f"{root}: {MANIFEST} has no {key!r}")
-    try:
-        specs = [ModalitySpec.from_dict(d) for d in doc["modalities"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"{root}: bad modality spec in {MANIFEST}: {e}") from e
-    names = [s.name for s in specs]
-    files = doc["files"]
-    for subset, entry in doc["subsets"].items():
-        members = entry.get("modalities", [])
-        unknown = [m for m in members if m not in names]
-        if unknown or not members:
-            raise BundleError(f"{root}: subset {subset!r} names unknown modality {unknown}; the bundle's modalities are {names}")
-        if subset != SUBSET_SEP.join(n for n in names if n in members):
-            raise BundleError(f"{root}: subset key {subset!r} does not match its modalities {members}")
-        engine = entry.get("engine")
-        if engine not in files and not any(f.startswith(f"{engine}/") for f in files):
-            raise BundleError(f"{root}: subset {subset!r} engine {engine!r} is not listed among the bundle's files")
-    for rel, digest in files.items():
-        p = root / rel
-        if not p.is_file():
-            raise BundleError(f"{root}: file {rel!r} listed in {MANIFEST} is missing")
-        if sha256(p) != digest:
-            raise BundleError(f"{root}: file {rel!r} is corrupted (sha256 differs from {MANIFEST})")
-    return specs

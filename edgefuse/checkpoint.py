@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgefuse._fs import atomic_dir, read_record
+from edgefuse.errors import EdgefuseError
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -45,7 +46,7 @@ def load_checkpoint(path: str | Path, encoders=None, map_location: str = "cpu"):
     model = model_from_config(doc["model"], encoders=encoders)
     weights = path / WEIGHTS
     if not weights.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} has no {WEIGHTS}")
+        raise EdgefuseError(f"checkpoint {str(path)!r} has no {WEIGHTS}")
     state = torch.load(weights, map_location=map_location, weights_only=True)
     model.load_state_dict(state)
     return model.eval(), doc
@@ -64,7 +65,7 @@ def load_training_data(checkpoint: str | Path, doc: Mapping[str, Any], source: s
     recorded, recorded_seed = data_source(doc)
     source = source or recorded
     if not source:
-        raise ValueError(f"{checkpoint}: the checkpoint does not record its data source; pass the data explicitly")
+        raise EdgefuseError(f"{checkpoint}: the checkpoint does not record its data source; pass the data explicitly")
     return load_dataset(source, seed=recorded_seed if seed is None else seed)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgefuse.errors import EdgefuseError
+
 
 def _cmd_fusions(args: argparse.Namespace) -> int:
     from edgefuse.fusion import FAMILIES
@@ -45,7 +47,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model, doc = load_checkpoint(args.checkpoint)
     data = load_training_data(args.checkpoint, doc, source=args.data, seed=args.seed)
     if data.modality_names != model.names:
-        raise ValueError(f"data has modalities {data.modality_names}, the model expects {model.names}")
+        raise EdgefuseError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     report = evaluate(model, data, split=args.split, with_robustness=not args.no_robustness)
     report["checkpoint"] = str(args.checkpoint)
     print(format_report(report))
@@ -85,7 +87,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     exp = read_export(args.export_dir)
     source = args.data or exp["source"].get("data")
     if not source:
-        raise ValueError(f"{args.export_dir}: no data source recorded; pass --data")
+        raise EdgefuseError(f"{args.export_dir}: no data source recorded; pass --data")
     data = load_dataset(source, seed=exp["source"].get("seed", 0))
     rec = calibrate_export(args.export_dir, data, args.out, method=args.method, size=args.size, max_drop=args.max_drop)
     print(f"{'subset':<28}{'fp32':>8}{'int8':>8}{'agree':>8}")
@@ -130,7 +132,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     recorded = bundle.manifest.get("source", {})
     source = args.data or recorded.get("dataset")
     if not source:
-        raise ValueError(f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz")
+        raise EdgefuseError(f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz")
     seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
     if args.scenario:
         scenario = Scenario.from_toml(args.scenario, bundle.specs)
@@ -140,7 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data = load_dataset(source, seed=seed)
     split = data[args.split]
     if [s.to_dict() for s in data.specs] != [s.to_dict() for s in bundle.specs]:
-        raise ValueError(f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
+        raise EdgefuseError(f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
                          f"{[(s.name, list(s.shape)) for s in bundle.specs]}")
     import logging
 
@@ -174,7 +176,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from edgefuse.bundle import load_bundle
-    from edgefuse.runtime.runtime import manifest_accuracy
+    from edgefuse.manifest import engine_accuracy
 
     bundle = load_bundle(args.bundle)  # verified: schema, checksums, modality names
     m = bundle.manifest
@@ -201,7 +203,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {s.name:<12}{s.kind:<8}{str(list(s.shape)):<16}{s.dtype:<9}{s.rate_hz:g} Hz{vr}")
     print(f"engines ({len(bundle.subsets)}):")
     for key, e in bundle.subsets.items():
-        acc = manifest_accuracy(e)
+        acc = engine_accuracy(e)
         fp32 = e.get("accuracy", {}).get("fp32")
         note = " (INT8 rejected by the gate)" if "int8_rejected" in e else ""
         print(f"  {key:<28}{e['precision']:<6}{e['engine']:<46}accuracy {acc if acc is None else f'{acc:.4f}'}"
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgefuse {args.command}: needs {root}, which this install lacks: pip install 'edgefuse[{EXTRAS[root]}]'",
               file=sys.stderr)
         return 2
-    except ValueError as e:
+    except EdgefuseError as e:
         print(f"edgefuse {args.command}: error: {e}", file=sys.stderr)
         return 2
 

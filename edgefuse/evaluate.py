@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgefuse.data import Dataset, Split
+from edgefuse.errors import EdgefuseError
 from edgefuse.specs import all_subsets
 
 GAUSSIAN_LEVELS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
@@ -34,7 +35,7 @@ def auc(levels: Sequence[float], acc: Sequence[float]) -> float:
 
 
 def _accuracy(model, inputs, labels, present=None) -> float:
-    from edgefuse.train import predict
+    from edgefuse.inference import predict
 
     return float((predict(model, inputs, present).argmax(1) == labels).mean())
 
@@ -79,7 +80,7 @@ def robustness(model, split: Split, seed: int = 0, gaussian_levels=GAUSSIAN_LEVE
 
 def evaluate(model, data: Dataset, split: str = "test", with_robustness: bool = True, seed: int = 0) -> dict[str, Any]:
     """The report ``edgefuse eval`` writes: every subset's accuracy (+ robustness sweeps)."""
-    from edgefuse.train import subset_accuracy
+    from edgefuse.inference import subset_accuracy
 
     part = data[split]
     report: dict[str, Any] = {
@@ -117,7 +118,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ValueError("plotting needs matplotlib: pip install 'edgefuse[plot]'") from e
+        raise EdgefuseError("plotting needs matplotlib: pip install 'edgefuse[plot]'") from e
     rob = report.get("robustness")
     cols = 3 if rob else 1
     fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 4), squeeze=False)

@@ -22,6 +22,7 @@ from torch import nn
 from edgefuse import __version__
 from edgefuse._releases import major_minor
 from edgefuse._fs import atomic_dir, read_record
+from edgefuse.errors import EdgefuseError
 from edgefuse.specs import ModalitySpec, default_subsets, subset_name
 
 OPSET = 18
@@ -60,7 +61,7 @@ EXPORT_KNOWN_BAD_TORCH = {
 }
 
 
-class ExportFailed(ValueError):
+class ExportFailed(EdgefuseError):
     """torch's ONNX exporter failed on a graph: says which graph, under which torch, and what to do."""
 
 
@@ -173,19 +174,19 @@ def check_graph(path: str | Path, allow_qdq: bool = False) -> list[str]:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ValueError(f"{path.name}: onnx.checker failed: {e}") from e
+        raise EdgefuseError(f"{path.name}: onnx.checker failed: {e}") from e
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset > MAX_OPSET:
-        raise ValueError(f"{path.name}: expected opset <= {MAX_OPSET}, got {opset}")
+        raise EdgefuseError(f"{path.name}: expected opset <= {MAX_OPSET}, got {opset}")
     ops = sorted({n.op_type for n in model.graph.node})
     bad = sorted(set(ops) & FORBIDDEN_OPS)
     if bad:
-        raise ValueError(f"{path.name}: integer-GEMM (QOperator) nodes {bad} are not allowed; expected a Q/DQ graph")
+        raise EdgefuseError(f"{path.name}: integer-GEMM (QOperator) nodes {bad} are not allowed; expected a Q/DQ graph")
     unsupported = sorted(set(ops) - TRT_SUPPORTED_OPS)
     if unsupported:
-        raise ValueError(f"{path.name}: operators {unsupported} are not supported by TensorRT's ONNX parser")
+        raise EdgefuseError(f"{path.name}: operators {unsupported} are not supported by TensorRT's ONNX parser")
     if not allow_qdq and {"QuantizeLinear", "DequantizeLinear"} & set(ops):
-        raise ValueError(f"{path.name}: unexpected Q/DQ nodes in a float graph")
+        raise EdgefuseError(f"{path.name}: unexpected Q/DQ nodes in a float graph")
     return ops
 
 
@@ -242,7 +243,7 @@ def export_model(
     with atomic_dir(out) as tmp:
         if split:
             if not isinstance(model, MidFusion):
-                raise ValueError(
+                raise EdgefuseError(
                     f"split export needs a mid-fusion model (encoders + projection + fusion op + head); "
                     f"got fusion {model.fusion_name!r}. Export per subset instead (without --split)."
                 )
@@ -289,7 +290,7 @@ def export_model(
             ops = check_graph(tmp / file)
             diff = _max_diff(tmp / file, feeds, expected)
             if not diff <= tolerance:
-                raise ValueError(f"{file}: ONNX Runtime differs from PyTorch by {diff:.3g} > tolerance {tolerance}")
+                raise EdgefuseError(f"{file}: ONNX Runtime differs from PyTorch by {diff:.3g} > tolerance {tolerance}")
             record["graphs"][name] = {
                 **entry, "file": file, "inputs": in_names, "output": out_name, "operators": ops, "max_abs_diff": diff,
             }

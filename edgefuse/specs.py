@@ -12,6 +12,8 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
+
 Kind = Literal["image", "signal", "vector", "tokens"]
 KINDS: tuple[str, ...] = ("image", "signal", "vector", "tokens")
 
@@ -47,38 +49,38 @@ class ModalitySpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(
+            raise EdgefuseError(
                 f"modality name must be a Python identifier (it names ONNX inputs), got {self.name!r}"
             )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if self.kind not in _KIND_RANK:
-            raise ValueError(f"modality {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise EdgefuseError(f"modality {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         rank = _KIND_RANK[self.kind]
         if len(self.shape) != rank or any(s <= 0 for s in self.shape):
-            raise ValueError(
+            raise EdgefuseError(
                 f"modality {self.name!r}: kind {self.kind!r} expects a positive per-sample shape of "
                 f"rank {rank}, got {self.shape}"
             )
         allowed = _INT_DTYPES if self.kind == "tokens" else _FLOAT_DTYPES
         if self.dtype not in allowed:
-            raise ValueError(
+            raise EdgefuseError(
                 f"modality {self.name!r}: kind {self.kind!r} expects dtype in {allowed}, got {self.dtype!r}"
             )
         if not (isinstance(self.rate_hz, (int, float)) and self.rate_hz > 0 and math.isfinite(self.rate_hz)):
-            raise ValueError(f"modality {self.name!r}: rate_hz must be a positive number, got {self.rate_hz!r}")
+            raise EdgefuseError(f"modality {self.name!r}: rate_hz must be a positive number, got {self.rate_hz!r}")
         if self.value_range is not None:
             lo, hi = (float(v) for v in self.value_range)
             if not lo < hi:
-                raise ValueError(f"modality {self.name!r}: value_range must be (low, high) with low < high, got {self.value_range}")
+                raise EdgefuseError(f"modality {self.name!r}: value_range must be (low, high) with low < high, got {self.value_range}")
             object.__setattr__(self, "value_range", (lo, hi))
         if self.kind == "tokens" and self.value_range is None:
-            raise ValueError(f"modality {self.name!r}: tokens need value_range=(0, vocab_size - 1)")
+            raise EdgefuseError(f"modality {self.name!r}: tokens need value_range=(0, vocab_size - 1)")
 
     @property
     def vocab_size(self) -> int:
         """Number of token ids (tokens only)."""
         if self.kind != "tokens":
-            raise ValueError(f"modality {self.name!r} is {self.kind!r}, not tokens: it has no vocabulary")
+            raise EdgefuseError(f"modality {self.name!r} is {self.kind!r}, not tokens: it has no vocabulary")
         assert self.value_range is not None
         return int(self.value_range[1]) + 1
 
@@ -108,7 +110,7 @@ class ModalitySpec:
         known = {"name", "shape", "kind", "dtype", "rate_hz", "value_range", "meta"}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"modality spec has unknown fields {sorted(unknown)}; expected a subset of {sorted(known)}")
+            raise EdgefuseError(f"modality spec has unknown fields {sorted(unknown)}; expected a subset of {sorted(known)}")
         vr = d.get("value_range")
         return cls(
             name=d["name"],
@@ -126,15 +128,15 @@ class ModalitySpec:
         Returns the array; raises ValueError naming this modality, what was expected and what was got.
         """
         if not isinstance(x, np.ndarray):
-            raise ValueError(f"modality {self.name!r}: expected a numpy array, got {type(x).__name__}")
+            raise EdgefuseError(f"modality {self.name!r}: expected a numpy array, got {type(x).__name__}")
         want = ("B", *self.shape) if batched else self.shape
         got = x.shape[1:] if batched else x.shape
         if (batched and x.ndim != len(self.shape) + 1) or tuple(got) != self.shape:
-            raise ValueError(f"modality {self.name!r}: expected shape {_fmt_shape(want)}, got {tuple(x.shape)}")
+            raise EdgefuseError(f"modality {self.name!r}: expected shape {_fmt_shape(want)}, got {tuple(x.shape)}")
         if x.dtype != np.dtype(self.dtype):
-            raise ValueError(f"modality {self.name!r}: expected dtype {self.dtype}, got {x.dtype}")
+            raise EdgefuseError(f"modality {self.name!r}: expected dtype {self.dtype}, got {x.dtype}")
         if check_finite and self.kind != "tokens" and not np.isfinite(x).all():
-            raise ValueError(f"modality {self.name!r}: expected finite values, got NaN or Inf")
+            raise EdgefuseError(f"modality {self.name!r}: expected finite values, got NaN or Inf")
         return x
 
 
@@ -146,14 +148,14 @@ def check_specs(specs: Iterable[ModalitySpec]) -> list[ModalitySpec]:
     """Return specs as a list; raise ValueError if empty, duplicated or not ModalitySpec."""
     out = list(specs)
     if not out:
-        raise ValueError("expected at least one ModalitySpec, got none")
+        raise EdgefuseError("expected at least one ModalitySpec, got none")
     for s in out:
         if not isinstance(s, ModalitySpec):
-            raise ValueError(f"expected ModalitySpec, got {type(s).__name__}")
+            raise EdgefuseError(f"expected ModalitySpec, got {type(s).__name__}")
     names = [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"modality names must be unique, got duplicates {dup}")
+        raise EdgefuseError(f"modality names must be unique, got duplicates {dup}")
     return out
 
 
@@ -162,9 +164,9 @@ def subset_name(names: Iterable[str], order: Sequence[str]) -> str:
     members = set(names)
     unknown = members - set(order)
     if unknown:
-        raise ValueError(f"unknown modality {sorted(unknown)}; expected names from {list(order)}")
+        raise EdgefuseError(f"unknown modality {sorted(unknown)}; expected names from {list(order)}")
     if not members:
-        raise ValueError("a modality subset must be non-empty, got an empty subset")
+        raise EdgefuseError("a modality subset must be non-empty, got an empty subset")
     return SUBSET_SEP.join(n for n in order if n in members)
 
 

@@ -14,7 +14,9 @@ from tqdm.auto import tqdm
 
 from edgefuse.checkpoint import save_checkpoint
 from edgefuse.data import Dataset, Split
+from edgefuse.errors import EdgefuseError
 from edgefuse.fusion import FusionModel, build_model
+from edgefuse.inference import subset_accuracy, to_tensors
 from edgefuse.specs import default_subsets, subset_name
 
 
@@ -37,10 +39,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+            raise EdgefuseError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         for name in ("epochs", "batch_size", "dim", "patience"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise EdgefuseError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -63,10 +65,6 @@ def input_stats(data: Dataset) -> dict[str, tuple[float, float]]:
     return stats
 
 
-def to_tensors(inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-
-
 def sample_presence(batch: int, n: int, p_drop: float, gen: torch.Generator) -> torch.Tensor:
     """``[batch, n]`` bool: each modality kept with probability ``1 - p_drop``; an empty row
     gets one modality back, chosen uniformly, so every row is a non-empty subset."""
@@ -76,31 +74,6 @@ def sample_presence(batch: int, n: int, p_drop: float, gen: torch.Generator) -> 
         pick = torch.randint(0, n, (int(empty.sum()),), generator=gen)
         keep[empty.nonzero().flatten(), pick] = True
     return keep
-
-
-@torch.no_grad()
-def predict(model: FusionModel, inputs: Mapping[str, np.ndarray], present: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
-    """Logits ``[N, C]`` for numpy inputs (any subset of the model's modalities)."""
-    model.eval()
-    n = len(next(iter(inputs.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        x = to_tensors({k: v[sl] for k, v in inputs.items()})
-        p = torch.from_numpy(present[sl]) if present is not None else None
-        out.append(model(x, p).float().numpy())
-    return np.concatenate(out)
-
-
-def subset_accuracy(model: FusionModel, split: Split, subsets=None) -> dict[str, float]:
-    """Accuracy of every subset (default: all 2^N - 1 for N <= 4), keyed 'a+b' in spec order."""
-    names = model.names
-    subsets = subsets if subsets is not None else default_subsets(names)
-    out = {}
-    for sub in subsets:
-        logits = predict(model, {k: split.inputs[k] for k in sub})
-        out[subset_name(sub, names)] = float((logits.argmax(1) == split.labels).mean())
-    return out
 
 
 def train(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+from edgefuse.errors import EdgefuseError
 
 BACKENDS = ("ort", "trt", "torch")
 
@@ -36,7 +37,7 @@ def load_engine(backend: str, path: str | Path, **kwargs: Any) -> Engine:
         from edgefuse.engines.pyt import TorchEngine
 
         return TorchEngine(path, **kwargs)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    raise EdgefuseError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
 
 
 __all__ = ["BACKENDS", "BackendUnavailable", "Engine", "TensorSpec", "load_engine"]

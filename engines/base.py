@@ -8,8 +8,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
 
-class BackendUnavailable(ValueError):
+
+class BackendUnavailable(EdgefuseError):
     """The backend's library (onnxruntime, tensorrt, torch) or device is not installed or visible."""
 
 
@@ -53,24 +55,24 @@ class Engine:
         missing = [n for n in want if n not in feeds]
         extra = [n for n in feeds if n not in want]
         if missing or extra:
-            raise ValueError(f"engine {self.name!r}: expected inputs {want}, got {list(feeds)} (missing {missing}, unexpected {extra})")
+            raise EdgefuseError(f"engine {self.name!r}: expected inputs {want}, got {list(feeds)} (missing {missing}, unexpected {extra})")
         batch = None
         for t in self.inputs:
             x = feeds[t.name]
             if not isinstance(x, np.ndarray):
-                raise ValueError(f"engine {self.name!r}: input {t.name!r} must be a numpy array, got {type(x).__name__}")
+                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} must be a numpy array, got {type(x).__name__}")
             if x.dtype != np.dtype(t.dtype):
-                raise ValueError(f"engine {self.name!r}: input {t.name!r} expected dtype {t.dtype}, got {x.dtype}")
+                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} expected dtype {t.dtype}, got {x.dtype}")
             if x.ndim != len(t.shape) or any(w not in (-1, g) for w, g in zip(t.shape, x.shape)):
-                raise ValueError(f"engine {self.name!r}: input {t.name!r} expected shape {list(t.shape)} (-1: any batch), got {list(x.shape)}")
+                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} expected shape {list(t.shape)} (-1: any batch), got {list(x.shape)}")
             if batch is None:
                 batch = x.shape[0]
             elif x.shape[0] != batch:
-                raise ValueError(f"engine {self.name!r}: input {t.name!r} has batch {x.shape[0]}, expected {batch} like the others")
+                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} has batch {x.shape[0]}, expected {batch} like the others")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._closed:
-            raise ValueError(f"engine {self.name!r} is closed")
+            raise EdgefuseError(f"engine {self.name!r} is closed")
         self.check_feeds(feeds)
         start = time.perf_counter()
         out = self._run(feeds)

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+from edgefuse.errors import EdgefuseError
 
 
 #: precision name -> the torch dtype the model computes in
@@ -35,7 +36,7 @@ class TorchEngine(Engine):
                  threads: int | None = None, name: str | None = None, precision: str = "fp32") -> None:
         super().__init__()
         if precision not in PRECISION_DTYPES:
-            raise ValueError(f"torch engine: precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
+            raise EdgefuseError(f"torch engine: precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
         try:
             import torch
         except ImportError as e:
@@ -59,7 +60,7 @@ class TorchEngine(Engine):
         self.precision = precision
         unknown = [m for m in modalities if m not in self.model.names]
         if unknown or not modalities:
-            raise ValueError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")
+            raise EdgefuseError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")
         self.modalities = [n for n in self.model.names if n in set(modalities)]
         self.device, self.use_cuda_graph = device, cuda_graph and kind == "cuda"
         self.name = name or "+".join(self.modalities)

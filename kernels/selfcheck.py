@@ -44,6 +44,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from edgefuse._fs import write_json
+from edgefuse.errors import EdgefuseError
 from edgefuse.cli import KERNEL_SHAPES
 from edgefuse.kernels import reference as ref
 from edgefuse.kernels.ops import error_line
@@ -339,7 +340,7 @@ def _shapes(device, batches, dim, widths) -> tuple[tuple[int, ...], int, tuple[i
     d = INTERPRET_SHAPES if device == "cpu" else GPU_SHAPES
     batches, dim, widths = tuple(batches or d["batches"]), dim or d["dim"], tuple(widths or d["widths"])
     if not batches or min(batches) < 1 or dim < 1 or not widths or min(widths) < 1:
-        raise ValueError(f"expected batches, dim and widths >= 1, got batches={list(batches)}, dim={dim}, widths={list(widths)}")
+        raise EdgefuseError(f"expected batches, dim and widths >= 1, got batches={list(batches)}, dim={dim}, widths={list(widths)}")
     return batches, dim, widths
 
 
@@ -460,7 +461,7 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
     (torch's own kernels there: cuBLAS, not the CPU's BLAS). Returns the cases and the fused
     ops one all-sensor forward calls (none: the kernels do not touch this model)."""
     if dtype not in MODEL_FLOOR:
-        raise ValueError(f"expected a model dtype in {[_short(d) for d in MODEL_FLOOR]}, got {dtype}")
+        raise EdgefuseError(f"expected a model dtype in {[_short(d) for d in MODEL_FLOOR]}, got {dtype}")
     model, subsets = _load_model(checkpoint)
     kernels = "interpret" if device == "cpu" else None  # on CUDA tensors dispatch picks Triton by itself
     here = _to_device(model, device, dtype)
@@ -615,16 +616,16 @@ def _use_interpreter() -> None:
     function is decorated, its own library's included (``tl.sum`` and the like, when
     ``triton.language`` is imported), so an interpreted kernel calling a compiled one fails."""
     if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("--interpret must come before Triton is imported, but this process imported it without "
+        raise EdgefuseError("--interpret must come before Triton is imported, but this process imported it without "
                          "TRITON_INTERPRET=1; run it in a fresh process, or set TRITON_INTERPRET=1 first")
     os.environ["TRITON_INTERPRET"] = "1"
 
 
 def run(args: argparse.Namespace) -> int:
-    """The command: 0 all good, 1 a case failed; ValueError (exit 2) when it cannot run here."""
+    """The command: 0 all good, 1 a case failed; EdgefuseError (exit 2) when it cannot run here."""
     if args.interpret:
         if args.bench:
-            raise ValueError("--bench times the compiled kernels on a CUDA GPU; --interpret can only --check")
+            raise EdgefuseError("--bench times the compiled kernels on a CUDA GPU; --interpret can only --check")
         _use_interpreter()
         _quiet_interpreter()
         device = "cpu"
@@ -637,10 +638,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(rec), flush=True)
     out: dict = {"format": "edgefuse-kernels-selfcheck/1", "report": rec}
     if (args.check or args.bench) and rec["versions"]["triton"] is None:
-        raise ValueError(f"--check and --bench run the Triton kernels, and Triton cannot be imported here "
+        raise EdgefuseError(f"--check and --bench run the Triton kernels, and Triton cannot be imported here "
                          f"({rec['versions']['triton_import_error']}); to run them, pip install triton")
     if (args.check or args.bench) and device != "cpu" and not rec["kernels_can_run"]:
-        raise ValueError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
+        raise EdgefuseError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
                          + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
                          + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
     failed = (_run_model if args.checkpoint is not None else _run_ops)(args, device, out)
@@ -676,13 +677,13 @@ def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
     """``--checkpoint``: --check and --bench of the trained model, every default sensor subset;
     returns the failed cases."""
     if args.dim or args.widths:
-        raise ValueError("--checkpoint takes the model's own widths; drop --dim and --widths")
+        raise EdgefuseError("--checkpoint takes the model's own widths; drop --dim and --widths")
     batches = tuple(args.batch or (1, 8))
     if min(batches) < 1:
-        raise ValueError(f"expected batch sizes >= 1, got {list(batches)}")
+        raise EdgefuseError(f"expected batch sizes >= 1, got {list(batches)}")
     dtype = getattr(torch, args.dtype or "float32")
     if dtype == torch.bfloat16 and device == "cpu":
-        raise ValueError("--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
+        raise EdgefuseError("--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
                          "check float32 or float16 here, bfloat16 on a GPU")
     failed = 0
     if args.check:

@@ -125,7 +125,7 @@ def test_torch_fp16_bundle_gates_each_subset(tiny_checkpoint, small_scenes, tmp_
         eng = b.load_engine("radar", device="cpu")
     assert eng.precision == "fp16" and eng.run({"radar": small_scenes["test"].inputs["radar"][:3]})["logits"].dtype == np.float32
 
-    from edgefuse.calibration import AccuracyGateError
+    from edgefuse.gate import AccuracyGateError
 
     with pytest.raises(AccuracyGateError, match=r"FP16 accuracy gate failed: 2 subset\(s\) dropped more than --max-drop -1000.0"):
         build_bundle(tiny_checkpoint, tmp_path / "x", backend="torch", precision="fp16", subsets=SUBSETS, data=small_scenes,

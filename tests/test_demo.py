@@ -13,7 +13,8 @@ from edgefuse.data import load_sensorscenes
 from edgefuse.data.sensorscenes import specs
 from edgefuse.runtime import Runtime
 from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, replay
-from edgefuse.train import TrainConfig, subset_accuracy, train
+from edgefuse.inference import subset_accuracy
+from edgefuse.train import TrainConfig, train
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
 

@@ -10,7 +10,8 @@ import torch
 from edgefuse.checkpoint import load_checkpoint, read_config
 from edgefuse.cli import main
 from edgefuse.evaluate import auc, evaluate
-from edgefuse.train import TrainConfig, predict, sample_presence, train
+from edgefuse.inference import predict
+from edgefuse.train import TrainConfig, sample_presence, train
 
 
 def test_presence_samples_are_never_empty_and_cover_every_subset():

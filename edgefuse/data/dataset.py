@@ -7,6 +7,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.specs import ModalitySpec, check_specs
 
 SPLITS = ("train", "val", "test")
@@ -63,7 +64,7 @@ class Dataset:
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:
-            raise ValueError(f"unknown split {split!r}; this dataset has {sorted(self.splits)}")
+            raise EdgefuseError(f"unknown split {split!r}; this dataset has {sorted(self.splits)}")
         return self.splits[split]
 
     def stratified_sample(self, split: str, n: int, seed: int = 0) -> Split:
@@ -86,23 +87,23 @@ def validate_split(specs: Sequence[ModalitySpec], split: Split, num_classes: int
     """Raise ValueError if any modality is missing, mis-shaped, mis-typed, non-finite or mis-sized."""
     n = split.labels.shape[0] if split.labels.ndim == 1 else None
     if n is None:
-        raise ValueError(f"{where}: expected labels of shape [N], got {split.labels.shape}")
+        raise EdgefuseError(f"{where}: expected labels of shape [N], got {split.labels.shape}")
     if not np.issubdtype(split.labels.dtype, np.integer):
-        raise ValueError(f"{where}: expected integer labels, got dtype {split.labels.dtype}")
+        raise EdgefuseError(f"{where}: expected integer labels, got dtype {split.labels.dtype}")
     if n and (split.labels.min() < 0 or split.labels.max() >= num_classes):
-        raise ValueError(
+        raise EdgefuseError(
             f"{where}: expected labels in [0, {num_classes - 1}], got range [{split.labels.min()}, {split.labels.max()}]"
         )
     names = [s.name for s in specs]
     extra = sorted(set(split.inputs) - set(names))
     if extra:
-        raise ValueError(f"{where}: unknown modality {extra}; expected {names}")
+        raise EdgefuseError(f"{where}: unknown modality {extra}; expected {names}")
     for spec in specs:
         if spec.name not in split.inputs:
-            raise ValueError(f"{where}: modality {spec.name!r} is missing; expected arrays for {names}")
+            raise EdgefuseError(f"{where}: modality {spec.name!r} is missing; expected arrays for {names}")
         arr = split.inputs[spec.name]
         if arr.shape[:1] != (n,):
-            raise ValueError(
+            raise EdgefuseError(
                 f"{where}: modality {spec.name!r} has {arr.shape[0] if arr.ndim else 0} samples, expected {n} (one per label)"
             )
         spec.check_array(arr)

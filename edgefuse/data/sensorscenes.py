@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgefuse.data.dataset import Dataset, Split
+from edgefuse.errors import EdgefuseError
 from edgefuse.specs import ModalitySpec
 
 CLASS_NAMES = ["car", "truck", "pedestrian", "cyclist", "animal", "cone"]
@@ -98,7 +99,7 @@ def specs() -> list[ModalitySpec]:
 def generate(n: int, seed: int = 0) -> Split:
     """Generate ``n`` samples; identical for identical (n, seed)."""
     if n <= 0:
-        raise ValueError(f"expected a positive sample count, got {n}")
+        raise EdgefuseError(f"expected a positive sample count, got {n}")
     rng = np.random.default_rng(seed)
     names = list(CLASSES)
     label = rng.integers(0, len(names), size=n)
@@ -232,7 +233,7 @@ def load_sensorscenes(seed: int = 0, sizes: dict[str, int] | None = None) -> Dat
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     unknown = set(sizes) - set(DEFAULT_SIZES)
     if unknown:
-        raise ValueError(f"unknown split {sorted(unknown)}; expected some of {list(DEFAULT_SIZES)}")
+        raise EdgefuseError(f"unknown split {sorted(unknown)}; expected some of {list(DEFAULT_SIZES)}")
     splits = {name: generate(n, seed=seed * 1000 + i) for i, (name, n) in enumerate(sizes.items())}
     return Dataset(
         specs=specs(),

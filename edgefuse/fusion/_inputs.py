@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.kernels.ops import is_exporting
 from edgefuse.specs import ModalitySpec
 
@@ -53,12 +54,12 @@ def prepare_inputs(
     """
     names = [s.name for s in specs]
     if not isinstance(inputs, Mapping):
-        raise ValueError(f"expected inputs as a dict {{modality name: tensor}}, got {type(inputs).__name__}")
+        raise EdgefuseError(f"expected inputs as a dict {{modality name: tensor}}, got {type(inputs).__name__}")
     unknown = [k for k in inputs if k not in names]
     if unknown:
-        raise ValueError(f"unknown modality {unknown}; this model expects names from {names}")
+        raise EdgefuseError(f"unknown modality {unknown}; this model expects names from {names}")
     if not inputs:
-        raise ValueError(f"empty modality subset: expected at least one of {names}, got none")
+        raise EdgefuseError(f"empty modality subset: expected at least one of {names}, got none")
     checking = not _tracing()
     batch = None
     value_checks: list[tuple[ModalitySpec, torch.Tensor, torch.Tensor]] = []  # (spec, x, ok flag)
@@ -67,19 +68,19 @@ def prepare_inputs(
             continue
         x = inputs[spec.name]
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
+            raise EdgefuseError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
         want = ("B", *spec.shape)
         if x.dim() != len(want) or tuple(x.shape[1:]) != spec.shape:
-            raise ValueError(f"modality {spec.name!r}: expected shape [{', '.join(map(str, want))}], got {list(x.shape)}")
+            raise EdgefuseError(f"modality {spec.name!r}: expected shape [{', '.join(map(str, want))}], got {list(x.shape)}")
         if spec.kind == "tokens":
             if x.dtype not in (torch.int64, torch.int32):
-                raise ValueError(f"modality {spec.name!r}: expected integer token ids (int64), got {x.dtype}")
+                raise EdgefuseError(f"modality {spec.name!r}: expected integer token ids (int64), got {x.dtype}")
         elif not x.dtype.is_floating_point:
-            raise ValueError(f"modality {spec.name!r}: expected a floating-point tensor ({spec.dtype}), got {x.dtype}")
+            raise EdgefuseError(f"modality {spec.name!r}: expected a floating-point tensor ({spec.dtype}), got {x.dtype}")
         if batch is None:
             batch = x.shape[0]
         elif checking and x.shape[0] != batch:
-            raise ValueError(f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}")
+            raise EdgefuseError(f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}")
         if checking and x.numel():
             ok = ((x >= 0) & (x < spec.vocab_size)).all() if spec.kind == "tokens" else torch.isfinite(x).all()
             value_checks.append((spec, x, ok))
@@ -90,29 +91,29 @@ def prepare_inputs(
                 continue
             if spec.kind == "tokens":
                 lo, hi = int(x.min()), int(x.max())
-                raise ValueError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
-            raise ValueError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
+                raise EdgefuseError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
+            raise EdgefuseError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
     assert batch is not None
     device = next(iter(inputs.values())).device
     given = _given(tuple(s.name in inputs for s in specs), device)
     if present is None:
         return batch, given.unsqueeze(0).expand(batch, len(specs))
     if not isinstance(present, torch.Tensor):
-        raise ValueError(f"present: expected a [B, N] bool tensor, got {type(present).__name__}")
+        raise EdgefuseError(f"present: expected a [B, N] bool tensor, got {type(present).__name__}")
     if checking and tuple(present.shape) != (batch, len(specs)):
-        raise ValueError(f"present: expected shape [{batch}, {len(specs)}] (batch, modalities {names}), got {list(present.shape)}")
+        raise EdgefuseError(f"present: expected shape [{batch}, {len(specs)}] (batch, modalities {names}), got {list(present.shape)}")
     if present.dtype != torch.bool:
         if checking and not bool(((present == 0) | (present == 1)).all()):
-            raise ValueError(f"present: expected bool or 0/1 values, got other values (dtype {present.dtype})")
+            raise EdgefuseError(f"present: expected bool or 0/1 values, got other values (dtype {present.dtype})")
         present = present != 0
     mask = present.to(device) & given
     if checking:
         claimed = present.to(device) & ~given
         if bool(claimed.any()):
             bad = [names[i] for i in torch.nonzero(claimed.any(0)).flatten().tolist()]
-            raise ValueError(f"present marks modality {bad} present, but inputs has no tensor for it")
+            raise EdgefuseError(f"present marks modality {bad} present, but inputs has no tensor for it")
         empty = ~mask.any(1)
         if bool(empty.any()):
             rows = torch.nonzero(empty).flatten().tolist()
-            raise ValueError(f"empty modality subset in row(s) {rows[:8]}: expected at least one present modality per row, got none")
+            raise EdgefuseError(f"empty modality subset in row(s) {rows[:8]}: expected at least one present modality per row, got none")
     return batch, mask

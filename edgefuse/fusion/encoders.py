@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.specs import ModalitySpec
 
 
@@ -135,7 +136,7 @@ def build_encoder(spec: ModalitySpec, width: int = 64, norm: tuple[float, float]
 def resolve_encoder(spec: ModalitySpec, module: nn.Module) -> tuple[nn.Module, int]:
     """Check a user encoder on a dummy batch; return it and its output width."""
     if not isinstance(module, nn.Module):
-        raise ValueError(f"encoder for {spec.name!r}: expected an nn.Module, got {type(module).__name__}")
+        raise EdgefuseError(f"encoder for {spec.name!r}: expected an nn.Module, got {type(module).__name__}")
     if spec.kind == "tokens":
         dummy = torch.zeros((2, *spec.shape), dtype=torch.int64)
     else:
@@ -146,11 +147,11 @@ def resolve_encoder(spec: ModalitySpec, module: nn.Module) -> tuple[nn.Module, i
         try:
             out = module(dummy)
         except Exception as e:
-            raise ValueError(f"encoder for {spec.name!r} failed on a [2, {', '.join(map(str, spec.shape))}] batch: {e}") from e
+            raise EdgefuseError(f"encoder for {spec.name!r} failed on a [2, {', '.join(map(str, spec.shape))}] batch: {e}") from e
     module.train(was)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"encoder for {spec.name!r}: expected output [B, features], got {got}")
+        raise EdgefuseError(f"encoder for {spec.name!r}: expected output [B, features], got {got}")
     return module, int(out.shape[1])
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.fusion._inputs import prepare_inputs
 from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
@@ -53,13 +54,13 @@ class FusionModel(nn.Module):
         self.specs = check_specs(specs)
         self.names = [s.name for s in self.specs]
         if num_classes < 2:
-            raise ValueError(f"expected num_classes >= 2, got {num_classes}")
+            raise EdgefuseError(f"expected num_classes >= 2, got {num_classes}")
         self.num_classes, self.dim, self.dropout = int(num_classes), int(dim), float(dropout)
         self.norm = {k: (float(v[0]), float(v[1])) for k, v in (norm or {}).items()}
         self.custom_encoders = sorted(encoders or {})
         unknown = set(self.custom_encoders) - set(self.names)
         if unknown:
-            raise ValueError(f"encoders names unknown modality {sorted(unknown)}; expected names from {self.names}")
+            raise EdgefuseError(f"encoders names unknown modality {sorted(unknown)}; expected names from {self.names}")
         self._extra: dict[str, Any] = {}
         self._aux: dict[str, torch.Tensor] = {}
 
@@ -176,7 +177,7 @@ class MidFusion(FusionModel):
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, op: str = "concat", op_kwargs: dict | None = None) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         if op not in MID_OPS:
-            raise ValueError(f"unknown mid-fusion op {op!r}; expected one of {sorted(MID_OPS)}")
+            raise EdgefuseError(f"unknown mid-fusion op {op!r}; expected one of {sorted(MID_OPS)}")
         self.op_name = op
         op_kwargs = dict(op_kwargs or {})
         self._extra = {"op": op, "op_kwargs": op_kwargs}
@@ -225,9 +226,9 @@ class LateFusion(FusionModel):
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, combiner: str = "mean", weights: Sequence[float] | None = None) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         if combiner not in self.COMBINERS:
-            raise ValueError(f"unknown late-fusion combiner {combiner!r}; expected one of {self.COMBINERS}")
+            raise EdgefuseError(f"unknown late-fusion combiner {combiner!r}; expected one of {self.COMBINERS}")
         if weights is not None and (combiner != "weighted" or len(weights) != len(self.specs) or min(weights) < 0):
-            raise ValueError(f"weights: expected {len(self.specs)} non-negative numbers with combiner='weighted', got {weights} with {combiner!r}")
+            raise EdgefuseError(f"weights: expected {len(self.specs)} non-negative numbers with combiner='weighted', got {weights} with {combiner!r}")
         self.combiner = combiner
         self._extra = {"combiner": combiner, "weights": list(weights) if weights is not None else None}
         self.encoders, widths = self._make_encoders(encoders)
@@ -324,7 +325,7 @@ class MultimodalTransformer(FusionModel):
 
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, layers: int = 2, heads: int = 4) -> None:
         if encoders:
-            raise ValueError("the multimodal transformer tokenises inputs itself; custom encoders are not supported (use a mid-fusion model)")
+            raise EdgefuseError("the multimodal transformer tokenises inputs itself; custom encoders are not supported (use a mid-fusion model)")
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         self._extra = {"layers": layers, "heads": heads}
         self.tokenizers = nn.ModuleDict({s.name: _Tokenizer(s, dim, self.norm.get(s.name)) for s in self.specs})
@@ -358,12 +359,12 @@ class PerSubsetModels(FusionModel):
 
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, subsets: Sequence[Sequence[str]] | None = None) -> None:
         if encoders:
-            raise ValueError("per-subset models own one encoder per subset; custom encoders are not supported here")
+            raise EdgefuseError("per-subset models own one encoder per subset; custom encoders are not supported here")
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         subs = [tuple(s) for s in subsets] if subsets is not None else all_subsets(self.names)
         self.subset_keys = [subset_name(s, self.names) for s in subs]
         if len(set(self.subset_keys)) != len(self.subset_keys):
-            raise ValueError(f"subsets must be distinct, got {self.subset_keys}")
+            raise EdgefuseError(f"subsets must be distinct, got {self.subset_keys}")
         self._extra = {"subsets": [list(s) for s in subs]}
         self.models = nn.ModuleDict()
         for key, sub in zip(self.subset_keys, subs):
@@ -378,7 +379,7 @@ class PerSubsetModels(FusionModel):
         size = self.subset_bits.sum(-1).unsqueeze(0).float()
         score = torch.where(inside, size, torch.full_like(size, -1.0))
         if bool((score.amax(1) < 0).any()):
-            raise ValueError(f"no per-subset model covers a row's modalities; models exist for {self.subset_keys}")
+            raise EdgefuseError(f"no per-subset model covers a row's modalities; models exist for {self.subset_keys}")
         return score.argmax(1)
 
     def _static_key(self, names: Sequence[str]) -> str:
@@ -390,7 +391,7 @@ class PerSubsetModels(FusionModel):
             default=None,
         )
         if best is None:
-            raise ValueError(f"no per-subset model covers modalities {sorted(have)}; models exist for {self.subset_keys}")
+            raise EdgefuseError(f"no per-subset model covers modalities {sorted(have)}; models exist for {self.subset_keys}")
         return best
 
     def fuse(self, inputs, mask, static):
@@ -484,11 +485,11 @@ def build_model(
 ) -> FusionModel:
     """Build a fusion model by name (see ``FUSIONS``)."""
     if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; expected one of {sorted(FUSIONS)}")
+        raise EdgefuseError(f"unknown fusion {fusion!r}; expected one of {sorted(FUSIONS)}")
     cls, fixed = FUSIONS[fusion]
     clash = set(fixed) & set(kwargs)
     if clash and any(kwargs[k] != fixed[k] for k in clash):
-        raise ValueError(f"fusion {fusion!r} fixes {sorted(clash)}; got conflicting {({k: kwargs[k] for k in clash})}")
+        raise EdgefuseError(f"fusion {fusion!r} fixes {sorted(clash)}; got conflicting {({k: kwargs[k] for k in clash})}")
     model = cls(list(specs), num_classes, encoders=encoders, **{**kwargs, **fixed})
     model.fusion_name = fusion
     return model
@@ -498,7 +499,7 @@ def model_from_config(config: Mapping[str, Any], encoders: Mapping[str, nn.Modul
     """Rebuild a model (untrained) from ``FusionModel.config()``."""
     missing = [n for n in config.get("custom_encoders", []) if not encoders or n not in encoders]
     if missing:
-        raise ValueError(f"this model was trained with custom encoders for {missing}; pass encoders={{name: module}} to rebuild it")
+        raise EdgefuseError(f"this model was trained with custom encoders for {missing}; pass encoders={{name: module}} to rebuild it")
     specs = [ModalitySpec.from_dict(d) for d in config["specs"]]
     kwargs = dict(config.get("kwargs", {}))
     cls, fixed = FUSIONS[config["fusion"]]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from edgefuse import kernels  # its ops are looked up there at call time (kernels/selfcheck.py counts them there)
+from edgefuse.errors import EdgefuseError
 from edgefuse.kernels.checks import ACTS, GATE_MODES, GATE_MODES_SAID
 from edgefuse.kernels.reference import masked_softmax
 
@@ -44,7 +45,7 @@ class MultiProjection(nn.Module):
     def __init__(self, in_features: Sequence[int], dim: int, act: str = "relu", normalize: bool = False) -> None:
         super().__init__()
         if act not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {act!r}")
+            raise EdgefuseError(f"activation must be one of {ACTIVATIONS}, got {act!r}")
         self.in_features, self.dim, self.act, self.normalize = list(in_features), dim, act, normalize
         self.weight = nn.ParameterList(
             [nn.Parameter(torch.empty(dim, k).uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k))) for k in in_features]
@@ -155,7 +156,7 @@ class _MaskedAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"attention width {dim} must be divisible by heads {heads}")
+            raise EdgefuseError(f"attention width {dim} must be divisible by heads {heads}")
         self.heads = heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
 
@@ -195,7 +196,7 @@ class AttentionFusion(nn.Module):
     def __init__(self, n: int, dim: int, heads: int = 4, layers: int = 1, mode: str = "both") -> None:
         super().__init__()
         if mode not in ("self", "cross", "both"):
-            raise ValueError(f"attention mode must be 'self', 'cross' or 'both', got {mode!r}")
+            raise EdgefuseError(f"attention mode must be 'self', 'cross' or 'both', got {mode!r}")
         self.mode = mode
         self.type_emb = nn.Parameter(torch.randn(n, dim) * 0.02)
         self.blocks = nn.ModuleList([TransformerBlock(dim, heads) for _ in range(layers if mode != "cross" else 0)])
@@ -226,7 +227,7 @@ class GatedFusion(nn.Module):
     def __init__(self, n: int, dim: int, gate: str = "softmax") -> None:
         super().__init__()
         if gate not in GATE_MODES:
-            raise ValueError(f"gate must be {GATE_MODES_SAID}, got {gate!r}")
+            raise EdgefuseError(f"gate must be {GATE_MODES_SAID}, got {gate!r}")
         self.gate = gate
         self.gate_w = nn.Parameter(torch.randn(n, 2 * dim, dim) * (1.0 / math.sqrt(2 * dim)))
         self.gate_b = nn.Parameter(torch.zeros(n, dim))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from edgefuse.errors import EdgefuseError
+
 
 class ManualClock:
     """A clock that moves only when told: ``clock()`` returns ``clock.t``; ``set`` and ``advance`` move it forward."""
@@ -16,13 +18,13 @@ class ManualClock:
 
     def set(self, t: float) -> float:
         if not math.isfinite(t) or t < self.t:
-            raise ValueError(f"a clock only moves forward: at {self.t} s, asked to go to {t} s")
+            raise EdgefuseError(f"a clock only moves forward: at {self.t} s, asked to go to {t} s")
         self.t = float(t)
         return self.t
 
     def advance(self, dt: float) -> float:
         if not dt >= 0:
-            raise ValueError(f"a clock only moves forward: asked to advance by {dt} s")
+            raise EdgefuseError(f"a clock only moves forward: asked to advance by {dt} s")
         return self.set(self.t + dt)
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.health import SensorParams
 from edgefuse.specs import ModalitySpec
 
@@ -28,7 +29,7 @@ FALLBACKS = ("best", "late")
 COMBINERS = ("mean", "weighted", "poe", "max", "vote")
 
 
-class PolicyError(ValueError):
+class PolicyError(EdgefuseError):
     """A policy (or a scenario) names something that does not exist or a value out of range."""
 
 

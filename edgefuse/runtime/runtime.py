@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.health import LIVE, UNKNOWN_SENSOR, SensorHealth, Transition, check_content
 from edgefuse.runtime.policy import Policy
 from edgefuse.runtime.select import Plan, combine, make_plan, softmax
@@ -153,12 +154,12 @@ class Runtime:
         self.clock: Clock = clock or time.monotonic
         self.source = source
         if not engines:
-            raise ValueError("the runtime needs at least one engine, got none")
+            raise EdgefuseError("the runtime needs at least one engine, got none")
         self.engines = {}
         for key, engine in engines.items():
             members = parse_subset(key, self.names)
             if SUBSET_SEP.join(members) != key:
-                raise ValueError(f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}")
+                raise EdgefuseError(f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}")
             _check_engine_inputs(key, engine, members, {s.name: s for s in self.specs})
             self.engines[key] = engine
         self.accuracy = dict(accuracy or {})
@@ -196,6 +197,7 @@ class Runtime:
         over them. ``engine_kwargs`` go to each engine (ONNX Runtime: ``threads``, ``providers``,
         ``optimized_cache``; torch: ``device``, ``cuda_graph``)."""
         from edgefuse.bundle import BundleError, load_bundle
+        from edgefuse.manifest import engine_accuracy
 
         bundle = load_bundle(path)
         kind = bundle.manifest.get("kind", "subsets")
@@ -203,7 +205,7 @@ class Runtime:
             raise BundleError(f"{path}: the runtime runs per-subset bundles, got a bundle of kind {kind!r}")
         engines = bundle.load_engines(warmup=True, **engine_kwargs)
         try:
-            return cls(bundle.specs, engines, accuracy={k: manifest_accuracy(v) for k, v in bundle.subsets.items()},
+            return cls(bundle.specs, engines, accuracy={k: engine_accuracy(v) for k, v in bundle.subsets.items()},
                        class_names=bundle.class_names, policy=policy, clock=clock, source=str(bundle.root))
         except BaseException:
             for e in engines.values():
@@ -414,13 +416,6 @@ class Runtime:
             log.debug("t=%.3f %s: frame rejected, %s (%s)", e.t, e.sensor, e.reason, e.data.get("detail", ""))
 
 
-def manifest_accuracy(entry: Mapping[str, Any]) -> float | None:
-    """The accuracy a bundle's manifest records for a subset's engine, in the engine's own precision."""
-    acc = entry.get("accuracy", {})
-    value = acc.get(entry.get("precision", "fp32"), acc.get("fp32"))
-    return None if value is None else float(value)
-
-
 def _logits(out: Mapping[str, np.ndarray]) -> np.ndarray:
     return out["logits"] if "logits" in out else next(iter(out.values()))
 
@@ -436,9 +431,9 @@ def _num_classes(engine: Any) -> int | None:
 def _check_engine_inputs(key: str, engine: Any, members: tuple[str, ...], specs: Mapping[str, ModalitySpec]) -> None:
     got = [t.name for t in engine.inputs]
     if sorted(got) != sorted(members):
-        raise ValueError(f"engine {key!r}: expected inputs {list(members)}, got {got}")
+        raise EdgefuseError(f"engine {key!r}: expected inputs {list(members)}, got {got}")
     for t in engine.inputs:
         s = specs[t.name]
         if tuple(t.shape[1:]) != s.shape or str(t.dtype) != s.dtype:
-            raise ValueError(f"engine {key!r}: input {t.name!r} expected [-1, {', '.join(map(str, s.shape))}] {s.dtype}, "
+            raise EdgefuseError(f"engine {key!r}: input {t.name!r} expected [-1, {', '.join(map(str, s.shape))}] {s.dtype}, "
                              f"got {list(t.shape)} {t.dtype}")

@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.clock import ManualClock
 from edgefuse.runtime.policy import Policy, PolicyError, read_toml
 from edgefuse.specs import ModalitySpec
@@ -266,17 +267,17 @@ def replay(runtime, scenario: Scenario, inputs: Mapping[str, np.ndarray], labels
     must be ``clock``. Returns the timeline (see ``format_timeline``); ``on_phase`` is called
     with each phase's record as it completes."""
     if runtime.clock is not clock:
-        raise ValueError("replay: the runtime must have been built with the replay's clock (clock=ReplayClock(...))")
+        raise EdgefuseError("replay: the runtime must have been built with the replay's clock (clock=ReplayClock(...))")
     specs = runtime.specs
     n = int(labels.shape[0])
     if n == 0:
-        raise ValueError("replay: the split has no samples")
+        raise EdgefuseError("replay: the split has no samples")
     for s in specs:
         if s.name not in inputs:
-            raise ValueError(f"replay: the data has no modality {s.name!r}; it has {sorted(inputs)}")
+            raise EdgefuseError(f"replay: the data has no modality {s.name!r}; it has {sorted(inputs)}")
         arr = inputs[s.name]
         if arr.shape[1:] != s.shape or arr.dtype != np.dtype(s.dtype):
-            raise ValueError(f"replay: modality {s.name!r} expected samples {list(s.shape)} {s.dtype} as the bundle's "
+            raise EdgefuseError(f"replay: modality {s.name!r} expected samples {list(s.shape)} {s.dtype} as the bundle's "
                              f"spec says, got {list(arr.shape[1:])} {arr.dtype}")
     frames, infer_at, sp = schedule(scenario, specs, n)
     bounds = scenario.boundaries()

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.policy import COMBINERS, Policy
 from edgefuse.specs import SUBSET_SEP
 
@@ -103,10 +104,10 @@ def combine(logits: np.ndarray, combiner: str, weights: np.ndarray | None = None
     engines that are all present.
     """
     if combiner not in COMBINERS:
-        raise ValueError(f"late-fusion combiner must be one of {COMBINERS}, got {combiner!r}")
+        raise EdgefuseError(f"late-fusion combiner must be one of {COMBINERS}, got {combiner!r}")
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 3 or logits.shape[0] < 1:
-        raise ValueError(f"expected logits [N >= 1, B, C], got shape {list(logits.shape)}")
+        raise EdgefuseError(f"expected logits [N >= 1, B, C], got shape {list(logits.shape)}")
     logp = log_softmax(logits)
     if combiner == "poe":
         return softmax(logp.sum(0))
@@ -123,7 +124,7 @@ def combine(logits: np.ndarray, combiner: str, weights: np.ndarray | None = None
         return score / score.sum(-1, keepdims=True)
     if combiner == "weighted":
         if weights is None or len(weights) != logits.shape[0]:
-            raise ValueError(f"the weighted combiner needs one weight per engine ({logits.shape[0]}), got {weights}")
+            raise EdgefuseError(f"the weighted combiner needs one weight per engine ({logits.shape[0]}), got {weights}")
         w = np.asarray(weights, dtype=np.float64)
         total = w.sum()
         w = w / total if total > 0 else np.full_like(w, 1.0 / len(w))

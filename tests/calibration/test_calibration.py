@@ -6,7 +6,6 @@ import pytest
 from onnx import numpy_helper
 
 from edgefuse.calibration import (
-    AccuracyGateError,
     StratifiedReader,
     calibrate_export,
     check_qdq,
@@ -15,7 +14,7 @@ from edgefuse.calibration import (
     write_trt_cache,
 )
 from edgefuse.calibration.calibrate import tensor_ranges
-from edgefuse.calibration.gate import GateResult, enforce
+from edgefuse.gate import AccuracyGateError, GateResult, enforce
 
 
 def test_int8_graphs_are_symmetric_qdq_with_scalar_activation_scales(calibrated):

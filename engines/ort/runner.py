@@ -1,11 +1,8 @@
-"""ONNX Runtime backend: load an ONNX graph (FP32 or Q/DQ INT8) into a latency-tuned session.
+"""ONNX Runtime runner: an ONNX graph (FP32 or Q/DQ INT8) in a latency-tuned session behind the Engine interface.
 
 Defaults are for edge latency: sequential execution, one intra-op thread, all graph
-optimisations. ``optimized_cache`` names a file beside the bundle: on first load the
-session writes its optimised graph there (ORT_ENABLE_EXTENDED: portable across CPUs of one
-ORT version), later loads start from it. The cache file carries the ONNX Runtime version
-in its name, so another version never reads it. The bundle builder writes it
-(``write_optimized_cache``) so that it is checksummed with the rest of the bundle; loading
+optimisations. ``optimized_cache=True`` starts the session from the optimised graph that the
+bundle builder wrote beside the model for this ONNX Runtime version (``loader.py``); running
 only ever reads it.
 """
 
@@ -17,22 +14,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+from edgefuse.engines.ort.loader import cache_path_for, import_ort
+from edgefuse.errors import EdgefuseError
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
 
 
-def _import_ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as e:  # pragma: no cover - onnxruntime is a core dependency
-        raise BackendUnavailable("the onnxruntime backend needs onnxruntime: pip install onnxruntime") from e
-    return ort
-
-
 def resolve_providers(providers: Sequence[str] | str = "cpu") -> list[str]:
     """'cpu' | 'cuda' | 'tensorrt' | 'auto' (best available) or a list -> ORT provider names."""
-    ort = _import_ort()
+    ort = import_ort()
     available = ort.get_available_providers()
     if providers == "auto":
         return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -46,25 +37,6 @@ def resolve_providers(providers: Sequence[str] | str = "cpu") -> list[str]:
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")  # fallback for nodes the accelerator does not take
     return out
-
-
-def cache_path_for(model_path: str | Path) -> Path:
-    """Where the optimised-graph cache of ``model_path`` lives for this ONNX Runtime version."""
-    ort = _import_ort()
-    p = Path(model_path)
-    return p.with_name(f"{p.stem}.ort-{ort.__version__}.opt.onnx")
-
-
-def write_optimized_cache(path: str | Path) -> Path:
-    """Write the ORT_ENABLE_EXTENDED-optimised graph of ``path`` beside it; return its path."""
-    ort = _import_ort()
-    cache = cache_path_for(path)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(cache)
-    so.log_severity_level = 3
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return cache
 
 
 class OrtEngine(Engine):
@@ -82,12 +54,12 @@ class OrtEngine(Engine):
 
     def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | str = "cpu", optimized_cache: bool = False, name: str | None = None) -> None:
         super().__init__()
-        ort = _import_ort()
+        ort = import_ort()
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"ONNX Runtime engine: expected an .onnx file, got {str(path)!r} (missing)")
+            raise EdgefuseError(f"ONNX Runtime engine: expected an .onnx file, got {str(path)!r} (missing)")
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise EdgefuseError(f"threads must be >= 1, got {threads}")
         self.name = name or path.stem
         self.providers = resolve_providers(providers)
         so = ort.SessionOptions()
@@ -103,7 +75,7 @@ class OrtEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(source), so, providers=self.providers)
         except Exception as e:
-            raise ValueError(f"ONNX Runtime could not load {path.name}: {e}") from e
+            raise EdgefuseError(f"ONNX Runtime could not load {path.name}: {e}") from e
         self.inputs = [TensorSpec(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
         self.outputs = [TensorSpec(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()]
         self._out_names = [o.name for o in self.outputs]

@@ -1,13 +1,6 @@
-"""TensorRT backend (TensorRT 10 and 11 Python API): build a plan from ONNX, load it, run it.
+"""TensorRT runner (TensorRT 10 and 11 Python API): load a plan and run it (``loader.py`` builds plans).
 
-Build: the ONNX graph (FP32, or Q/DQ INT8 from ``edgefuse.calibration``) is parsed into a
-*strongly typed* network: precision comes from the graph's own types and Q/DQ nodes
-(explicit quantization; TensorRT 11 removed implicit INT8 and calibrators). One
-optimisation profile covers batch 1..``max_batch`` (optimised at ``opt_batch``); a timing
-cache file is read and updated so rebuilds are fast. FP16 is a cast pass on the ONNX graph
-(``edgefuse.engines.fp16``), not a builder flag, since strongly typed networks take none.
-
-Run: an execution context per plan; I/O in device buffers held as torch CUDA tensors (a
+An execution context per plan; I/O in device buffers held as torch CUDA tensors (a
 CUDA build of torch is required; pycuda buffers are not implemented); the enqueue is captured into a CUDA graph per
 batch size when capture succeeds and replayed afterwards; contexts that never run
 concurrently (the runtime's one-engine-at-a-time swap) share one device-memory block.
@@ -24,66 +17,8 @@ from typing import Mapping
 import numpy as np
 
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
-
-INSTALL = "pip install 'edgefuse[trt]' (TensorRT 10+ with its CUDA libraries; on Jetson, JetPack's python3-libnvinfer)"
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailable(f"the TensorRT backend needs the tensorrt package: {INSTALL}") from e
-    major = int(trt.__version__.split(".")[0])
-    if major < 10:
-        raise BackendUnavailable(f"the TensorRT backend needs TensorRT >= 10 (explicit quantization, strongly typed networks), found {trt.__version__}")
-    return trt
-
-
-def _logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
-
-
-def build_plan(
-    onnx_path: str | Path,
-    plan_path: str | Path,
-    max_batch: int = 32,
-    opt_batch: int = 1,
-    workspace_mb: int = 1024,
-    timing_cache: str | Path | None = None,
-) -> Path:
-    """Parse ``onnx_path`` into a strongly typed network and serialise a plan to ``plan_path``."""
-    trt = import_tensorrt()
-    logger = _logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT could not parse {Path(onnx_path).name}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = list(tensor.shape)
-        per_sample = dims[1:]
-        if any(d < 0 for d in per_sample):
-            raise ValueError(f"{Path(onnx_path).name}: input {tensor.name!r} has dynamic non-batch dims {dims}; only the batch may vary")
-        profile.set_shape(tensor.name, [1, *per_sample], [opt_batch, *per_sample], [max_batch, *per_sample])
-    config.add_optimization_profile(profile)
-    cache = None
-    if timing_cache is not None:
-        data = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        cache = config.create_timing_cache(data)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ValueError(f"TensorRT failed to build an engine from {Path(onnx_path).name} (see the TensorRT log above)")
-    Path(plan_path).write_bytes(bytes(plan))
-    if cache is not None:
-        Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
-    return Path(plan_path)
-
+from edgefuse.engines.trt.loader import _logger, import_tensorrt
+from edgefuse.errors import EdgefuseError
 
 class SharedDeviceMemory:
     """One device-memory block for several execution contexts that never run at the same time
@@ -155,7 +90,7 @@ class TrtEngine(Engine):
         self.runtime = trt.Runtime(_logger(trt))
         self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
-            raise ValueError(f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)")
+            raise EdgefuseError(f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)")
         self._graphs: dict[int, object] = {}
         if shared_memory is not None:
             self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
@@ -205,7 +140,7 @@ class TrtEngine(Engine):
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise ValueError(f"TensorRT engine {self.name!r}: enqueue failed")
+            raise EdgefuseError(f"TensorRT engine {self.name!r}: enqueue failed")
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch

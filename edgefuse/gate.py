@@ -1,4 +1,4 @@
-"""Accuracy gate: FP32 vs INT8 (or FP16) accuracy and top-1 agreement per subset on held-out data.
+"""The accuracy gate: FP32 vs reduced-precision (INT8, FP16) accuracy and top-1 agreement per subset on held-out data.
 
 Needs numpy only (and onnxruntime, any release, to score ONNX graphs): the torch backend's
 FP16 gate runs where calibration cannot (an onnxruntime older than it needs).
@@ -13,6 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from edgefuse.errors import EdgefuseError
+
 
 #: what a subset that fails the accuracy gate does: stop the build (or calibration), or stay FP32
 GATE_FAIL = ("error", "fp32")
@@ -21,7 +23,7 @@ GATE_FAIL = ("error", "fp32")
 def check_gate_fail(gate_fail: str) -> None:
     """Raise ValueError unless ``gate_fail`` is one of GATE_FAIL."""
     if gate_fail not in GATE_FAIL:
-        raise ValueError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
+        raise EdgefuseError(f"gate_fail must be one of {GATE_FAIL}, got {gate_fail!r}")
 
 
 @dataclass
@@ -70,7 +72,7 @@ def compare(subset: str, fp32_path: Path, int8_path: Path, inputs: Mapping[str, 
     return GateResult(subset, float((a == labels).mean()), float((b == labels).mean()), float((a == b).mean()), int(len(labels)))
 
 
-class AccuracyGateError(ValueError):
+class AccuracyGateError(EdgefuseError):
     """An INT8 (or FP16) subset lost more accuracy than allowed; nothing was written."""
 
 
