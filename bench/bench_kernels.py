@@ -9,7 +9,7 @@ K = (2048, 1024, 128). Timings: ``triton.testing.do_bench`` ("stream": each call
 with CUDA events after an L2 flush, so weights come from HBM and host launch cost shows only
 where it outlasts the flush), ``do_bench_cudagraph`` ("graph": one CUDA-graph replay per
 call, GPU time only) and, at the edge batches (B <= 32), "sync": the wall clock of one call
-and ``torch.cuda.synchronize()``, call after call, with no flush (``selfcheck.sync_latency_ms``):
+and ``torch.cuda.synchronize()``, call after call, with no flush (``tools/kernel_bench.py``'s ``sync_latency_ms``):
 host launch cost and GPU time together, what a control loop waits per frame without a CUDA
 graph. torch.compile: static shapes for fused_projection at B <= 32 (its bar);
 one dynamic-shape compile per op for the others, timed after everything else. At B <= 32,
@@ -28,6 +28,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+sys.path[:0] = [p for p in (str(Path(__file__).resolve().parents[1]),) if p not in sys.path]  # tools.*
 
 import torch
 import torch.nn.functional as F
@@ -73,11 +75,11 @@ def _time(fn, mode: str) -> dict:
     fn()  # compile / warm up outside the timing
     torch.cuda.synchronize()
     if mode == "graph":  # (Triton 3.0 and 3.1 give the median only: p20/p80 None)
-        from edgefuse.kernels.selfcheck import cuda_graph_ms
+        from tools.kernel_bench import cuda_graph_ms
 
         med, lo, hi = cuda_graph_ms(fn, 50, QUANTILES)
     elif mode == "sync":
-        from edgefuse.kernels.selfcheck import sync_latency_ms
+        from tools.kernel_bench import sync_latency_ms
 
         med, lo, hi = sync_latency_ms(fn, QUANTILES)
     else:
@@ -238,7 +240,7 @@ def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
     """Launch configurations (BLOCK_M, BLOCK_N, BLOCK_K, warps, fused L2, split-K) other than the
     default: at every batch the fused L2 epilogue in one launch (16-row tiles spanning D); at
     edge batches the tile widths and split-K; above GEMM_ROWS taller or wider GEMM tiles."""
-    from edgefuse.kernels.triton_projection import GEMM_ROWS, next_pow2
+    from edgefuse.kernels.utils import GEMM_ROWS, next_pow2
 
     wide = max(16, next_pow2(d))
     default = _projection_default(b, d, itemsize)
@@ -268,7 +270,7 @@ def _alternatives(b: int, d: int, itemsize: int = 2) -> dict[str, tuple]:
 def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
     """MFB launch configurations (BLOCK_M, BLOCK_O, BLOCK_K, warps) other than the default."""
     from edgefuse.kernels.triton_bilinear import _mfb_config
-    from edgefuse.kernels.triton_projection import GEMM_ROWS, next_pow2
+    from edgefuse.kernels.utils import GEMM_ROWS, next_pow2
 
     f = next_pow2(factors)
     w = lambda rows: max(1, rows // f)  # noqa: E731 (BLOCK_O for this many weight rows)
@@ -389,7 +391,7 @@ def _projection_grads_check(got, eager, leaves, dout, dtype, reduce_len: int) ->
     whole row j of dW by dz[b, j] x[b] (on the H200, 725 of dW's 524288 values by up to 0.22;
     the eager path, whose float16 bias rounds first, is the one off float64 there).
     AssertionError past that; else each leaf's error over the tolerance, both paths."""
-    from fuzz_kernels import TORCH_SLACK
+    from tools.fuzz_kernels import TORCH_SLACK
 
     from edgefuse.kernels.reference import error_over_tolerance, fused_projection_reference
 

@@ -9,7 +9,7 @@ ways:
   ``JITFunction.run`` a no-op;
 * ``launch_us``: what a call costs: plus ``launch``'s own key and the compiled kernel's launch
   path (``CompiledKernel[grid]``: stream, launch metadata, hooks). The kernels are compiled
-  for sm_90 by Triton's compiler, as kernels/aot.py does, and a stand-in driver answers for
+  for sm_90 by Triton's compiler, as tools/aot.py does, and a stand-in driver answers for
   the GPU (device 0, stream 0); only the final call into the CUDA driver (``cuLaunchKernel``
   and its argument packing) is replaced by a no-op. That last part is measured only on a GPU
   (bench/bench_kernels.py);
@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 from _common import machine
+
+sys.path[:0] = [p for p in (str(Path(__file__).resolve().parents[1]),) if p not in sys.path]  # tools.*
 
 
 #: timings of the public op, each paired with one of its launcher
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     import triton.runtime.jit as jit
 
     from edgefuse.kernels import _launch, ops
-    from edgefuse.kernels.aot import stand_in_gpu
+    from tools.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
     from edgefuse.kernels.triton_projection import dot_precision, fused_projection_triton

@@ -37,13 +37,13 @@ status=0
 # pytest-xdist is there (the GPU image has it). These tests need about 360 binaries for
 # sm_90, 87-183 s of compiling in one process of a 2-core development VM (Triton 3.6 and
 # 3.9), with no compile error or resource problem, also with this machine's Python 3.12 +
-# torch 2.11 + Triton 3.6 (bench/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json).
+# torch 2.11 + Triton 3.6 (tools/count_gpu_test_binaries.py; results/aot/*-gpu-tests.json).
 # On an H200 (16 cores), compiling and running them took 58 s over 8 processes, inside the
 # 120 s below (results/h200-2026-11-30/1-gpu_check).
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
 # test_aot.py compiles for sm_90/sm_87 without a GPU, and test_masks.py runs mask-dropped
 # mutants of the kernels in the CPU interpreter: CI checks, not needed here
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider $XDIST tests/kernels --ignore=tests/kernels/test_aot.py \
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider $XDIST tests/kernels \
   --ignore=tests/kernels/test_masks.py \
   "tests/engines/test_engines.py::test_torch_engine_cuda_graph_replay_matches_eager" \
   --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee "$OUT/kernel_tests.log"
@@ -71,7 +71,7 @@ pack
 if [ "$SECONDS" -lt 240 ]; then
   CK="$(mktemp -d)/gated"
   timeout 60 bash -c '"$1" -m edgefuse train --epochs 1 --out "$2" > "$3/train.log" 2>&1 || { tail -5 "$3/train.log"; exit 1; }
-    for d in float32 float16; do "$1" -m edgefuse kernels --checkpoint "$2" --check --bench --dtype $d --json "$3/model_$d.json" || exit 1; done' \
+    for d in float32 float16; do "$1" tools/kernel_bench.py --checkpoint "$2" --check --bench --dtype $d --json "$3/model_$d.json" || exit 1; done' \
     _ "$PY" "$CK" "$OUT" 2>&1 | tee "$OUT/model.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else
@@ -80,14 +80,14 @@ fi
 pack
 
 # random shapes, options and launch plans against the float64 references, compiled here
-# (bench/fuzz_kernels.py; CPU runs go through the interpreter, which does not fault on an
+# (tools/fuzz_kernels.py; CPU runs go through the interpreter, which does not fault on an
 # out-of-bounds access as the GPU does): the launchers, then the ops layer (views, bfloat16,
 # autocast, training dispatch). Whatever time is left of the 5 minutes: up to 30 s, then 15 s.
 fuzz() {  # fuzz LAYER MAX_SECONDS LOG
   local left=$((285 - SECONDS))
   if [ "$left" -gt 5 ]; then
     [ "$left" -gt "$2" ] && left=$2
-    timeout $((left + 15)) "$PY" bench/fuzz_kernels.py --layer "$1" --device cuda --cases 2000 --seconds "$left" \
+    timeout $((left + 15)) "$PY" tools/fuzz_kernels.py --layer "$1" --device cuda --cases 2000 --seconds "$left" \
       --out "$OUT" 2>&1 | tail -n 30 | tee "$OUT/$3"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   else

@@ -195,7 +195,7 @@ def fuzz(doc: dict) -> list[str]:
         lines.append(f"- and {doc['failed'] - 5} more")
     if doc.get("failures"):
         device = "cuda" if str(doc.get("device", "")).startswith("cuda") else "cpu"
-        lines.append(f"- to rerun one: `python bench/fuzz_kernels.py --layer {doc.get('layer')} --seed {doc.get('seed')} "
+        lines.append(f"- to rerun one: `python tools/fuzz_kernels.py --layer {doc.get('layer')} --seed {doc.get('seed')} "
                      f"--device {device} --only INDEX`")
     return lines + ([""] if doc.get("failures") else [])
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.kernel_options import kernels_arguments
 
 
 def _cmd_fusions(args: argparse.Namespace) -> int:
@@ -213,52 +214,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``edgefuse kernels --check/--bench`` shapes when not given: the benchmark's (issue 3) on a
-#: GPU; tiny under the interpreter, which runs each program in Python. Here, not in
-#: edgefuse.kernels, so that building the parser imports no torch.
-KERNEL_SHAPES = {
-    "gpu": {"batches": (1, 8, 32, 256), "dim": 256, "widths": (2048, 1024, 128)},
-    "interpret": {"batches": (1, 3, 67), "dim": 24, "widths": (40, 24, 8)},
-}
-
-
-def _kernels_arguments(p: argparse.ArgumentParser) -> None:
-    """``edgefuse kernels``' options (``edgefuse.kernels.selfcheck`` runs the command)."""
-    p.add_argument("--check", action="store_true", help="run every op's Triton path against its float64 reference")
-    p.add_argument("--bench", action="store_true", help="time each op's Triton path against eager PyTorch (CUDA): do_bench, "
-                   "per call synchronized (host time included), and a CUDA-graph replay")
-    p.add_argument("--interpret", action="store_true",
-                   help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)")
-    p.add_argument("--device", default=None, help="CUDA device, e.g. cuda:1 (default: the current one)")
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help=f"batch sizes (default: {' '.join(map(str, KERNEL_SHAPES['gpu']['batches']))} on a GPU, "
-                        f"{' '.join(map(str, KERNEL_SHAPES['interpret']['batches']))} interpreted)")
-    p.add_argument("--dim", type=int, default=None,
-                   help=f"fused width D (default: {KERNEL_SHAPES['gpu']['dim']} on a GPU, {KERNEL_SHAPES['interpret']['dim']} interpreted)")
-    p.add_argument("--widths", type=_widths, default=None,
-                   help=f"input widths K_i, one per modality (default: {','.join(map(str, KERNEL_SHAPES['gpu']['widths']))} on a GPU, "
-                        f"{','.join(map(str, KERNEL_SHAPES['interpret']['widths']))} interpreted)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
-                        "--bench: this dtype (default: float16); with --checkpoint: the dtype the model is cast to, "
-                        "as the torch engine's --precision fp16 casts it (default: float32)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="--check/--bench a trained model (an `edgefuse train` folder) on every default sensor subset, "
-                        "instead of the ops at synthetic shapes")
-    p.add_argument("--no-graph", action="store_true", help="--bench: skip the CUDA-graph timings")
-    p.add_argument("--json", type=Path, default=None, help="write the report, cases and timings as JSON")
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2048,1024,128, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text!r}")
-    return widths
-
-
 def _cmd_kernels(args: argparse.Namespace) -> int:
     from edgefuse.kernels.selfcheck import run
 
@@ -350,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
 
     k = sub.add_parser("kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)")
-    _kernels_arguments(k)
+    kernels_arguments(k)
     k.set_defaults(func=_cmd_kernels)
     return p
 

@@ -67,7 +67,7 @@ class ExportFailed(EdgefuseError):
 
 def torch_export_status(version: str) -> tuple[str, str | None]:
     """What edgefuse knows of exporting under torch ``version``: ('tested', None), ('bad', why)
-    or ('unknown', why or None). bench/torch_export_versions.sh checks each release it runs
+    or ('unknown', why or None). tools/torch_export_versions.sh checks each release it runs
     against this."""
     release = major_minor(version)
     if release is None:

@@ -6,18 +6,18 @@ import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from edgefuse.checkpoint import save_checkpoint
-from edgefuse.data import Dataset, Split
+from edgefuse.data import Dataset
 from edgefuse.errors import EdgefuseError
 from edgefuse.fusion import FusionModel, build_model
 from edgefuse.inference import subset_accuracy, to_tensors
-from edgefuse.specs import default_subsets, subset_name
+from edgefuse.specs import subset_name
 
 
 @dataclass

@@ -18,7 +18,7 @@ Triton's cache (no compile). A hit launches through ``CompiledKernel[grid]`` wit
 arguments Triton's run would pass: the runtime ones, and from Triton 3.3 the constexprs
 after them. tests/kernels/test_launch.py checks, on a stand-in GPU, that a hit reaches the
 CUDA driver's launch with the same binary and the same arguments as Triton's own path, over
-the launches of all three ops; bench/triton_versions.sh runs it on every release from 3.0.
+the launches of all three ops; tools/triton_versions.sh runs it on every release from 3.0.
 
 What a hit skips that Triton's run does: its pre-run hooks (edgefuse registers none), the
 check that the kernel's global variables have not changed since the compile (edgefuse's
@@ -38,7 +38,7 @@ from triton.runtime.jit import JITFunction
 from edgefuse._releases import major_minor
 
 #: Triton releases whose launch path tests/kernels/test_launch.py has matched (the first
-#: and last checked); bench/triton_versions.sh runs it on each.
+#: and last checked); tools/triton_versions.sh runs it on each.
 CHECKED = ((3, 0), (3, 9))
 #: from Triton 3.3 the compiled kernel's launcher takes every argument, constexprs included
 _PASS_CONSTEXPRS = (major_minor(triton.__version__) or (0, 0)) >= (3, 3)

@@ -1,13 +1,12 @@
-"""``edgefuse kernels``: will the fused kernels run on this machine, are they right here, how fast?
+"""``edgefuse kernels``: will the fused kernels run on this machine, and are they right here?
 
 What a user runs on the device itself (a Jetson after a JetPack upgrade, a new Triton):
 
     edgefuse kernels                      # versions, the GPU, what a fused op on CUDA tensors runs, and why
     edgefuse kernels --check              # each op's Triton path against its float64 reference, on this GPU
-    edgefuse kernels --check --bench      # ... and its time against the PyTorch ops it replaces
-    edgefuse kernels --batch 1 4 --dim 512 --widths 1536,256 --check --bench   # at your model's shapes
+    edgefuse kernels --batch 1 4 --dim 512 --widths 1536,256 --check   # at your model's shapes
     edgefuse kernels --check --interpret  # no GPU: through Triton's CPU interpreter (slow; keep shapes tiny)
-    edgefuse kernels --checkpoint runs/x/checkpoint --dtype float16 --check --bench   # your model, in float16
+    edgefuse kernels --checkpoint runs/x/checkpoint --dtype float16 --check   # your model, in float16
 
 ``--check`` compiles and runs every launcher (fused projection with and without an absent
 modality, its training path's gradients, MFB with one side absent, full bilinear, gated
@@ -17,15 +16,10 @@ tolerances the test suite uses (``reference.tolerance``). An exception (a compil
 launch failure) fails its case, not the run. Exit status: 0 when every case passes, 1 when
 one fails, 2 when it cannot run here (no GPU, Triton cannot run; the report says why).
 
-``--bench`` times each op's Triton launcher and the eager PyTorch reference at each batch
-with ``triton.testing.do_bench`` (CUDA events, median), per call synchronized (the wall clock
-of one call and ``torch.cuda.synchronize()``: the host's launch cost and the GPU's time, what
-a control loop waits per frame) and, unless ``--no-graph``, one CUDA-graph replay per call
-(GPU time only). ``bench/bench_kernels.py`` is the full benchmark
-(torch.compile, alternative configurations, the issue's bar); this is the quick answer for
-one machine and one model.
+How fast they are is measured by ``tools/kernel_bench.py`` (the same options plus timing), and in
+full by ``bench/bench_kernels.py``.
 
-``--json PATH`` writes the whole record (report, cases, timings).
+``--json PATH`` writes the whole record (report, cases).
 """
 
 from __future__ import annotations
@@ -45,9 +39,9 @@ import torch
 
 from edgefuse._fs import write_json
 from edgefuse.errors import EdgefuseError
-from edgefuse.cli import KERNEL_SHAPES
+from edgefuse.kernel_options import KERNEL_SHAPES
 from edgefuse.kernels import reference as ref
-from edgefuse.kernels.ops import error_line
+from edgefuse.kernels.platform import error_line
 
 #: --check / --bench shapes when not given (defined with the command's options, which load without torch)
 GPU_SHAPES, INTERPRET_SHAPES = KERNEL_SHAPES["gpu"], KERNEL_SHAPES["interpret"]
@@ -64,7 +58,7 @@ REFERENCE_ALWAYS = ("on CPU tensors: the reference (production never interprets 
 
 def _versions() -> dict:
     from edgefuse import __version__
-    from edgefuse.kernels.ops import triton_import_error
+    from edgefuse.kernels.platform import triton_import_error
 
     triton_version = None
     if triton_import_error() is None:
@@ -79,7 +73,8 @@ def report() -> dict:
     """Versions, CUDA devices, and what a fused op on CUDA tensors runs here (``"triton"`` or
     ``"reference"``) with why and what to do about it. Never raises for a broken install: that
     is what it reports."""
-    from edgefuse.kernels.ops import _CHOICES, cuda_driver_version, triton_import_error, triton_ptxas
+    from edgefuse.kernels.ops import _CHOICES
+    from edgefuse.kernels.platform import cuda_driver_version, triton_import_error, triton_ptxas
 
     rec = {"versions": _versions(), "EDGEFUSE_KERNELS": os.environ.get("EDGEFUSE_KERNELS"),
            "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "devices": []}
@@ -121,7 +116,7 @@ def report() -> dict:
 def _kernels_can_run(cuda: bool) -> tuple[bool, str | None, str | None]:
     """Whether the Triton kernels can run on this process's current CUDA device, and if not,
     why and what to do (dispatch's own checks, ``ops.triton_cuda_error``)."""
-    from edgefuse.kernels.ops import triton_cuda_error, triton_import_error
+    from edgefuse.kernels.platform import triton_cuda_error, triton_import_error
 
     if triton_import_error() is not None:
         return False, f"Triton cannot be imported ({triton_import_error()})", "pip install triton"
@@ -265,13 +260,6 @@ def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
                    [rand(b, n, dim), rand(b, n, dim, scale=2.0), mask_with_empty_row(b), rand(b, dim)])
 
 
-def aot_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
-    """(label, call) for every launch ``check`` makes on a GPU by default, on CPU tensors, for
-    the AOT compile (``python -m edgefuse.kernels.aot --cases selfcheck``)."""
-    for op, label, dt, _, run, _ in _cases("cpu", *_shapes("cuda", None, None, None), (dtype,)):
-        yield f"{op} {_short(dt)} {label}", run
-
-
 def _grads(fn, tensors, n: int) -> list[torch.Tensor]:
     """Gradients in every input of ``<fn(xs, weights, bias, 'gelu', True), dout>`` (``tensors``:
     the N inputs, the N weights, the bias, ``dout``)."""
@@ -344,46 +332,6 @@ def _shapes(device, batches, dim, widths) -> tuple[tuple[int, ...], int, tuple[i
     return batches, dim, widths
 
 
-def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int | None = None,
-          widths: Sequence[int] | None = None, dtype: torch.dtype = torch.float16, graph: bool = True,
-          rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """µs of each op's Triton launcher and of the eager reference, per batch (CUDA only)."""
-    from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
-    from edgefuse.kernels.triton_gated import gated_fusion_triton
-    from edgefuse.kernels.triton_projection import fused_projection_triton
-
-    batches, dim, widths = _shapes(device, batches, dim, widths)
-    n, (k1, k2), rows, bk = len(widths), _pair(widths), _mfb_rows(dim), min(dim, BILINEAR_MAX)
-
-    def r(*shape, scale=1.0):
-        return (torch.randn(*shape, device=device) * scale).to(dtype)
-
-    ws, bias = [r(dim, k, scale=k ** -0.5) for k in widths], r(n, dim, scale=0.1)
-    uw, vw, ub, vb = r(rows, k1, scale=k1 ** -0.5), r(rows, k2, scale=k2 ** -0.5), r(rows), r(rows)
-    bw, bb = r(BILINEAR_OUT, bk, bk, scale=1 / bk), r(BILINEAR_OUT)
-    out: list[dict] = []
-    for b in batches:
-        xs, x, y = [r(b, k) for k in widths], r(b, k1), r(b, k2)
-        bx, by = r(b, bk), r(b, bk)
-        feats, logits = r(b, n, dim), r(b, n)
-        mask = torch.ones(b, n, dtype=torch.bool, device=device)
-        pairs = {
-            "fused_projection": (lambda: fused_projection_triton(xs, ws, bias, "relu", True),
-                                 lambda: ref.fused_projection_reference(xs, ws, bias, "relu", True)),
-            "mfb": (lambda: mfb_triton(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True),
-                    lambda: ref.mfb_reference(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True)),
-            "bilinear": (lambda: bilinear_triton(bx, by, bw, bb), lambda: ref.bilinear_reference(bx, by, bw, bb)),
-            "gated_fusion": (lambda: gated_fusion_triton(feats, logits, mask, "softmax"),
-                             lambda: ref.gated_fusion_reference(feats, logits, mask, "softmax")),
-        }
-        for op, (triton_fn, eager_fn) in pairs.items():
-            row = {"op": op, "B": b, "dtype": _short(dtype)}
-            for name, fn in (("triton", triton_fn), ("eager", eager_fn)):
-                _time_into(row, name, fn, device, graph, rep_ms)
-            _add_row(out, row, progress)
-    return out
-
-
 #: model-level tolerance floor per dtype the model runs in: the kernels' logits may differ from
 #: the float32 CPU reference's by this fraction of the largest |logit| (for float32 one op's
 #: error compounded through a few layers; for float16 and bfloat16 about four of their
@@ -391,7 +339,7 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
 #: and dtype differ by, whichever is larger. The second term is the one that binds in practice.
 MODEL_FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 MODEL_SLACK = 4.0
-#: the fused ops the fusion modules call through ``edgefuse.kernels`` (counted per forward)
+#: the fused ops the fusion modules call (counted per forward)
 _PUBLIC_OPS = ("fused_projection", "bilinear", "mfb", "gated_fusion")
 
 
@@ -414,25 +362,23 @@ def _kernels_env(value: str | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _count_fused_ops() -> Iterator[collections.Counter]:
-    """Count the calls of ``edgefuse.kernels``' public ops (the fusion modules look them up there at call time)."""
-    import edgefuse.kernels as pkg
+    """Count the calls of ``edgefuse.kernels.ops``' public ops in this thread, by their code objects
+    (a profile hook for the block's duration: nothing is patched, however the ops are imported)."""
+    from edgefuse.kernels import ops
 
+    codes = {getattr(ops, name).__code__: name for name in _PUBLIC_OPS}
     calls: collections.Counter = collections.Counter()
-    originals = {name: getattr(pkg, name) for name in _PUBLIC_OPS}
 
-    def counted(name, fn):
-        def call(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return call
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            calls[codes[frame.f_code]] += 1
 
-    for name, fn in originals.items():
-        setattr(pkg, name, counted(name, fn))
+    old = sys.getprofile()
+    sys.setprofile(hook)
     try:
         yield calls
     finally:
-        for name, fn in originals.items():
-            setattr(pkg, name, fn)
+        sys.setprofile(old)
 
 
 def _model_inputs(model, subset: Sequence[str], batch: int, device: str, seed: int) -> dict[str, torch.Tensor]:
@@ -503,103 +449,6 @@ def _to_device(model, device: str, dtype: torch.dtype = torch.float32):
     return copy.deepcopy(model).to(device=device, dtype=dtype) if device != "cpu" or dtype != torch.float32 else model
 
 
-def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8), graph: bool = True,
-                rep_ms: int = 100, dtype: torch.dtype = torch.float32,
-                progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """µs of a trained model's forward per default sensor subset and batch, the model cast to
-    ``dtype`` and its fused ops on the Triton kernels and on the reference ops (CUDA only):
-    what the kernels buy this model."""
-    model, subsets = _load_model(checkpoint)
-    here = _to_device(model, device, dtype)
-    rows = []
-    for name, subset in subsets:
-        for b in batches:
-            inputs = _model_inputs(model, subset, b, device, seed=b)
-            row = {"op": "model", "subset": name, "B": b, "dtype": _short(dtype)}
-            for path, env in (("triton", None), ("eager", "reference")):
-                with torch.inference_mode(), _kernels_env(env):
-                    _time_into(row, path, lambda: here(inputs), device, graph, rep_ms)
-            _add_row(rows, row, progress)
-    return rows
-
-
-def _time_into(row: dict, name: str, fn: Callable[[], object], device: str, graph: bool, rep_ms: int) -> None:
-    """``row[name + "_us"]``: ``fn``'s median µs (do_bench); ``name + "_sync_us"``: its median
-    latency per call, synchronized (``sync_latency_ms``); and ``name + "_graph_us"`` (one
-    CUDA-graph replay per call) or, when capture fails, ``name + "_graph_error"``."""
-    import triton.testing as tt
-
-    fn()  # compile and warm up outside the timing
-    if device != "cpu":  # (a CPU device only in the plumbing tests, with the timers stubbed)
-        torch.cuda.synchronize()
-    row[f"{name}_us"] = round(tt.do_bench(fn, rep=rep_ms, return_mode="median") * 1e3, 2)
-    row[f"{name}_sync_us"] = round(sync_latency_ms(fn, [0.5], device, rep_ms=min(rep_ms, SYNC_MS))[0] * 1e3, 2)
-    if graph:
-        try:
-            row[f"{name}_graph_us"] = round(cuda_graph_ms(fn, rep_ms, [0.5])[0] * 1e3, 2)
-        except Exception as e:  # capture can fail (an op that syncs): say so, keep the rest
-            row[f"{name}_graph_error"] = f"{type(e).__name__}: {e}"[:200]
-
-
-def _add_row(rows: list[dict], row: dict, progress: Callable[[dict], None] | None) -> None:
-    """``row`` with its speedups (eager over Triton, per timing mode), appended and reported."""
-    row["speedup"] = round(row["eager_us"] / row["triton_us"], 2)
-    row["sync_speedup"] = round(row["eager_sync_us"] / row["triton_sync_us"], 2)
-    if "triton_graph_us" in row and "eager_graph_us" in row:
-        row["graph_speedup"] = round(row["eager_graph_us"] / row["triton_graph_us"], 2)
-    rows.append(row)
-    if progress:
-        progress(row)
-
-
-#: calls per synchronized-latency timing, at least and at most, and the ms after which no
-#: further call starts once the least are done: enough for a median, and cheap inside the GPU
-#: check's 5 minutes (a fused op's 200 calls take a few ms; a whole model's forward stops at 50 ms)
-SYNC_CALLS = (10, 200)
-SYNC_MS = 50
-
-
-def sync_latency_ms(fn: Callable[[], object], quantiles: Sequence[float], device: str = "cuda", rep_ms: float = SYNC_MS,
-                    warmup: int = 5) -> list[float]:
-    """``quantiles`` of the wall-clock ms of one ``fn()`` and ``torch.cuda.synchronize()``,
-    call after call, without an L2 flush: a control loop's latency per frame, where nothing
-    else is queued on the GPU. It counts the host's launch cost and the GPU's time together:
-    ``do_bench`` hides the host's cost behind its L2 flush wherever the flush outlasts it, and a
-    CUDA-graph replay has none. Between ``SYNC_CALLS`` calls, and no more than ``rep_ms`` of
-    them past the first. (``device="cpu"``: no synchronize, for the tests.)"""
-    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-        sync()
-    least, most = SYNC_CALLS
-    times: list[float] = []
-    deadline = time.perf_counter() + rep_ms / 1e3
-    while len(times) < most and (len(times) < least or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    ms = torch.tensor(times, dtype=torch.float64)
-    return [float(torch.quantile(ms, q)) for q in quantiles]
-
-
-def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[float]) -> list[float | None]:
-    """``triton.testing.do_bench_cudagraph``'s ``quantiles`` of ``fn``'s ms, on every Triton from
-    3.0: on a side stream (3.0 and 3.1 refuse to capture on the default one; later releases
-    make their own), and before 3.2, which has no ``quantiles``, the median alone (the 0.5
-    quantile; the others None)."""
-    import inspect
-
-    import triton.testing as tt
-
-    with torch.cuda.stream(torch.cuda.Stream()):
-        if "quantiles" in inspect.signature(tt.do_bench_cudagraph).parameters:
-            result = tt.do_bench_cudagraph(fn, rep=rep_ms, quantiles=list(quantiles))
-            return [float(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
-        median = float(tt.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
-    return [median if q == 0.5 else None for q in quantiles]
-
-
 def _quiet_interpreter() -> None:
     """The interpreter runs ``tl.exp`` in numpy, which warns on overflow where the GPU quietly
     gives inf: ``sigmoid(x) = 1 / (1 + exp(-x))`` of a large negative x (a
@@ -621,11 +470,12 @@ def _use_interpreter() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-def run(args: argparse.Namespace) -> int:
-    """The command: 0 all good, 1 a case failed; EdgefuseError (exit 2) when it cannot run here."""
+def prepare(args: argparse.Namespace, runs_kernels: bool | None = None) -> tuple[str, dict, float]:
+    """The device to check on, the output record (with the platform report, printed), and the
+    start time; EdgefuseError when the Triton kernels cannot run here and the command runs them
+    (``runs_kernels``, default: ``args.check``)."""
+    runs_kernels = args.check if runs_kernels is None else runs_kernels
     if args.interpret:
-        if args.bench:
-            raise EdgefuseError("--bench times the compiled kernels on a CUDA GPU; --interpret can only --check")
         _use_interpreter()
         _quiet_interpreter()
         device = "cpu"
@@ -637,14 +487,17 @@ def run(args: argparse.Namespace) -> int:
     rec = report()
     print(format_report(rec), flush=True)
     out: dict = {"format": "edgefuse-kernels-selfcheck/1", "report": rec}
-    if (args.check or args.bench) and rec["versions"]["triton"] is None:
-        raise EdgefuseError(f"--check and --bench run the Triton kernels, and Triton cannot be imported here "
-                         f"({rec['versions']['triton_import_error']}); to run them, pip install triton")
-    if (args.check or args.bench) and device != "cpu" and not rec["kernels_can_run"]:
-        raise EdgefuseError(f"--check and --bench run the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
-                         + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
-                         + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
-    failed = (_run_model if args.checkpoint is not None else _run_ops)(args, device, out)
+    if runs_kernels and rec["versions"]["triton"] is None:
+        raise EdgefuseError(f"this runs the Triton kernels, and Triton cannot be imported here "
+                            f"({rec['versions']['triton_import_error']}); to run them, pip install triton")
+    if runs_kernels and device != "cpu" and not rec["kernels_can_run"]:
+        raise EdgefuseError(f"this runs the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
+                            + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
+                            + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
+    return device, out, t0
+
+
+def finish(args: argparse.Namespace, out: dict, t0: float, failed: int) -> int:
     out["seconds"] = round(time.time() - t0, 1)
     if args.json:
         write_json(out, args.json)
@@ -652,30 +505,31 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_ops(args: argparse.Namespace, device: str, out: dict) -> int:
-    """--check and --bench of the ops at synthetic shapes; returns the failed cases."""
-    failed = 0
-    if args.check:
-        dtypes = [getattr(torch, args.dtype)] if args.dtype else None
-        batches, dim, widths = _shapes(device, args.batch, args.dim, args.widths)
-        print(f"\ncheck on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}, D={dim}, K={list(widths)}; "
-              "error / tolerance against float64 (<= 1 passes)", flush=True)
-        cases = check(device, batches, dim, widths, dtypes, progress=_print_case)
-        failed = sum(not c.ok for c in cases)
-        print(f"{len(cases) - failed} of {len(cases)} cases pass", flush=True)
-        out["check"] = {"device": device, "interpreted": bool(args.interpret), "batches": list(batches), "dim": dim,
-                        "widths": list(widths), "cases": [asdict(c) for c in cases]}
-    if args.bench:
-        dtype = getattr(torch, args.dtype or "float16")
-        print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; per call: synchronized, "
-              "wall clock; CUDA graph: one replay per call)", flush=True)
-        out["bench"] = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row)
+def run(args: argparse.Namespace) -> int:
+    """``edgefuse kernels``: 0 all good, 1 a case failed; EdgefuseError (exit 2) when it cannot run here."""
+    device, out, t0 = prepare(args)
+    failed = (check_model_command if args.checkpoint is not None else check_ops_command)(args, device, out)
+    return finish(args, out, t0, failed)
+
+
+def check_ops_command(args: argparse.Namespace, device: str, out: dict) -> int:
+    """--check of the ops at synthetic shapes; returns the failed cases."""
+    if not args.check:
+        return 0
+    dtypes = [getattr(torch, args.dtype)] if args.dtype else None
+    batches, dim, widths = _shapes(device, args.batch, args.dim, args.widths)
+    print(f"\ncheck on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}, D={dim}, K={list(widths)}; "
+          "error / tolerance against float64 (<= 1 passes)", flush=True)
+    cases = check(device, batches, dim, widths, dtypes, progress=_print_case)
+    failed = sum(not c.ok for c in cases)
+    print(f"{len(cases) - failed} of {len(cases)} cases pass", flush=True)
+    out["check"] = {"device": device, "interpreted": bool(args.interpret), "batches": list(batches), "dim": dim,
+                    "widths": list(widths), "cases": [asdict(c) for c in cases]}
     return failed
 
 
-def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
-    """``--checkpoint``: --check and --bench of the trained model, every default sensor subset;
-    returns the failed cases."""
+def model_batches_dtype(args: argparse.Namespace, device: str) -> tuple[tuple[int, ...], torch.dtype]:
+    """--checkpoint's batches and dtype, checked."""
     if args.dim or args.widths:
         raise EdgefuseError("--checkpoint takes the model's own widths; drop --dim and --widths")
     batches = tuple(args.batch or (1, 8))
@@ -684,22 +538,23 @@ def _run_model(args: argparse.Namespace, device: str, out: dict) -> int:
     dtype = getattr(torch, args.dtype or "float32")
     if dtype == torch.bfloat16 and device == "cpu":
         raise EdgefuseError("--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
-                         "check float32 or float16 here, bfloat16 on a GPU")
-    failed = 0
-    if args.check:
-        print(f"\ncheck of {args.checkpoint} in {_short(dtype)} on {device}{' (interpreted)' if args.interpret else ''}: "
-              f"B {list(batches)}; logit error / allowed against the float32 CPU reference ops (<= 1 passes)", flush=True)
-        cases, calls = check_model(args.checkpoint, device, batches, dtype, progress=_print_case)
-        failed = sum(not c.ok for c in cases)
-        ops = ", ".join(f"{k} x{v}" for k, v in calls.items()) or "none: the kernels do not change this model"
-        print(f"{len(cases) - failed} of {len(cases)} cases pass; fused ops per forward: {ops}", flush=True)
-        out["check"] = {"device": device, "interpreted": bool(args.interpret), "checkpoint": str(args.checkpoint),
-                        "dtype": _short(dtype), "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
-    if args.bench:
-        print(f"\nbench of {args.checkpoint} in {_short(dtype)} on {device}: median µs of a forward, fused ops on the "
-              "kernels vs the reference ops (do_bench; per call: synchronized, wall clock; CUDA graph: one replay per call)",
-              flush=True)
-        out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, dtype=dtype, progress=_print_row)
+                            "check float32 or float16 here, bfloat16 on a GPU")
+    return batches, dtype
+
+
+def check_model_command(args: argparse.Namespace, device: str, out: dict) -> int:
+    """``--checkpoint``: --check of the trained model, every default sensor subset; returns the failed cases."""
+    batches, dtype = model_batches_dtype(args, device)
+    if not args.check:
+        return 0
+    print(f"\ncheck of {args.checkpoint} in {_short(dtype)} on {device}{' (interpreted)' if args.interpret else ''}: "
+          f"B {list(batches)}; logit error / allowed against the float32 CPU reference ops (<= 1 passes)", flush=True)
+    cases, calls = check_model(args.checkpoint, device, batches, dtype, progress=_print_case)
+    failed = sum(not c.ok for c in cases)
+    ops = ", ".join(f"{k} x{v}" for k, v in calls.items()) or "none: the kernels do not change this model"
+    print(f"{len(cases) - failed} of {len(cases)} cases pass; fused ops per forward: {ops}", flush=True)
+    out["check"] = {"device": device, "interpreted": bool(args.interpret), "checkpoint": str(args.checkpoint),
+                    "dtype": _short(dtype), "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
     return failed
 
 
@@ -707,23 +562,3 @@ def _print_case(c: Case) -> None:
     how = f"{c.error_over_tolerance:.3g}" if c.error_over_tolerance is not None else "-"
     print(f"{'ok' if c.ok else 'FAIL':<5}{c.op:<18}{c.dtype:<16}{how:>8}  {c.case}" + (f"\n     {c.error}" if c.error else ""),
           flush=True)
-
-
-def _print_row(r: dict) -> None:
-    graph = (f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
-             if "graph_speedup" in r else "")
-    sync = f"; per call {r['triton_sync_us']:.1f} vs {r['eager_sync_us']:.1f} µs ({r['sync_speedup']:.2f}x)"
-    what = f"{r['op']} {r['subset']}" if "subset" in r else r["op"]
-    print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){sync}{graph}",
-          flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edgefuse.kernels.selfcheck ...`` = ``edgefuse kernels ...``."""
-    from edgefuse.cli import main as cli_main
-
-    return cli_main(["kernels", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

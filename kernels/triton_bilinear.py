@@ -17,7 +17,7 @@ import triton.language as tl
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.triton_projection import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, _pipeline, cdiv, dot_precision, next_pow2
+from edgefuse.kernels.utils import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, cdiv, dot_precision, next_pow2, pipeline
 
 
 @triton.jit
@@ -141,7 +141,7 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
     block_m, block_o, block_i, block_j = 16, 64 if o > 32 else 32, 16, 16
     if min(block_m, block_o, block_i * block_j) < DOT_MIN:
         raise ValueError(f"bilinear: tl.dot needs blocks >= {DOT_MIN}")
-    _, stages = _pipeline(block_m, block_o, block_i * block_j, x.element_size())  # the K-step is fixed at I x J
+    _, stages = pipeline(block_m, block_o, block_i * block_j, x.element_size())  # the K-step is fixed at I x J
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
         launch(
@@ -172,7 +172,7 @@ def mfb_triton(
         raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}, got BLOCK_M={block_m}, "
                          f"BLOCK_O*BLOCK_F={block_o * block_f}, BLOCK_K={block_k}")
     fused_l2 = normalize and block_o >= o
-    block_k, stages = _pipeline(block_m, block_o * block_f, block_k, x.element_size())
+    block_k, stages = pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
         launch(

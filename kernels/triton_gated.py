@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.triton_projection import FP_FUSION, cdiv, next_pow2
+from edgefuse.kernels.utils import FP_FUSION, cdiv, next_pow2
 
 
 @triton.jit
@@ -126,8 +126,8 @@ def _blocks(n: int, d: int, itemsize: int, widest: int = 1024) -> tuple[int, int
     that width, so no warp holds another's modalities and the reductions stay in each thread's
     registers. More warps would split the modality axis, and each reduction would cross warps
     through shared memory, with a barrier: with Triton 3.9, 25 barriers in the per-feature
-    forward for fp16 at D = 1024 with 8 warps, none with 4 (bench/gated_layouts.py lists every
-    case; tests/kernels/test_aot.py checks the launcher's choices from the compiled binaries).
+    forward for fp16 at D = 1024 with 8 warps, none with 4 (tools/gated_layouts.py lists every
+    case; tests/tools/test_aot.py checks the launcher's choices from the compiled binaries).
     Only when a thread would hold more than THREAD_VALUES values of a tensor (from 5
     modalities in fp16, 9 in fp32) are warps added, up to 8, and those split the modality
     axis, to bound registers.

@@ -28,71 +28,19 @@ from torch.autograd.function import once_differentiable
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
+from edgefuse.kernels.utils import (
+    DOT_MIN,
+    FP_FUSION,
+    GEMM_ROWS,
+    MIN_PROGRAMS,
+    _l2norm_rows_kernel,
+    cdiv,
+    dot_precision,
+    next_pow2,
+    pipeline,
+)
 
 MAX_GROUPS = 8
-DOT_MIN = 16  # tl.dot needs M, N, K >= 16 on the GPU (the interpreter does not check)
-
-#: shared memory one launch may plan for, bytes: under the smallest per-block limit of the
-#: GPUs edgefuse targets (99 KiB on sm_86/89/120, the RTX parts; Jetson Orin sm_87 and A100
-#: have 163 KiB, H100/H200 227 KiB). The compiler's real usage of every launch the benchmarks
-#: make is checked against it per architecture, without a GPU, by kernels/aot.py.
-SHARED_BUDGET = 96 * 1024
-#: what the compiler may add to the operand stages the plan counts (the mbarriers of
-#: asynchronous copies and MMAs; on Blackwell the tensor-memory address: 16 bytes beyond a full
-#: plan on sm_110 with TF32), still under the 99 KiB limit (tests/kernels/test_aot.py checks
-#: every compiled binary against both).
-SHARED_OVERHEAD = 1024
-MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
-#: every launch passes this as ``enable_fp_fusion``: a*b+c contracts to one FMA, as in nvcc's
-#: code (eager PyTorch's kernels). Pinned, not left to Triton's default, which Triton 3.9 warns
-#: about on every first compile and 3.10 turns off.
-FP_FUSION = True
-
-# Launch arithmetic in plain Python: triton.cdiv and triton.next_power_of_2 are JIT-callable
-# wrappers costing microseconds each, and at edge batches the launcher's host time is the
-# kernel's latency.
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot``'s ``input_precision`` for inputs of ``dtype``, chosen as torch chooses for its
-    own CUDA matmuls (``nn.Linear`` included). fp16 and bf16 run on tensor cores whatever it
-    says. fp32 runs on TF32 tensor cores only where the user allowed TF32 for CUDA matmuls:
-    ``torch.set_float32_matmul_precision("high")``, ``torch.backends.cuda.matmul.allow_tf32 =
-    True``, or from torch 2.9 ``torch.backends.cuda.matmul.fp32_precision = "tf32"``.
-    Otherwise, as by torch's default, exact fp32 ("ieee", FMAs). Read on every fp32 launch
-    (under a microsecond: bench/bench_launch_overhead.py times it), so a change takes effect on
-    the next call."""
-    if dtype != torch.float32:
-        return "tf32"
-    matmul = torch.backends.cuda.matmul
-    try:
-        setting = matmul.fp32_precision  # torch >= 2.9: "tf32", "ieee", or "none" (never set: ieee)
-    except AttributeError:  # torch < 2.9 (reading allow_tf32 from 2.9 on can raise: mixed APIs)
-        return "tf32" if matmul.allow_tf32 else "ieee"
-    return "tf32" if setting == "tf32" else "ieee"
-
-
-def _pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[int, int]:
-    """(BLOCK_K, num_stages) such that every pipeline stage's A and B tiles fit SHARED_BUDGET.
-
-    The compiled kernel keeps up to ``num_stages`` K-steps of both operand tiles in shared
-    memory; BLOCK_K halves (down to tl.dot's 16) until at least two stages fit, so loads of
-    the next K-step overlap the current dot.
-    """
-    def tile(bk: int) -> int:
-        return (block_m * bk + bk * block_n) * itemsize
-
-    while block_k > DOT_MIN and 2 * tile(block_k) > SHARED_BUDGET:
-        block_k //= 2
-    return block_k, max(1, min(MAX_STAGES, SHARED_BUDGET // tile(block_k)))
-
-
 @triton.jit
 def _tanh(y):
     """tanh in float32, to a few ulp over the whole range (not every Triton 3.x has tl.tanh).
@@ -238,31 +186,6 @@ def _split_k_epilogue(
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
-def _l2norm_rows_kernel(y_ptr, R, D, BLOCK_D: tl.constexpr):
-    """In-place L2 normalisation of R rows of width D (used when D spans several tiles)."""
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK_D)
-    sq = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    for start in range(0, D, BLOCK_D):
-        v = tl.load(y_ptr + row * D + start + offs, mask=start + offs < D, other=0.0).to(tl.float32)
-        sq += v * v
-    inv = 1.0 / tl.maximum(tl.sqrt(tl.sum(sq, axis=0)), 1e-12)
-    for start in range(0, D, BLOCK_D):
-        m = start + offs < D
-        v = tl.load(y_ptr + row * D + start + offs, mask=m, other=0.0).to(tl.float32)
-        tl.store(y_ptr + row * D + start + offs, (v * inv).to(y_ptr.dtype.element_ty), mask=m)
-
-
-#: fewest programs one launch should have to keep a GPU's SMs busy (H100/H200: 132 SMs;
-#: Orin: 16). Below it, narrow tiles beat a fused epilogue. Chosen by reasoning, not yet
-#: measured: bench/gpu_check.sh is the measurement that should tune it.
-MIN_PROGRAMS = 64
-#: batches above this are GEMM-shaped (training, offline scoring): 64-row tiles, the height of
-#: Hopper's warpgroup MMA and Blackwell's tensor-memory MMA (aot.GEMM_MMA)
-GEMM_ROWS = 64
-
-
 def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int, int, bool]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, fused_norm).
 
@@ -275,7 +198,7 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     spanning D = 1024 has to stay 16 rows tall, and at B = 4096 that costs twice over: every
     16 rows re-read all the weights (16 flop per byte of tile traffic, against 43 for 64 x 128
     tiles), and a 16-row tile cannot use Hopper's warpgroup MMA (it compiles to ``mma.sync``:
-    ``python -m edgefuse.kernels.aot`` lists each binary's tensor-core instructions). The
+    ``python -m tools.aot`` lists each binary's tensor-core instructions). The
     row-norm launch that replaces the fused epilogue is one more pass over the output, small
     beside the GEMM at those batches.
     """
@@ -337,7 +260,7 @@ def _plan(b: int, d: int, n: int, normalize: bool, itemsize: int, config: tuple 
     block_m, block_n, block_k, warps, fused_norm, *split = config or _config(b, d, normalize, n)
     if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
         raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
-    block_k, stages = _pipeline(block_m, block_n, block_k, itemsize)
+    block_k, stages = pipeline(block_m, block_n, block_k, itemsize)
     fused_norm = normalize and fused_norm and block_n >= d
     programs = cdiv(b, block_m) * cdiv(d, block_n)
     if split:

@@ -9,13 +9,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/kernels.md", "docs/runtime.md")
 #: top-level folders whose files the docs cite; outputs of a run (runs/, bench/results/local) are not in the tree
-TRACKED = ("bench/", "docs/", "edgefuse/", "kernels/", "engines/", "calibration/", "tests/", ".ci/", "scenarios/")
+TRACKED = ("bench/", "docs/", "edgefuse/", "kernels/", "engines/", "calibration/", "tests/", ".ci/", "scenarios/", "tools/")
 #: what a file's name ends with (``kernels/_launch.launch`` names a function, not a file)
 FILE = re.compile(r"\.(py|sh|json|txt|png|md|toml|xml|tgz)$|/$")
 
 
 def cited_paths(text: str) -> set[str]:
-    """Repository paths quoted in backticks: `bench/fuzz_kernels.py`, `bench/results/aot/*.json`."""
+    """Repository paths quoted in backticks: `tools/fuzz_kernels.py`, `bench/results/aot/*.json`."""
     out = set()
     for token in re.findall(r"`([^`\s]+)`", text):
         token = token.split("::")[0]
@@ -55,9 +55,9 @@ def test_every_link_resolves(doc):
 
 
 def test_cited_paths_picks_out_repository_files_only():
-    text = "run `bench/gpu_check.sh`, see `bench/results/aot/*.json` and `tests/kernels/test_aot.py::test_x`; " \
+    text = "run `bench/gpu_check.sh`, see `bench/results/aot/*.json` and `tests/tools/test_aot.py::test_x`; " \
            "not `runs/demo/bundle/`, `bench/results/local/kernels.json`, `--batch/--dim` or `kernels/_launch.launch`"
-    assert cited_paths(text) == {"bench/gpu_check.sh", "bench/results/aot/*.json", "tests/kernels/test_aot.py"}
+    assert cited_paths(text) == {"bench/gpu_check.sh", "bench/results/aot/*.json", "tests/tools/test_aot.py"}
 
 
 def test_slug_follows_github():

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import torch
 
 from edgefuse.errors import EdgefuseError
-from edgefuse.kernels.ops import is_exporting
+from edgefuse.kernels.exporting import is_exporting
 from edgefuse.specs import ModalitySpec
 
 

@@ -18,7 +18,7 @@ from edgefuse.errors import EdgefuseError
 from edgefuse.fusion._inputs import prepare_inputs
 from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
-from edgefuse.kernels.ops import is_exporting
+from edgefuse.kernels.exporting import is_exporting
 from edgefuse.kernels.reference import widened
 from edgefuse.specs import ModalitySpec, check_specs, subset_name, all_subsets
 

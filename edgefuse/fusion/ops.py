@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgefuse import kernels  # its ops are looked up there at call time (kernels/selfcheck.py counts them there)
+from edgefuse import kernels
 from edgefuse.errors import EdgefuseError
 from edgefuse.kernels.checks import ACTS, GATE_MODES, GATE_MODES_SAID
 from edgefuse.kernels.reference import masked_softmax

@@ -1,5 +1,5 @@
 """Mutants of the kernel modules and the cases they run on (tests/kernels/test_masks.py,
-bench/guard_mutants.py).
+tools/guard_mutants.py).
 
 - For each ``tl.load``/``tl.store`` with a ``mask=``, a mutant with that mask (and its
   ``other``) dropped ('load mask', 'store mask').
@@ -95,7 +95,7 @@ def mutant(name: str, line: int | None, kind: str, directory: Path):
             os.environ["TRITON_INTERPRET"] = interpret
     from triton.runtime.interpreter import InterpretedFunction
 
-    from edgefuse.kernels.aot import kernels_in
+    from tools.aot import kernels_in
 
     kernels = kernels_in(module).values()
     assert kernels and all(isinstance(k, InterpretedFunction) for k in kernels), "mutants must run interpreted"

@@ -1,7 +1,7 @@
 """Kernel tests run with poisoned allocations (tests/kernels/_guard.py): ``torch.empty`` returns
 NaN, so a kernel that leaves part of its output unwritten (an absent modality's zero row, a
 tile's tail) fails every time, not only when the allocator hands back dirty memory.
-bench/guard_mutants.py shows what the bare interpreter makes of such kernels.
+tools/guard_mutants.py shows what the bare interpreter makes of such kernels.
 """
 
 import pytest

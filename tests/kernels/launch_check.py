@@ -23,6 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+sys.path[:0] = [p for p in (str(Path(__file__).resolve().parents[2]),) if p not in sys.path]  # tools.*
 
 
 def _calls():
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
     import triton.runtime.jit as jit
 
     from edgefuse.kernels import _launch
-    from edgefuse.kernels.aot import stand_in_gpu
+    from tools.aot import stand_in_gpu
 
     if not _launch.enabled:  # an unchecked release: check it all the same, as if it were checked
         _launch.enabled = True

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgefuse.fusion import build_model
-from edgefuse.kernels import backend, gated_fusion
+from edgefuse.kernels import backend, exporting, gated_fusion, platform
 from tests.conftest import KERNEL_DEVICE as DEV
 from tests.conftest import random_batch, specs_n
 
@@ -95,9 +95,8 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     import inspect
     import io
 
-    import edgefuse.kernels.ops as ops
 
-    check = ops._onnx_export_check()
+    check = exporting._onnx_export_check()
     if "import" in inspect.getsource(torch.onnx.is_in_onnx_export):  # torch's imports on each call (CI's torch)
         assert check is not torch.onnx.is_in_onnx_export
     monkeypatch.setenv("EDGEFUSE_KERNELS", FORCE)
@@ -122,7 +121,7 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     if check is torch.onnx.is_in_onnx_export:
         return
     # each flag alone, where dispatch found them; torch's own function must agree that it is the flag
-    state, flags = ops.onnx_export_flags()
+    state, flags = exporting.onnx_export_flags()
     monkeypatch.setattr(flags, "_is_onnx_exporting", True)  # the dynamo exporter's
     assert check() is True and torch.onnx.is_in_onnx_export() is True
     monkeypatch.setattr(flags, "_is_onnx_exporting", False)
@@ -211,7 +210,7 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
 
     import edgefuse.kernels.ops as ops
 
-    caches = [ops.triton_cuda_error, ops._warn_no_triton, nvidia.libcuda_dirs,
+    caches = [platform.triton_cuda_error, ops._warn_no_triton, nvidia.libcuda_dirs,
               *(getattr(m, f) for m, f in ((nvidia, "library_dirs"), (build, "_find_compiler")) if hasattr(m, f))]
     monkeypatch.setattr(triton.runtime, "driver", type(triton.runtime.driver)())  # no driver started yet
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # so Triton picks its CUDA backend
@@ -255,9 +254,9 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
     (87, "3.0.0", {}, None), (90, "3.0.0", {}, None), (72, "3.0.0", {}, None), ("gfx942", "3.0.0", {}, None),
 ])
 def test_which_triton_compiles_for_which_gpu(arch, version, environ, expected):
-    """The table bench/triton_targets.sh measured (and checks), read back: what each release
+    """The table tools/triton_targets.sh measured (and checks), read back: what each release
     does for each architecture, and the remedy it names (the first release that works)."""
-    from edgefuse.kernels.ops import TRITON_TARGETS, triton_target_error
+    from edgefuse.kernels.platform import TRITON_TARGETS, triton_target_error
 
     got = triton_target_error(arch, version, environ)
     if expected is None:
@@ -298,8 +297,8 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
 
     monkeypatch.setattr(tg.GatedFusionFunction, "apply", lambda *a: launched.append(1))  # training
     monkeypatch.setattr(tg, "gated_fusion_triton", lambda *a: launched.append(1))  # inference
-    monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: None)  # (a test kernel would need the Thor)
-    ops.triton_cuda_error.cache_clear()
+    monkeypatch.setattr(platform, "kernel_load_error", lambda device, arch: None)  # (a test kernel would need the Thor)
+    platform.triton_cuda_error.cache_clear()
     ops._warn_no_triton.cache_clear()
     try:
         feats, logits = torch.randn(2, 3, 4), torch.randn(2, 3)
@@ -311,10 +310,10 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
         with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot compile"):
             backend(feats)
         monkeypatch.setattr(triton, "__version__", "3.7.1")  # a release that can: checked once per process
-        ops.triton_cuda_error.cache_clear()
+        platform.triton_cuda_error.cache_clear()
         assert backend(feats) == "triton"
     finally:
-        ops.triton_cuda_error.cache_clear()
+        platform.triton_cuda_error.cache_clear()
         ops._warn_no_triton.cache_clear()
 
 
@@ -322,29 +321,28 @@ def test_the_load_check_runs_a_test_kernel_and_reads_it_back(monkeypatch):
     """``kernel_load_error`` builds, loads and runs triton_probe's kernel (compiled on a GPU,
     interpreted here) and reads it back: None when it works; a kernel that leaves its output
     unwritten is caught, with what it wrote."""
-    import edgefuse.kernels.ops as ops
     from edgefuse.kernels import triton_probe
 
-    assert ops.kernel_load_error(DEV, 87) is None
+    assert platform.kernel_load_error(DEV, 87) is None
 
     class Unwritten:  # a launch that runs nothing
         def __getitem__(self, grid):
             return lambda *args, **kwargs: None
 
     monkeypatch.setattr(triton_probe, "_iota", Unwritten())
-    what, why, remedy = ops.kernel_load_error(DEV, 87)
+    what, why, remedy = platform.kernel_load_error(DEV, 87)
     assert what == "Triton cannot build and load a kernel on this GPU"
     assert why.startswith("RuntimeError: Triton's test kernel ran but wrote [-1, -1, -1, -1]... instead of [1, 4, 7, 10]")
-    if ops.cuda_driver_version() is None:  # no NVIDIA driver: no versions to compare
-        assert remedy == ops.PROBE_REMEDY
+    if platform.cuda_driver_version() is None:  # no NVIDIA driver: no versions to compare
+        assert remedy == platform.PROBE_REMEDY
 
 
 LOAD_REFUSED = r"""
 import json, sys
 from unittest import mock
 from triton.compiler.compiler import CompiledKernel
-from edgefuse.kernels import ops
-from edgefuse.kernels.aot import stand_in_gpu
+from edgefuse.kernels import platform
+from tools.aot import stand_in_gpu
 
 def refuse(self):
     raise RuntimeError("Triton Error [CUDA]: device kernel image is invalid")
@@ -354,9 +352,9 @@ for arch in (87, 90):
     for driver in ("12.6", "99.0"):
         with stand_in_gpu(arch):  # Triton compiles the test kernel for real; the load is refused
             with mock.patch.object(CompiledKernel, "_init_handles", refuse), \
-                 mock.patch.object(ops, "cuda_driver_version", lambda: driver):
-                out[f"{arch} {driver}"] = ops.kernel_load_error("cpu", arch)
-    out[f"{arch} ptxas"] = ops.triton_ptxas(arch)
+                 mock.patch.object(platform, "cuda_driver_version", lambda: driver):
+                out[f"{arch} {driver}"] = platform.kernel_load_error("cpu", arch)
+    out[f"{arch} ptxas"] = platform.triton_ptxas(arch)
 json.dump(out, sys.stdout)
 """
 
@@ -375,7 +373,6 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
     import triton
     from triton.backends.nvidia import compiler
 
-    import edgefuse.kernels.ops as ops
 
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS",
                                                            "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")}
@@ -390,10 +387,10 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
         assert what == "Triton cannot build and load a kernel on this GPU"
         assert why == (f"RuntimeError: Triton Error [CUDA]: device kernel image is invalid; Triton {triton.__version__} "
                        f"builds for sm_{arch} with CUDA {version}'s ptxas, this driver runs CUDA 12.6")
-        if ops.major_minor(version) > (12, 6):  # every release's wheel (12.4 in 3.0-3.3)
+        if platform.major_minor(version) > (12, 6):  # every release's wheel (12.4 in 3.0-3.3)
             assert remedy.startswith(f"update the NVIDIA driver to one for CUDA {version}, or set {var} to the ptxas "
                                      "of a CUDA toolkit no newer than 12.6"), remedy
-        assert out[f"{arch} 99.0"][2] == ops.PROBE_REMEDY  # a newer driver: no version advice
+        assert out[f"{arch} 99.0"][2] == platform.PROBE_REMEDY  # a newer driver: no version advice
         # the variable named is the one this Triton reads for that architecture
         monkeypatch.setenv(var, str(tmp_path / "ptxas"))
         (tmp_path / "ptxas").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6, V12.6.85'\n")
@@ -403,7 +400,7 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
         try:
             for f in found:
                 f.cache_clear()
-            assert ops.triton_ptxas(arch) == (str(tmp_path / "ptxas"), "12.6", var)
+            assert platform.triton_ptxas(arch) == (str(tmp_path / "ptxas"), "12.6", var)
         finally:
             monkeypatch.delenv(var)
             for f in found:
@@ -413,19 +410,18 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
 @pytest.mark.parametrize("version, driver, pin", [("3.8.0", "11.4", True), ("3.6.0", "11.4", False), ("3.8.0", "12.6", False)])
 def test_on_a_cuda_11_driver_the_remedy_pins_a_triton_that_builds_with_its_ptxas(monkeypatch, version, driver, pin):
     """JetPack 5's driver runs CUDA 11.4, older than every Triton wheel's ptxas, and Triton 3.7
-    and later cannot build with a CUDA 11 ptxas (bench/triton_ptxas.sh): there the remedy says
+    and later cannot build with a CUDA 11 ptxas (tools/triton_ptxas.sh): there the remedy says
     to install an older Triton first."""
     import triton
 
-    import edgefuse.kernels.ops as ops
     from edgefuse.kernels import triton_probe
 
     monkeypatch.setattr(triton_probe, "run", lambda device: (_ for _ in ()).throw(
         RuntimeError("Triton Error [CUDA]: device kernel image is invalid")))
     monkeypatch.setattr(triton, "__version__", version)
-    monkeypatch.setattr(ops, "triton_ptxas", lambda arch: ("/x/ptxas", "12.9", "TRITON_PTXAS_PATH"))
-    monkeypatch.setattr(ops, "cuda_driver_version", lambda: driver)
-    remedy = ops.kernel_load_error("cuda:0", 87)[2]
+    monkeypatch.setattr(platform, "triton_ptxas", lambda arch: ("/x/ptxas", "12.9", "TRITON_PTXAS_PATH"))
+    monkeypatch.setattr(platform, "cuda_driver_version", lambda: driver)
+    remedy = platform.kernel_load_error("cuda:0", 87)[2]
     assert remedy.startswith(f"update the NVIDIA driver to one for CUDA 12.9, or set TRITON_PTXAS_PATH to the ptxas "
                              f"of a CUDA toolkit no newer than {driver}")
     assert remedy.endswith(f"; Triton {version} cannot build with a CUDA 11 ptxas, so first install triton<3.7") == pin
@@ -441,12 +437,12 @@ def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(mo
     checked = []
     refused = ("Triton cannot build and load a kernel on this GPU", "RuntimeError: Triton Error [CUDA]: device kernel "
                "image is invalid", "update the NVIDIA driver")
-    monkeypatch.setattr(ops, "kernel_load_error", lambda device, arch: checked.append((str(device), arch)) or refused)
+    monkeypatch.setattr(platform, "kernel_load_error", lambda device, arch: checked.append((str(device), arch)) or refused)
     fake_cuda = torch.zeros(2, 3)
     try:
         for capturing in (True, False):
             monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
-            ops.triton_cuda_error.cache_clear()
+            platform.triton_cuda_error.cache_clear()
             ops._warn_no_triton.cache_clear()
             if capturing:
                 assert backend(fake_cuda) == "triton" and checked == []
@@ -459,7 +455,7 @@ def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(mo
             with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot build and load"):
                 backend(fake_cuda)
     finally:
-        ops.triton_cuda_error.cache_clear()
+        platform.triton_cuda_error.cache_clear()
         ops._warn_no_triton.cache_clear()
 
 
@@ -580,7 +576,7 @@ def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch):
         assert [k for k, _ in seen] == ["_fused_projection_kernel", "_mfb_kernel", "_bilinear_kernel"]
         return {p for _, p in seen}
 
-    from edgefuse.kernels.aot import fp32_matmul_precision  # sets it, restores it after
+    from tools.aot import fp32_matmul_precision  # sets it, restores it after
 
     with fp32_matmul_precision("highest"):
         assert precisions(torch.float32) == {"ieee"} and precisions(torch.float16) == {"tf32"}

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from edgefuse.kernels.reference import fused_projection_reference
-from edgefuse.kernels.triton_projection import DOT_MIN, GEMM_ROWS, MIN_PROGRAMS, _config, fused_projection_triton
+from edgefuse.kernels.triton_projection import _config, fused_projection_triton
+from edgefuse.kernels.utils import DOT_MIN, GEMM_ROWS, MIN_PROGRAMS
 from tests.conftest import KERNEL_DEVICE as DEV
 from tests.kernels._tol import assert_close
 

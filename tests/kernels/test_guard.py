@@ -154,7 +154,7 @@ def test_interpreter_patches_undone_restores_what_the_interpreter_rewrites():
 LEAK_SCRIPT = """
 import os, sys
 import torch
-from edgefuse.kernels import aot
+from tools import aot
 from edgefuse.kernels.triton_gated import gated_fusion_triton
 from tests.kernels import test_guard
 from tests.kernels._guard import interpreter_patches_undone
@@ -174,7 +174,7 @@ def test_a_kernel_compiles_for_the_gpu_after_an_interpreted_launch(tmp_path):
     the interpreter's patches then broke every later compile in the process (a CompilationError
     in the GPU check's test_selfcheck.py with Triton 3.0-3.5); conftest.py undoes them after
     each test. Compiled here for a stand-in sm_90 GPU, in a process without the interpreter.
-    Without the undo it fails on Triton 3.0 to 3.5, which bench/triton_versions.sh's interpreter
+    Without the undo it fails on Triton 3.0 to 3.5, which tools/triton_versions.sh's interpreter
     tests run; from 3.6 (CI's 3.9) Triton undoes its own patches and the undo does nothing."""
     import os
     import subprocess

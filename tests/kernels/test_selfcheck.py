@@ -20,7 +20,7 @@ import torch
 import edgefuse.kernels.triton_bilinear as tb
 import edgefuse.kernels.triton_gated as tg
 import edgefuse.kernels.triton_projection as tp
-from edgefuse.kernels import ops, selfcheck
+from edgefuse.kernels import platform, selfcheck
 from edgefuse.kernels.reference import error_over_tolerance
 from tests.conftest import KERNEL_DEVICE
 
@@ -94,12 +94,12 @@ def test_report_says_what_edgefuse_kernels_makes_cuda_calls_run(monkeypatch, for
 
 
 def test_report_gives_dispatchs_reason_and_remedy_when_the_kernels_cannot_run(monkeypatch):
-    monkeypatch.setattr(ops, "triton_cuda_error",
-                        lambda: ("Triton's CUDA driver cannot start", "RuntimeError: Failed to find C compiler", ops.DRIVER_REMEDY))
+    monkeypatch.setattr(platform, "triton_cuda_error",
+                        lambda: ("Triton's CUDA driver cannot start", "RuntimeError: Failed to find C compiler", platform.DRIVER_REMEDY))
     can, why, remedy = selfcheck._kernels_can_run(cuda=True)
     assert not can and why == "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)"
-    assert remedy == ops.DRIVER_REMEDY
-    monkeypatch.setattr(ops, "triton_cuda_error", lambda: None)
+    assert remedy == platform.DRIVER_REMEDY
+    monkeypatch.setattr(platform, "triton_cuda_error", lambda: None)
     assert selfcheck._kernels_can_run(cuda=True) == (True, None, None)
     assert selfcheck._kernels_can_run(cuda=False) == (False, "no CUDA device", None)
 
@@ -107,7 +107,7 @@ def test_report_gives_dispatchs_reason_and_remedy_when_the_kernels_cannot_run(mo
 def test_check_refuses_with_the_reason_when_the_kernels_cannot_run(monkeypatch, capsys):
     rec = {**selfcheck.report(), "devices": [{"index": 0, "name": "Orin", "arch": "sm_87", "sms": 16, "memory_gib": 61.4}],
            "kernels_can_run": False, "why": "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)",
-           "remedy": ops.DRIVER_REMEDY}
+           "remedy": platform.DRIVER_REMEDY}
     monkeypatch.setattr(selfcheck, "report", lambda: rec)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no set_device for "cuda"
     args = selfcheck.argparse.Namespace(check=True, bench=False, interpret=False, device=None, batch=None, dim=None,
@@ -127,10 +127,10 @@ def test_report_gives_the_drivers_cuda_and_the_ptxas_triton_builds_each_gpu_with
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
         name="Orin", major=8, minor=7, total_memory=61.4 * 2**30, multi_processor_count=16))
-    monkeypatch.setattr(ops, "cuda_driver_version", lambda: "12.6")
-    monkeypatch.setattr(ops, "triton_cuda_error", lambda: None)
+    monkeypatch.setattr(platform, "cuda_driver_version", lambda: "12.6")
+    monkeypatch.setattr(platform, "triton_cuda_error", lambda: None)
     rec = selfcheck.report()
-    path, cuda, var = ops.triton_ptxas(87)
+    path, cuda, var = platform.triton_ptxas(87)
     assert rec["versions"]["driver_cuda"] == "12.6"
     assert rec["devices"][0]["triton_ptxas"] == {"path": path, "cuda": cuda, "variable": var}
     text = selfcheck.format_report(rec)
@@ -174,8 +174,8 @@ def test_cli_errors():
     assert p.returncode == 0 and "because: no CUDA device" in p.stdout, p.stderr
     p = _cli("--check", env=no_gpu)
     assert p.returncode == 2 and "cannot run here: no CUDA device (--check --interpret checks them on the CPU)" in p.stderr
-    p = _cli("--bench", "--interpret")
-    assert p.returncode == 2 and "--interpret can only --check" in p.stderr
+    p = _cli("--bench")  # timing is tools/kernel_bench.py's
+    assert p.returncode == 2 and "unrecognized arguments: --bench" in p.stderr
     p = _cli("--widths", "2048,x")
     assert p.returncode == 2 and "expected comma-separated integers such as 2048,1024,128, got '2048,x'" in p.stderr
     with pytest.raises(ValueError, match=r"expected batches, dim and widths >= 1, got batches=\[0\]"):
@@ -195,132 +195,6 @@ def test_cli_without_triton(tmp_path):
     p = _cli("--check", "--interpret", env=env)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "Triton cannot be imported here (ImportError: No module named 'triton'); to run them, pip install triton" in p.stderr
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
-def test_bench_times_every_op_on_the_gpu():
-    rows = selfcheck.bench("cuda", batches=(8,), dim=64, widths=(128, 64, 32), rep_ms=5)
-    assert [r["op"] for r in rows] == list(selfcheck.OPS)
-    for r in rows:
-        assert r["triton_us"] > 0 and r["eager_us"] > 0 and r["speedup"] == pytest.approx(r["eager_us"] / r["triton_us"], rel=0.01)
-        assert r["triton_sync_us"] > 0 and r["eager_sync_us"] > 0  # per call, synchronized
-        assert ("triton_graph_us" in r) or ("triton_graph_error" in r)
-
-
-def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
-    """Every op's Triton and eager calls run (interpreted on a CPU) and each row is built from
-    the timers' answers; the GPU test above times them for real."""
-    import triton.testing as tt
-
-    calls = Counter()
-
-    def do_bench(fn, rep, return_mode):
-        assert return_mode == "median"
-        calls[rep] += 1
-        fn()
-        return 0.004 if calls[rep] % 2 else 0.010  # triton, then eager
-
-    def no_graph(fn, rep_ms, quantiles):
-        raise RuntimeError("operation not permitted when stream is capturing")
-
-    def sync_latency_ms(fn, quantiles, device, rep_ms):
-        assert (quantiles, device, rep_ms) == ([0.5], KERNEL_DEVICE, 7)  # rep_ms, up to SYNC_MS
-        calls["sync"] += 1
-        fn()
-        return [0.02 if calls["sync"] % 2 else 0.03]
-
-    monkeypatch.setattr(tt, "do_bench", do_bench)
-    monkeypatch.setattr(selfcheck, "cuda_graph_ms", no_graph)
-    monkeypatch.setattr(selfcheck, "sync_latency_ms", sync_latency_ms)
-    rows = selfcheck.bench(KERNEL_DEVICE, dtype=torch.float32, rep_ms=7, **{k: v for k, v in SHAPES.items() if k != "batches"}, batches=(3,))
-    assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8, "sync": 8}
-    for r in rows:
-        assert (r["B"], r["dtype"], r["triton_us"], r["eager_us"], r["speedup"]) == (3, "float32", 4.0, 10.0, 2.5)
-        assert (r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (20.0, 30.0, 1.5)
-        assert r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing" and "graph_speedup" not in r
-
-
-def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bounds(monkeypatch):
-    """Per call: the wall clock of the call and the synchronize after it (a control loop's
-    latency); at least SYNC_CALLS[0] calls, then more while rep_ms lasts, at most SYNC_CALLS[1]."""
-    clock, events = [0.0], []
-
-    def perf_counter():
-        return clock[0]
-
-    def fn():  # a call that takes 2 ms, then 4 ms, alternately, on the fake clock
-        events.append("call")
-        clock[0] += (2e-3, 4e-3)[events.count("call") % 2]
-
-    monkeypatch.setattr(selfcheck.time, "perf_counter", perf_counter)
-    monkeypatch.setattr(selfcheck.torch.cuda, "synchronize", lambda: (events.append("sync"), clock.__setitem__(0, clock[0] + 1e-3)))
-    monkeypatch.setattr(selfcheck, "SYNC_CALLS", (4, 50))
-    med, p80 = selfcheck.sync_latency_ms(fn, [0.5, 0.8], rep_ms=30, warmup=2)
-    assert events[:8] == ["call", "sync"] * 4  # each call is followed by its synchronize
-    timed = events.count("call") - 2
-    assert timed == 8  # 5, 3, 5, ... ms (each with its 1 ms synchronize): the 8th ends past 30 ms
-    assert (med, p80) == (pytest.approx(4.0), pytest.approx(5.0))  # each call's time includes its synchronize
-    events.clear()
-    selfcheck.sync_latency_ms(fn, [0.5], rep_ms=0, warmup=0)
-    assert events.count("call") == 4  # at least SYNC_CALLS[0], however short rep_ms
-    events.clear()
-    selfcheck.sync_latency_ms(fn, [0.5], rep_ms=10_000, warmup=0)
-    assert events.count("call") == 50  # at most SYNC_CALLS[1], however long rep_ms
-    events.clear()
-    selfcheck.sync_latency_ms(fn, [0.5], device="cpu", rep_ms=0, warmup=0)
-    assert "sync" not in events
-    # edgefuse kernels --bench: do_bench's rep_ms, but no more than SYNC_MS for the per-call timing
-    import triton.testing as tt
-
-    asked = []
-    monkeypatch.setattr(tt, "do_bench", lambda fn, rep, return_mode: 0.001)
-    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: asked.append(rep_ms) or [0.002])
-    row: dict = {}
-    selfcheck._time_into(row, "triton", lambda: None, "cpu", False, 100)
-    assert asked == [selfcheck.SYNC_MS] and (row["triton_us"], row["triton_sync_us"]) == (1.0, 2.0)
-
-
-def test_aot_cases_are_the_checks_gpu_launches():
-    """``python -m edgefuse.kernels.aot --cases selfcheck`` compiles what a default GPU check runs."""
-    labels = [label for label, _ in selfcheck.aot_cases(torch.float16)]
-    gpu = selfcheck.GPU_SHAPES
-    assert len(labels) == len(gpu["batches"]) * 6 + 2 and all(" float16 " in label for label in labels)
-    assert Counter(label.split()[0] for label in labels) == {"fused_projection": 2 * len(gpu["batches"]) + 1, "mfb": 4,
-                                                             "bilinear": 4, "gated_fusion": 2 * len(gpu["batches"]) + 1}
-    assert {f"B={b}" for b in gpu["batches"]} <= {word for label in labels for word in label.split()}
-
-
-@pytest.mark.parametrize("release", ["3.2 and later", "3.0 and 3.1"])
-def test_cuda_graph_timing_on_every_triton_release(monkeypatch, release):
-    """On a side stream (3.0 and 3.1 refuse the default one); quantiles where the release has them."""
-    import contextlib
-
-    import triton.testing as tt
-
-    calls, streams = [], []
-    if release == "3.2 and later":
-        def fake(fn, rep=20, grad_to_none=None, quantiles=None, return_mode="mean"):
-            calls.append((rep, quantiles, return_mode, len(streams)))
-            return [0.5, 0.4, 0.6]
-    else:
-        def fake(fn, rep=20, grad_to_none=None, return_mode="mean"):
-            calls.append((rep, None, return_mode, len(streams)))
-            return 0.5
-
-    @contextlib.contextmanager
-    def stream(s):
-        streams.append(s)
-        yield
-
-    monkeypatch.setattr(tt, "do_bench_cudagraph", fake)
-    monkeypatch.setattr(torch.cuda, "Stream", lambda: "side stream")
-    monkeypatch.setattr(torch.cuda, "stream", stream)
-    got = selfcheck.cuda_graph_ms(lambda: None, 50, [0.5, 0.2, 0.8])
-    assert streams == ["side stream"]
-    if release == "3.2 and later":
-        assert got == [0.5, 0.4, 0.6] and calls == [(50, [0.5, 0.2, 0.8], "mean", 1)]
-    else:
-        assert got == [0.5, None, None] and calls == [(50, None, "median", 1)]
 
 
 # --checkpoint: a trained model, every default sensor subset
@@ -372,30 +246,6 @@ def test_cli_model_check(tiny_checkpoint):
     assert p.returncode == 2 and "--dtype bfloat16 cannot be checked in the interpreter" in p.stderr
     with pytest.raises(ValueError, match="expected a model dtype in"):
         selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, dtype=torch.float64)
-
-
-def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypatch):
-    import triton.testing as tt
-
-    def ms(scale):  # the eager timing runs with the reference ops forced: twice as slow here
-        return lambda fn, *a, **k: (fn(), scale * (2 if os.environ.get("EDGEFUSE_KERNELS") == "reference" else 1))[1]
-
-    monkeypatch.setattr(tt, "do_bench", ms(0.002))
-    monkeypatch.setattr(selfcheck, "cuda_graph_ms", lambda fn, rep_ms, quantiles: [ms(0.001)(fn)])
-    monkeypatch.setattr(selfcheck, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: [ms(0.003)(fn)])
-    rows = selfcheck.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5, dtype=torch.float16)
-    assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
-    assert {r["dtype"] for r in rows} == {"float16"}
-    assert all((r["triton_us"], r["eager_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"]) == (2.0, 4.0, 2.0, 2.0, 2.0)
-               for r in rows)
-    assert all((r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (3.0, 6.0, 2.0) for r in rows)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: --bench times the compiled kernels")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_model_bench_on_the_gpu(tiny_checkpoint, dtype):
-    rows = selfcheck.bench_model(tiny_checkpoint, "cuda", batches=(8,), rep_ms=5, dtype=dtype)
-    assert len(rows) == 7 and all(r["triton_us"] > 0 and r["eager_us"] > 0 and r["triton_sync_us"] > 0 for r in rows)
 
 
 #: the fused ops one forward of each mid-fusion and missing-modality family calls (two sensors);

@@ -2,9 +2,9 @@
 # The kernels across Triton versions, without a GPU. For each version given: a venv with
 # torch $TORCH (default 2.13.0, the CPU build) and that Triton, the kernel tests in its
 # interpreter, then the AOT compile of every benchmark launch for sm_90 (H100/H200) and
-# sm_87 (Jetson Orin) through its JIT (kernels/aot.py; with --sass, so each binary's memory
+# sm_87 (Jetson Orin) through its JIT (tools/aot.py; with --sass, so each binary's memory
 # instructions are read from its SASS as well as its PTX), the GPU check's kernel tests compiled
-# for sm_90 the same way (bench/count_gpu_test_binaries.py: binaries, compile errors, resource
+# for sm_90 the same way (tools/count_gpu_test_binaries.py: binaries, compile errors, resource
 # problems), the launchers' host time with that Triton's launch path
 # (bench/bench_launch_overhead.py), and whether kernels/_launch.launch hands the driver what
 # that Triton's own path would (tests/kernels/launch_check.py). A Jetson image may carry an
@@ -19,15 +19,15 @@
 # binaries), with <tag> = triton-<version>[-torch-<TORCH>][-py<X.Y>], and appends a line per
 # version to $OUT/versions.txt. Needs PyPI; venvs are kept under $VENVS for a rerun.
 #
-#   OUT=bench/results/aot bash bench/triton_versions.sh 3.0.0 3.2.0 3.6.0 3.9.0
-#   TORCH=2.11.0 OUT=bench/results/aot bash bench/triton_versions.sh 3.6.0
+#   OUT=bench/results/aot bash tools/triton_versions.sh 3.0.0 3.2.0 3.6.0 3.9.0
+#   TORCH=2.11.0 OUT=bench/results/aot bash tools/triton_versions.sh 3.6.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 VENVS="${VENVS:-/tmp/edgefuse-triton-venvs}"
 TORCH="${TORCH:-2.13.0}"
 PYTHON="${PYTHON:-python3}"
-[ $# -gt 0 ] || { echo "usage: [TORCH=X.Y.Z] [PYTHON=python3.X] bash bench/triton_versions.sh VERSION [VERSION...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: [TORCH=X.Y.Z] [PYTHON=python3.X] bash tools/triton_versions.sh VERSION [VERSION...]" >&2; exit 2; }
 pyver() { "$1" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'; }
 py=$(pyver "$PYTHON") || { echo "PYTHON=$PYTHON: not a Python interpreter" >&2; exit 2; }
 suffix=""
@@ -51,14 +51,14 @@ for v in "$@"; do
       || { echo "$tag: install failed" | tee -a "$OUT/versions.txt"; status=1; continue; }
   fi
   tests=$(TRITON_INTERPRET=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 tests/kernels \
-            --ignore=tests/kernels/test_aot.py 2>&1 | tail -n 1)
+            --ignore=tests/tools/test_aot.py 2>&1 | tail -n 1)
   case "$tests" in *failed*|*error*) status=1 ;; esac
   # an empty Triton cache each run, so the AOT check compiles (and times) every binary for real
   cache=$(mktemp -d)
-  aot=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" -m edgefuse.kernels.aot \
+  aot=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" -m tools.aot \
           --arch 90 --arch 87 --sass --json "$OUT/$tag.json" 2>&1 | tail -n 1) || status=1
   # (it uses an empty Triton cache of its own)
-  gpu_tests=$(env -u TRITON_INTERPRET "$venv/bin/python" bench/count_gpu_test_binaries.py --out "$venv/gpu-tests" 2>&1 \
+  gpu_tests=$(env -u TRITON_INTERPRET "$venv/bin/python" tools/count_gpu_test_binaries.py --out "$venv/gpu-tests" 2>&1 \
                 | grep '^sm_90:' | sed 's/ {[^}]*}//') || status=1
   cp "$venv/gpu-tests/gpu_test_binaries.json" "$OUT/$tag-gpu-tests.json" 2>/dev/null || status=1
   host=$(env -u TRITON_INTERPRET TRITON_CACHE_DIR="$cache" "$venv/bin/python" bench/bench_launch_overhead.py \

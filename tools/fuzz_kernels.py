@@ -43,11 +43,11 @@ of the reference comparison (one reduction length per output and gradient), a ca
 when ops took the other path than its dispatch rules say (the kernel, or the reference for
 training through an op without a Triton backward) or returned another dtype than they give.
 
-    python bench/fuzz_kernels.py --cases 200 --out bench/results/fuzz     # fuzz.json; exit 1 on a failure
-    python bench/fuzz_kernels.py --seed 0 --only 17                       # one case, printed
-    python bench/fuzz_kernels.py --layer ops --cases 500 --out DIR        # fuzz_ops.json
-    python bench/fuzz_kernels.py --layer ops --seed 7 --only 5136 --orders 8   # PyTorch's error in 8 orders
-    python bench/fuzz_kernels.py --tally bench/results/cpu-2core-avx512vnni    # the committed runs, added up
+    python tools/fuzz_kernels.py --cases 200 --out bench/results/fuzz     # fuzz.json; exit 1 on a failure
+    python tools/fuzz_kernels.py --seed 0 --only 17                       # one case, printed
+    python tools/fuzz_kernels.py --layer ops --cases 500 --out DIR        # fuzz_ops.json
+    python tools/fuzz_kernels.py --layer ops --seed 7 --only 5136 --orders 8   # PyTorch's error in 8 orders
+    python tools/fuzz_kernels.py --tally bench/results/cpu-2core-avx512vnni    # the committed runs, added up
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ TORCH_SLACK = 2.0
 #: PyTorch's own error is the worst over this many orders of each reduction (``_in_order``; order 0: as given)
 ORDERS = 4
 ROOT = Path(__file__).resolve().parents[1]
+# run from anywhere: the repository root (tools.*, tests.*) and bench/ (its _common helpers) on the path
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 
 def _batch(r: random.Random) -> int:

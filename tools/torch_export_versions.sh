@@ -11,13 +11,13 @@
 # Where a pip constraints file caps torch (the development VMs' /etc/xdg/pip caps it at 2.14.1,
 # so torch==2.15.0 "has conflicting dependencies"), PIP_CONSTRAINT=/dev/null lifts it for the run.
 #
-#   OUT=bench/results/torch_export bash bench/torch_export_versions.sh 2.6.0 2.9.1 2.10.0
+#   OUT=bench/results/torch_export bash tools/torch_export_versions.sh 2.6.0 2.9.1 2.10.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 VENVS="${VENVS:-/tmp/edgefuse-torch-venvs}"
 PYTHON="${PYTHON:-python3}"
-[ $# -gt 0 ] || { echo "usage: [PYTHON=python3.X] [OUT=DIR] bash bench/torch_export_versions.sh VERSION [VERSION...]" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: [PYTHON=python3.X] [OUT=DIR] bash tools/torch_export_versions.sh VERSION [VERSION...]" >&2; exit 2; }
 mkdir -p "$OUT" "$VENVS"
 status=0
 for v in "$@"; do

@@ -1,5 +1,5 @@
 # Sourced by the Triton-release scripts (triton_targets.sh, triton_ptxas.sh): one AOT compile of
-# every benchmark launch (kernels/aot.py) in a venv, for one architecture, with an empty Triton
+# every benchmark launch (tools/aot.py) in a venv, for one architecture, with an empty Triton
 # cache and no ptxas or cuobjdump variable but those given.
 
 aot() {  # venv, arch, env assignments...: "compiled N binaries" or "failed (rc R): first error line"
@@ -7,7 +7,7 @@ aot() {  # venv, arch, env assignments...: "compiled N binaries" or "failed (rc 
   shift 2
   cache=$(mktemp -d); log=$(mktemp)
   env -u TRITON_INTERPRET -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH -u TRITON_CUOBJDUMP_PATH TRITON_CACHE_DIR="$cache" "$@" \
-    "$py" -m edgefuse.kernels.aot --arch "$arch" >"$log" 2>&1
+    "$py" -m tools.aot --arch "$arch" >"$log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then
     grep -o -m1 'compiled [0-9]* binaries' "$log"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Which Triton releases compile the kernels for the Blackwell GPUs (sm_100 B200, sm_110
 # Jetson Thor, sm_120 RTX 50, sm_121 DGX Spark; $ARCHS), without a GPU, and whether
-# edgefuse.kernels.ops.TRITON_TARGETS (what dispatch checks before the first launch) says the
-# same (triton_target_status). For each venv that bench/triton_versions.sh made (under
-# $VENVS) and each architecture: the AOT compile of every benchmark launch (kernels/aot.py, an empty Triton
+# edgefuse.kernels.platform.TRITON_TARGETS (what dispatch checks before the first launch) says the
+# same (triton_target_status). For each venv that tools/triton_versions.sh made (under
+# $VENVS) and each architecture: the AOT compile of every benchmark launch (tools/aot.py, an empty Triton
 # cache) with the wheel's own ptxas; if that fails without aborting, again with a CUDA 13
 # ptxas named by Triton's TRITON_PTXAS_PATH and TRITON_PTXAS_BLACKWELL_PATH, then with each
 # alone. JetPack 7 has one at /usr/local/cuda/bin/ptxas; here $PTXAS13 (default: the
@@ -11,13 +11,13 @@
 # venv and architecture to $OUT/targets.txt and exits 1 when one disagrees with the table.
 # (sm_80 to sm_90 compile with every release: triton_versions.sh checks sm_87 and sm_90.)
 #
-#   OUT=bench/results/aot bash bench/triton_targets.sh triton-3.0.0 triton-3.6.0 triton-3.9.0
+#   OUT=bench/results/aot bash tools/triton_targets.sh triton-3.0.0 triton-3.6.0 triton-3.9.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
 VENVS="${VENVS:-/tmp/edgefuse-triton-venvs}"
 ARCHS="${ARCHS:-100 110 120 121}"
-[ $# -gt 0 ] || { echo "usage: bash bench/triton_targets.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bash tools/triton_targets.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
 if [ -z "${PTXAS13:-}" ]; then
   PTXAS13=$(ls -d "$VENVS"/triton-3.*/lib/python3*/site-packages/triton/backends/nvidia/bin/ptxas-blackwell 2>/dev/null \
               | sort -V | tail -n 1)
@@ -27,11 +27,11 @@ case "$ptxas13" in 13.*) ;; *) echo "PTXAS13=$PTXAS13 is not a CUDA 13 ptxas (go
 mkdir -p "$OUT"
 status=0
 
-source bench/_aot.sh  # aot VENV ARCH [VAR=VALUE...]
+source tools/_aot.sh  # aot VENV ARCH [VAR=VALUE...]
 
 for tag in "$@"; do
   venv="$VENVS/$tag"
-  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/targets.txt"; status=1; continue; }
+  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run tools/triton_versions.sh first)" | tee -a "$OUT/targets.txt"; status=1; continue; }
   version=$("$venv/bin/python" -c 'import triton; print(triton.__version__)')
   for arch in $ARCHS; do
     # measured, in the table's words: own (compiles as installed), aborts, fails, or the
@@ -54,7 +54,7 @@ for tag in "$@"; do
         esac
         measured="${measured:-fails}" ;;
     esac
-    table=$("$venv/bin/python" -c "import triton; from edgefuse.kernels.ops import triton_target_status as s; print(s($arch, triton.__version__) or 'own')")
+    table=$("$venv/bin/python" -c "import triton; from edgefuse.kernels.platform import triton_target_status as s; print(s($arch, triton.__version__) or 'own')")
     if [ "$table" = "$measured" ]; then
       line="$line; table: $table, agrees"
     else

@@ -10,7 +10,7 @@ twice, each in a process of its own:
 Each run's outcome is 'caught: OutOfBounds' / 'caught: Race' (the guard), 'wrong' (a case off
 the float64 reference), 'pass' (every case passed) or 'crash'. Writes ``guard_mutants.json``.
 
-    python bench/guard_mutants.py --out bench/results/local
+    python tools/guard_mutants.py --out bench/results/local
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# run from anywhere: the repository root (tools.*, tests.*) and bench/ (its _common helpers) on the path
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 
 def _one(name: str, line: int, kind: str, guarded: bool) -> str:

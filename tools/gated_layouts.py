@@ -2,7 +2,7 @@
 
 For each case (fp16 and fp32; D = 256 and 1024; N = 3 modalities; gates per feature or per
 modality; forward and backward) the kernels are compiled for a stand-in sm_90 GPU (Triton's
-own JIT, ``edgefuse.kernels.aot.stand_in_gpu``) with the launcher's choice and with each
+own JIT, ``tools.aot.stand_in_gpu``) with the launcher's choice and with each
 warp count bench_kernels.py times beside it on a GPU (1, 2, 4 and 8 in all), and each binary's
 registers and memory instructions are recorded: global load and store widths, shared-memory
 accesses and barriers (``aot.memory_instructions``, from the PTX; ``--sass`` also reads the
@@ -14,7 +14,7 @@ beside it).
 Counts are of instructions in the code, not executions; a GPU run measures what they cost
 (``bench_kernels.py`` times the same warps as alternatives at B = 4096).
 
-    python bench/gated_layouts.py --out bench/results/aot [--sass] [--dtype float16] [--dim 1024]
+    python tools/gated_layouts.py --out bench/results/aot [--sass] [--dtype float16] [--dim 1024]
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ import json
 import os
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# run from anywhere: the repository root (tools.*, tests.*) and bench/ (its _common helpers) on the path
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 N = 3
 
@@ -43,7 +47,8 @@ def main(argv=None) -> int:
 
     from bench_kernels import _gated_alternatives
 
-    from edgefuse.kernels import aot, triton_gated
+    from edgefuse.kernels import triton_gated
+    from tools import aot
 
     rows, disagreements = [], []
     with aot.stand_in_gpu(args.arch):

@@ -17,7 +17,7 @@ global loads and stores by width, shared-memory accesses, barriers and atomics
 It must run in a process where ``TRITON_INTERPRET`` is unset (the interpreter replaces the
 JIT functions this needs).
 
-    python -m edgefuse.kernels.aot --arch 90 --arch 87 [--json kernels_aot.json]
+    python -m tools.aot --arch 90 --arch 87 [--json kernels_aot.json]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def capture(compile_if: Callable[[Launch], bool] | None = None) -> Iterator[list
     ``compile_if`` is true is also compiled by Triton's JIT (its warmup: compile and cache, no
     launch) for the active driver's target: under ``stand_in_gpu``, the stand-in's."""
     if _interpreting():
-        raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compilable kernels)")
+        raise RuntimeError("tools.aot: unset TRITON_INTERPRET (the interpreter has no compilable kernels)")
     import triton.runtime.jit as jit
 
     from edgefuse.kernels import _launch
@@ -176,7 +176,7 @@ def _cuobjdump(cubin: bytes, flag: str) -> str:
     """What ``cuobjdump flag`` (shipped in Triton's NVIDIA backend) prints for a cubin.
     ``TRITON_CUOBJDUMP_PATH``, Triton's own variable for it, names another: CUDA 13's cannot read
     what CUDA 12.2's ptxas builds for sm_90a ("does not contain device code"), and
-    bench/triton_ptxas.sh builds with such older ptxas."""
+    tools/triton_ptxas.sh builds with such older ptxas."""
     import triton
 
     tool = Path(os.environ.get("TRITON_CUOBJDUMP_PATH") or Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
@@ -381,10 +381,10 @@ def stand_in_gpu(arch: int = 90, record: list | None = None) -> Iterator[collect
     ``kernels/_launch``'s cache is emptied, so no no-op binary outlives the block. Relies on
     Triton internals: the driver config's attributes, ``CompiledKernel._init_handles`` and
     ``run``, and the JIT's per-device caches (``device_caches`` from 3.3, ``cache`` in
-    3.0-3.2). bench/triton_versions.sh checks it on every release from 3.0.0 to 3.9.0.
+    3.0-3.2). tools/triton_versions.sh checks it on every release from 3.0.0 to 3.9.0.
     """
     if _interpreting():
-        raise RuntimeError("edgefuse.kernels.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
+        raise RuntimeError("tools.aot: unset TRITON_INTERPRET (the interpreter has no compiled launch path)")
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import CompiledKernel
     from triton.runtime import driver
@@ -576,7 +576,7 @@ def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool 
 #: warps to bound each thread's registers. Not the per-modality backward, which sums over D
 #: across warps. A reduction across warps goes through shared memory with a barrier each time
 #: (10 barriers in Triton 3.0's fp16 forward at D = 1024 over 8 warps, 25 in 3.9's:
-#: bench/gated_layouts.py). One barrier is allowed: Triton 3.2 to 3.4 move a tiny tile's
+#: tools/gated_layouts.py). One barrier is allowed: Triton 3.2 to 3.4 move a tiny tile's
 #: output (D = 16, one warp) to the store's layout through shared memory. Triton 3.0 and 3.1 do
 #: so for every tile, whatever the warps (one warp included), in as many pieces as the store's
 #: width needs: 1 barrier where D is a multiple of 16 (128-bit stores), 7 to 63 at D = 1100
@@ -644,6 +644,15 @@ def _row(r: Compiled) -> str:
             f"shared={r.shared_bytes} barriers={r.memory.get('barriers')}{mma} ({r.seconds:.1f} s)")
 
 
+def selfcheck_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
+    """(label, call) for every launch ``edgefuse kernels --check`` makes on a GPU by default, on CPU
+    tensors (``--cases selfcheck``)."""
+    from edgefuse.kernels.selfcheck import _cases, _shapes, _short
+
+    for op, label, dt, _, run, _ in _cases("cpu", *_shapes("cuda", None, None, None), (dtype,)):
+        yield f"{op} {_short(dt)} {label}", run
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Compile edgefuse's Triton kernels for GPU architectures without a GPU.")
     p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Jetson Orin), 110 (Jetson Thor; Triton >= 3.7); repeatable")
@@ -668,7 +677,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     if args.cases == "selfcheck":
-        from edgefuse.kernels.selfcheck import aot_cases as source
+        source = selfcheck_cases
     else:
         source = cases
     records = check(archs, dtypes, progress=True, shard=shard, sass=args.sass, source=source)

@@ -1,4 +1,4 @@
-"""bench/fuzz_kernels.py: its random cases pass on the kernels as written, each is fixed by
+"""tools/fuzz_kernels.py: its random cases pass on the kernels as written, each is fixed by
 (seed, index), and a kernel that is off fails them."""
 
 import importlib.util
@@ -10,12 +10,14 @@ import torch
 
 from tests.conftest import KERNEL_DEVICE as DEV
 
+pytestmark = pytest.mark.tools
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_kernels", ROOT / "bench" / "fuzz_kernels.py")
+    spec = importlib.util.spec_from_file_location("fuzz_kernels", ROOT / "tools" / "fuzz_kernels.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,7 +2,7 @@
 
 bench/gpu_check.sh runs ``tests/kernels`` compiled on the GPU under a time limit, and every
 parametrisation compiles its own binaries. This runs the same tests through Triton's real JIT
-on a stand-in ``sm_<arch>`` GPU (``edgefuse.kernels.aot.stand_in_gpu``): each launch compiles
+on a stand-in ``sm_<arch>`` GPU (``tools.aot.stand_in_gpu``): each launch compiles
 exactly as on that GPU, and runs nothing, so the tests' checks of results fail; what counts is
 the binaries each kernel needed, the seconds spent compiling them (on this machine, one
 process, an empty Triton cache), every error Triton's compile and launch path raised (with the
@@ -14,7 +14,7 @@ GPU is found here first. Tests that force ``EDGEFUSE_KERNELS=interpret`` where t
 no GPU (the model tests of test_dispatch.py) stop before compiling here, so the few binaries of
 their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
 
-    python bench/count_gpu_test_binaries.py --out bench/results/local
+    python tools/count_gpu_test_binaries.py --out bench/results/local
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# run from anywhere: the repository root (tools.*, tests.*) and bench/ (its _common helpers) on the path
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 
 class _Count:
@@ -44,7 +46,7 @@ class _Count:
     def pytest_sessionstart(self, session):
         import triton.runtime.jit as jit
 
-        from edgefuse.kernels import aot
+        from tools import aot
 
         self._gpu = aot.stand_in_gpu(self.arch)
         self.launches = self._gpu.__enter__()  # every launch that reached the driver's launch
@@ -93,11 +95,11 @@ def main(argv=None) -> int:
     import triton
 
     count = _Count(args.arch)
-    # as bench/gpu_check.sh runs them (test_aot and test_masks are CI-only)
+    # as bench/gpu_check.sh runs them (test_masks is CI-only; the AOT tests are under tests/tools)
     pytest.main(["-q", "-p", "no:cacheprovider", str(ROOT / "tests/kernels"),
-                 f"--ignore={ROOT / 'tests/kernels/test_aot.py'}", f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
+                 f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
                  "--no-header", "--tb=no", "-rN", *(["-k", args.select] if args.select else [])], plugins=[count])
-    from edgefuse.kernels import aot
+    from tools import aot
 
     records = list(count.records.values())
     counts = dict(collections.Counter(r.kernel for r in records))

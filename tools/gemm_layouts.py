@@ -3,7 +3,7 @@
 For the projection (3 modalities, K = 2048, 1024, 128, relu + L2 norm, as bench_kernels.py
 times it) and MFB (O = 256, 4 factors) at the batches where bench_kernels.py times
 alternatives to the launcher's tiles (default B = 4096, fp16), each configuration is compiled
-for a stand-in GPU (Triton's own JIT, ``edgefuse.kernels.aot.stand_in_gpu``): the launcher's
+for a stand-in GPU (Triton's own JIT, ``tools.aot.stand_in_gpu``): the launcher's
 choice (``default``) and every alternative the GPU run times beside it. Each row gives the
 main kernel's warps, registers, spills, shared memory, blocks per SM that its registers
 allow, its tensor-core instructions (``aot.tensor_core_instructions``: ``wgmma m64n64k16 f16``
@@ -13,7 +13,7 @@ makes (a row-norm launch follows where the norm is not fused).
 These are facts about the code, not timings: bench_kernels.py's ``retune`` says which
 configuration wins on a GPU, and this says what each one is.
 
-    python bench/gemm_layouts.py --out bench/results/aot [--arch 90] [--batch 4096] [--dim 1024] [--op mfb]
+    python tools/gemm_layouts.py --out bench/results/aot [--arch 90] [--batch 4096] [--dim 1024] [--op mfb]
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import json
 import os
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# run from anywhere: the repository root (tools.*, tests.*) and bench/ (its _common helpers) on the path
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 
 def _configs(op: str, b: int, d: int, itemsize: int) -> tuple[tuple, dict[str, tuple]]:
@@ -53,7 +57,7 @@ def main(argv=None) -> int:
 
     import bench_kernels as bk
 
-    from edgefuse.kernels import aot
+    from tools import aot
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
 

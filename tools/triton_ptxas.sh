@@ -4,9 +4,9 @@
 # Hopper from 3.9), and a driver older than that ptxas may refuse what it builds. Dispatch
 # then takes the reference ops, with a warning that says to point the variable Triton reads
 # (ops.triton_ptxas: TRITON_PTXAS_PATH, or TRITON_PTXAS_BLACKWELL_PATH) at an older toolkit's
-# ptxas, such as JetPack's. This checks that advice: for each venv that bench/triton_versions.sh
+# ptxas, such as JetPack's. This checks that advice: for each venv that tools/triton_versions.sh
 # made and each architecture in $ARCHS (default: 87, Jetson Orin; 90, H100/H200), the AOT
-# compile of every benchmark launch (bench/_aot.sh) with the ptxas of each CUDA toolkit in
+# compile of every benchmark launch (tools/_aot.sh) with the ptxas of each CUDA toolkit in
 # $CUDAS (default 11.8 12.2 12.6: JetPack 5 has 11.4, JetPack 6.0 12.2, 6.1 and 6.2 12.6),
 # from PyPI's nvidia-cuda-nvcc wheels (kept under $PTXAS_DIR), named by the variable
 # ops.triton_ptxas names. A wrapper counts the calls that reached that ptxas, so a variable
@@ -18,7 +18,7 @@
 # CUDAS="" asks for), then one per architecture and toolkit; exits 1 when a named ptxas was not
 # the one used.
 #
-#   OUT=bench/results/aot bash bench/triton_ptxas.sh triton-3.0.0 triton-3.8.0 triton-3.9.0
+#   OUT=bench/results/aot bash tools/triton_ptxas.sh triton-3.0.0 triton-3.8.0 triton-3.9.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results/local}"
@@ -27,8 +27,8 @@ ARCHS="${ARCHS:-87 90}"
 CUDAS="${CUDAS-11.8 12.2 12.6}"  # (set but empty: none)
 PTXAS_DIR="${PTXAS_DIR:-/tmp/edgefuse-ptxas}"
 PY="${PYTHON:-python3}"
-[ $# -gt 0 ] || { echo "usage: bash bench/triton_ptxas.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
-source bench/_aot.sh  # aot VENV ARCH [VAR=VALUE...]
+[ $# -gt 0 ] || { echo "usage: bash tools/triton_ptxas.sh VENV_TAG... (venvs under $VENVS, made by triton_versions.sh)" >&2; exit 2; }
+source tools/_aot.sh  # aot VENV ARCH [VAR=VALUE...]
 mkdir -p "$OUT" "$PTXAS_DIR"
 status=0
 if [ -z "${CUOBJDUMP12:-}" ]; then
@@ -62,15 +62,15 @@ ptxas_of() {  # CUDA major.minor -> a wrapper that counts its calls in $PTXAS_DI
 
 for tag in "$@"; do
   venv="$VENVS/$tag"
-  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run bench/triton_versions.sh first)" | tee -a "$OUT/ptxas.txt"; status=1; continue; }
+  [ -x "$venv/bin/python" ] || { echo "$tag: no venv at $venv (run tools/triton_versions.sh first)" | tee -a "$OUT/ptxas.txt"; status=1; continue; }
   version=$("$venv/bin/python" -c 'import triton; print(triton.__version__)')
   # the wheel's own, per architecture family (Ampere/Ada/Orin, Hopper, Blackwell/Thor): no compile
   echo "triton $version ($tag): its own ptxas: $(env -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH "$venv/bin/python" -c \
-    "from edgefuse.kernels.ops import triton_ptxas as t; print(', '.join('sm_%d CUDA %s (%s)' % (a, *t(a)[1:]) for a in (87, 90, 100)))")" \
+    "from edgefuse.kernels.platform import triton_ptxas as t; print(', '.join('sm_%d CUDA %s (%s)' % (a, *t(a)[1:]) for a in (87, 90, 100)))")" \
     | tee -a "$OUT/ptxas.txt"
   for arch in $ARCHS; do
     read -r own var < <(env -u TRITON_PTXAS_PATH -u TRITON_PTXAS_BLACKWELL_PATH "$venv/bin/python" -c \
-                          "from edgefuse.kernels.ops import triton_ptxas as t; print(*t($arch)[1:])")
+                          "from edgefuse.kernels.platform import triton_ptxas as t; print(*t($arch)[1:])")
     for cuda in $CUDAS; do
       ptxas=$(ptxas_of "$cuda") || { echo "CUDA $cuda: no ptxas from PyPI" | tee -a "$OUT/ptxas.txt"; status=1; continue; }
       : > "$PTXAS_DIR/$cuda/calls"

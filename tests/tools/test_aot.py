@@ -1,6 +1,6 @@
 """The kernels compiled for real GPU targets (sm_90: H100/H200, sm_87: Jetson Orin, sm_110:
 Jetson Thor) with no GPU. (sm_110 needs Triton >= 3.7, which CI installs; older releases are
-bench/triton_targets.sh's, and dispatch's, business.)
+tools/triton_targets.sh's, and dispatch's, business.)
 
 The interpreter tests check the arithmetic; this checks what only the GPU compiler sees:
 Triton's lowering and ptxas accept every launch the launchers make at the benchmark shapes,
@@ -18,8 +18,11 @@ from dataclasses import replace
 
 import pytest
 
-from edgefuse.kernels.aot import GEMM_MMA, WARP_LOCAL, WARP_LOCAL_SINCE, Compiled, memory_instructions, problems, tensor_core_instructions
-from edgefuse.kernels.triton_projection import DOT_MIN, GEMM_ROWS, MAX_STAGES, SHARED_BUDGET, SHARED_OVERHEAD, _config, _pipeline
+from tools.aot import GEMM_MMA, WARP_LOCAL, WARP_LOCAL_SINCE, Compiled, memory_instructions, problems, tensor_core_instructions
+from edgefuse.kernels.triton_projection import _config
+from edgefuse.kernels.utils import DOT_MIN, GEMM_ROWS, MAX_STAGES, SHARED_BUDGET, SHARED_OVERHEAD, pipeline
+
+pytestmark = pytest.mark.tools
 
 KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_split_k_epilogue", "_gated_kernel", "_gated_bwd_kernel", "_mfb_kernel",
            "_bilinear_kernel"}
@@ -35,7 +38,7 @@ def compiled(tmp_path_factory):
     env.pop("TRITON_DEFAULT_FP_FUSION", None)  # every launch pins it: Triton 3.9 would warn otherwise
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "edgefuse.kernels.aot", *(a for arch in ARCHS for a in ("--arch", str(arch))), "--shard", f"{k}/{SHARDS}",
+            [sys.executable, "-m", "tools.aot", *(a for arch in ARCHS for a in ("--arch", str(arch))), "--shard", f"{k}/{SHARDS}",
              "--json", str(tmp / f"shard{k}.json")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
@@ -185,16 +188,16 @@ def test_pipeline_plan_fits_the_budget_and_keeps_tl_dot_sizes():
         for d in (16, 256, 1024, 4096):
             bm, bn, bk, _, _ = _config(b, d, True, 3)
             for itemsize in (2, 4):
-                k, stages = _pipeline(bm, bn, bk, itemsize)
+                k, stages = pipeline(bm, bn, bk, itemsize)
                 assert k >= DOT_MIN and 1 <= stages <= MAX_STAGES
                 assert stages * (bm * k + k * bn) * itemsize <= SHARED_BUDGET or k == DOT_MIN, (b, d, itemsize)
 
 
 def test_binaries_are_read_with_the_cuobjdump_triton_cuobjdump_path_names(monkeypatch, tmp_path):
     """CUDA 13's cuobjdump (Triton 3.8's and 3.9's) cannot read what CUDA 12.2's ptxas builds for
-    sm_90a, so bench/triton_ptxas.sh names a CUDA 12 one with Triton's own variable; the
+    sm_90a, so tools/triton_ptxas.sh names a CUDA 12 one with Triton's own variable; the
     resource count reads what that tool prints."""
-    from edgefuse.kernels.aot import resource_usage
+    from tools.aot import resource_usage
 
     tool = tmp_path / "cuobjdump"
     tool.write_text("#!/bin/sh\necho ' Function k:'\necho '  REG:40 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0'\n")
@@ -243,7 +246,7 @@ def test_problems_flags_a_warp_local_kernel_through_shared_memory_and_sass_that_
 
 PRESENCE_SCRIPT = """
 import itertools, json, torch
-from edgefuse.kernels.aot import jit_binaries
+from tools.aot import jit_binaries
 from edgefuse.kernels.triton_bilinear import mfb_triton
 from edgefuse.kernels.triton_gated import gated_fusion_triton
 from edgefuse.kernels.triton_projection import fused_projection_triton
@@ -266,7 +269,7 @@ print(json.dumps(jit_binaries(calls)))
 def test_sensors_dropping_out_and_back_compile_nothing_new():
     """Every subset of present sensors (and every presence mask) runs the binary the first
     call compiled: a sensor failing mid-run must not stall the next frame on a JIT compile.
-    Triton's own specialisation decides, on a stand-in sm_90 GPU (kernels/aot.py)."""
+    Triton's own specialisation decides, on a stand-in sm_90 GPU (tools/aot.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}
     run = subprocess.run([sys.executable, "-c", PRESENCE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -281,7 +284,7 @@ def test_kernel_annotations_are_objects_for_older_tritons():
     interpreted kernel fails ("arange's arguments must be of type tl.constexpr")."""
     import inspect
 
-    from edgefuse.kernels.aot import our_kernels
+    from tools.aot import our_kernels
 
     kernels = list(our_kernels().values())
     assert len(kernels) >= 7
