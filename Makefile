@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 FUSION ?= gated
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: venv
 # module's expensive fixture (the demo model, the AOT compiles) is built once
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# ruff (pyproject.toml): lint rules and import order, and the formatting, checked, not applied
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # the runtime's overhead and swaps, CPU engine latency (need `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
 bench: venv

@@ -20,9 +20,7 @@ PACKAGE_DIR = {
 def _subpackages(pkg: str, folder: str) -> list[str]:
     root = HERE / folder
     return [pkg] + sorted(
-        pkg + "." + ".".join(p.parent.relative_to(root).parts)
-        for p in root.rglob("__init__.py")
-        if p.parent != root
+        pkg + "." + ".".join(p.parent.relative_to(root).parts) for p in root.rglob("__init__.py") if p.parent != root
     )
 
 
@@ -31,7 +29,9 @@ PACKAGES = [p for pkg, folder in PACKAGE_DIR.items() for p in _subpackages(pkg, 
 setup(
     name="edgefuse",
     version=VERSION,
-    description="Multimodal sensor-fusion models from PyTorch to INT8 edge engines that keep answering when sensors drop out",
+    description=(
+        "Multimodal sensor-fusion models from PyTorch to INT8 edge engines that keep answering when sensors drop out"
+    ),
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -54,7 +54,7 @@ setup(
         "gpu": ["triton>=3.0; platform_system == 'Linux'"],
         "trt": ["tensorrt>=10"],
         "plot": ["matplotlib>=3.7"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["edgefuse=edgefuse.cli:main"]},
 )

@@ -7,8 +7,20 @@ import platform
 from pathlib import Path
 
 #: ONNX Runtime CPU node types that do a layer's GEMM or convolution work (FP32 and INT8 forms)
-WEIGHTED_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "FusedMatMul", "Conv", "FusedConv",
-                          "QGemm", "QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat"})
+WEIGHTED_OPS = frozenset(
+    {
+        "Gemm",
+        "FusedGemm",
+        "MatMul",
+        "FusedMatMul",
+        "Conv",
+        "FusedConv",
+        "QGemm",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
 
 
 def machine() -> dict:
@@ -24,7 +36,9 @@ def machine() -> dict:
     return {
         "cpu": info.get("model name") or platform.processor() or platform.machine() or "unknown",
         "cores": os.cpu_count(),
-        "avx2": "avx2" in flags, "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+        "avx2": "avx2" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
+        "avx_vnni": "avx_vnni" in flags,
         "python": platform.python_version(),
     }
 
@@ -65,8 +79,12 @@ def weighted_share(engine, feeds: dict, runs: int = 500) -> dict:
     run_us = [e["dur"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     weighted = sum(e["dur"] for e in kernels if e["args"]["op_name"] in WEIGHTED_OPS) / len(run_us)
-    return {"nodes_per_run": len(kernels) / len(run_us), "profiled_run_us": float(np.median(run_us)),
-            "weighted_kernels_us": weighted, "weighted_share": weighted / float(np.median(run_us))}
+    return {
+        "nodes_per_run": len(kernels) / len(run_us),
+        "profiled_run_us": float(np.median(run_us)),
+        "weighted_kernels_us": weighted,
+        "weighted_share": weighted / float(np.median(run_us)),
+    }
 
 
 def macs_per_frame(model, inputs: dict) -> int:

@@ -41,18 +41,32 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgefuse-bench-calib.") as work:
         export_model(model, Path(work) / "export", progress=False)
         for method in args.methods.split(","):
-            rec = calibrate_export(Path(work) / "export", data, Path(work) / method, method=method, size=args.size,
-                                   max_drop=100.0, progress=False)
+            rec = calibrate_export(
+                Path(work) / "export",
+                data,
+                Path(work) / method,
+                method=method,
+                size=args.size,
+                max_drop=100.0,
+                progress=False,
+            )
             drops = {k: v["accuracy"]["drop_points"] for k, v in rec["subsets"].items()}
-            results[method] = {"seconds": rec["seconds"], "max_drop_points": max(drops.values()), "drop_points": drops,
-                               "int8": {k: v["accuracy"]["int8"] for k, v in rec["subsets"].items()},
-                               "fp32": {k: v["accuracy"]["fp32"] for k, v in rec["subsets"].items()}}
+            results[method] = {
+                "seconds": rec["seconds"],
+                "max_drop_points": max(drops.values()),
+                "drop_points": drops,
+                "int8": {k: v["accuracy"]["int8"] for k, v in rec["subsets"].items()},
+                "fp32": {k: v["accuracy"]["fp32"] for k, v in rec["subsets"].items()},
+            }
             print(f"{method:<11} {rec['seconds']:7.1f} s   max drop {max(drops.values()):6.2f} points", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     out = {
         "machine": machine(),
         "versions": {"onnxruntime": ort.__version__},
-        "checkpoint": str(args.checkpoint), "size": args.size, "qdq_op_types": list(OP_TYPES), "methods": results,
+        "checkpoint": str(args.checkpoint),
+        "size": args.size,
+        "qdq_op_types": list(OP_TYPES),
+        "methods": results,
     }
     (args.out / "calibration.json").write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out / 'calibration.json'}")

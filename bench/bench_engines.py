@@ -33,7 +33,12 @@ def _time(fn, iters: int, warmup: int) -> dict:
 
 
 def _summary(us: np.ndarray) -> dict:
-    return {"p50_us": float(np.median(us)), "p90_us": float(np.percentile(us, 90)), "mean_us": float(us.mean()), "iters": int(len(us))}
+    return {
+        "p50_us": float(np.median(us)),
+        "p90_us": float(np.percentile(us, 90)),
+        "mean_us": float(us.mean()),
+        "iters": int(len(us)),
+    }
 
 
 def main(argv=None) -> int:
@@ -54,7 +59,9 @@ def main(argv=None) -> int:
     from edgefuse.data import load_sensorscenes
 
     if not (args.checkpoint / "config.json").is_file():
-        print(f"bench_engines: no checkpoint at {args.checkpoint}; run `make demo` first (it trains one)", file=sys.stderr)
+        print(
+            f"bench_engines: no checkpoint at {args.checkpoint}; run `make demo` first (it trains one)", file=sys.stderr
+        )
         return 2
     torch.set_num_threads(1)
     work = args.work or args.out / "bundles"
@@ -65,12 +72,17 @@ def main(argv=None) -> int:
         try:
             bundles[prec] = load_bundle(path)
         except ValueError:  # as make demo builds: a subset that fails the INT8 gate keeps FP32
-            bundles[prec] = build_bundle(args.checkpoint, path, backend="ort", precision=prec, progress=False, gate_fail="fp32")
+            bundles[prec] = build_bundle(
+                args.checkpoint, path, backend="ort", precision=prec, progress=False, gate_fail="fp32"
+            )
     model, _ = load_checkpoint(args.checkpoint)
     full = "+".join(model.names)
     if bundles["int8"].subsets[full]["precision"] != "int8":  # timing it as INT8 would be a lie
-        print(f"bench_engines: the {full} engine failed the INT8 accuracy gate and is FP32 "
-              f"({bundles['int8'].subsets[full].get('int8_rejected')}); there is no INT8 engine to time", file=sys.stderr)
+        print(
+            f"bench_engines: the {full} engine failed the INT8 accuracy gate and is FP32 "
+            f"({bundles['int8'].subsets[full].get('int8_rejected')}); there is no INT8 engine to time",
+            file=sys.stderr,
+        )
         return 2
     test = load_sensorscenes()["test"]
     macs = macs_per_frame(model, test.inputs)  # matmul/conv work of one frame
@@ -103,15 +115,26 @@ def main(argv=None) -> int:
         row["int8_over_fp32"] = row["ort_int8"]["p50_us"] / row["ort_fp32"]["p50_us"]
         row["int8_over_eager"] = row["ort_int8"]["p50_us"] / row["torch_eager"]["p50_us"]
         results[str(b)] = row
-        print(f"batch {b:>3}: " + "  ".join(f"{k} p50 {v['p50_us']:8.1f} us" for k, v in row.items() if isinstance(v, dict))
-              + f"  int8/fp32 {row['int8_over_fp32']:.2f}  int8/eager {row['int8_over_eager']:.2f}", flush=True)
+        print(
+            f"batch {b:>3}: "
+            + "  ".join(f"{k} p50 {v['p50_us']:8.1f} us" for k, v in row.items() if isinstance(v, dict))
+            + f"  int8/fp32 {row['int8_over_fp32']:.2f}  int8/eager {row['int8_over_eager']:.2f}",
+            flush=True,
+        )
     # where batch-1 time goes (ONNX Runtime's profiler): if the FP32 graph spends a share w of a
     # run in GEMM/conv kernels, INT8 cannot go below (1 - w) x FP32 even with free integer GEMMs
     feeds1 = {k: np.ascontiguousarray(v[:1]) for k, v in test.inputs.items()}
     profile = {name: weighted_share(e, feeds1) for name, e in engines.items()}
     profile["int8_over_fp32_floor_if_int8_gemms_were_free"] = 1.0 - profile["ort_fp32"]["weighted_share"]
-    print("profile, batch 1: " + "  ".join(f"{k}: {v['nodes_per_run']:.0f} nodes, GEMM/conv {v['weighted_share']:.0%} of a run"
-                                           for k, v in profile.items() if isinstance(v, dict)), flush=True)
+    print(
+        "profile, batch 1: "
+        + "  ".join(
+            f"{k}: {v['nodes_per_run']:.0f} nodes, GEMM/conv {v['weighted_share']:.0%} of a run"
+            for k, v in profile.items()
+            if isinstance(v, dict)
+        ),
+        flush=True,
+    )
     for e in engines.values():
         e.close()
     b1 = results.get("1")
@@ -125,7 +148,12 @@ def main(argv=None) -> int:
         "machine": machine(),
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "threads": 1,
-        "model": {"fusion": model.fusion_name, "subset": full, "checkpoint": str(args.checkpoint), "macs_per_frame": macs},
+        "model": {
+            "fusion": model.fusion_name,
+            "subset": full,
+            "checkpoint": str(args.checkpoint),
+            "macs_per_frame": macs,
+        },
         "bar": bar,
         "profile_batch1": profile,
         "results": results,

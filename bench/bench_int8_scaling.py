@@ -75,24 +75,41 @@ def main(argv=None) -> int:
                 work = tmp / f"{fusion}-{dim}"
                 rec = export_model(model, work / "export", subsets=[model.names], progress=False)
                 fp32 = work / "export" / next(iter(rec["graphs"].values()))["file"]
-                ranges, _ = compute_ranges(fp32, StratifiedReader(sample.inputs, progress=False), method="minmax", op_types=OP_TYPES)
+                ranges, _ = compute_ranges(
+                    fp32, StratifiedReader(sample.inputs, progress=False), method="minmax", op_types=OP_TYPES
+                )
                 int8 = quantize_qdq(fp32, work / "int8.onnx", ranges)
-                engines = {"fp32": OrtEngine(fp32, threads=1), "int8": OrtEngine(int8, threads=1)}  # the bundles' settings
+                engines = {
+                    "fp32": OrtEngine(fp32, threads=1),
+                    "int8": OrtEngine(int8, threads=1),
+                }  # the bundles' settings
                 for b in [int(x) for x in args.batches.split(",")]:
                     feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
                     t = _p50_us(engines, feeds)
-                    row = {"fusion": fusion, "dim": dim, "batch": b, "macs_per_frame": int(macs),
-                           "fp32_p50_us": t["fp32"], "int8_p50_us": t["int8"], "int8_over_fp32": t["int8"] / t["fp32"]}
+                    row = {
+                        "fusion": fusion,
+                        "dim": dim,
+                        "batch": b,
+                        "macs_per_frame": int(macs),
+                        "fp32_p50_us": t["fp32"],
+                        "int8_p50_us": t["int8"],
+                        "int8_over_fp32": t["int8"] / t["fp32"],
+                    }
                     rows.append(row)
-                    print(f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
-                          f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us  int8/fp32 {row['int8_over_fp32']:.2f}", flush=True)
+                    print(
+                        f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
+                        f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us  int8/fp32 {row['int8_over_fp32']:.2f}",
+                        flush=True,
+                    )
                 for e in engines.values():
                     e.close()
     doc = {
         "machine": machine(),
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
-        "threads": 1, "calibration": {"method": "minmax", "size": len(sample)},
-        "seconds": round(time.time() - start, 1), "results": rows,
+        "threads": 1,
+        "calibration": {"method": "minmax", "size": len(sample)},
+        "seconds": round(time.time() - start, 1),
+        "results": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "int8_scaling.json").write_text(json.dumps(doc, indent=2))
@@ -107,14 +124,22 @@ def _plot(rows: list, path: Path, doc: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for fusion in dict.fromkeys(r["fusion"] for r in rows):
         for b, style in zip(sorted({r["batch"] for r in rows}), ("-o", "--s", ":^")):
-            pts = sorted((r["macs_per_frame"] / 1e6, r["int8_over_fp32"]) for r in rows if r["fusion"] == fusion and r["batch"] == b)
+            pts = sorted(
+                (r["macs_per_frame"] / 1e6, r["int8_over_fp32"])
+                for r in rows
+                if r["fusion"] == fusion and r["batch"] == b
+            )
             ax.plot(*zip(*pts), style, label=f"{fusion}, batch {b}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.axhline(0.55, color="red", lw=0.8, ls="--", label="issue 4 bar (0.55)")
     ax.set_xscale("log")
     ax.set_xlabel("model size (M MACs per frame)")
     ax.set_ylabel("INT8 / FP32 p50 latency (ORT, 1 thread)")
-    ax.set_title(f"INT8 vs FP32 on {doc['machine']['cpu'][:40]} (VNNI: {doc['machine']['avx512_vnni'] or doc['machine']['avx_vnni']})", fontsize=9)
+    ax.set_title(
+        f"INT8 vs FP32 on {doc['machine']['cpu'][:40]} (VNNI: "
+        f"{doc['machine']['avx512_vnni'] or doc['machine']['avx_vnni']})",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path[:0] = [p for p in (str(Path(__file__).resolve().parents[1]),) if p not in sys.path]  # tools.*
 
-import torch
-import torch.nn.functional as F
+import torch  # noqa: E402 (after the path is set)
+import torch.nn.functional as F  # noqa: E402
 
 BATCHES = (1, 8, 32, 256, 4096)
 DIMS = (256, 1024)
@@ -48,8 +48,14 @@ DRY = False
 #: on the CPU through Triton's interpreter. It checks the script end to end (CI runs it); it
 #: measures nothing.
 DRY_RUN = {
-    "BATCHES": (1, 3, 67), "DIMS": (24,), "KS": (40, 24, 8), "TRAIN_BATCHES": (3,),
-    "MFB_OUT": 12, "MFB_ALT_BATCHES": (1, 67), "BILINEAR_D": 16, "BILINEAR_O": 8,
+    "BATCHES": (1, 3, 67),
+    "DIMS": (24,),
+    "KS": (40, 24, 8),
+    "TRAIN_BATCHES": (3,),
+    "MFB_OUT": 12,
+    "MFB_ALT_BATCHES": (1, 67),
+    "BILINEAR_D": 16,
+    "BILINEAR_O": 8,
 }
 
 
@@ -199,15 +205,34 @@ def bench_projection(dtype, results: list, compile_too: bool, checkpoint=None) -
             # tuning data for _config / _split_k / MIN_PROGRAMS: the launch configurations the heuristic
             # chooses between at edge batches and at the largest, timed in the same run (not part of the bar)
             extra: dict = {}
-            alts = _time_alternatives(
-                _alternatives(b, d, dtype.itemsize), lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg), extra
-            ) if b <= EDGE_BATCH or b == BATCHES[-1] else {}
+            alts = (
+                _time_alternatives(
+                    _alternatives(b, d, dtype.itemsize),
+                    lambda cfg: fused_projection_triton(xs, ws, bias, "relu", True, config=cfg),
+                    extra,
+                )
+                if b <= EDGE_BATCH or b == BATCHES[-1]
+                else {}
+            )
             el = dtype.itemsize
             nbytes = el * (sum(b * k + d * k for k in KS) + len(KS) * d + b * len(KS) * d)
             flops = 2 * b * d * sum(KS)
-            results.append({"op": "fused_projection", "B": b, "D": d, "K": list(KS), "act": "relu", "normalize": True,
-                            "bytes": nbytes, "flops": flops, "timings": t, "config": list(_projection_default(b, d, dtype.itemsize)),
-                            "alternatives": alts, **extra})
+            results.append(
+                {
+                    "op": "fused_projection",
+                    "B": b,
+                    "D": d,
+                    "K": list(KS),
+                    "act": "relu",
+                    "normalize": True,
+                    "bytes": nbytes,
+                    "flops": flops,
+                    "timings": t,
+                    "config": list(_projection_default(b, d, dtype.itemsize)),
+                    "alternatives": alts,
+                    **extra,
+                }
+            )
             print(f"fused_projection B={b:<5} D={d:<5} " + _fmt(t), flush=True)
             if checkpoint:
                 checkpoint()
@@ -275,9 +300,13 @@ def _mfb_alternatives(b: int, o: int, factors: int) -> dict[str, tuple]:
     f = next_pow2(factors)
     w = lambda rows: max(1, rows // f)  # noqa: E731 (BLOCK_O for this many weight rows)
     if b > GEMM_ROWS:
-        cands = {"m16_w256": (16, w(256), 32, 8), "m64_w256": (64, w(256), 64, 8), "m128_w128": (128, w(128), 64, 8),
-                 # the default tile on one warpgroup: m64n128 warpgroup MMAs instead of m64n64 (sm_90)
-                 "m64_w128_4warps": (64, w(128), 64, 4)}
+        cands = {
+            "m16_w256": (16, w(256), 32, 8),
+            "m64_w256": (64, w(256), 64, 8),
+            "m128_w128": (128, w(128), 64, 8),
+            # the default tile on one warpgroup: m64n128 warpgroup MMAs instead of m64n64 (sm_90)
+            "m64_w128_4warps": (64, w(128), 64, 4),
+        }
     else:
         cands = {"m16_w32": (16, w(32), 32, 4), "m16_w256": (16, w(256), 32, 8)}
     default = _mfb_config(b, o, factors)
@@ -325,18 +354,26 @@ def bench_gated(dtype, results: list) -> None:
             logits = torch.randn(b, n, d, device=DEV, dtype=dtype)
             mask = torch.rand(b, n, device=DEV) > 0.2
             out, _ = gated_fusion_triton(feats, logits, mask)
-            torch.testing.assert_close(out.float(), gated_fusion_reference(feats, logits, mask)[0].float(), rtol=2e-2, atol=2e-2)
-            t = _variants({
-                "triton": lambda: gated_fusion_triton(feats, logits, mask),
-                "eager": lambda: gated_fusion_reference(feats, logits, mask),
-            }, sync_too=b <= EDGE_BATCH)
+            torch.testing.assert_close(
+                out.float(), gated_fusion_reference(feats, logits, mask)[0].float(), rtol=2e-2, atol=2e-2
+            )
+            t = _variants(
+                {
+                    "triton": lambda: gated_fusion_triton(feats, logits, mask),
+                    "eager": lambda: gated_fusion_reference(feats, logits, mask),
+                },
+                sync_too=b <= EDGE_BATCH,
+            )
             extra: dict = {}  # tuning data for _forward_blocks at the bar's batch
             cands = {**_gated_alternatives(n, d, dtype.itemsize), **_gated_block_alternatives(n, d, dtype.itemsize)}
-            alts = _time_alternatives(
-                cands, lambda cfg: gated_fusion_triton(feats, logits, mask, config=cfg), extra
-            ) if b == BATCHES[-1] else {}
+            alts = (
+                _time_alternatives(cands, lambda cfg: gated_fusion_triton(feats, logits, mask, config=cfg), extra)
+                if b == BATCHES[-1]
+                else {}
+            )
             nbytes = dtype.itemsize * (2 * b * n * d + b * d) + b * n + b
             if b == BATCHES[-1] and not DRY:  # the bar's batch: bandwidth without do_bench's flush in it
+
                 def inputs(cfg=None):  # a fresh copy of the inputs, made here: the timed call is the op alone
                     f, lg, m = torch.randn_like(feats), torch.randn_like(logits), mask.clone()
                     return lambda: gated_fusion_triton(f, lg, m, config=cfg)
@@ -346,16 +383,31 @@ def bench_gated(dtype, results: list) -> None:
                     if "error" not in alt:
                         alt["cold"] = _cold_us(lambda cfg=tuple(alt["config"]): inputs(cfg), nbytes)
                 extra["copy_same_bytes"] = _copy_same_bytes(nbytes)
-            results.append({"op": "gated_fusion", "B": b, "D": d, "N": n, "per_feature_gates": True, "bytes": nbytes, "timings": t,
-                            "config": list(_forward_blocks(n, d, dtype.itemsize)), "alternatives": alts, **extra})
+            results.append(
+                {
+                    "op": "gated_fusion",
+                    "B": b,
+                    "D": d,
+                    "N": n,
+                    "per_feature_gates": True,
+                    "bytes": nbytes,
+                    "timings": t,
+                    "config": list(_forward_blocks(n, d, dtype.itemsize)),
+                    "alternatives": alts,
+                    **extra,
+                }
+            )
             LATER_COMPILE.append((results[-1], gated_fusion_reference, (feats, logits, mask)))
             print(f"gated_fusion     B={b:<5} D={d:<5} " + _fmt(t), flush=True)
             if "cold" in t["triton"]:
                 c = extra["copy_same_bytes"]
-                print(f"gated_fusion     B={b:<5} D={d:<5} cold {t['triton']['cold']['us']:.1f} us "
-                      f"({nbytes / t['triton']['cold']['us'] / 1e3:.0f} GB/s); a copy of the same bytes: do_bench "
-                      f"{c['stream']['us']:.1f} us, cold {c['cold']['us']:.1f} us; alternatives cold: "
-                      + ", ".join(f"{k} {a['cold']['us']:.1f}" for k, a in alts.items() if "cold" in a), flush=True)
+                print(
+                    f"gated_fusion     B={b:<5} D={d:<5} cold {t['triton']['cold']['us']:.1f} us "
+                    f"({nbytes / t['triton']['cold']['us'] / 1e3:.0f} GB/s); a copy of the same bytes: do_bench "
+                    f"{c['stream']['us']:.1f} us, cold {c['cold']['us']:.1f} us; alternatives cold: "
+                    + ", ".join(f"{k} {a['cold']['us']:.1f}" for k, a in alts.items() if "cold" in a),
+                    flush=True,
+                )
 
 
 def bench_gated_train(dtype, results: list) -> None:
@@ -373,13 +425,19 @@ def bench_gated_train(dtype, results: list) -> None:
             mask = torch.rand(b, n, device=DEV) > 0.2
             dout = torch.randn(b, d, device=DEV, dtype=dtype)
             fns = {
-                "triton": lambda: torch.autograd.grad(GatedFusionFunction.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout),
-                "eager": lambda: torch.autograd.grad(gated_fusion_reference(feats, logits, mask)[0], (feats, logits), dout),
+                "triton": lambda: torch.autograd.grad(
+                    GatedFusionFunction.apply(feats, logits, mask, "softmax")[0], (feats, logits), dout
+                ),
+                "eager": lambda: torch.autograd.grad(
+                    gated_fusion_reference(feats, logits, mask)[0], (feats, logits), dout
+                ),
             }
             for got, want in zip(fns["triton"](), fns["eager"]()):
                 torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
             t = _variants(fns, graph_too=False)
-            results.append({"op": "gated_fusion_train", "B": b, "D": d, "N": n, "per_feature_gates": False, "timings": t})
+            results.append(
+                {"op": "gated_fusion_train", "B": b, "D": d, "N": n, "per_feature_gates": False, "timings": t}
+            )
             print(f"gated fwd+bwd    B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
@@ -391,21 +449,24 @@ def _projection_grads_check(got, eager, leaves, dout, dtype, reduce_len: int) ->
     whole row j of dW by dz[b, j] x[b] (on the H200, 725 of dW's 524288 values by up to 0.22;
     the eager path, whose float16 bias rounds first, is the one off float64 there).
     AssertionError past that; else each leaf's error over the tolerance, both paths."""
-    from tools.fuzz_kernels import TORCH_SLACK
-
     from edgefuse.kernels.reference import error_over_tolerance, fused_projection_reference
+    from tools.fuzz_kernels import TORCH_SLACK
 
     l64 = [t.detach().double().requires_grad_() for t in leaves]
     k = len(KS)
-    ref = torch.autograd.grad(fused_projection_reference(l64[:k], l64[k:2 * k], l64[-1], "relu", True), l64, dout.double())
+    ref = torch.autograd.grad(
+        fused_projection_reference(l64[:k], l64[k : 2 * k], l64[-1], "relu", True), l64, dout.double()
+    )
     ratios = {"kernel": [], "eager": []}
     for i, (g, e, r) in enumerate(zip(got, eager, ref)):
         rk, re = error_over_tolerance(g, r, dtype, reduce_len), error_over_tolerance(e, r, dtype, reduce_len)
         ratios["kernel"].append(round(rk, 4))
         ratios["eager"].append(round(re, 4))
         if not (rk <= 1.0 or rk <= TORCH_SLACK * re):
-            raise AssertionError(f"fused_projection_train: gradient of leaf {i} is {rk:.3g} x the tolerance off float64 "
-                                 f"(the eager path's: {re:.3g})")
+            raise AssertionError(
+                f"fused_projection_train: gradient of leaf {i} is {rk:.3g} x the tolerance off float64 "
+                f"(the eager path's: {re:.3g})"
+            )
     return {"error_over_tolerance": ratios}
 
 
@@ -428,13 +489,24 @@ def bench_projection_train(dtype, results: list) -> None:
             leaves = (*xs, *ws, bias)
             fns = {
                 "triton": lambda: torch.autograd.grad(fused_projection_train(xs, ws, bias, "relu", True), leaves, dout),
-                "eager": lambda: torch.autograd.grad(fused_projection_reference(xs, ws, bias, "relu", True), leaves, dout),
+                "eager": lambda: torch.autograd.grad(
+                    fused_projection_reference(xs, ws, bias, "relu", True), leaves, dout
+                ),
             }
             check = _projection_grads_check(fns["triton"](), fns["eager"](), leaves, dout, dtype, max(b, d))
             t = _variants(fns, graph_too=False)
             flops = 3 * 2 * b * d * sum(KS)  # forward, d input and d weight GEMMs
-            results.append({"op": "fused_projection_train", "B": b, "D": d, "N": len(KS), "flops": flops, "timings": t,
-                            "check": check})
+            results.append(
+                {
+                    "op": "fused_projection_train",
+                    "B": b,
+                    "D": d,
+                    "N": len(KS),
+                    "flops": flops,
+                    "timings": t,
+                    "check": check,
+                }
+            )
             print(f"projection f+b   B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
 
@@ -450,18 +522,40 @@ def bench_mfb(dtype, results: list, factors: int = 4) -> None:
             x, y = torch.randn(b, d, device=DEV, dtype=dtype), torch.randn(b, d, device=DEV, dtype=dtype)
             ref = mfb_reference(x.float(), y.float(), u.float(), ub.float(), v.float(), vb.float(), factors)
             torch.testing.assert_close(mfb_triton(x, y, u, ub, v, vb, factors).float(), ref, rtol=3e-2, atol=3e-2)
-            t = _variants({
-                "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
-                "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
-            }, sync_too=b <= EDGE_BATCH)
+            t = _variants(
+                {
+                    "triton": lambda: mfb_triton(x, y, u, ub, v, vb, factors),
+                    "eager": lambda: mfb_reference(x, y, u, ub, v, vb, factors),
+                },
+                sync_too=b <= EDGE_BATCH,
+            )
             extra: dict = {}  # tuning data for _mfb_config, as for the projection
-            alts = _time_alternatives(
-                _mfb_alternatives(b, o, factors), lambda cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg), extra
-            ) if b in MFB_ALT_BATCHES else {}
+            alts = (
+                _time_alternatives(
+                    _mfb_alternatives(b, o, factors),
+                    lambda cfg: mfb_triton(x, y, u, ub, v, vb, factors, config=cfg),
+                    extra,
+                )
+                if b in MFB_ALT_BATCHES
+                else {}
+            )
             flops = 2 * 2 * b * o * factors * d
             nbytes = dtype.itemsize * (2 * o * factors * d + 2 * b * d + b * o)
-            results.append({"op": "mfb", "B": b, "D": d, "O": o, "factors": factors, "flops": flops, "bytes": nbytes, "timings": t,
-                            "config": list(_mfb_config(b, o, factors)), "alternatives": alts, **extra})
+            results.append(
+                {
+                    "op": "mfb",
+                    "B": b,
+                    "D": d,
+                    "O": o,
+                    "factors": factors,
+                    "flops": flops,
+                    "bytes": nbytes,
+                    "timings": t,
+                    "config": list(_mfb_config(b, o, factors)),
+                    "alternatives": alts,
+                    **extra,
+                }
+            )
             LATER_COMPILE.append((results[-1], mfb_reference, (x, y, u, ub, v, vb, factors)))
             print(f"mfb              B={b:<5} D={d:<5} " + _fmt(t), flush=True)
 
@@ -474,9 +568,16 @@ def bench_bilinear(dtype, results: list) -> None:
     bias = torch.randn(o, device=DEV, dtype=dtype)
     for b in BATCHES:
         x, y = torch.randn(b, d, device=DEV, dtype=dtype), torch.randn(b, d, device=DEV, dtype=dtype)
-        torch.testing.assert_close(bilinear_triton(x, y, w, bias).float(), F.bilinear(x.float(), y.float(), w.float(), bias.float()), rtol=3e-2, atol=3e-2)
-        t = _variants({"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)},
-                      sync_too=b <= EDGE_BATCH)
+        torch.testing.assert_close(
+            bilinear_triton(x, y, w, bias).float(),
+            F.bilinear(x.float(), y.float(), w.float(), bias.float()),
+            rtol=3e-2,
+            atol=3e-2,
+        )
+        t = _variants(
+            {"triton": lambda: bilinear_triton(x, y, w, bias), "eager": lambda: F.bilinear(x, y, w, bias)},
+            sync_too=b <= EDGE_BATCH,
+        )
         results.append({"op": "bilinear", "B": b, "D": d, "O": o, "flops": 2 * b * o * d * d, "timings": t})
         LATER_COMPILE.append((results[-1], F.bilinear, (x, y, w, bias)))
         print(f"bilinear         B={b:<5} D={d:<5} " + _fmt(t), flush=True)
@@ -516,8 +617,11 @@ def _fmt(t: dict) -> str:
     for name, modes in t.items():
         s = modes["stream"]["us"]
         g, y = modes.get("graph", {}).get("us"), modes.get("sync", {}).get("us")
-        parts.append(f"{name} {s:8.1f} us" + (f" (graph {g:7.1f})" if g is not None else "")
-                     + (f" (sync {y:7.1f})" if y is not None else ""))
+        parts.append(
+            f"{name} {s:8.1f} us"
+            + (f" (graph {g:7.1f})" if g is not None else "")
+            + (f" (sync {y:7.1f})" if y is not None else "")
+        )
     return " | ".join(parts)
 
 
@@ -551,10 +655,16 @@ def derive(results: list, copy_gbs: float) -> dict:
         launcher's configuration and, beside it, with each row's fastest measured one."""
         bests = [_best(r) for r in rows]
         best = [r["timings"][other]["stream"]["us"] / us for r, (us, _) in zip(rows, bests)]
-        item = {"need": need, "min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
-                "pass": all(r["speedup"][f"vs_{other}_stream"] >= need for r in rows),
-                "min_speedup_stream_best_config": min(best), "pass_with_best_config": all(x >= need for x in best),
-                "best_configs": {f"B={r['B']} D={r['D']}": label for r, (_, label) in zip(rows, bests) if label != "default"}}
+        item = {
+            "need": need,
+            "min_speedup_stream": min(r["speedup"][f"vs_{other}_stream"] for r in rows),
+            "pass": all(r["speedup"][f"vs_{other}_stream"] >= need for r in rows),
+            "min_speedup_stream_best_config": min(best),
+            "pass_with_best_config": all(x >= need for x in best),
+            "best_configs": {
+                f"B={r['B']} D={r['D']}": label for r, (_, label) in zip(rows, bests) if label != "default"
+            },
+        }
         sync = [r["speedup"][f"vs_{other}_sync"] for r in rows if f"vs_{other}_sync" in r["speedup"]]
         if sync:  # beside the verdict, not part of it: the latency per call, host time included
             item["min_speedup_sync_edge_batches"] = min(sync)
@@ -581,8 +691,15 @@ def derive(results: list, copy_gbs: float) -> dict:
         frac = r["triton_GBps"][mode] / copy_gbs
         us, label = _best(r, mode)
         best = r["bytes"] / (us * 1e-6) / 1e9 / copy_gbs
-        item = {"need": need, "reading": mode, "fraction": frac, "pass": frac >= need, "fraction_best_config": best,
-                "pass_with_best_config": best >= need, "best_config": label}
+        item = {
+            "need": need,
+            "reading": mode,
+            "fraction": frac,
+            "pass": frac >= need,
+            "fraction_best_config": best,
+            "pass_with_best_config": best >= need,
+            "best_config": label,
+        }
         if mode == "cold":
             item["fraction_stream"] = r["triton_GBps"]["stream"] / copy_gbs
             same = r.get("copy_same_bytes")
@@ -618,11 +735,25 @@ def retune(results: list, margin: float = 1.1) -> list[dict]:
         default = r["timings"]["triton"]
         best = None
         for label, alt in r.get("alternatives", {}).items():
-            gains = {m: default[m]["us"] / alt[m]["us"] for m in ("stream", "graph")
-                     if "us" in default.get(m, {}) and "us" in alt.get(m, {})}
-            if len(gains) == 2 and min(gains.values()) > margin and (best is None or gains["graph"] > best["speedup"]["graph"]):
-                best = {"op": r["op"], "B": r["B"], "D": r["D"], "default": r.get("config"), "better": label,
-                        "config": alt["config"], "speedup": gains}
+            gains = {
+                m: default[m]["us"] / alt[m]["us"]
+                for m in ("stream", "graph")
+                if "us" in default.get(m, {}) and "us" in alt.get(m, {})
+            }
+            if (
+                len(gains) == 2
+                and min(gains.values()) > margin
+                and (best is None or gains["graph"] > best["speedup"]["graph"])
+            ):
+                best = {
+                    "op": r["op"],
+                    "B": r["B"],
+                    "D": r["D"],
+                    "default": r.get("config"),
+                    "better": label,
+                    "config": alt["config"],
+                    "speedup": gains,
+                }
         if best:
             out.append(best)
     return out
@@ -636,8 +767,18 @@ def plot(results: list, path: Path) -> bool:
     if plt is None:
         print("bench_kernels: matplotlib is not installed; kernels.json only, no plot", file=sys.stderr)
         return False
-    ops = [op for op in ("fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear")
-           if any(r["op"] == op for r in results)]
+    ops = [
+        op
+        for op in (
+            "fused_projection",
+            "fused_projection_train",
+            "gated_fusion",
+            "gated_fusion_train",
+            "mfb",
+            "bilinear",
+        )
+        if any(r["op"] == op for r in results)
+    ]
     titles = {"stream": "do_bench", "graph": "CUDA graph", "sync": f"per call, synchronized (B <= {EDGE_BATCH})"}
     fig, axes = plt.subplots(len(ops), 3, figsize=(16, 3.6 * len(ops)), squeeze=False)
     for row, op in zip(axes, ops):
@@ -646,8 +787,11 @@ def plot(results: list, path: Path) -> bool:
             for d in sorted({r["D"] for r in results if r["op"] == op}):
                 rs = sorted((r for r in results if r["op"] == op and r["D"] == d), key=lambda r: r["B"])
                 for variant, style in (("triton", "-o"), ("op", "-.x"), ("eager", "--s"), ("compile", ":^")):
-                    pts = [(r["B"], r["timings"][variant][mode]["us"]) for r in rs
-                           if variant in r["timings"] and "us" in r["timings"][variant].get(mode, {})]
+                    pts = [
+                        (r["B"], r["timings"][variant][mode]["us"])
+                        for r in rs
+                        if variant in r["timings"] and "us" in r["timings"][variant].get(mode, {})
+                    ]
                     if pts:
                         ax.plot(*zip(*pts), style, label=f"{'public op' if variant == 'op' else variant} D={d}")
                         batches.update(b for b, _ in pts)
@@ -689,18 +833,31 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    p.add_argument("--budget-s", type=float, default=float("inf"),
-                   help="seconds after which optional measurements (alternatives, deferred compile baselines) are skipped")
-    p.add_argument("--ops", default="fused_projection,gated_fusion,gated_fusion_train,fused_projection_train,mfb,bilinear,"
-                                    "compile_baselines")
-    p.add_argument("--dry-run", action="store_true",
-                   help="run every step at tiny shapes, one call per timing (checks the script, measures nothing; "
-                        "without a GPU it needs TRITON_INTERPRET=1; implies --no-compile)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=float("inf"),
+        help="seconds after which optional measurements (alternatives, deferred compile baselines) are skipped",
+    )
+    p.add_argument(
+        "--ops",
+        default="fused_projection,gated_fusion,gated_fusion_train,fused_projection_train,mfb,bilinear,"
+        "compile_baselines",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every step at tiny shapes, one call per timing (checks the script, measures nothing; "
+        "without a GPU it needs TRITON_INTERPRET=1; implies --no-compile)",
+    )
     args = p.parse_args(argv)
     if args.dry_run:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         if dev == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            print("bench_kernels --dry-run: set TRITON_INTERPRET=1 (no GPU: the kernels run interpreted on the CPU)", file=sys.stderr)
+            print(
+                "bench_kernels --dry-run: set TRITON_INTERPRET=1 (no GPU: the kernels run interpreted on the CPU)",
+                file=sys.stderr,
+            )
             return 2
         globals().update(DRY_RUN, DEV=dev, DRY=True)
         args.no_compile = True
@@ -726,7 +883,12 @@ def main(argv=None) -> int:
         doc = {
             "gpu": torch.cuda.get_device_name() if DEV == "cuda" else "none",
             "dry_run": DRY,
-            "versions": {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version()},
+            "versions": {
+                "torch": torch.__version__,
+                "triton": triton.__version__,
+                "cuda": torch.version.cuda,
+                "python": platform.python_version(),
+            },
             "dtype": args.dtype,
             "copy_bandwidth_GBps": copy_gbs,
             "seconds": time.time() - start,
@@ -753,8 +915,11 @@ def main(argv=None) -> int:
     drew = plot(results, args.out / "kernels.png")
     print(json.dumps(bar, indent=2))
     for row in doc["retune"]:
-        print(f"retune: {row['op']} B={row['B']} D={row['D']}: {row['better']} {row['config']} beats the default {row['default']} "
-              f"({row['speedup']['stream']:.2f}x stream, {row['speedup']['graph']:.2f}x graph)")
+        print(
+            f"retune: {row['op']} B={row['B']} D={row['D']}: {row['better']} {row['config']} beats the default "
+            f"{row['default']} "
+            f"({row['speedup']['stream']:.2f}x stream, {row['speedup']['graph']:.2f}x graph)"
+        )
     print(f"wrote {args.out / 'kernels.json'}{' and kernels.png' if drew else ''} in {time.time() - start:.0f} s")
     return 1 if errors else 0
 

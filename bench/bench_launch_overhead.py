@@ -94,10 +94,10 @@ def main(argv=None) -> int:
     import triton.runtime.jit as jit
 
     from edgefuse.kernels import _launch, ops
-    from tools.aot import stand_in_gpu
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
     from edgefuse.kernels.triton_projection import dot_precision, fused_projection_triton
+    from tools.aot import stand_in_gpu
 
     torch.set_num_threads(1)
     b, d, ks = 8, 256, (2048, 1024, 128)
@@ -156,8 +156,10 @@ def main(argv=None) -> int:
                     driver_launches.clear()
                     fn()
                     if sum(driver_launches.values()) != results[name]["kernel_launches"]:
-                        raise RuntimeError(f"{name} through edgefuse.kernels.ops made launches "
-                                           f"{dict(driver_launches)}, not the launcher's {results[name]['kernel_launches']}")
+                        raise RuntimeError(
+                            f"{name} through edgefuse.kernels.ops made launches "
+                            f"{dict(driver_launches)}, not the launcher's {results[name]['kernel_launches']}"
+                        )
                     # the op and its launcher in turns: a slow spell of a shared host slows both
                     pairs = [(_best_us(calls[name], 1000, 1), _best_us(fn, 1000, 1)) for _ in range(PAIRS)]
                     results[name]["ops_us"] = round(min(op for _, op in pairs), 2)
@@ -167,28 +169,34 @@ def main(argv=None) -> int:
     print(f"{'':36s} {'launcher':>9s} {'+ launch':>10s} {'+ Triton run':>13s} {'public op':>13s} {'(dispatch)':>13s}")
     for name, rec in results.items():
         n = rec["kernel_launches"]
-        cols = "".join(f"{rec[k]:10.1f} us" if k in rec else f"{'-':>13s}"
-                       for k in ("launch_us", "triton_run_us", "ops_us", "dispatch_us"))
+        cols = "".join(
+            f"{rec[k]:10.1f} us" if k in rec else f"{'-':>13s}"
+            for k in ("launch_us", "triton_run_us", "ops_us", "dispatch_us")
+        )
         print(f"{name:36s} {rec['host_us']:6.1f} us{cols}  ({n} launch{'es' if n != 1 else ''})", flush=True)
     if triton_path:
         print(f"with Triton's launch path: {triton_path}", file=sys.stderr)
-    doc = {"machine": machine(),
-           "versions": {"torch": torch.__version__, "triton": triton.__version__},
-           "shapes": {"B": b, "D": d, "K": list(ks), "dtype": "float16"},
-           "measures": {"host_us": "edgefuse's launcher, launch off and Triton's JITFunction.run a no-op",
-                        "launch_us": "plus edgefuse's launch (kernels/_launch.py) on a stand-in sm_90 driver, "
-                                     "without the CUDA driver's launch call: what a call costs",
-                        "triton_run_us": "the same, every launch through Triton's JITFunction.run",
-                        "ops_us": "launch_us's path through the public op (edgefuse.kernels.ops) under torch.no_grad: "
-                                  "plus its dispatch, autocast, contiguity and device handling (the GPU check, "
-                                  "cached after a GPU's first call, skipped)",
-                        "dispatch_us": "what the public op adds to the launcher and its launch: the median "
-                                       f"difference over {PAIRS} timings of each, taken in turns",
-                        "driver_launches": "launches of one call that reached the stand-in driver's launch "
-                                           "(should equal kernel_launches)"},
-           "launch_checked_on": "Triton %d.%d-%d.%d" % (*_launch.CHECKED[0], *_launch.CHECKED[1]),
-           "with_triton": triton_path or "measured",
-           "results": results}
+    doc = {
+        "machine": machine(),
+        "versions": {"torch": torch.__version__, "triton": triton.__version__},
+        "shapes": {"B": b, "D": d, "K": list(ks), "dtype": "float16"},
+        "measures": {
+            "host_us": "edgefuse's launcher, launch off and Triton's JITFunction.run a no-op",
+            "launch_us": "plus edgefuse's launch (kernels/_launch.py) on a stand-in sm_90 driver, "
+            "without the CUDA driver's launch call: what a call costs",
+            "triton_run_us": "the same, every launch through Triton's JITFunction.run",
+            "ops_us": "launch_us's path through the public op (edgefuse.kernels.ops) under torch.no_grad: "
+            "plus its dispatch, autocast, contiguity and device handling (the GPU check, "
+            "cached after a GPU's first call, skipped)",
+            "dispatch_us": "what the public op adds to the launcher and its launch: the median "
+            f"difference over {PAIRS} timings of each, taken in turns",
+            "driver_launches": "launches of one call that reached the stand-in driver's launch "
+            "(should equal kernel_launches)",
+        },
+        "launch_checked_on": "Triton %d.%d-%d.%d" % (*_launch.CHECKED[0], *_launch.CHECKED[1]),
+        "with_triton": triton_path or "measured",
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "launch_overhead.json").write_text(json.dumps(doc, indent=2))
     return 0

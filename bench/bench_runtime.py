@@ -1,4 +1,4 @@
-"""The runtime's cost over its engines: overhead per inference, swap latency, the first inference after a swap, RSS growth.
+"""The runtime's cost over its engines: overhead, swap latency, the first inference after a swap, RSS growth.
 
 On a bundle (default: the one `make demo` builds), batch 1, one engine thread, in one run:
 
@@ -37,8 +37,13 @@ from _common import machine
 
 def _q(us) -> dict:
     us = np.asarray(us, dtype=np.float64)
-    return {"p50_us": float(np.median(us)), "p90_us": float(np.percentile(us, 90)), "p99_us": float(np.percentile(us, 99)),
-            "max_us": float(us.max()), "n": int(len(us))}
+    return {
+        "p50_us": float(np.median(us)),
+        "p90_us": float(np.percentile(us, 90)),
+        "p99_us": float(np.percentile(us, 99)),
+        "max_us": float(us.max()),
+        "n": int(len(us)),
+    }
 
 
 def _rss_mb() -> float:
@@ -55,8 +60,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=5000, help="interleaved overhead pairs (default 5000)")
     p.add_argument("--swaps", type=int, default=300, help="swaps per sensor (default 300)")
     p.add_argument("--steady", type=int, default=50, help="inferences on the all-sensor engine before each swap")
-    p.add_argument("--long-steady", type=int, default=2000,
-                   help="inferences on the all-sensor engine before each of the --long-swaps swaps (a long-idle engine)")
+    p.add_argument(
+        "--long-steady",
+        type=int,
+        default=2000,
+        help="inferences on the all-sensor engine before each of the --long-swaps swaps (a long-idle engine)",
+    )
     p.add_argument("--long-swaps", type=int, default=20)
     p.add_argument("--rss-iters", type=int, default=100_000)
     args = p.parse_args(argv)
@@ -99,7 +108,9 @@ def main(argv=None) -> int:
         rt.infer()
         eng.run(direct_feeds)
     t_rt, t_direct, own = np.empty(args.iters), np.empty(args.iters), np.empty(args.iters)
-    for i in range(args.iters):  # ABBA: each goes first half of the time, so neither always finds the other's warm caches
+    for i in range(
+        args.iters
+    ):  # ABBA: each goes first half of the time, so neither always finds the other's warm caches
         if i % 2:
             t0 = time.perf_counter()
             eng.run(direct_feeds)
@@ -117,11 +128,17 @@ def main(argv=None) -> int:
         own[i] = r.overhead_ms * 1e3
     assert r.engine == full
     overhead = {
-        "engine": full, "infer": _q(t_rt), "engine_run_direct": _q(t_direct), "runtime_reported_overhead": _q(own),
-        "p50_us": float(np.median(t_rt) - np.median(t_direct)), "p99_us": float(np.percentile(t_rt, 99) - np.percentile(t_direct, 99)),
+        "engine": full,
+        "infer": _q(t_rt),
+        "engine_run_direct": _q(t_direct),
+        "runtime_reported_overhead": _q(own),
+        "p50_us": float(np.median(t_rt) - np.median(t_direct)),
+        "p99_us": float(np.percentile(t_rt, 99) - np.percentile(t_direct, 99)),
     }
-    print(f"overhead over engine.run: p50 {overhead['p50_us']:.1f} us, p99 {overhead['p99_us']:.1f} us "
-          f"(infer p50 {overhead['infer']['p50_us']:.1f} us, direct p50 {overhead['engine_run_direct']['p50_us']:.1f} us)")
+    print(
+        f"overhead over engine.run: p50 {overhead['p50_us']:.1f} us, p99 {overhead['p99_us']:.1f} us "
+        f"(infer p50 {overhead['infer']['p50_us']:.1f} us, direct p50 {overhead['engine_run_direct']['p50_us']:.1f} us)"
+    )
 
     # ---- each engine's own p50, called directly -------------------------------------------------
     p50 = {}
@@ -165,16 +182,25 @@ def main(argv=None) -> int:
                 served.append(rt.infer().latency_ms * 1e3)
         lat_q, first_q, served_q = _q(lat), _q(first), _q(served)
         swaps[f"{full} -> {new}"] = {
-            "dropped": drop, "swap_latency": lat_q, "swap_latency_less_new_engine_run": _q(own), "new_engine_p50_us": p50[new], "new_engine_served": served_q,
+            "dropped": drop,
+            "swap_latency": lat_q,
+            "swap_latency_less_new_engine_run": _q(own),
+            "new_engine_p50_us": p50[new],
+            "new_engine_served": served_q,
             "swap_p99_minus_engine_p50_us": lat_q["p99_us"] - p50[new],
             "swap_p99_minus_served_p50_us": lat_q["p99_us"] - served_q["p50_us"],
             "first_inference": first_q,
             "first_over_p50": {"p50": first_q["p50_us"] / p50[new], "p99": first_q["p99_us"] / p50[new]},
-            "first_over_served_p50": {"p50": first_q["p50_us"] / served_q["p50_us"], "p99": first_q["p99_us"] / served_q["p50_us"]},
+            "first_over_served_p50": {
+                "p50": first_q["p50_us"] / served_q["p50_us"],
+                "p99": first_q["p99_us"] / served_q["p50_us"],
+            },
         }
-        print(f"swap {full} -> {new}: p50 {lat_q['p50_us']:.0f} us, p99 {lat_q['p99_us']:.0f} us; new engine p50 "
-              f"{p50[new]:.0f} us back to back, {served_q['p50_us']:.0f} us as served; first inference "
-              f"{first_q['p50_us']:.0f} us p50, {first_q['p99_us']:.0f} us p99")
+        print(
+            f"swap {full} -> {new}: p50 {lat_q['p50_us']:.0f} us, p99 {lat_q['p99_us']:.0f} us; new engine p50 "
+            f"{p50[new]:.0f} us back to back, {served_q['p50_us']:.0f} us as served; first inference "
+            f"{first_q['p50_us']:.0f} us p50, {first_q['p99_us']:.0f} us p99"
+        )
 
     # ---- after a long time on the all-sensor engine: how cold is the first inference of another? ----
     long_first, long_ratio = [], []
@@ -193,10 +219,17 @@ def main(argv=None) -> int:
         assert r.engine == new
         long_first.append(r.latency_ms * 1e3)
         long_ratio.append(long_first[-1] / swaps[f"{full} -> {new}"]["new_engine_served"]["p50_us"])
-    long_idle = {"steady": args.long_steady, "swaps": args.long_swaps, "first_inference": _q(long_first),
-                 "first_over_served_p50": {"p50": float(np.median(long_ratio)), "max": float(np.max(long_ratio))}}
-    print(f"after {args.long_steady} inferences on {full}: first inference of the new engine {np.median(long_first):.0f} us p50 "
-          f"({np.median(long_ratio):.1f}x its p50 as served)")
+    long_idle = {
+        "steady": args.long_steady,
+        "swaps": args.long_swaps,
+        "first_inference": _q(long_first),
+        "first_over_served_p50": {"p50": float(np.median(long_ratio)), "max": float(np.max(long_ratio))},
+    }
+    print(
+        f"after {args.long_steady} inferences on {full}: first inference of the new engine "
+        f"{np.median(long_first):.0f} us p50 "
+        f"({np.median(long_ratio):.1f}x its p50 as served)"
+    )
 
     # ---- RSS growth over --rss-iters inferences -------------------------------------------------
     clock.advance(0.001)
@@ -214,8 +247,14 @@ def main(argv=None) -> int:
             rt.push(names[i % len(names)], nan_frame[names[i % len(names)]])
         rt.infer()
     rss1 = _rss_mb()
-    rss = {"inferences": args.rss_iters, "rss_before_mb": rss0, "rss_after_mb": rss1, "growth_mb": rss1 - rss0,
-           "seconds": time.perf_counter() - wall, "swaps": rt.counters()["swaps"]}
+    rss = {
+        "inferences": args.rss_iters,
+        "rss_before_mb": rss0,
+        "rss_after_mb": rss1,
+        "growth_mb": rss1 - rss0,
+        "seconds": time.perf_counter() - wall,
+        "swaps": rt.counters()["swaps"],
+    }
     print(f"RSS over {args.rss_iters} inferences: {rss0:.1f} -> {rss1:.1f} MB ({rss1 - rss0:+.2f} MB)")
     rt.close()
 
@@ -224,16 +263,29 @@ def main(argv=None) -> int:
     worst_first = max(s["first_over_served_p50"]["p50"] for s in swaps.values())
     worst_first_b2b = max(s["first_over_p50"]["p50"] for s in swaps.values())
     report = {
-        "bundle": str(args.bundle), "backend": bundle.manifest["backend"], "precision": bundle.manifest["precision"],
-        "batch": 1, "engine_threads": 1, "runtime_log_level": "ERROR", "iters": args.iters, "swaps_per_sensor": args.swaps, "steady": args.steady,
-        "machine": machine(), "versions": {"edgefuse": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
-        "overhead": overhead, "engine_p50_us": p50, "swaps": swaps, "long_idle": long_idle, "rss": rss,
+        "bundle": str(args.bundle),
+        "backend": bundle.manifest["backend"],
+        "precision": bundle.manifest["precision"],
+        "batch": 1,
+        "engine_threads": 1,
+        "runtime_log_level": "ERROR",
+        "iters": args.iters,
+        "swaps_per_sensor": args.swaps,
+        "steady": args.steady,
+        "machine": machine(),
+        "versions": {"edgefuse": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "overhead": overhead,
+        "engine_p50_us": p50,
+        "swaps": swaps,
+        "long_idle": long_idle,
+        "rss": rss,
         "targets": {
             "overhead_p50_us <= 30": overhead["p50_us"] <= 30,
             "swap p99 <= the new engine's run in it + 100 us": worst_swap <= 100,
             "swap p99 <= new engine p50 (as served) + 100 us": worst_swap_strict <= 100,
             "first inference after a swap <= 2x the engine's p50 as served (median over swaps)": worst_first <= 2.0,
-            "first inference after a swap <= 2x the engine's p50 back to back (median over swaps)": worst_first_b2b <= 2.0,
+            "first inference after a swap <= 2x the engine's p50 back to back (median over swaps)": worst_first_b2b
+            <= 2.0,
             "rss growth < 20 MB": rss["growth_mb"] < 20,
         },
     }

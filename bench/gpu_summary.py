@@ -64,8 +64,11 @@ def kernel_tests(out: Path) -> list[str]:
     count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     seconds = sum(float(s.get("time", 0)) for s in suites)
     passed = count["tests"] - count["failures"] - count["errors"] - count["skipped"]
-    lines = [f"{count['tests']} tests in {seconds:.0f} s: {passed} passed, {count['failures']} failed, "
-             f"{count['errors']} errors, {count['skipped']} skipped.", ""]
+    lines = [
+        f"{count['tests']} tests in {seconds:.0f} s: {passed} passed, {count['failures']} failed, "
+        f"{count['errors']} errors, {count['skipped']} skipped.",
+        "",
+    ]
     groups: dict[str, list[str]] = {}  # one cause fails many parametrisations: grouped by message
     for s in suites:
         for case in s.iter("testcase"):
@@ -78,7 +81,10 @@ def kernel_tests(out: Path) -> list[str]:
         more = f" and {len(tests) - 3} more" if len(tests) > 3 else ""
         lines.append(f"- {len(tests)} × {message}  \n  e.g. " + ", ".join(f"`{t}`" for t in tests[:3]) + more)
     if len(ranked) > 10:
-        lines.append(f"- and {sum(len(t) for _, t in ranked[10:])} more with {len(ranked) - 10} other messages (kernel_tests.log)")
+        lines.append(
+            f"- and {sum(len(t) for _, t in ranked[10:])} more with {len(ranked) - 10} other messages "
+            "(kernel_tests.log)"
+        )
     return lines + ([""] if groups else [])
 
 
@@ -86,15 +92,25 @@ def bar(doc: dict) -> list[str]:
     items = doc.get("bar") or {}
     if not items:
         return ["No bar item was measured (kernels.json has none; see `bench.log`).", ""]
-    lines = ["| bar item | needs | measured | verdict | with the fastest measured configuration | per call, synchronized |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| bar item | needs | measured | verdict | with the fastest measured configuration | per call, synchronized |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, item in items.items():
         need = item.get("need")  # (absent from the files of bench_kernels.py before it wrote one: the name says it)
         if "fraction" in item:  # a share of the copy bandwidth
-            need, got, best = "–" if need is None else f"≥ {need:.0%}", f"{item['fraction']:.0%}", f"{item['fraction_best_config']:.0%}"
+            need, got, best = (
+                "–" if need is None else f"≥ {need:.0%}",
+                f"{item['fraction']:.0%}",
+                f"{item['fraction_best_config']:.0%}",
+            )
             configs, sync = item.get("best_config", "default"), "–"
         else:  # a speedup
-            need, got, best = "–" if need is None else f"≥ {need:g}×", _x(item["min_speedup_stream"]), _x(item["min_speedup_stream_best_config"])
+            need, got, best = (
+                "–" if need is None else f"≥ {need:g}×",
+                _x(item["min_speedup_stream"]),
+                _x(item["min_speedup_stream_best_config"]),
+            )
             configs = ", ".join(f"{k}: {v}" for k, v in item.get("best_configs", {}).items()) or "default"
             sync = _x(item.get("min_speedup_sync_edge_batches"))
         verdict = "pass" if item["pass"] else "**FAIL**"
@@ -103,17 +119,27 @@ def bar(doc: dict) -> list[str]:
     lines += ["", "Speedups are the smallest over the item's rows, their verdicts read do_bench.", ""]
     for name, item in items.items():
         if item.get("reading") == "cold":  # a share of the copy bandwidth, read without do_bench's flush
-            lines += [f"`{name}` reads the cold timing ({item['fraction']:.0%}; `bench_kernels._cold_us`: one CUDA graph "
-                      "over copies of the inputs 4x the L2, so nothing is reused, and no flush to pay for). do_bench reads "
-                      f"{item['fraction_stream']:.0%}: its flush leaves the L2 full of dirty lines that an op this size pays "
-                      "to write back." + (f" A plain copy of the same bytes reaches {item['copy_same_bytes_fraction_stream']:.0%} "
-                                          f"there, and {item['copy_same_bytes_fraction_cold']:.0%} cold."
-                                          if "copy_same_bytes_fraction_cold" in item else ""), ""]
+            lines += [
+                f"`{name}` reads the cold timing ({item['fraction']:.0%}; `bench_kernels._cold_us`: one CUDA graph "
+                "over copies of the inputs 4x the L2, so nothing is reused, and no flush to pay for). do_bench reads "
+                f"{item['fraction_stream']:.0%}: its flush leaves the L2 full of dirty lines that an op this size pays "
+                "to write back."
+                + (
+                    f" A plain copy of the same bytes reaches {item['copy_same_bytes_fraction_stream']:.0%} "
+                    f"there, and {item['copy_same_bytes_fraction_cold']:.0%} cold."
+                    if "copy_same_bytes_fraction_cold" in item
+                    else ""
+                ),
+                "",
+            ]
     public = [(name, item) for name, item in items.items() if "public_op_min_speedup_stream" in item]
     if public:  # what a fusion module's call gets: the kernel plus the ops layer's dispatch
-        lines += [f"Through the public op (`edgefuse.kernels.ops`, what the fusion modules call), `{name}` reads "
-                  f"{_x(item['public_op_min_speedup_stream'])} do_bench, {_x(item.get('public_op_min_speedup_sync'))} "
-                  "per call synchronized." for name, item in public] + [""]
+        lines += [
+            f"Through the public op (`edgefuse.kernels.ops`, what the fusion modules call), `{name}` reads "
+            f"{_x(item['public_op_min_speedup_stream'])} do_bench, {_x(item.get('public_op_min_speedup_sync'))} "
+            "per call synchronized."
+            for name, item in public
+        ] + [""]
     return lines
 
 
@@ -121,16 +147,25 @@ def timings(doc: dict) -> list[str]:
     results = doc.get("results") or []
     if not results:
         return []
-    lines = ["µs per call, median, as do_bench / CUDA graph / per call synchronized (– not timed). "
-             "Speedups are the other's time over Triton's.", ""]
+    lines = [
+        "µs per call, median, as do_bench / CUDA graph / per call synchronized (– not timed). "
+        "Speedups are the other's time over Triton's.",
+        "",
+    ]
     for op in dict.fromkeys(r["op"] for r in results):
         rows = [r for r in results if r["op"] == op]
         variants = [v for v in ("triton", "op", "eager", "compile") if any(v in r["timings"] for r in rows)]
         others = [v for v in ("eager", "compile") if v in variants]
-        lines += [f"**{op}**", "",
-                  "| B | D | " + " | ".join("public op" if v == "op" else v for v in variants) + " | "
-                  + " | ".join(f"vs {v}" for v in others) + " |",
-                  "|---|---|" + "---|" * (len(variants) + len(others))]
+        lines += [
+            f"**{op}**",
+            "",
+            "| B | D | "
+            + " | ".join("public op" if v == "op" else v for v in variants)
+            + " | "
+            + " | ".join(f"vs {v}" for v in others)
+            + " |",
+            "|---|---|" + "---|" * (len(variants) + len(others)),
+        ]
         for r in rows:
             cells = [" / ".join(_us(r["timings"].get(v, {}).get(m, {}).get("us")) for m in MODES) for v in variants]
             cells += [" / ".join(_x(r.get("speedup", {}).get(f"vs_{v}_{m}")) for m in MODES) for v in others]
@@ -142,19 +177,30 @@ def timings(doc: dict) -> list[str]:
 def retune(doc: dict) -> list[str]:
     rows = doc.get("retune") or []
     if not rows:
-        return ["No alternative launch configuration beat a default by more than 10 % in both do_bench and the CUDA graph.", ""]
-    return [f"- {r['op']} B={r['B']} D={r['D']}: `{r['better']}` {r['config']} instead of {r['default']} "
-            f"({_x(r['speedup']['stream'])} do_bench, {_x(r['speedup']['graph'])} CUDA graph)" for r in rows] + [""]
+        return [
+            "No alternative launch configuration beat a default by more than 10 % in both do_bench and the CUDA graph.",
+            "",
+        ]
+    return [
+        f"- {r['op']} B={r['B']} D={r['D']}: `{r['better']}` {r['config']} instead of {r['default']} "
+        f"({_x(r['speedup']['stream'])} do_bench, {_x(r['speedup']['graph'])} CUDA graph)"
+        for r in rows
+    ] + [""]
 
 
 def launch_overhead(doc: dict) -> list[str]:
-    lines = ["| launcher | launches | alone | with edgefuse's launch | through Triton's run | the public op (its dispatch) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| launcher | launches | alone | with edgefuse's launch | through Triton's run | the public op (its dispatch) "
+        "|",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in doc.get("results", {}).items():
         if r.get("kernel_launches"):
             public = f"{_us(r.get('ops_us'))} ({_us(r.get('dispatch_us'))})" if "ops_us" in r else "–"
-            lines.append(f"| `{name}` | {r['kernel_launches']} | {_us(r.get('host_us'))} | {_us(r.get('launch_us'))} | "
-                         f"{_us(r.get('triton_run_us'))} | {public} |")
+            lines.append(
+                f"| `{name}` | {r['kernel_launches']} | {_us(r.get('host_us'))} | {_us(r.get('launch_us'))} | "
+                f"{_us(r.get('triton_run_us'))} | {public} |"
+            )
     return lines + ["", "Host µs per call on this machine's CPU, the CUDA driver's launch call not included.", ""]
 
 
@@ -165,14 +211,24 @@ def model(doc: dict) -> list[str]:
         cases = check.get("cases", [])
         bad = [c for c in cases if not c["ok"]]
         ops = ", ".join(f"{k} ×{v}" for k, v in check.get("fused_ops_per_forward", {}).items()) or "none"
-        lines += [f"Check: {len(cases) - len(bad)} of {len(cases)} sensor-subset cases pass (fused ops per forward: {ops}).", ""]
-        lines += [f"- FAIL `{c['case']}`: {c.get('error') or 'error/tolerance ' + str(c.get('error_over_tolerance'))}" for c in bad]
+        lines += [
+            f"Check: {len(cases) - len(bad)} of {len(cases)} sensor-subset cases pass (fused ops per forward: {ops}).",
+            "",
+        ]
+        lines += [
+            f"- FAIL `{c['case']}`: {c.get('error') or 'error/tolerance ' + str(c.get('error_over_tolerance'))}"
+            for c in bad
+        ]
         lines += [""] if bad else []
     rows = doc.get("bench") or []
     if rows:
-        lines += ["A forward's µs, median, as do_bench / CUDA graph / per call synchronized, with its fused ops on "
-                  "the kernels and on the reference ops.", "",
-                  "| subset | B | kernels µs | reference ops µs | speedup |", "|---|---|---|---|---|"]
+        lines += [
+            "A forward's µs, median, as do_bench / CUDA graph / per call synchronized, with its fused ops on "
+            "the kernels and on the reference ops.",
+            "",
+            "| subset | B | kernels µs | reference ops µs | speedup |",
+            "|---|---|---|---|---|",
+        ]
         suffixes = ("", "_graph", "_sync")  # edgefuse kernels' keys for do_bench, CUDA graph, per call
         for r in rows:
             tri = " / ".join(_us(r.get(f"triton{k}_us")) for k in suffixes)
@@ -184,10 +240,19 @@ def model(doc: dict) -> list[str]:
 
 
 def fuzz(doc: dict) -> list[str]:
-    worst = ", ".join(f"{op} {v['worst_error_over_tolerance']:.2f}" for op, v in doc.get("by_op", {}).items()
-                      if v.get("worst_error_over_tolerance") is not None) or "–"
-    lines = [f"{doc['cases']} cases in {doc['seconds']} s ({doc['device']}), **{doc['failed']} failed**; "
-             f"worst error/tolerance per op: {worst}.", ""]
+    worst = (
+        ", ".join(
+            f"{op} {v['worst_error_over_tolerance']:.2f}"
+            for op, v in doc.get("by_op", {}).items()
+            if v.get("worst_error_over_tolerance") is not None
+        )
+        or "–"
+    )
+    lines = [
+        f"{doc['cases']} cases in {doc['seconds']} s ({doc['device']}), **{doc['failed']} failed**; "
+        f"worst error/tolerance per op: {worst}.",
+        "",
+    ]
     for f in doc.get("failures", [])[:5]:
         what = {k: v for k, v in f.items() if k not in ("layouts", "error", "ok", "seconds")}
         lines.append(f"- {what}: {f.get('error') or 'error/tolerance ' + str(f.get('error_over_tolerance'))}")
@@ -195,14 +260,25 @@ def fuzz(doc: dict) -> list[str]:
         lines.append(f"- and {doc['failed'] - 5} more")
     if doc.get("failures"):
         device = "cuda" if str(doc.get("device", "")).startswith("cuda") else "cpu"
-        lines.append(f"- to rerun one: `python tools/fuzz_kernels.py --layer {doc.get('layer')} --seed {doc.get('seed')} "
-                     f"--device {device} --only INDEX`")
+        lines.append(
+            f"- to rerun one: `python tools/fuzz_kernels.py --layer {doc.get('layer')} --seed {doc.get('seed')} "
+            f"--device {device} --only INDEX`"
+        )
     return lines + ([""] if doc.get("failures") else [])
 
 
 def summarize(out: Path) -> str:
     """The summary of the GPU check results in ``out``, as Markdown."""
-    lines = ["# GPU check", "", "## Machine", "", *machine(out), "## Kernel tests, compiled on the GPU", "", *kernel_tests(out)]
+    lines = [
+        "# GPU check",
+        "",
+        "## Machine",
+        "",
+        *machine(out),
+        "## Kernel tests, compiled on the GPU",
+        "",
+        *kernel_tests(out),
+    ]
     kernels, why = _load(out / "kernels.json")
     lines += ["## The issue's bar (`kernels.json`)", ""]
     if kernels is None:
@@ -212,11 +288,17 @@ def summarize(out: Path) -> str:
             lines += ["**A dry run: these numbers measure nothing.**", ""]
         items = (kernels.get("bar") or {}).values()
         if items:
-            lines += [f"**{sum(i['pass'] for i in items)} of {len(items)} bar items pass** "
-                      f"({sum(i['pass_with_best_config'] for i in items)} with the fastest measured configurations). "
-                      f"Plot: `kernels.png`.", ""]
-        lines += [f"{kernels.get('gpu')}, {kernels.get('dtype')}; device copy bandwidth "
-                  f"{kernels.get('copy_bandwidth_GBps', 0):.0f} GB/s; {kernels.get('seconds', 0):.0f} s.", ""]
+            lines += [
+                f"**{sum(i['pass'] for i in items)} of {len(items)} bar items pass** "
+                f"({sum(i['pass_with_best_config'] for i in items)} with the fastest measured configurations). "
+                f"Plot: `kernels.png`.",
+                "",
+            ]
+        lines += [
+            f"{kernels.get('gpu')}, {kernels.get('dtype')}; device copy bandwidth "
+            f"{kernels.get('copy_bandwidth_GBps', 0):.0f} GB/s; {kernels.get('seconds', 0):.0f} s.",
+            "",
+        ]
         lines += bar(kernels)
         for step, error in (kernels.get("errors") or {}).items():
             lines.append(f"- step `{step}` failed: {error}")
@@ -240,7 +322,10 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path, help="the folder bench/gpu_check.sh wrote ($OUT)")
     args = p.parse_args(argv)
     if not args.out.is_dir():
-        print(f"gpu_summary: expected the folder bench/gpu_check.sh wrote, got {str(args.out)!r} (not a folder)", file=sys.stderr)
+        print(
+            f"gpu_summary: expected the folder bench/gpu_check.sh wrote, got {str(args.out)!r} (not a folder)",
+            file=sys.stderr,
+        )
         return 2
     text = summarize(args.out)
     (args.out / "summary.md").write_text(text)

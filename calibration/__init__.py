@@ -13,8 +13,10 @@ import importlib
 #: calibration applies lives in edgefuse.gate.
 _WHERE = {
     **dict.fromkeys(("METHODS", "StratifiedReader", "TensorRange", "compute_ranges", "tensor_ranges"), "calibrate"),
-    **dict.fromkeys(("activation_scales", "check_qdq", "quantize_qdq", "read_trt_cache", "trt_version_code",
-                     "write_trt_cache"), "quantize"),
+    **dict.fromkeys(
+        ("activation_scales", "check_qdq", "quantize_qdq", "read_trt_cache", "trt_version_code", "write_trt_cache"),
+        "quantize",
+    ),
     "calibrate_export": "run",
 }
 

@@ -19,7 +19,11 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, c
 
 from edgefuse.errors import EdgefuseError
 
-METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 class StratifiedReader(CalibrationDataReader):
@@ -29,7 +33,9 @@ class StratifiedReader(CalibrationDataReader):
     shapes the ranges.
     """
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], batch_size: int = 32, desc: str = "calibrate", progress: bool = True) -> None:
+    def __init__(
+        self, inputs: Mapping[str, np.ndarray], batch_size: int = 32, desc: str = "calibrate", progress: bool = True
+    ) -> None:
         if not inputs:
             raise EdgefuseError("calibration reader: expected at least one input array, got none")
         sizes = {k: len(v) for k, v in inputs.items()}
@@ -74,7 +80,13 @@ class TensorRange:
     hist: tuple[np.ndarray, np.ndarray] | None = None
 
     def to_dict(self) -> dict:
-        return {"lowest": self.lowest, "highest": self.highest, "amax": self.amax, "scale": self.scale, "saturated_pct": self.saturated_pct}
+        return {
+            "lowest": self.lowest,
+            "highest": self.highest,
+            "amax": self.amax,
+            "scale": self.scale,
+            "saturated_pct": self.saturated_pct,
+        }
 
 
 def compute_ranges(
@@ -98,9 +110,11 @@ def compute_ranges(
     # onnxruntime prints its own progress to stdout; ours is the tqdm bar
     with tempfile.TemporaryDirectory(prefix="edgefuse-calib.") as tmp, contextlib.redirect_stdout(io.StringIO()):
         calibrator = create_calibrator(
-            Path(onnx_path), list(op_types) if op_types else None,
+            Path(onnx_path),
+            list(op_types) if op_types else None,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=METHODS[method], extra_options=extra,
+            calibrate_method=METHODS[method],
+            extra_options=extra,
         )
         reader.rewind()
         calibrator.collect_data(reader)

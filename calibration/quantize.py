@@ -79,10 +79,17 @@ def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_ch
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
         quantize_static(
-            str(fp32_path), str(out_path), calibration_data_reader=None, calibration_cache_path=str(cache),
+            str(fp32_path),
+            str(out_path),
+            calibration_data_reader=None,
+            calibration_cache_path=str(cache),
             calibrate_method=ranges.calibration_method,  # must match the cached ranges' method
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, reduce_range=False, op_types_to_quantize=list(op_types),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=False,
+            op_types_to_quantize=list(op_types),
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
@@ -100,7 +107,9 @@ def check_qdq(path: str | Path) -> dict[str, int]:
     q = dq = 0
     for node in model.graph.node:
         if node.op_type in ("MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"):
-            raise EdgefuseError(f"{path.name}: found {node.op_type} ({node.name}); expected only QuantizeLinear/DequantizeLinear")
+            raise EdgefuseError(
+                f"{path.name}: found {node.op_type} ({node.name}); expected only QuantizeLinear/DequantizeLinear"
+            )
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         q += node.op_type == "QuantizeLinear"
@@ -109,7 +118,9 @@ def check_qdq(path: str | Path) -> dict[str, int]:
             raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} has no zero point; expected an explicit 0")
         zp = _value(node.input[2], inits, consts)
         if zp is None or np.any(zp != 0):
-            raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} has zero point {zp}; expected 0 (symmetric INT8)")
+            raise EdgefuseError(
+                f"{path.name}: {node.op_type} {node.name} has zero point {zp}; expected 0 (symmetric INT8)"
+            )
         if zp.dtype != np.int8:
             raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} zero point is {zp.dtype}; expected int8")
         scale = _value(node.input[1], inits, consts)
@@ -117,7 +128,9 @@ def check_qdq(path: str | Path) -> dict[str, int]:
         if scale is None:
             raise EdgefuseError(f"{path.name}: {node.op_type} {node.name} scale is not a constant")
         if not is_weight and scale.size != 1:
-            raise EdgefuseError(f"{path.name}: activation {node.op_type} {node.name} has scale shape {scale.shape}; expected a scalar")
+            raise EdgefuseError(
+                f"{path.name}: activation {node.op_type} {node.name} has scale shape {scale.shape}; expected a scalar"
+            )
     if q == 0:
         raise EdgefuseError(f"{path.name}: no QuantizeLinear nodes; expected an INT8 Q/DQ graph")
     return {"QuantizeLinear": q, "DequantizeLinear": dq}
@@ -158,6 +171,7 @@ def activation_scales(path: str | Path) -> dict[str, float]:
 # (amax / 127). <version> is NV_TENSORRT_VERSION: major*10000 + minor*100 + patch for
 # TensorRT >= 10 (e.g. 100300 for 10.3.0), major*1000 + minor*100 + patch before.
 
+
 def trt_version_code(version: str) -> int:
     """'10.3.0' -> 100300; '8.6.1' -> 8601."""
     parts = [int(p) for p in (version.split(".") + ["0", "0"])[:3]]
@@ -165,12 +179,16 @@ def trt_version_code(version: str) -> int:
     return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
 
-def write_trt_cache(scales: Mapping[str, float], path: str | Path, trt_version: str = "10.3.0", algorithm: str = "EntropyCalibration2") -> Path:
+def write_trt_cache(
+    scales: Mapping[str, float], path: str | Path, trt_version: str = "10.3.0", algorithm: str = "EntropyCalibration2"
+) -> Path:
     path = Path(path)
     lines = [f"TRT-{trt_version_code(trt_version)}-{algorithm}"]
     for name in sorted(scales):
         if ":" in name or "\n" in name:
-            raise EdgefuseError(f"tensor name {name!r} cannot be written to a TensorRT cache (contains ':' or a newline)")
+            raise EdgefuseError(
+                f"tensor name {name!r} cannot be written to a TensorRT cache (contains ':' or a newline)"
+            )
         lines.append(f"{name}: {struct.pack('>f', float(scales[name])).hex()}")
     path.write_text("\n".join(lines) + "\n")
     return path

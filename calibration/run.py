@@ -10,9 +10,16 @@ from typing import Any
 
 from edgefuse._fs import atomic_dir
 from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
+from edgefuse.calibration.quantize import (
+    OP_TYPES,
+    activation_scales,
+    check_qdq,
+    quantize_qdq,
+    write_report,
+    write_trt_cache,
+)
 from edgefuse.errors import EdgefuseError
 from edgefuse.gate import check_gate_fail, compare, enforce
-from edgefuse.calibration.quantize import OP_TYPES, activation_scales, check_qdq, quantize_qdq, write_report, write_trt_cache
 
 CALIB_FORMAT = "edgefuse-calibration/1"
 
@@ -46,7 +53,9 @@ def calibrate_export(
     export_dir, out = Path(export_dir), Path(out)
     exp = read_export(export_dir)
     if exp["split"]:
-        raise EdgefuseError(f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset")
+        raise EdgefuseError(
+            f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset"
+        )
     names = [s["name"] for s in exp["specs"]]
     if data.modality_names != names:
         raise EdgefuseError(f"data has modalities {data.modality_names}, the exported model expects {names}")
@@ -55,8 +64,15 @@ def calibrate_export(
     sample = data.stratified_sample("train", size, seed=seed)
     held_out = data[split]
     record: dict[str, Any] = {
-        "format": CALIB_FORMAT, "method": method, "size": len(sample), "gate_split": split, "gate_n": len(held_out),
-        "max_drop": max_drop, "gate_fail": gate_fail, "trt_version": trt_version, "subsets": {},
+        "format": CALIB_FORMAT,
+        "method": method,
+        "size": len(sample),
+        "gate_split": split,
+        "gate_n": len(held_out),
+        "max_drop": max_drop,
+        "gate_fail": gate_fail,
+        "trt_version": trt_version,
+        "subsets": {},
     }
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
@@ -77,8 +93,12 @@ def calibrate_export(
             gate = compare(key, tmp / g["file"], int8, {k: held_out.inputs[k] for k in g["inputs"]}, held_out.labels)
             results.append(gate)
             record["subsets"][key] = {
-                "modalities": g["modalities"], "fp32_file": g["file"], "int8_file": int8.name,
-                "report": f"{stem}.calib.json", "trt_cache": f"{stem}.trtcache", "qdq_nodes": counts,
+                "modalities": g["modalities"],
+                "fp32_file": g["file"],
+                "int8_file": int8.name,
+                "report": f"{stem}.calib.json",
+                "trt_cache": f"{stem}.trtcache",
+                "qdq_nodes": counts,
                 "accuracy": gate.to_dict(),
                 "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
                 "int8_rejected": gate.fails(max_drop),

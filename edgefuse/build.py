@@ -48,15 +48,17 @@ def build_bundle(
     reference ops (a GPU runs the Triton kernels, which also store float16 and accumulate in
     float32).
     """
-    from edgefuse.gate import accuracy, check_gate_fail
     from edgefuse.checkpoint import data_source, load_checkpoint, load_training_data
+    from edgefuse.gate import accuracy, check_gate_fail
 
     if backend not in PRECISIONS:
         raise EdgefuseError(f"unknown backend {backend!r}; expected one of {sorted(PRECISIONS)}")
     if precision not in PRECISIONS[backend]:
         raise EdgefuseError(f"backend {backend!r} builds precisions {PRECISIONS[backend]}, got {precision!r}")
     check_gate_fail(gate_fail)  # before minutes of export, not when calibration gets to it
-    if precision == "int8":  # an onnxruntime too old to calibrate (Python 3.10 has no other) fails here, not after export
+    if (
+        precision == "int8"
+    ):  # an onnxruntime too old to calibrate (Python 3.10 has no other) fails here, not after export
         from edgefuse.calibration import calibrate_export
     if backend == "trt":  # fail before minutes of work, not after
         from edgefuse.engines.trt import import_tensorrt
@@ -80,7 +82,9 @@ def build_bundle(
         "precision": precision,
         "fusion": model.fusion_name,
         "modalities": [s.to_dict() for s in model.specs],
-        "class_names": list(doc["info"].get("dataset", {}).get("class_names") or [str(i) for i in range(model.num_classes)]),
+        "class_names": list(
+            doc["info"].get("dataset", {}).get("class_names") or [str(i) for i in range(model.num_classes)]
+        ),
         "output": "logits",
         "source": {"checkpoint": str(checkpoint), "data": data.description, **dataset},
         "subsets": {},
@@ -90,8 +94,8 @@ def build_bundle(
         work = Path(work)
         calib, rejected = None, []  # rejected: the subsets that failed the INT8 / FP16 gate (they get FP32)
         if backend == "torch":
-            from edgefuse.specs import default_subsets, subset_name
             from edgefuse.inference import subset_accuracy
+            from edgefuse.specs import default_subsets, subset_name
 
             subs = [tuple(s) for s in subsets] if subsets is not None else default_subsets(model.names)
             graphs = {subset_name(s, model.names): {"modalities": list(s)} for s in subs}
@@ -105,19 +109,34 @@ def build_bundle(
         else:
             from edgefuse.export import export_model
 
-            exp = export_model(model, work / "export", subsets=subsets, progress=progress,
-                               source={"checkpoint": str(checkpoint)})
+            exp = export_model(
+                model, work / "export", subsets=subsets, progress=progress, source={"checkpoint": str(checkpoint)}
+            )
             graphs = exp["graphs"]
             if precision == "int8":
-                calib = calibrate_export(work / "export", data, work / "calib", method=calib_method, size=calib_size,
-                                         max_drop=max_drop, trt_version=trt_version or "10.3.0", progress=progress,
-                                         gate_fail=gate_fail)
+                calib = calibrate_export(
+                    work / "export",
+                    data,
+                    work / "calib",
+                    method=calib_method,
+                    size=calib_size,
+                    max_drop=max_drop,
+                    trt_version=trt_version or "10.3.0",
+                    progress=progress,
+                    gate_fail=gate_fail,
+                )
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
                 rejected = [k for k, c in calib["subsets"].items() if c["int8_rejected"]]
                 manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
             else:
-                acc = {k: {"fp32": accuracy(work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels)}
-                       for k, g in graphs.items()}
+                acc = {
+                    k: {
+                        "fp32": accuracy(
+                            work / "export" / g["file"], {m: test.inputs[m] for m in g["inputs"]}, test.labels
+                        )
+                    }
+                    for k, g in graphs.items()
+                }
 
         def fill(tmp: Path) -> None:
             (tmp / "engines").mkdir()
@@ -125,23 +144,43 @@ def build_bundle(
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
                 members, fallback = g["modalities"], key in rejected
-                entry = subset_entry(members, model.specs, backend, "fp32" if fallback else precision, model.num_classes,
-                                     {**acc[key], "split": "test", "n": len(test)}, engine="")
+                entry = subset_entry(
+                    members,
+                    model.specs,
+                    backend,
+                    "fp32" if fallback else precision,
+                    model.num_classes,
+                    {**acc[key], "split": "test", "n": len(test)},
+                    engine="",
+                )
                 if fallback:
-                    entry[f"{precision}_rejected"] = {"drop_points": acc[key]["drop_points"], "max_drop_points": max_drop}
+                    entry[f"{precision}_rejected"] = {
+                        "drop_points": acc[key]["drop_points"],
+                        "max_drop_points": max_drop,
+                    }
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
                 elif fallback:
-                    entry["engine"] = _engine_file(backend, "fp32", key, work / "export" / g["file"], tmp / "engines", work, trt_max_batch)
+                    entry["engine"] = _engine_file(
+                        backend, "fp32", key, work / "export" / g["file"], tmp / "engines", work, trt_max_batch
+                    )
                 else:
-                    src = work / ("calib" if calib else "export") / (calib["subsets"][key]["int8_file"] if calib else g["file"])
+                    src = (
+                        work
+                        / ("calib" if calib else "export")
+                        / (calib["subsets"][key]["int8_file"] if calib else g["file"])
+                    )
                     if calib:
                         c = calib["subsets"][key]
                         (tmp / "calibration").mkdir(exist_ok=True)
                         for f in (c["report"], c["trt_cache"]):
                             shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
-                        entry["calibration"] = {"method": calib["method"], "size": calib["size"],
-                                                "report": f"calibration/{c['report']}", "trt_cache": f"calibration/{c['trt_cache']}"}
+                        entry["calibration"] = {
+                            "method": calib["method"],
+                            "size": calib["size"],
+                            "report": f"calibration/{c['report']}",
+                            "trt_cache": f"calibration/{c['trt_cache']}",
+                        }
                     entry["engine"] = _engine_file(backend, precision, key, src, tmp / "engines", work, trt_max_batch)
                 manifest["subsets"][key] = entry
             manifest["build_seconds"] = time.perf_counter() - start
@@ -158,16 +197,24 @@ def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: 
     from tqdm import tqdm
 
     from edgefuse.gate import GateResult, enforce
-    from edgefuse.specs import subset_name
     from edgefuse.inference import predict
+    from edgefuse.specs import subset_name
 
     half = copy.deepcopy(model).half()
     gates = []
     for sub in tqdm(subsets, desc="fp16 gate", unit="subset", disable=not progress):
         inputs = {k: test.inputs[k] for k in sub}
         a, b = predict(model, inputs).argmax(1), predict(half, inputs).argmax(1)
-        gates.append(GateResult(subset_name(sub, model.names), float((a == test.labels).mean()), float((b == test.labels).mean()),
-                                float((a == b).mean()), len(test), precision="fp16"))
+        gates.append(
+            GateResult(
+                subset_name(sub, model.names),
+                float((a == test.labels).mean()),
+                float((b == test.labels).mean()),
+                float((a == b).mean()),
+                len(test),
+                precision="fp16",
+            )
+        )
     if gate_fail == "error":
         enforce(gates, max_drop)
     return gates

@@ -92,7 +92,9 @@ def write_bundle(
         doc = dict(manifest)
         doc["schema_version"] = SCHEMA_VERSION
         doc["files"] = {
-            p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST
+            p.relative_to(tmp).as_posix(): sha256(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
         }
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2))
         verify(tmp, doc)

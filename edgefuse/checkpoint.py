@@ -1,4 +1,4 @@
-"""Checkpoints: a folder with ``config.json`` (rebuilds the model) and ``model.pt`` (its weights), written atomically."""
+"""Checkpoints: a folder with ``config.json`` (rebuilds the model) and ``model.pt`` (weights), written atomically."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def data_source(doc: Mapping[str, Any]) -> tuple[str | None, int]:
     return info.get("dataset", {}).get("source"), info.get("train_config", {}).get("seed", 0)
 
 
-def load_training_data(checkpoint: str | Path, doc: Mapping[str, Any], source: str | None = None, seed: int | None = None):
+def load_training_data(
+    checkpoint: str | Path, doc: Mapping[str, Any], source: str | None = None, seed: int | None = None
+):
     """The dataset a checkpoint was trained on (its recorded source and seed, unless given)."""
     from edgefuse.data import load_dataset
 

@@ -1,4 +1,4 @@
-"""The ``edgefuse`` command line: train, eval, export, calibrate, build, run (each stage runs alone from its inputs on disk)."""
+"""The ``edgefuse`` command line: each stage (train, eval, export, calibrate, build, run) runs alone from its files."""
 
 from __future__ import annotations
 
@@ -28,8 +28,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.data, seed=args.seed)
     cfg = TrainConfig(
-        fusion=args.fusion, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-        modality_dropout=args.modality_dropout, patience=args.patience, seed=args.seed,
+        fusion=args.fusion,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        dim=args.dim,
+        modality_dropout=args.modality_dropout,
+        patience=args.patience,
+        seed=args.seed,
     )
     result = train(data, cfg, out=args.out, source=args.data)
     full = "+".join(data.modality_names)
@@ -41,8 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from edgefuse.checkpoint import load_checkpoint, load_training_data
     from edgefuse._fs import write_json
+    from edgefuse.checkpoint import load_checkpoint, load_training_data
     from edgefuse.evaluate import evaluate, format_report, plot_report
 
     model, doc = load_checkpoint(args.checkpoint)
@@ -72,8 +78,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     model, doc = load_checkpoint(args.checkpoint)
     source, seed = data_source(doc)
-    rec = export_model(model, args.out, subsets=_subsets(args.subsets), split=args.split,
-                       source={"checkpoint": str(args.checkpoint), "data": source, "seed": seed})
+    rec = export_model(
+        model,
+        args.out,
+        subsets=_subsets(args.subsets),
+        split=args.split,
+        source={"checkpoint": str(args.checkpoint), "data": source, "seed": seed},
+    )
     for name, g in rec["graphs"].items():
         print(f"{name:<28}{g['file']:<40}max |onnx - torch| {g['max_abs_diff']:.2e}")
     print(f"wrote {len(rec['graphs'])} graphs (opset {rec['opset']}) to {args.out}")
@@ -95,29 +106,47 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for k, v in rec["subsets"].items():
         a = v["accuracy"]
         print(f"{k:<28}{a['fp32']:8.4f}{a['int8']:8.4f}{a['agreement']:8.3f}")
-    print(f"calibrated {len(rec['subsets'])} graphs ({rec['method']}, {rec['size']} samples) in {rec['seconds']:.1f} s -> {args.out}")
+    print(
+        f"calibrated {len(rec['subsets'])} graphs ({rec['method']}, {rec['size']} samples) in {rec['seconds']:.1f} s "
+        f"-> {args.out}"
+    )
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from edgefuse.build import build_bundle
 
-    bundle = build_bundle(args.checkpoint, args.out, backend=args.backend, precision=args.precision,
-                          calib_method=args.calib_method, calib_size=args.calib_size, max_drop=args.max_drop,
-                          subsets=_subsets(args.subsets), trt_max_batch=args.max_batch, gate_fail=args.gate_fallback or "error")
+    bundle = build_bundle(
+        args.checkpoint,
+        args.out,
+        backend=args.backend,
+        precision=args.precision,
+        calib_method=args.calib_method,
+        calib_size=args.calib_size,
+        max_drop=args.max_drop,
+        subsets=_subsets(args.subsets),
+        trt_max_batch=args.max_batch,
+        gate_fail=args.gate_fallback or "error",
+    )
     m = bundle.manifest
     low = m["precision"] if m["precision"] in ("int8", "fp16") else "int8"  # the column of the gated precision
     print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{low:>8}")
     for k, v in bundle.subsets.items():
         a = v["accuracy"]
         acc = f"{a[low]:8.4f}" if low in a else f"{'-':>8}"
-        why = "".join(f"  ({p.upper()} rejected: -{v[p + '_rejected']['drop_points']:.2f} points)"
-                      for p in ("int8", "fp16") if p + "_rejected" in v)
+        why = "".join(
+            f"  ({p.upper()} rejected: -{v[p + '_rejected']['drop_points']:.2f} points)"
+            for p in ("int8", "fp16")
+            if p + "_rejected" in v
+        )
         print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{acc}{why}")
     n, rejected = len(bundle.subsets), len(m.get(f"{low}_gate", {}).get("rejected", []))
-    what = (f"{n} {m['backend']} {m['precision']} engines" if not rejected else
-            f"{n} {m['backend']} engines ({n - rejected} {low}, {rejected} fp32 after failing the {low.upper()} gate "
-            f"of --max-drop {args.max_drop})")
+    what = (
+        f"{n} {m['backend']} {m['precision']} engines"
+        if not rejected
+        else f"{n} {m['backend']} engines ({n - rejected} {low}, {rejected} fp32 after failing the {low.upper()} gate "
+        f"of --max-drop {args.max_drop})"
+    )
     print(f"built {what} in {m['build_seconds']:.1f} s -> {args.out}")
     return 0
 
@@ -133,7 +162,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     recorded = bundle.manifest.get("source", {})
     source = args.data or recorded.get("dataset")
     if not source:
-        raise EdgefuseError(f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz")
+        raise EdgefuseError(
+            f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz"
+        )
     seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
     if args.scenario:
         scenario = Scenario.from_toml(args.scenario, bundle.specs)
@@ -143,8 +174,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data = load_dataset(source, seed=seed)
     split = data[args.split]
     if [s.to_dict() for s in data.specs] != [s.to_dict() for s in bundle.specs]:
-        raise EdgefuseError(f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
-                         f"{[(s.name, list(s.shape)) for s in bundle.specs]}")
+        raise EdgefuseError(
+            f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
+            f"{[(s.name, list(s.shape)) for s in bundle.specs]}"
+        )
     import logging
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
@@ -157,7 +190,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             def on_phase(p):
                 acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
-                print(f"  {p['start_s']:g}-{p['end_s']:g} s  {p['name']}: engines {p['engines']}, accuracy {acc}", flush=True)
+                print(
+                    f"  {p['start_s']:g}-{p['end_s']:g} s  {p['name']}: engines {p['engines']}, accuracy {acc}",
+                    flush=True,
+                )
         else:
             on_phase = None
         timeline = replay(rt, scenario, split.inputs, split.labels, clock, on_phase=on_phase)
@@ -181,7 +217,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)  # verified: schema, checksums, modality names
     m = bundle.manifest
-    env = {"onnxruntime": None, "providers": [], **{k: importlib.util.find_spec(k) is not None for k in ("torch", "tensorrt")}}
+    env = {
+        "onnxruntime": None,
+        "providers": [],
+        **{k: importlib.util.find_spec(k) is not None for k in ("torch", "tensorrt")},
+    }
     try:
         import onnxruntime
 
@@ -191,10 +231,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"bundle": str(bundle.root), "manifest": m, "environment": env}, indent=2))
         return 0
-    print(f"bundle {bundle.root}: verified ({len(m['files'])} files, sha256), schema {m['schema_version']}, "
-          f"built by edgefuse {m.get('edgefuse_version', '?')} on {m.get('created', '?')}")
-    print(f"  {m.get('fusion', '?')} fusion, backend {m.get('backend')}, precision {m.get('precision')}; "
-          f"classes {', '.join(bundle.class_names)}")
+    print(
+        f"bundle {bundle.root}: verified ({len(m['files'])} files, sha256), schema {m['schema_version']}, "
+        f"built by edgefuse {m.get('edgefuse_version', '?')} on {m.get('created', '?')}"
+    )
+    print(
+        f"  {m.get('fusion', '?')} fusion, backend {m.get('backend')}, precision {m.get('precision')}; "
+        f"classes {', '.join(bundle.class_names)}"
+    )
     src = m.get("source", {})
     if src:
         print(f"  trained on {src.get('data', '?')}")
@@ -207,10 +251,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         acc = engine_accuracy(e)
         fp32 = e.get("accuracy", {}).get("fp32")
         note = " (INT8 rejected by the gate)" if "int8_rejected" in e else ""
-        print(f"  {key:<28}{e['precision']:<6}{e['engine']:<46}accuracy {acc if acc is None else f'{acc:.4f}'}"
-              f"{'' if fp32 is None else f' (fp32 {fp32:.4f})'}{note}")
+        print(
+            f"  {key:<28}{e['precision']:<6}{e['engine']:<46}accuracy {acc if acc is None else f'{acc:.4f}'}"
+            f"{'' if fp32 is None else f' (fp32 {fp32:.4f})'}{note}"
+        )
     have = ", ".join(k for k in ("torch", "tensorrt") if env[k]) or "neither torch nor tensorrt"
-    print(f"this machine: onnxruntime {env['onnxruntime'] or 'not installed'} ({', '.join(env['providers']) or '-'}); {have}")
+    print(
+        f"this machine: onnxruntime {env['onnxruntime'] or 'not installed'} ({', '.join(env['providers']) or '-'}); "
+        f"{have}"
+    )
     return 0
 
 
@@ -274,28 +323,53 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8"])
     b.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     b.add_argument("--calib-size", type=int, default=512)
-    b.add_argument("--max-drop", type=float, default=1.0,
-                   help="INT8, and FP16 on the torch backend: fail if a subset loses more accuracy points")
-    b.add_argument("--gate-fallback", "--int8-fallback", dest="gate_fallback", choices=["fp32"], default=None,
-                   help="INT8 / torch FP16: a subset that fails --max-drop gets an FP32 engine instead of failing the build")
+    b.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="INT8, and FP16 on the torch backend: fail if a subset loses more accuracy points",
+    )
+    b.add_argument(
+        "--gate-fallback",
+        "--int8-fallback",
+        dest="gate_fallback",
+        choices=["fp32"],
+        default=None,
+        help="INT8 / torch FP16: a subset that fails --max-drop gets an FP32 engine instead of failing the build",
+    )
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("run", help="replay a dataset as timed sensor streams with scripted faults through the runtime")
     r.add_argument("bundle", type=Path)
-    r.add_argument("--scenario", type=Path, default=None,
-                   help="fault scenario (TOML; see scenarios/ and docs/runtime.md). Default: every sensor healthy for --duration")
+    r.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        help="fault scenario (TOML; see scenarios/ and docs/runtime.md). Default: every sensor healthy for --duration",
+    )
     r.add_argument("--duration", type=float, default=60.0, help="seconds to replay without --scenario (default: 60)")
     r.add_argument("--data", default=None, help="'sensorscenes' or a .npz file (default: the bundle's dataset)")
     r.add_argument("--seed", type=int, default=None, help="data seed (default: the bundle's)")
     r.add_argument("--split", default="test", help="the split to replay (default: test)")
-    r.add_argument("--policy", type=Path, default=None, help="runtime policy (TOML; default: the scenario's [policy], else defaults)")
-    r.add_argument("--realtime", action="store_true", help="pace the replay on the real clock (default: simulated time, fast)")
+    r.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="runtime policy (TOML; default: the scenario's [policy], else defaults)",
+    )
+    r.add_argument(
+        "--realtime", action="store_true", help="pace the replay on the real clock (default: simulated time, fast)"
+    )
     r.add_argument("--threads", type=int, default=1, help="intra-op threads per engine (default: 1)")
     r.add_argument("--json", type=Path, default=None, help="write the timeline as JSON")
-    r.add_argument("--max-drop", type=float, default=None,
-                   help="exit 1 if a phase's accuracy is below the manifest accuracy of its engines minus this (e.g. 0.03)")
+    r.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help="exit 1 if a phase's accuracy is below the manifest accuracy of its engines minus this (e.g. 0.03)",
+    )
     r.add_argument("-v", "--verbose", action="store_true", help="log each health change and swap as it happens")
     r.set_defaults(func=_cmd_run)
 
@@ -304,15 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the manifest and this machine's engines as JSON")
     i.set_defaults(func=_cmd_info)
 
-    k = sub.add_parser("kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)")
+    k = sub.add_parser(
+        "kernels", help="can the fused Triton kernels run here, are they right here, how fast (--check, --bench)"
+    )
     kernels_arguments(k)
     k.set_defaults(func=_cmd_kernels)
     return p
 
 
 #: a module a verb needs -> the extra that installs it
-EXTRAS = {"torch": "build", "onnx": "build", "onnxscript": "build", "tqdm": "build", "triton": "gpu",
-          "matplotlib": "plot", "tensorrt": "trt"}
+EXTRAS = {
+    "torch": "build",
+    "onnx": "build",
+    "onnxscript": "build",
+    "tqdm": "build",
+    "triton": "gpu",
+    "matplotlib": "plot",
+    "tensorrt": "trt",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         root = (e.name or "").split(".")[0]
         if root not in EXTRAS:
             raise
-        print(f"edgefuse {args.command}: needs {root}, which this install lacks: pip install 'edgefuse[{EXTRAS[root]}]'",
-              file=sys.stderr)
+        print(
+            f"edgefuse {args.command}: needs {root}, which this install lacks: pip install 'edgefuse[{EXTRAS[root]}]'",
+            file=sys.stderr,
+        )
         return 2
     except EdgefuseError as e:
         print(f"edgefuse {args.command}: error: {e}", file=sys.stderr)

@@ -40,7 +40,9 @@ def _accuracy(model, inputs, labels, present=None) -> float:
     return float((predict(model, inputs, present).argmax(1) == labels).mean())
 
 
-def robustness(model, split: Split, seed: int = 0, gaussian_levels=GAUSSIAN_LEVELS, drop_levels=DROP_LEVELS) -> dict[str, Any]:
+def robustness(
+    model, split: Split, seed: int = 0, gaussian_levels=GAUSSIAN_LEVELS, drop_levels=DROP_LEVELS
+) -> dict[str, Any]:
     """Gaussian-noise and random-drop sweeps; see the module docstring."""
     names = model.names
     float_names = [s.name for s in model.specs if s.kind != "tokens"]
@@ -130,7 +132,10 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(f"{report['fusion']}: accuracy per sensor subset")
     ax.invert_yaxis()
     if rob:
-        for ax, kind, xlabel in ((axes[0][1], "gaussian", "noise std (x train std)"), (axes[0][2], "drop", "drop probability")):
+        for ax, kind, xlabel in (
+            (axes[0][1], "gaussian", "noise std (x train std)"),
+            (axes[0][2], "drop", "drop probability"),
+        ):
             r = rob[kind]
             for t, accs in r["accuracy"].items():
                 ax.plot(r["levels"], accs, marker="o", label=f"{t} (AUC {r['auc'][t]:.2f})")
@@ -144,4 +149,3 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-

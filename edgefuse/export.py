@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from edgefuse import __version__
-from edgefuse._releases import major_minor
 from edgefuse._fs import atomic_dir, read_record
+from edgefuse._releases import major_minor
 from edgefuse.errors import EdgefuseError
 from edgefuse.specs import ModalitySpec, default_subsets, subset_name
 
@@ -32,7 +32,8 @@ OUTPUT = "logits"
 
 #: operators TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5
 #: table), plus LayerNormalization, which TensorRT parses since 8.6 (INormalizationLayer).
-TRT_SUPPORTED_OPS = frozenset("""
+TRT_SUPPORTED_OPS = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil
 Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
 DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
@@ -46,7 +47,8 @@ ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape
 ReverseSequence RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape
 Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
 Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 FORBIDDEN_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"})
 
 #: torch releases (major, minor) whose ONNX exporter passes tests/export on every fusion
@@ -57,7 +59,7 @@ EXPORT_TESTED_TORCH = ((2, 6), (2, 7), (2, 8), (2, 10), (2, 11), (2, 12), (2, 13
 #: torch releases known to fail, with why: said when an export fails under one of them
 EXPORT_KNOWN_BAD_TORCH = {
     (2, 9): "torch 2.9 traces these models with a 'batch != 1' guard and its ONNX exporter then fails on "
-            "that guard (NameError: name 'L' is not defined; pytorch/pytorch#172903); torch 2.8 and 2.10 do not",
+    "that guard (NameError: name 'L' is not defined; pytorch/pytorch#172903); torch 2.8 and 2.10 do not",
 }
 
 
@@ -77,7 +79,11 @@ def torch_export_status(version: str) -> tuple[str, str | None]:
     if release in EXPORT_KNOWN_BAD_TORCH:
         return "bad", EXPORT_KNOWN_BAD_TORCH[release]
     if release < min(EXPORT_TESTED_TORCH):
-        return "bad", "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every fusion strategy)"
+        return (
+            "bad",
+            "torch < 2.6 is older than any torch edgefuse's export passes with (2.5.1's exporter fails on every "
+            "fusion strategy)",
+        )
     return "unknown", None
 
 
@@ -86,7 +92,10 @@ def export_failure_advice(version: str) -> str:
     status, why = torch_export_status(version)
     tested = "edgefuse's export is tested with torch " + ", ".join(f"{a}.{b}" for a, b in EXPORT_TESTED_TORCH)
     if status == "tested":
-        return f"{tested}, this one included: the cause is in this model (torch.onnx.export(..., report=True) writes a report)"
+        return (
+            f"{tested}, this one included: the cause is in this model "
+            "(torch.onnx.export(..., report=True) writes a report)"
+        )
     if status == "bad":
         return f"{why}. {tested}: export on a host with one of those (the bundle then runs on a device without torch)"
     if why:
@@ -128,7 +137,9 @@ class _HeadGraph(nn.Module):
         return self.model.head(self.model.op(embeddings, present))
 
 
-def sample_inputs(specs: Sequence[ModalitySpec], batch: int, norm: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def sample_inputs(
+    specs: Sequence[ModalitySpec], batch: int, norm: dict | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Random inputs in each modality's training range (mean + std * N(0, 1)), for checks."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -141,16 +152,25 @@ def sample_inputs(specs: Sequence[ModalitySpec], batch: int, norm: dict | None =
     return out
 
 
-def _to_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: list[dict]) -> None:
+def _to_onnx(
+    module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic: list[dict]
+) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     shapes = [{k: batch for k in d} for d in dynamic]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                module, args, str(path), input_names=input_names, output_names=output_names,
-                opset_version=OPSET, dynamo=True, dynamic_shapes=(tuple(shapes),) if isinstance(module, _SubsetGraph) else tuple(shapes),
-                optimize=True, verbose=False,
+                module,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes=(tuple(shapes),) if isinstance(module, _SubsetGraph) else tuple(shapes),
+                optimize=True,
+                verbose=False,
             )
         except Exception as e:  # the exporter's own errors run to pages: keep the first line, chain the rest
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # (torch colours some of its messages)
@@ -292,7 +312,12 @@ def export_model(
             if not diff <= tolerance:
                 raise EdgefuseError(f"{file}: ONNX Runtime differs from PyTorch by {diff:.3g} > tolerance {tolerance}")
             record["graphs"][name] = {
-                **entry, "file": file, "inputs": in_names, "output": out_name, "operators": ops, "max_abs_diff": diff,
+                **entry,
+                "file": file,
+                "inputs": in_names,
+                "output": out_name,
+                "operators": ops,
+                "max_abs_diff": diff,
             }
         (tmp / "export.json").write_text(json.dumps(record, indent=2))
     return record

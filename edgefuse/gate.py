@@ -15,7 +15,6 @@ import numpy as np
 
 from edgefuse.errors import EdgefuseError
 
-
 #: what a subset that fails the accuracy gate does: stop the build (or calibration), or stay FP32
 GATE_FAIL = ("error", "fp32")
 
@@ -49,8 +48,13 @@ class GateResult:
         return self.drop_points > max_drop + 1e-9
 
     def to_dict(self) -> dict:
-        return {"fp32": self.fp32_acc, self.precision: self.reduced_acc, "agreement": self.agreement, "drop_points": self.drop_points,
-                "n": self.n}
+        return {
+            "fp32": self.fp32_acc,
+            self.precision: self.reduced_acc,
+            "agreement": self.agreement,
+            "drop_points": self.drop_points,
+            "n": self.n,
+        }
 
 
 def predict(path: Path, inputs: Mapping[str, np.ndarray], batch: int = 512) -> np.ndarray:
@@ -67,9 +71,13 @@ def accuracy(path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -
     return float((predict(path, inputs) == labels).mean())
 
 
-def compare(subset: str, fp32_path: Path, int8_path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> GateResult:
+def compare(
+    subset: str, fp32_path: Path, int8_path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray
+) -> GateResult:
     a, b = predict(fp32_path, inputs), predict(int8_path, inputs)
-    return GateResult(subset, float((a == labels).mean()), float((b == labels).mean()), float((a == b).mean()), int(len(labels)))
+    return GateResult(
+        subset, float((a == labels).mean()), float((b == labels).mean()), float((a == b).mean()), int(len(labels))
+    )
 
 
 class AccuracyGateError(EdgefuseError):
@@ -87,8 +95,11 @@ def enforce(results: list[GateResult], max_drop: float) -> None:
     bad = [r for r in results if r.fails(max_drop)]
     if bad:
         precision = bad[0].precision
-        rows = ", ".join(f"{r.subset}: {r.fp32_acc:.4f} -> {r.reduced_acc:.4f} ({r.drop_points:.2f} points)" for r in bad)
+        rows = ", ".join(
+            f"{r.subset}: {r.fp32_acc:.4f} -> {r.reduced_acc:.4f} ({r.drop_points:.2f} points)" for r in bad
+        )
         raise AccuracyGateError(
-            f"{precision.upper()} accuracy gate failed: {len(bad)} subset(s) dropped more than --max-drop {max_drop} points: "
+            f"{precision.upper()} accuracy gate failed: {len(bad)} subset(s) dropped more than --max-drop {max_drop} "
+            "points: "
             f"{rows}. {_REMEDY.get(precision, '')}".rstrip()
         )

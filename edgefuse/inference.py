@@ -17,7 +17,9 @@ def to_tensors(inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model: FusionModel, inputs: Mapping[str, np.ndarray], present: np.ndarray | None = None, batch_size: int = 1024) -> np.ndarray:
+def predict(
+    model: FusionModel, inputs: Mapping[str, np.ndarray], present: np.ndarray | None = None, batch_size: int = 1024
+) -> np.ndarray:
     """Logits ``[N, C]`` for numpy inputs (any subset of the model's modalities)."""
     model.eval()
     n = len(next(iter(inputs.values())))

@@ -1,4 +1,4 @@
-"""``edgefuse kernels``' options and default shapes, with no torch import (building the CLI's parser must stay light)."""
+"""``edgefuse kernels``' options and default shapes, with no torch import (the CLI's parser must stay light)."""
 
 from __future__ import annotations
 
@@ -14,26 +14,52 @@ KERNEL_SHAPES = {
 
 
 def kernels_arguments(p: argparse.ArgumentParser) -> None:
-    """``edgefuse kernels``' options (``edgefuse.kernels.selfcheck`` runs the command; ``tools/kernel_bench.py`` adds timing)."""
+    """``edgefuse kernels``' options (``edgefuse.kernels.selfcheck`` runs it; ``tools/kernel_bench.py`` adds timing)."""
     p.add_argument("--check", action="store_true", help="run every op's Triton path against its float64 reference")
-    p.add_argument("--interpret", action="store_true",
-                   help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)")
+    p.add_argument(
+        "--interpret",
+        action="store_true",
+        help="--check on the CPU through Triton's interpreter (no GPU needed; slow: tiny shapes by default)",
+    )
     p.add_argument("--device", default=None, help="CUDA device, e.g. cuda:1 (default: the current one)")
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help=f"batch sizes (default: {' '.join(map(str, KERNEL_SHAPES['gpu']['batches']))} on a GPU, "
-                        f"{' '.join(map(str, KERNEL_SHAPES['interpret']['batches']))} interpreted)")
-    p.add_argument("--dim", type=int, default=None,
-                   help=f"fused width D (default: {KERNEL_SHAPES['gpu']['dim']} on a GPU, {KERNEL_SHAPES['interpret']['dim']} interpreted)")
-    p.add_argument("--widths", type=_widths, default=None,
-                   help=f"input widths K_i, one per modality (default: {','.join(map(str, KERNEL_SHAPES['gpu']['widths']))} on a GPU, "
-                        f"{','.join(map(str, KERNEL_SHAPES['interpret']['widths']))} interpreted)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
-                        "with --checkpoint: the dtype the model is cast to, as the torch engine's --precision fp16 "
-                        "casts it (default: float32)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="--check a trained model (an `edgefuse train` folder) on every default sensor subset, "
-                        "instead of the ops at synthetic shapes")
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"batch sizes (default: {' '.join(map(str, KERNEL_SHAPES['gpu']['batches']))} on a GPU, "
+        f"{' '.join(map(str, KERNEL_SHAPES['interpret']['batches']))} interpreted)",
+    )
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help=f"fused width D (default: {KERNEL_SHAPES['gpu']['dim']} on a GPU, {KERNEL_SHAPES['interpret']['dim']} "
+        "interpreted)",
+    )
+    p.add_argument(
+        "--widths",
+        type=_widths,
+        default=None,
+        help=f"input widths K_i, one per modality (default: {','.join(map(str, KERNEL_SHAPES['gpu']['widths']))} on a "
+        "GPU, "
+        f"{','.join(map(str, KERNEL_SHAPES['interpret']['widths']))} interpreted)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="--check: only this dtype (default: float32, float16, and bfloat16 where the GPU has it); "
+        "with --checkpoint: the dtype the model is cast to, as the torch engine's --precision fp16 "
+        "casts it (default: float32)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="--check a trained model (an `edgefuse train` folder) on every default sensor subset, "
+        "instead of the ops at synthetic shapes",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report and cases as JSON")
 
 
@@ -41,7 +67,9 @@ def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2048,1024,128, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 2048,1024,128, got {text!r}"
+        ) from None
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected widths >= 1, got {text!r}")
     return widths

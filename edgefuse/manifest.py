@@ -33,11 +33,20 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def subset_entry(members: Sequence[str], specs: Sequence[ModalitySpec], backend: str, precision: str, num_classes: int,
-                 accuracy: Mapping[str, Any], engine: str) -> dict[str, Any]:
+def subset_entry(
+    members: Sequence[str],
+    specs: Sequence[ModalitySpec],
+    backend: str,
+    precision: str,
+    num_classes: int,
+    accuracy: Mapping[str, Any],
+    engine: str,
+) -> dict[str, Any]:
     """One subset's manifest entry: its sensors, engine file, backend, precision, I/O and accuracy."""
     return {
-        "modalities": list(members), "backend": backend, "precision": precision,
+        "modalities": list(members),
+        "backend": backend,
+        "precision": precision,
         "inputs": [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype} for s in specs if s.name in members],
         "outputs": [{"name": "logits", "shape": [-1, num_classes], "dtype": "float32"}],
         "accuracy": dict(accuracy),
@@ -57,7 +66,9 @@ def verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
     Returns the modality specs; raises BundleError naming the first problem."""
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BundleError(f"{root}: unknown bundle schema version {version!r}; this edgefuse reads version {SCHEMA_VERSION}")
+        raise BundleError(
+            f"{root}: unknown bundle schema version {version!r}; this edgefuse reads version {SCHEMA_VERSION}"
+        )
     for key in ("modalities", "subsets", "files"):
         if key not in doc:
             raise BundleError(f"{root}: {MANIFEST} has no {key!r}")
@@ -71,7 +82,9 @@ def verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
         members = entry.get("modalities", [])
         unknown = [m for m in members if m not in names]
         if unknown or not members:
-            raise BundleError(f"{root}: subset {subset!r} names unknown modality {unknown}; the bundle's modalities are {names}")
+            raise BundleError(
+                f"{root}: subset {subset!r} names unknown modality {unknown}; the bundle's modalities are {names}"
+            )
         if subset != SUBSET_SEP.join(n for n in names if n in members):
             raise BundleError(f"{root}: subset key {subset!r} does not match its modalities {members}")
         engine = entry.get("engine")

@@ -49,9 +49,7 @@ class ModalitySpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise EdgefuseError(
-                f"modality name must be a Python identifier (it names ONNX inputs), got {self.name!r}"
-            )
+            raise EdgefuseError(f"modality name must be a Python identifier (it names ONNX inputs), got {self.name!r}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if self.kind not in _KIND_RANK:
             raise EdgefuseError(f"modality {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
@@ -71,7 +69,9 @@ class ModalitySpec:
         if self.value_range is not None:
             lo, hi = (float(v) for v in self.value_range)
             if not lo < hi:
-                raise EdgefuseError(f"modality {self.name!r}: value_range must be (low, high) with low < high, got {self.value_range}")
+                raise EdgefuseError(
+                    f"modality {self.name!r}: value_range must be (low, high) with low < high, got {self.value_range}"
+                )
             object.__setattr__(self, "value_range", (lo, hi))
         if self.kind == "tokens" and self.value_range is None:
             raise EdgefuseError(f"modality {self.name!r}: tokens need value_range=(0, vocab_size - 1)")
@@ -110,7 +110,9 @@ class ModalitySpec:
         known = {"name", "shape", "kind", "dtype", "rate_hz", "value_range", "meta"}
         unknown = set(d) - known
         if unknown:
-            raise EdgefuseError(f"modality spec has unknown fields {sorted(unknown)}; expected a subset of {sorted(known)}")
+            raise EdgefuseError(
+                f"modality spec has unknown fields {sorted(unknown)}; expected a subset of {sorted(known)}"
+            )
         vr = d.get("value_range")
         return cls(
             name=d["name"],

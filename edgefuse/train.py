@@ -92,8 +92,14 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(
-        cfg.fusion, data.specs, data.num_classes, encoders=encoders,
-        dim=cfg.dim, dropout=cfg.dropout, norm=input_stats(data), **cfg.model_kwargs,
+        cfg.fusion,
+        data.specs,
+        data.num_classes,
+        encoders=encoders,
+        dim=cfg.dim,
+        dropout=cfg.dropout,
+        norm=input_stats(data),
+        **cfg.model_kwargs,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -124,7 +130,9 @@ def train(
         subsets = subset_accuracy(model, val_split)
         score = float(np.mean(list(subsets.values())))
         full = subsets[subset_name(model.names, model.names)]
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_subset_acc": score, "val_all_acc": full})
+        history.append(
+            {"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_subset_acc": score, "val_all_acc": full}
+        )
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_all=f"{full:.3f}", val_mean=f"{score:.3f}")
         if score > best:
             best, best_epoch, best_subsets, stale = score, epoch, subsets, 0
@@ -141,11 +149,17 @@ def train(
     result = TrainResult(model, history, best_epoch, best_subsets, seconds)
     if out is not None:
         save_checkpoint(
-            model, out,
+            model,
+            out,
             info={
                 "train_config": asdict(cfg),
-                "dataset": {"source": source, "name": data.name, "description": data.description, "class_names": data.class_names,
-                            "sizes": {k: len(v) for k, v in data.splits.items()}},
+                "dataset": {
+                    "source": source,
+                    "name": data.name,
+                    "description": data.description,
+                    "class_names": data.class_names,
+                    "sizes": {k: len(v) for k, v in data.splits.items()},
+                },
                 "best_epoch": best_epoch,
                 "val_subsets": best_subsets,
                 "history": history,

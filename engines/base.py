@@ -55,20 +55,30 @@ class Engine:
         missing = [n for n in want if n not in feeds]
         extra = [n for n in feeds if n not in want]
         if missing or extra:
-            raise EdgefuseError(f"engine {self.name!r}: expected inputs {want}, got {list(feeds)} (missing {missing}, unexpected {extra})")
+            raise EdgefuseError(
+                f"engine {self.name!r}: expected inputs {want}, got {list(feeds)} (missing {missing}, unexpected "
+                f"{extra})"
+            )
         batch = None
         for t in self.inputs:
             x = feeds[t.name]
             if not isinstance(x, np.ndarray):
-                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} must be a numpy array, got {type(x).__name__}")
+                raise EdgefuseError(
+                    f"engine {self.name!r}: input {t.name!r} must be a numpy array, got {type(x).__name__}"
+                )
             if x.dtype != np.dtype(t.dtype):
                 raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} expected dtype {t.dtype}, got {x.dtype}")
             if x.ndim != len(t.shape) or any(w not in (-1, g) for w, g in zip(t.shape, x.shape)):
-                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} expected shape {list(t.shape)} (-1: any batch), got {list(x.shape)}")
+                raise EdgefuseError(
+                    f"engine {self.name!r}: input {t.name!r} expected shape {list(t.shape)} (-1: any batch), got "
+                    f"{list(x.shape)}"
+                )
             if batch is None:
                 batch = x.shape[0]
             elif x.shape[0] != batch:
-                raise EdgefuseError(f"engine {self.name!r}: input {t.name!r} has batch {x.shape[0]}, expected {batch} like the others")
+                raise EdgefuseError(
+                    f"engine {self.name!r}: input {t.name!r} has batch {x.shape[0]}, expected {batch} like the others"
+                )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._closed:

@@ -55,8 +55,12 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
     del g.value_info[:]  # re-inferred below with the new types
-    casts_in = [_boundary_cast(g, v.name, inward=True) for v in g.input if v.type.tensor_type.elem_type == TensorProto.FLOAT]
-    casts_out = [_boundary_cast(g, v.name, inward=False) for v in g.output if v.type.tensor_type.elem_type == TensorProto.FLOAT]
+    casts_in = [
+        _boundary_cast(g, v.name, inward=True) for v in g.input if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    ]
+    casts_out = [
+        _boundary_cast(g, v.name, inward=False) for v in g.output if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    ]
     nodes = casts_in + list(g.node) + casts_out
     del g.node[:]
     g.node.extend(nodes)

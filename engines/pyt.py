@@ -11,15 +11,14 @@ fp32 (the engine warns). Needs torch (the training stack).
 
 from __future__ import annotations
 
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
 from edgefuse.errors import EdgefuseError
-
 
 #: precision name -> the torch dtype the model computes in
 PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
@@ -32,8 +31,16 @@ class TorchEngine(Engine):
 
     backend = "torch"
 
-    def __init__(self, checkpoint: str | Path, modalities: Sequence[str], device: str | None = None, cuda_graph: bool = False,
-                 threads: int | None = None, name: str | None = None, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        modalities: Sequence[str],
+        device: str | None = None,
+        cuda_graph: bool = False,
+        threads: int | None = None,
+        name: str | None = None,
+        precision: str = "fp32",
+    ) -> None:
         super().__init__()
         if precision not in PRECISION_DTYPES:
             raise EdgefuseError(f"torch engine: precision must be one of {sorted(PRECISION_DTYPES)}, got {precision!r}")
@@ -49,9 +56,12 @@ class TorchEngine(Engine):
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"torch backend: device {device!r} asked for, but no CUDA device is visible")
         if precision == "fp16" and kind == "cpu":
-            warnings.warn("torch engine: precision 'fp16' on the CPU runs slower than 'fp32' (CPUs have little float16 "
-                          "arithmetic): fp16 is for a GPU. On a CPU, use 'fp32' or an ONNX Runtime bundle",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "torch engine: precision 'fp16' on the CPU runs slower than 'fp32' (CPUs have little float16 "
+                "arithmetic): fp16 is for a GPU. On a CPU, use 'fp32' or an ONNX Runtime bundle",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
@@ -60,7 +70,9 @@ class TorchEngine(Engine):
         self.precision = precision
         unknown = [m for m in modalities if m not in self.model.names]
         if unknown or not modalities:
-            raise EdgefuseError(f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}")
+            raise EdgefuseError(
+                f"torch engine: modalities {list(modalities)} must be a non-empty subset of {self.model.names}"
+            )
         self.modalities = [n for n in self.model.names if n in set(modalities)]
         self.device, self.use_cuda_graph = device, cuda_graph and kind == "cuda"
         self.name = name or "+".join(self.modalities)
@@ -78,7 +90,9 @@ class TorchEngine(Engine):
                 return {"logits": self.model(x).float().cpu().numpy()}
             with torch.cuda.device(self.device):  # capture and replay on the engine's GPU ('cuda:1' too)
                 if batch not in self._graphs:
-                    static = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
+                    static = {
+                        n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities
+                    }
                     s = torch.cuda.Stream()
                     s.wait_stream(torch.cuda.current_stream())
                     with torch.cuda.stream(s):

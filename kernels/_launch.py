@@ -86,12 +86,18 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
         params = kernel.params
         # kept only when the call is what the hit path assumes: every runtime parameter
         # positional, the constexprs after them and all passed by name
-        if (compiled is not None and len(args) == sum(not p.is_constexpr for p in params)
-                and all(p.is_constexpr == (p.num >= len(args)) for p in params)
-                and all(p.name in kwargs for p in params if p.is_constexpr)):
+        if (
+            compiled is not None
+            and len(args) == sum(not p.is_constexpr for p in params)
+            and all(p.is_constexpr == (p.num >= len(args)) for p in params)
+            and all(p.name in kwargs for p in params if p.is_constexpr)
+        ):
             if len(_CACHE) >= MAX_ENTRIES:
                 _CACHE.clear()
-            _CACHE[key] = (compiled, tuple(kwargs[p.name] for p in params if p.is_constexpr) if _PASS_CONSTEXPRS else ())
+            _CACHE[key] = (
+                compiled,
+                tuple(kwargs[p.name] for p in params if p.is_constexpr) if _PASS_CONSTEXPRS else (),
+            )
         return
     compiled, consts = hit
     if len(grid) < 3:  # the compiled kernel's launcher reads three grid dimensions

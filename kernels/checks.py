@@ -23,8 +23,13 @@ GATE_MODES_SAID = " or ".join(map(repr, GATE_MODES))  # 'softmax' or 'sigmoid' (
 KERNEL_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def tensors(op: str, ref: torch.Tensor, named: Iterable[tuple[str, torch.Tensor | None]], any_dtype: tuple[str, ...] = (),
-            kernel: bool = False) -> None:
+def tensors(
+    op: str,
+    ref: torch.Tensor,
+    named: Iterable[tuple[str, torch.Tensor | None]],
+    any_dtype: tuple[str, ...] = (),
+    kernel: bool = False,
+) -> None:
     """Every ``(name, tensor)`` of ``named`` (None = absent, skipped) is on ``ref``'s device and,
     unless its name is in ``any_dtype``, of ``ref``'s dtype; for the kernel also contiguous, and
     ``ref`` float32/float16/bfloat16. Raises ValueError naming it.
@@ -51,8 +56,13 @@ def _projection_names(n: int) -> tuple[str, ...]:
     return (*(f"weight {i}" for i in range(n)), *(f"input {i}" for i in range(n)), "bias")
 
 
-def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor], bias: torch.Tensor | None,
-               act: str, kernel: bool = False) -> torch.Tensor:
+def projection(
+    xs: Sequence[torch.Tensor | None],
+    weights: Sequence[torch.Tensor],
+    bias: torch.Tensor | None,
+    act: str,
+    kernel: bool = False,
+) -> torch.Tensor:
     """``xs[i] [B, K_i]`` (None = absent, at least one present), ``weights[i] [D, K_i]``,
     ``bias [N, D]`` (any float dtype: the kernel reads it as float32) or None, ``act`` in
     ``ACTS``; returns the first present input.
@@ -61,7 +71,9 @@ def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor
     if act not in ACTS:
         raise ValueError(f"fused_projection: act must be one of {sorted(ACTS)}, got {act!r}")
     if len(xs) != len(weights) or not xs:
-        raise ValueError(f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights")
+        raise ValueError(
+            f"fused_projection: expected one weight per input (N >= 1), got {len(xs)} inputs and {len(weights)} weights"
+        )
     first = next((i for i, x in enumerate(xs) if x is not None), None)
     if first is None:
         raise ValueError("fused_projection: expected at least one present input, got all None")
@@ -90,14 +102,17 @@ def projection(xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor
 def _pair(op: str, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int, int]:
     """Float ``x [B, K1]`` and ``y [B, K2]``: (B, K1, K2)."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"{op}: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}")
+        raise ValueError(
+            f"{op}: expected x [B, K1] and y [B, K2] with the same B, got {list(x.shape)} and {list(y.shape)}"
+        )
     if not x.dtype.is_floating_point:
         raise ValueError(f"{op}: expected floating-point inputs, got {x.dtype}")
     return x.shape[0], x.shape[1], y.shape[1]
 
 
-def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-             kernel: bool = False) -> tuple[int, int, int, int]:
+def bilinear(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: bool = False
+) -> tuple[int, int, int, int]:
     """``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` or None; returns (B, K1, K2, O)."""
     b, k1, k2 = _pair("bilinear", x, y)
     if weight.dim() != 3 or tuple(weight.shape[1:]) != (k1, k2):
@@ -109,8 +124,17 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
     return b, k1, k2, o
 
 
-def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor,
-        v_b: torch.Tensor | None, factors: int, present: torch.Tensor | None, kernel: bool = False) -> tuple[int, int, int, int]:
+def mfb(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    u_w: torch.Tensor,
+    u_b: torch.Tensor | None,
+    v_w: torch.Tensor,
+    v_b: torch.Tensor | None,
+    factors: int,
+    present: torch.Tensor | None,
+    kernel: bool = False,
+) -> tuple[int, int, int, int]:
     """``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``, both
     biases ``[O*factors]`` or neither, ``present [B, 2]`` bool or None; returns (B, K1, K2, O*factors)."""
     if factors < 1:
@@ -119,19 +143,27 @@ def mfb(x: torch.Tensor, y: torch.Tensor, u_w: torch.Tensor, u_b: torch.Tensor |
     rows = u_w.shape[0] if u_w.dim() else 0
     if u_w.shape != (rows, k1) or v_w.shape != (rows, k2) or rows % factors:
         raise ValueError(
-            f"mfb: expected u_w [O*{factors}, {k1}] and v_w [O*{factors}, {k2}], got {list(u_w.shape)} and {list(v_w.shape)}"
+            f"mfb: expected u_w [O*{factors}, {k1}] and v_w [O*{factors}, {k2}], got {list(u_w.shape)} and "
+            f"{list(v_w.shape)}"
         )
     if (u_b is None) != (v_b is None) or (u_b is not None and (u_b.shape != (rows,) or v_b.shape != (rows,))):
         got = " and ".join("None" if t is None else str(list(t.shape)) for t in (u_b, v_b))
         raise ValueError(f"mfb: expected both biases [{rows}] or neither, got {got}")
     if present is not None and (present.shape != (b, 2) or present.dtype != torch.bool):
         raise ValueError(f"mfb: expected present [B={b}, 2] bool, got {list(present.shape)} {present.dtype}")
-    tensors("mfb", x, [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
-            ("present",), kernel)
+    tensors(
+        "mfb",
+        x,
+        [("x", x), ("y", y), ("u_w", u_w), ("v_w", v_w), ("u_b", u_b), ("v_b", v_b), ("present", present)],
+        ("present",),
+        kernel,
+    )
     return b, k1, k2, rows
 
 
-def gated(feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str, kernel: bool = False) -> tuple[int, int, int]:
+def gated(
+    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str, kernel: bool = False
+) -> tuple[int, int, int]:
     """``feats [B, N, D]``, float ``logits [B, N]`` or ``[B, N, D]``, ``mask [B, N]`` bool, ``mode``
     in ``GATE_MODES``; returns (B, N, D)."""
     if mode not in GATE_MODES:

@@ -66,8 +66,9 @@ def _forced() -> str:
 
 def _no_triton(forced: str, cannot: str, why: str, remedy: str) -> str:
     if forced:
-        raise RuntimeError(f"EDGEFUSE_KERNELS={forced} needs Triton: {cannot} here ({why}); {remedy}, "
-                           "or unset EDGEFUSE_KERNELS")
+        raise RuntimeError(
+            f"EDGEFUSE_KERNELS={forced} needs Triton: {cannot} here ({why}); {remedy}, or unset EDGEFUSE_KERNELS"
+        )
     _warn_no_triton(cannot, why, remedy)
     return "reference"
 
@@ -75,8 +76,12 @@ def _no_triton(forced: str, cannot: str, why: str, remedy: str) -> str:
 @functools.lru_cache(maxsize=4)
 def _warn_no_triton(cannot: str, why: str, remedy: str) -> None:
     """Once per process and cause (the cache is the 'already warned' state)."""
-    warnings.warn(f"edgefuse.kernels: {cannot} ({why}); CUDA tensors run the PyTorch reference ops instead "
-                  f"of the fused kernels. To run the kernels, {remedy}", RuntimeWarning, stacklevel=5)
+    warnings.warn(
+        f"edgefuse.kernels: {cannot} ({why}); CUDA tensors run the PyTorch reference ops instead "
+        f"of the fused kernels. To run the kernels, {remedy}",
+        RuntimeWarning,
+        stacklevel=5,
+    )
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -110,9 +115,11 @@ def backend(*tensors: torch.Tensor | None, has_backward: bool = False) -> str:
     if forced == "interpret" or (forced == "triton" and not on_cuda):
         if os.environ.get("TRITON_INTERPRET") == "1":
             return "triton"  # the interpreter: no driver, no GPU
-        raise ValueError("EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported"
-                         if forced == "interpret" else
-                         "EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)")
+        raise ValueError(
+            "EDGEFUSE_KERNELS=interpret needs TRITON_INTERPRET=1 set before edgefuse.kernels is imported"
+            if forced == "interpret"
+            else "EDGEFUSE_KERNELS=triton needs CUDA tensors (use EDGEFUSE_KERNELS=interpret on CPU)"
+        )
     cannot = triton_cuda_error()  # CUDA tensors: cached after the first call
     return "triton" if cannot is None else _no_triton(forced, *cannot)
 
@@ -198,16 +205,30 @@ def bilinear(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 def mfb(
-    x: torch.Tensor, y: torch.Tensor,
-    u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
-    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    u_w: torch.Tensor,
+    u_b: torch.Tensor | None,
+    v_w: torch.Tensor,
+    v_b: torch.Tensor | None,
+    factors: int,
+    present: torch.Tensor | None = None,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """``[B, O]``: MFB pooling of ``(U x + bu) * (V y + bv)`` over ``factors``; absent side = 1."""
     x, y, u_w, u_b, v_w, v_b = _autocast([x, y, u_w, u_b, v_w, v_b])
     if backend(x, y, u_w, v_w, u_b, v_b) == "triton":
         with on_device(x):
             return _triton("bilinear").mfb_triton(
-                x.contiguous(), y.contiguous(), u_w.contiguous(), _c(u_b), v_w.contiguous(), _c(v_b), factors, _c(present), normalize
+                x.contiguous(),
+                y.contiguous(),
+                u_w.contiguous(),
+                _c(u_b),
+                v_w.contiguous(),
+                _c(v_b),
+                factors,
+                _c(present),
+                normalize,
             )
     checks.mfb(x, y, u_w, u_b, v_w, v_b, factors, present)
     return ref.mfb_reference(x, y, u_w, u_b, v_w, v_b, factors, present, normalize)

@@ -15,6 +15,7 @@ import torch
 
 from edgefuse._releases import major_minor
 
+
 @functools.lru_cache(maxsize=1)
 def triton_import_error() -> str | None:
     """Why Triton cannot be used in this process (None: it can). Checked once."""
@@ -26,8 +27,10 @@ def triton_import_error() -> str | None:
 
 
 #: what to do when Triton's CUDA driver cannot start
-DRIVER_REMEDY = ("Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
-                 "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)")
+DRIVER_REMEDY = (
+    "Triton needs a C compiler (gcc, or set CC), Python's headers (e.g. apt install gcc python3-dev) "
+    "and libcuda.so.1 (found by ldconfig, or set TRITON_LIBCUDA_PATH)"
+)
 #: The Triton releases that cannot compile the kernels for a GPU architecture, as
 #: ``tools/triton_targets.sh`` measured by compiling every benchmark launch for it with each
 #: release from 3.0 to 3.9 (``python -m tools.aot --arch A``); the script also
@@ -39,10 +42,19 @@ DRIVER_REMEDY = ("Triton needs a C compiler (gcc, or set CC), Python's headers (
 #: (Older GPUs are not targets: the launchers plan for sm_80's shared memory.)
 TRITON_TARGETS: dict[int, tuple[str, tuple[tuple[tuple[int, int], tuple[int, int], str], ...]]] = {
     100: ("B200, GB200", (((3, 0), (3, 2), "aborts"),)),
-    110: ("Jetson Thor", (((3, 0), (3, 4), "aborts"), ((3, 5), (3, 5), "TRITON_PTXAS_PATH"),
-                          ((3, 6), (3, 6), "TRITON_PTXAS_BLACKWELL_PATH"))),
+    110: (
+        "Jetson Thor",
+        (
+            ((3, 0), (3, 4), "aborts"),
+            ((3, 5), (3, 5), "TRITON_PTXAS_PATH"),
+            ((3, 6), (3, 6), "TRITON_PTXAS_BLACKWELL_PATH"),
+        ),
+    ),
     120: ("RTX 50, RTX PRO Blackwell", (((3, 0), (3, 2), "aborts"),)),
-    121: ("DGX Spark GB10", (((3, 0), (3, 3), "aborts"), ((3, 4), (3, 4), "fails"), ((3, 5), (3, 5), "TRITON_PTXAS_PATH"))),
+    121: (
+        "DGX Spark GB10",
+        (((3, 0), (3, 3), "aborts"), ((3, 4), (3, 4), "fails"), ((3, 5), (3, 5), "TRITON_PTXAS_PATH")),
+    ),
 }
 
 
@@ -67,7 +79,9 @@ def triton_target_error(arch, triton_version: str, environ=os.environ) -> tuple[
     remedy = f"install triton>={last[0]}.{last[1] + 1}"
     if var:
         remedy += f", or set {var} to CUDA 13's ptxas (e.g. /usr/local/cuda/bin/ptxas on JetPack 7)"
-    how = {"aborts": "compiling aborts the process", "fails": "its compiler fails"}.get(what, f"its ptxas rejects sm_{arch}a")
+    how = {"aborts": "compiling aborts the process", "fails": "its compiler fails"}.get(
+        what, f"its ptxas rejects sm_{arch}a"
+    )
     return f"Triton {triton_version} cannot compile for sm_{arch} ({parts}): {how}", remedy
 
 
@@ -75,7 +89,7 @@ def error_line(e: BaseException, limit: int | None = None) -> str:
     """``Type: message`` on one line (libcuda's and ptxas's messages run to several), cut to
     ``limit`` characters with an ellipsis."""
     line = f"{type(e).__name__}: {' '.join(str(e).split())}"
-    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,8 +128,10 @@ CUDA11_PTXAS_BREAKS_FROM = (3, 7)
 
 
 #: what to do when Triton's test kernel fails for a cause other than a ptxas newer than the driver
-PROBE_REMEDY = ("get Triton itself to build and run a kernel on this GPU: it fails on a one-line test kernel, "
-                "before any of edgefuse's")
+PROBE_REMEDY = (
+    "get Triton itself to build and run a kernel on this GPU: it fails on a one-line test kernel, "
+    "before any of edgefuse's"
+)
 
 
 def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
@@ -139,14 +155,21 @@ def kernel_load_error(device, arch) -> tuple[str, str, str] | None:
     ptxas, driver = triton_ptxas(arch), cuda_driver_version()
     remedy = PROBE_REMEDY
     if ptxas is not None and driver is not None:
-        why += f"; Triton {triton.__version__} builds for sm_{arch} with CUDA {ptxas[1]}'s ptxas, this driver runs CUDA {driver}"
+        why += (
+            f"; Triton {triton.__version__} builds for sm_{arch} with CUDA {ptxas[1]}'s ptxas, "
+            f"this driver runs CUDA {driver}"
+        )
         if (major_minor(ptxas[1]) or (0, 0)) > (major_minor(driver) or (99, 0)):
-            remedy = (f"update the NVIDIA driver to one for CUDA {ptxas[1]}, or set {ptxas[2]} to the ptxas of a CUDA "
-                      f"toolkit no newer than {driver}, such as /usr/local/cuda/bin/ptxas where that toolkit matches "
-                      "the driver (as JetPack's does)")
+            remedy = (
+                f"update the NVIDIA driver to one for CUDA {ptxas[1]}, or set {ptxas[2]} to the ptxas of a CUDA "
+                f"toolkit no newer than {driver}, such as /usr/local/cuda/bin/ptxas where that toolkit matches "
+                "the driver (as JetPack's does)"
+            )
             if driver.startswith("11.") and (major_minor(triton.__version__) or (0, 0)) >= CUDA11_PTXAS_BREAKS_FROM:
-                remedy += (f"; Triton {triton.__version__} cannot build with a CUDA 11 ptxas, so first install "
-                           "triton<%d.%d" % (CUDA11_PTXAS_BREAKS_FROM[0], CUDA11_PTXAS_BREAKS_FROM[1]))
+                remedy += (
+                    f"; Triton {triton.__version__} cannot build with a CUDA 11 ptxas, so first install "
+                    "triton<%d.%d" % (CUDA11_PTXAS_BREAKS_FROM[0], CUDA11_PTXAS_BREAKS_FROM[1])
+                )
     return "Triton cannot build and load a kernel on this GPU", why, remedy
 
 
@@ -185,6 +208,8 @@ def triton_ptxas(arch) -> tuple[str, str, str] | None:
     except Exception:  # ImportError, a Triton whose internals moved
         return None
     blackwell = "TRITON_PTXAS-BLACKWELL_PATH" if named_as_is else "TRITON_PTXAS_BLACKWELL_PATH"
-    var = next((v for v in (blackwell, "TRITON_PTXAS_PATH") if os.environ.get(v) == path),
-               blackwell if os.path.basename(path).startswith("ptxas-blackwell") else "TRITON_PTXAS_PATH")
+    var = next(
+        (v for v in (blackwell, "TRITON_PTXAS_PATH") if os.environ.get(v) == path),
+        blackwell if os.path.basename(path).startswith("ptxas-blackwell") else "TRITON_PTXAS_PATH",
+    )
     return path, version, var

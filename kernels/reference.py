@@ -83,7 +83,9 @@ def fused_projection_reference(
     return torch.stack(rows, dim=1)  # stack, not slice assignment: exports without a scatter
 
 
-def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def bilinear_reference(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``z_k = x^T W_k y + b_k`` (torch.nn.functional.bilinear)."""
     return F.bilinear(x, y, weight, bias)
 
@@ -91,7 +93,9 @@ def bilinear_reference(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, b
 def mfb_reference_pool(z: torch.Tensor, factors: int, normalize: bool = True, eps: float = 1e-12) -> torch.Tensor:
     """Sum-pool ``z [B, O*factors]`` over consecutive groups of ``factors``; signed sqrt + L2 if
     ``normalize``; ``widened``, as the kernel pools."""
-    pooled = widened(z).view(z.shape[0], z.shape[1] // factors, factors).sum(-1)  # (not -1: B = 0 has no inferable size)
+    pooled = (
+        widened(z).view(z.shape[0], z.shape[1] // factors, factors).sum(-1)
+    )  # (not -1: B = 0 has no inferable size)
     if normalize:
         pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
         pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(eps)

@@ -50,10 +50,12 @@ MFB_FACTORS, BILINEAR_MAX, BILINEAR_OUT = 4, 256, 64
 
 OPS = ("fused_projection", "mfb", "bilinear", "gated_fusion")
 #: what the launchers never run on Triton, whatever the device (ops.py's rules)
-REFERENCE_ALWAYS = ("on CPU tensors: the reference (production never interprets Triton)",
-                    "while exporting or compiling (ONNX, torch.jit, torch.compile): the reference, so graphs hold standard ops",
-                    "while training: bilinear and mfb run the reference (no Triton backward); fused_projection "
-                    "and gated_fusion keep their kernels")
+REFERENCE_ALWAYS = (
+    "on CPU tensors: the reference (production never interprets Triton)",
+    "while exporting or compiling (ONNX, torch.jit, torch.compile): the reference, so graphs hold standard ops",
+    "while training: bilinear and mfb run the reference (no Triton backward); fused_projection "
+    "and gated_fusion keep their kernels",
+)
 
 
 def _versions() -> dict:
@@ -65,8 +67,13 @@ def _versions() -> dict:
         import triton
 
         triton_version = triton.__version__
-    return {"edgefuse": __version__, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "triton": triton_version, "triton_import_error": triton_import_error()}
+    return {
+        "edgefuse": __version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": triton_version,
+        "triton_import_error": triton_import_error(),
+    }
 
 
 def report() -> dict:
@@ -76,23 +83,38 @@ def report() -> dict:
     from edgefuse.kernels.ops import _CHOICES
     from edgefuse.kernels.platform import cuda_driver_version, triton_import_error, triton_ptxas
 
-    rec = {"versions": _versions(), "EDGEFUSE_KERNELS": os.environ.get("EDGEFUSE_KERNELS"),
-           "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"), "devices": []}
+    rec = {
+        "versions": _versions(),
+        "EDGEFUSE_KERNELS": os.environ.get("EDGEFUSE_KERNELS"),
+        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+        "devices": [],
+    }
     if torch.cuda.is_available():
         rec["versions"]["driver_cuda"] = cuda_driver_version()  # what Triton's ptxas must not be newer than
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             ptxas = triton_ptxas(p.major * 10 + p.minor)  # (None without Triton)
-            rec["devices"].append({"index": i, "name": p.name, "arch": f"sm_{p.major}{p.minor}",
-                                   "memory_gib": round(p.total_memory / 2**30, 1), "sms": p.multi_processor_count,
-                                   "triton_ptxas": None if ptxas is None else dict(zip(("path", "cuda", "variable"), ptxas))})
+            rec["devices"].append(
+                {
+                    "index": i,
+                    "name": p.name,
+                    "arch": f"sm_{p.major}{p.minor}",
+                    "memory_gib": round(p.total_memory / 2**30, 1),
+                    "sms": p.multi_processor_count,
+                    "triton_ptxas": None if ptxas is None else dict(zip(("path", "cuda", "variable"), ptxas)),
+                }
+            )
     can, why, remedy = _kernels_can_run(bool(rec["devices"]))
     rec["kernels_can_run"] = can
     forced = (rec["EDGEFUSE_KERNELS"] or "").strip().lower()
     if forced == "reference":
         runs, why, remedy = "reference", "EDGEFUSE_KERNELS=reference", "unset EDGEFUSE_KERNELS" if can else remedy
     elif forced and forced not in _CHOICES:
-        runs, why, remedy = "error", f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}", "unset EDGEFUSE_KERNELS"
+        runs, why, remedy = (
+            "error",
+            f"EDGEFUSE_KERNELS must be one of {_CHOICES}, got {forced!r}",
+            "unset EDGEFUSE_KERNELS",
+        )
     elif forced == "interpret" or (forced == "triton" and not rec["devices"]):
         interpreting = rec["TRITON_INTERPRET"] == "1" and triton_import_error() is None
         runs = "interpreter" if interpreting else "error"
@@ -105,10 +127,14 @@ def report() -> dict:
     if triton_import_error() is None:
         from edgefuse.kernels import _launch
 
-        rec["launch_path"] = ("Triton's interpreter (TRITON_INTERPRET=1)" if rec["TRITON_INTERPRET"] == "1" else
-                              "edgefuse's launch (kernels/_launch.py)" if _launch.enabled else
-                              f"Triton's JIT run (edgefuse's launch was checked on Triton "
-                              f"{'.'.join(map(str, _launch.CHECKED[0]))} to {'.'.join(map(str, _launch.CHECKED[1]))})")
+        rec["launch_path"] = (
+            "Triton's interpreter (TRITON_INTERPRET=1)"
+            if rec["TRITON_INTERPRET"] == "1"
+            else "edgefuse's launch (kernels/_launch.py)"
+            if _launch.enabled
+            else f"Triton's JIT run (edgefuse's launch was checked on Triton "
+            f"{'.'.join(map(str, _launch.CHECKED[0]))} to {'.'.join(map(str, _launch.CHECKED[1]))})"
+        )
     rec["reference_always"] = list(REFERENCE_ALWAYS)
     return rec
 
@@ -128,19 +154,28 @@ def _kernels_can_run(cuda: bool) -> tuple[bool, str | None, str | None]:
 
 def format_report(rec: dict) -> str:
     v = rec["versions"]
-    lines = [f"edgefuse {v['edgefuse']}  torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'})  "
-             f"triton {v['triton'] or 'not importable'}" + (f"  driver: CUDA {v['driver_cuda']}" if v.get("driver_cuda") else "")]
+    lines = [
+        f"edgefuse {v['edgefuse']}  torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'})  "
+        f"triton {v['triton'] or 'not importable'}"
+        + (f"  driver: CUDA {v['driver_cuda']}" if v.get("driver_cuda") else "")
+    ]
     for d in rec["devices"]:
         ptxas = d.get("triton_ptxas")
-        lines.append(f"cuda:{d['index']}  {d['name']}  {d['arch']}  {d['sms']} SMs  {d['memory_gib']} GiB"
-                     + (f"  Triton builds with CUDA {ptxas['cuda']}'s ptxas ({ptxas['variable']})" if ptxas else ""))
+        lines.append(
+            f"cuda:{d['index']}  {d['name']}  {d['arch']}  {d['sms']} SMs  {d['memory_gib']} GiB"
+            + (f"  Triton builds with CUDA {ptxas['cuda']}'s ptxas ({ptxas['variable']})" if ptxas else "")
+        )
     if not rec["devices"]:
         lines.append("no CUDA device")
     for var in ("EDGEFUSE_KERNELS", "TRITON_INTERPRET"):
         if rec[var]:
             lines.append(f"{var}={rec[var]}")
-    verdict = {"triton": "the Triton kernels", "interpreter": "the Triton kernels through Triton's CPU interpreter",
-               "reference": "the PyTorch reference ops", "error": "nothing: they raise"}
+    verdict = {
+        "triton": "the Triton kernels",
+        "interpreter": "the Triton kernels through Triton's CPU interpreter",
+        "reference": "the PyTorch reference ops",
+        "error": "nothing: they raise",
+    }
     lines.append(f"fused ops on CUDA tensors run: {verdict[rec['cuda_calls_run']]}")
     if rec["why"]:
         lines.append(f"  because: {rec['why']}")
@@ -174,8 +209,9 @@ def _short(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _compare(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: torch.dtype,
-             reduce_len: int | Sequence[int]) -> float:
+def _compare(
+    outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: torch.dtype, reduce_len: int | Sequence[int]
+) -> float:
     """The worst ``|out - ref| / tolerance`` over the outputs (inf for a non-finite value, a shape
     mismatch, or a bool output, such as gated fusion's empty-row flag, that differs at all).
     ``reduce_len``: one for every output, or one each."""
@@ -189,8 +225,9 @@ def _compare(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], dtype: 
     return worst
 
 
-def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
-           dtypes: Sequence[torch.dtype]) -> Iterator[tuple[str, str, torch.dtype, int, Callable, Callable]]:
+def _cases(
+    device: str, batches: Sequence[int], dim: int, widths: Sequence[int], dtypes: Sequence[torch.dtype]
+) -> Iterator[tuple[str, str, torch.dtype, int, Callable, Callable]]:
     """(op, label, dtype, reduction length, run, reference): ``run()`` gives the launcher's
     outputs on ``device``, ``reference()`` the reference's on the same inputs (already rounded
     to ``dtype``) in float64 on the CPU."""
@@ -215,67 +252,131 @@ def _cases(device: str, batches: Sequence[int], dim: int, widths: Sequence[int],
     def case(dtype, op, label, reduce_len, fn, ref_fn, tensors):
         """``fn`` on ``tensors`` cast to ``dtype`` on ``device``; ``ref_fn`` on the same in float64."""
         on = [t.to(device) if t.dtype == torch.bool else t.to(dtype).to(device) for t in tensors]
-        return (op, label, dtype, reduce_len, lambda: fn(*on),
-                lambda: ref_fn(*[t.cpu() if t.dtype == torch.bool else t.cpu().double() for t in on]))
+        return (
+            op,
+            label,
+            dtype,
+            reduce_len,
+            lambda: fn(*on),
+            lambda: ref_fn(*[t.cpu() if t.dtype == torch.bool else t.cpu().double() for t in on]),
+        )
 
     for dtype in dtypes:
-        ws, bias = [rand(dim, k, scale=k ** -0.5) for k in widths], rand(n, dim, scale=0.1)
+        ws, bias = [rand(dim, k, scale=k**-0.5) for k in widths], rand(n, dim, scale=0.1)
         for b in batches:
             xs = [rand(b, k) for k in widths]
             for act, norm, absent in (("relu", True, None), ("gelu", False, 1 if n > 1 else None)):
-                def proj(fn, act=act, norm=norm, absent=absent):
-                    return lambda *t: [fn([None if i == absent else x for i, x in enumerate(t[:n])], list(t[n:-1]), t[-1], act, norm)]
 
-                label = f"B={b} {act}{' + L2' if norm else ''}" + (f", modality {absent} absent" if absent is not None else "")
-                yield case(dtype, "fused_projection", label, kmax, proj(fused_projection_triton), proj(ref.fused_projection_reference),
-                           [*xs, *ws, bias])
+                def proj(fn, act=act, norm=norm, absent=absent):
+                    return lambda *t: [
+                        fn([None if i == absent else x for i, x in enumerate(t[:n])], list(t[n:-1]), t[-1], act, norm)
+                    ]
+
+                label = f"B={b} {act}{' + L2' if norm else ''}" + (
+                    f", modality {absent} absent" if absent is not None else ""
+                )
+                yield case(
+                    dtype,
+                    "fused_projection",
+                    label,
+                    kmax,
+                    proj(fused_projection_triton),
+                    proj(ref.fused_projection_reference),
+                    [*xs, *ws, bias],
+                )
 
             present = torch.ones(b, 2, dtype=torch.bool)  # rows with one side absent, then the other
             present[::3, 0] = False
             present[1::3, 1] = False
-            yield case(dtype, "mfb", f"B={b} O={rows // MFB_FACTORS} factors={MFB_FACTORS} + L2, sides absent", max(k1, k2),
-                       lambda *t: [mfb_triton(*t[:6], MFB_FACTORS, t[6], True)],
-                       lambda *t: [ref.mfb_reference(*t[:6], MFB_FACTORS, t[6], True)],
-                       [rand(b, k1), rand(b, k2), rand(rows, k1, scale=k1 ** -0.5), rand(rows, scale=0.1),
-                        rand(rows, k2, scale=k2 ** -0.5), rand(rows, scale=0.1), present])
+            yield case(
+                dtype,
+                "mfb",
+                f"B={b} O={rows // MFB_FACTORS} factors={MFB_FACTORS} + L2, sides absent",
+                max(k1, k2),
+                lambda *t: [mfb_triton(*t[:6], MFB_FACTORS, t[6], True)],
+                lambda *t: [ref.mfb_reference(*t[:6], MFB_FACTORS, t[6], True)],
+                [
+                    rand(b, k1),
+                    rand(b, k2),
+                    rand(rows, k1, scale=k1**-0.5),
+                    rand(rows, scale=0.1),
+                    rand(rows, k2, scale=k2**-0.5),
+                    rand(rows, scale=0.1),
+                    present,
+                ],
+            )
 
-            yield case(dtype, "bilinear", f"B={b} K={bk} O={BILINEAR_OUT}", bk * bk,
-                       lambda *t: [bilinear_triton(*t)], lambda *t: [ref.bilinear_reference(*t)],
-                       [rand(b, bk), rand(b, bk), rand(BILINEAR_OUT, bk, bk, scale=1 / bk), rand(BILINEAR_OUT, scale=0.1)])
+            yield case(
+                dtype,
+                "bilinear",
+                f"B={b} K={bk} O={BILINEAR_OUT}",
+                bk * bk,
+                lambda *t: [bilinear_triton(*t)],
+                lambda *t: [ref.bilinear_reference(*t)],
+                [rand(b, bk), rand(b, bk), rand(BILINEAR_OUT, bk, bk, scale=1 / bk), rand(BILINEAR_OUT, scale=0.1)],
+            )
 
             feats, mask = rand(b, n, dim), mask_with_empty_row(b)
             for mode, logits in (("softmax", rand(b, n, scale=2.0)), ("sigmoid", rand(b, n, dim, scale=2.0))):
-                yield case(dtype, "gated_fusion", f"B={b} N={n} {mode}{' per feature' if logits.dim() == 3 else ''}, empty row", n,
-                           lambda *t, mode=mode: list(gated_fusion_triton(*t, mode)),
-                           lambda *t, mode=mode: list(ref.gated_fusion_reference(*t, mode)), [feats, logits, mask])
+                yield case(
+                    dtype,
+                    "gated_fusion",
+                    f"B={b} N={n} {mode}{' per feature' if logits.dim() == 3 else ''}, empty row",
+                    n,
+                    lambda *t, mode=mode: list(gated_fusion_triton(*t, mode)),
+                    lambda *t, mode=mode: list(ref.gated_fusion_reference(*t, mode)),
+                    [feats, logits, mask],
+                )
 
         # the training paths' gradients, at the largest batch
         b = max(batches)
-        yield case(dtype, "fused_projection", f"B={b} gelu + L2, gradients (x, W, bias)", max(kmax, b, dim),
-                   lambda *t: _grads(fused_projection_train, t, n), lambda *t: _grads(ref.fused_projection_reference, t, n),
-                   [*(rand(b, k) for k in widths), *ws, bias, rand(b, n, dim)])
-        yield case(dtype, "gated_fusion", f"B={b} N={n} softmax per feature, gradients (feats, logits)", n,
-                   lambda *t: _gated_grads(GatedFusionFunction.apply, *t),
-                   lambda *t: _gated_grads(ref.gated_fusion_reference, *t),
-                   [rand(b, n, dim), rand(b, n, dim, scale=2.0), mask_with_empty_row(b), rand(b, dim)])
+        yield case(
+            dtype,
+            "fused_projection",
+            f"B={b} gelu + L2, gradients (x, W, bias)",
+            max(kmax, b, dim),
+            lambda *t: _grads(fused_projection_train, t, n),
+            lambda *t: _grads(ref.fused_projection_reference, t, n),
+            [*(rand(b, k) for k in widths), *ws, bias, rand(b, n, dim)],
+        )
+        yield case(
+            dtype,
+            "gated_fusion",
+            f"B={b} N={n} softmax per feature, gradients (feats, logits)",
+            n,
+            lambda *t: _gated_grads(GatedFusionFunction.apply, *t),
+            lambda *t: _gated_grads(ref.gated_fusion_reference, *t),
+            [rand(b, n, dim), rand(b, n, dim, scale=2.0), mask_with_empty_row(b), rand(b, dim)],
+        )
 
 
 def _grads(fn, tensors, n: int) -> list[torch.Tensor]:
     """Gradients in every input of ``<fn(xs, weights, bias, 'gelu', True), dout>`` (``tensors``:
     the N inputs, the N weights, the bias, ``dout``)."""
-    return projection_grads(fn, tensors[:n], tensors[n:2 * n], tensors[2 * n], "gelu", True, tensors[-1])[1]
+    return projection_grads(fn, tensors[:n], tensors[n : 2 * n], tensors[2 * n], "gelu", True, tensors[-1])[1]
 
 
-def projection_grads(fn, xs, weights, bias, act: str, normalize: bool,
-                     dout: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def projection_grads(
+    fn, xs, weights, bias, act: str, normalize: bool, dout: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``fn(xs, weights, bias, act, normalize)`` (the kernel's training path or the reference)
     and its gradients for ``dout`` in every present input, every weight and the bias (if any),
     in that order. A weight whose modality is absent (None) takes no part: its gradient is zero."""
-    leaves = [t.detach().requires_grad_() for t in (*(x for x in xs if x is not None), *weights, *([bias] if bias is not None else []))]
+    leaves = [
+        t.detach().requires_grad_()
+        for t in (*(x for x in xs if x is not None), *weights, *([bias] if bias is not None else []))
+    ]
     it = iter(leaves)
-    out = fn([None if x is None else next(it) for x in xs], [next(it) for _ in weights], None if bias is None else next(it),
-             act, normalize)
-    grads = torch.autograd.grad(out, leaves, dout, allow_unused=True)  # (the reference leaves an absent one's weight unused)
+    out = fn(
+        [None if x is None else next(it) for x in xs],
+        [next(it) for _ in weights],
+        None if bias is None else next(it),
+        act,
+        normalize,
+    )
+    grads = torch.autograd.grad(
+        out, leaves, dout, allow_unused=True
+    )  # (the reference leaves an absent one's weight unused)
     return out.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
 
 
@@ -285,9 +386,14 @@ def _gated_grads(fn, feats, logits, mask, dout) -> list[torch.Tensor]:
     return list(torch.autograd.grad(out, leaves, dout))
 
 
-def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int | None = None,
-          widths: Sequence[int] | None = None, dtypes: Sequence[torch.dtype] | None = None,
-          progress: Callable[[Case], None] | None = None) -> list[Case]:
+def check(
+    device: str = "cuda",
+    batches: Sequence[int] | None = None,
+    dim: int | None = None,
+    widths: Sequence[int] | None = None,
+    dtypes: Sequence[torch.dtype] | None = None,
+    progress: Callable[[Case], None] | None = None,
+) -> list[Case]:
     """Every launcher's outputs against the float64 reference (see the module docstring)."""
     from edgefuse.kernels.triton_projection import dot_precision
 
@@ -302,12 +408,20 @@ def check(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
             outs = run()
             if device != "cpu":
                 torch.cuda.synchronize()
-            ratio = _compare([o.detach().cpu() for o in outs], reference(), torch.float16 if as_tf32 else dtype, reduce_len)
+            ratio = _compare(
+                [o.detach().cpu() for o in outs], reference(), torch.float16 if as_tf32 else dtype, reduce_len
+            )
             err = None if math.isfinite(ratio) else "a NaN or infinite value, or a wrong shape"
         except Exception as e:  # a compile or launch failure fails this case; the others still run
             ratio, err = math.inf, error_line(e, 500)
-        case = Case(op, label, _short(dtype) + (" (tf32)" if as_tf32 else ""),
-                    round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, err)
+        case = Case(
+            op,
+            label,
+            _short(dtype) + (" (tf32)" if as_tf32 else ""),
+            round(ratio, 4) if math.isfinite(ratio) else None,
+            ratio <= 1.0,
+            err,
+        )
         cases.append(case)
         if progress:
             progress(case)
@@ -328,7 +442,9 @@ def _shapes(device, batches, dim, widths) -> tuple[tuple[int, ...], int, tuple[i
     d = INTERPRET_SHAPES if device == "cpu" else GPU_SHAPES
     batches, dim, widths = tuple(batches or d["batches"]), dim or d["dim"], tuple(widths or d["widths"])
     if not batches or min(batches) < 1 or dim < 1 or not widths or min(widths) < 1:
-        raise EdgefuseError(f"expected batches, dim and widths >= 1, got batches={list(batches)}, dim={dim}, widths={list(widths)}")
+        raise EdgefuseError(
+            f"expected batches, dim and widths >= 1, got batches={list(batches)}, dim={dim}, widths={list(widths)}"
+        )
     return batches, dim, widths
 
 
@@ -396,9 +512,13 @@ def _load_model(checkpoint: str | Path):
     return model, [(subset_name(s, model.names), s) for s in default_subsets(model.names)]
 
 
-def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8),
-                dtype: torch.dtype = torch.float32,
-                progress: Callable[[Case], None] | None = None) -> tuple[list[Case], dict[str, int]]:
+def check_model(
+    checkpoint: str | Path,
+    device: str = "cuda",
+    batches: Sequence[int] = (1, 8),
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[Case], None] | None = None,
+) -> tuple[list[Case], dict[str, int]]:
     """A trained model's logits on every default sensor subset, the model cast to ``dtype`` (as
     the torch engine's ``precision`` casts it) and its fused ops on the kernels on ``device``
     (interpreted on a CPU), against the float32 model on the CPU reference ops. A case passes
@@ -435,7 +555,9 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
                     label += f" (top-1 agrees on {agree:.0%}: near-ties)"
             except Exception as e:
                 ratio, error = math.inf, error_line(e, 500)
-            case = Case("model", label, _short(dtype), round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error)
+            case = Case(
+                "model", label, _short(dtype), round(ratio, 4) if math.isfinite(ratio) else None, ratio <= 1.0, error
+            )
             cases.append(case)
             if progress:
                 progress(case)
@@ -443,7 +565,7 @@ def check_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[
 
 
 def _to_device(model, device: str, dtype: torch.dtype = torch.float32):
-    """``model`` on ``device`` in ``dtype`` (its input statistics stay float32); a copy unless that is ``model`` itself."""
+    """``model`` on ``device`` in ``dtype`` (its input statistics stay float32); a copy unless that is ``model``."""
     import copy
 
     return copy.deepcopy(model).to(device=device, dtype=dtype) if device != "cpu" or dtype != torch.float32 else model
@@ -465,8 +587,10 @@ def _use_interpreter() -> None:
     function is decorated, its own library's included (``tl.sum`` and the like, when
     ``triton.language`` is imported), so an interpreted kernel calling a compiled one fails."""
     if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        raise EdgefuseError("--interpret must come before Triton is imported, but this process imported it without "
-                         "TRITON_INTERPRET=1; run it in a fresh process, or set TRITON_INTERPRET=1 first")
+        raise EdgefuseError(
+            "--interpret must come before Triton is imported, but this process imported it without "
+            "TRITON_INTERPRET=1; run it in a fresh process, or set TRITON_INTERPRET=1 first"
+        )
     os.environ["TRITON_INTERPRET"] = "1"
 
 
@@ -488,12 +612,16 @@ def prepare(args: argparse.Namespace, runs_kernels: bool | None = None) -> tuple
     print(format_report(rec), flush=True)
     out: dict = {"format": "edgefuse-kernels-selfcheck/1", "report": rec}
     if runs_kernels and rec["versions"]["triton"] is None:
-        raise EdgefuseError(f"this runs the Triton kernels, and Triton cannot be imported here "
-                            f"({rec['versions']['triton_import_error']}); to run them, pip install triton")
+        raise EdgefuseError(
+            f"this runs the Triton kernels, and Triton cannot be imported here "
+            f"({rec['versions']['triton_import_error']}); to run them, pip install triton"
+        )
     if runs_kernels and device != "cpu" and not rec["kernels_can_run"]:
-        raise EdgefuseError(f"this runs the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
-                            + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
-                            + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)"))
+        raise EdgefuseError(
+            f"this runs the Triton kernels on a CUDA GPU, and they cannot run here: {rec['why']}"
+            + (f"; to run them, {rec['remedy']}" if rec["remedy"] else "")
+            + ("" if rec["devices"] else " (--check --interpret checks them on the CPU)")
+        )
     return device, out, t0
 
 
@@ -518,13 +646,23 @@ def check_ops_command(args: argparse.Namespace, device: str, out: dict) -> int:
         return 0
     dtypes = [getattr(torch, args.dtype)] if args.dtype else None
     batches, dim, widths = _shapes(device, args.batch, args.dim, args.widths)
-    print(f"\ncheck on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}, D={dim}, K={list(widths)}; "
-          "error / tolerance against float64 (<= 1 passes)", flush=True)
+    print(
+        f"\ncheck on {device}{' (interpreted)' if args.interpret else ''}: B {list(batches)}, D={dim}, "
+        f"K={list(widths)}; "
+        "error / tolerance against float64 (<= 1 passes)",
+        flush=True,
+    )
     cases = check(device, batches, dim, widths, dtypes, progress=_print_case)
     failed = sum(not c.ok for c in cases)
     print(f"{len(cases) - failed} of {len(cases)} cases pass", flush=True)
-    out["check"] = {"device": device, "interpreted": bool(args.interpret), "batches": list(batches), "dim": dim,
-                    "widths": list(widths), "cases": [asdict(c) for c in cases]}
+    out["check"] = {
+        "device": device,
+        "interpreted": bool(args.interpret),
+        "batches": list(batches),
+        "dim": dim,
+        "widths": list(widths),
+        "cases": [asdict(c) for c in cases],
+    }
     return failed
 
 
@@ -537,8 +675,10 @@ def model_batches_dtype(args: argparse.Namespace, device: str) -> tuple[tuple[in
         raise EdgefuseError(f"expected batch sizes >= 1, got {list(batches)}")
     dtype = getattr(torch, args.dtype or "float32")
     if dtype == torch.bfloat16 and device == "cpu":
-        raise EdgefuseError("--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
-                            "check float32 or float16 here, bfloat16 on a GPU")
+        raise EdgefuseError(
+            "--dtype bfloat16 cannot be checked in the interpreter (its bfloat16 tl.dot is wrong); "
+            "check float32 or float16 here, bfloat16 on a GPU"
+        )
     return batches, dtype
 
 
@@ -547,18 +687,31 @@ def check_model_command(args: argparse.Namespace, device: str, out: dict) -> int
     batches, dtype = model_batches_dtype(args, device)
     if not args.check:
         return 0
-    print(f"\ncheck of {args.checkpoint} in {_short(dtype)} on {device}{' (interpreted)' if args.interpret else ''}: "
-          f"B {list(batches)}; logit error / allowed against the float32 CPU reference ops (<= 1 passes)", flush=True)
+    print(
+        f"\ncheck of {args.checkpoint} in {_short(dtype)} on {device}{' (interpreted)' if args.interpret else ''}: "
+        f"B {list(batches)}; logit error / allowed against the float32 CPU reference ops (<= 1 passes)",
+        flush=True,
+    )
     cases, calls = check_model(args.checkpoint, device, batches, dtype, progress=_print_case)
     failed = sum(not c.ok for c in cases)
     ops = ", ".join(f"{k} x{v}" for k, v in calls.items()) or "none: the kernels do not change this model"
     print(f"{len(cases) - failed} of {len(cases)} cases pass; fused ops per forward: {ops}", flush=True)
-    out["check"] = {"device": device, "interpreted": bool(args.interpret), "checkpoint": str(args.checkpoint),
-                    "dtype": _short(dtype), "batches": list(batches), "fused_ops_per_forward": calls, "cases": [asdict(c) for c in cases]}
+    out["check"] = {
+        "device": device,
+        "interpreted": bool(args.interpret),
+        "checkpoint": str(args.checkpoint),
+        "dtype": _short(dtype),
+        "batches": list(batches),
+        "fused_ops_per_forward": calls,
+        "cases": [asdict(c) for c in cases],
+    }
     return failed
 
 
 def _print_case(c: Case) -> None:
     how = f"{c.error_over_tolerance:.3g}" if c.error_over_tolerance is not None else "-"
-    print(f"{'ok' if c.ok else 'FAIL':<5}{c.op:<18}{c.dtype:<16}{how:>8}  {c.case}" + (f"\n     {c.error}" if c.error else ""),
-          flush=True)
+    print(
+        f"{'ok' if c.ok else 'FAIL':<5}{c.op:<18}{c.dtype:<16}{how:>8}  {c.case}"
+        + (f"\n     {c.error}" if c.error else ""),
+        flush=True,
+    )

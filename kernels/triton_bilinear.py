@@ -17,14 +17,36 @@ import triton.language as tl
 
 from edgefuse.kernels import checks
 from edgefuse.kernels._launch import launch
-from edgefuse.kernels.utils import DOT_MIN, FP_FUSION, GEMM_ROWS, MIN_PROGRAMS, _l2norm_rows_kernel, cdiv, dot_precision, next_pow2, pipeline
+from edgefuse.kernels.utils import (
+    DOT_MIN,
+    FP_FUSION,
+    GEMM_ROWS,
+    MIN_PROGRAMS,
+    _l2norm_rows_kernel,
+    cdiv,
+    dot_precision,
+    next_pow2,
+    pipeline,
+)
 
 
 @triton.jit
 def _bilinear_kernel(
-    x_ptr, y_ptr, w_ptr, bias_ptr, out_ptr, B, K1, K2, O,
-    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    B,
+    K1,
+    K2,
+    O,
+    HAS_BIAS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
 ):
     pid_m = tl.program_id(0).to(tl.int64)
     pid_o = tl.program_id(1).to(tl.int64)
@@ -36,11 +58,15 @@ def _bilinear_kernel(
     for i0 in range(0, K1, BLOCK_I):
         i = i0 + ii
         i_ok = i < K1
-        xa = tl.load(x_ptr + offs_m[:, None] * K1 + i[None, :], mask=m_ok[:, None] & i_ok[None, :], other=0.0).to(tl.float32)
+        xa = tl.load(x_ptr + offs_m[:, None] * K1 + i[None, :], mask=m_ok[:, None] & i_ok[None, :], other=0.0).to(
+            tl.float32
+        )
         for j0 in range(0, K2, BLOCK_J):
             j = j0 + jj
             j_ok = j < K2
-            yb = tl.load(y_ptr + offs_m[:, None] * K2 + j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0).to(tl.float32)
+            yb = tl.load(y_ptr + offs_m[:, None] * K2 + j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0).to(
+                tl.float32
+            )
             p = tl.reshape(xa[:, :, None] * yb[:, None, :], (BLOCK_M, BLOCK_I * BLOCK_J))
             ij = tl.reshape(i[:, None] * K2 + j[None, :], (BLOCK_I * BLOCK_J,))
             ij_ok = tl.reshape(i_ok[:, None] & j_ok[None, :], (BLOCK_I * BLOCK_J,))
@@ -48,13 +74,26 @@ def _bilinear_kernel(
             acc = tl.dot(p.to(w.dtype), w, acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+    tl.store(
+        out_ptr + offs_m[:, None] * O + offs_o[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=m_ok[:, None] & o_ok[None, :],
+    )
 
 
 @triton.jit
 def _project_rows(
-    x_ptr, w_ptr, K, offs_m, m_ok, rows, rows_ok,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, WIDTH: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    K,
+    offs_m,
+    m_ok,
+    rows,
+    rows_ok,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    WIDTH: tl.constexpr,
 ):
     """``x[offs_m] @ w[rows]^T`` over all of K, fp32 accumulation: one MFB projection tile."""
     kk = tl.arange(0, BLOCK_K)
@@ -69,11 +108,28 @@ def _project_rows(
 
 @triton.jit
 def _mfb_kernel(
-    x_ptr, y_ptr, u_ptr, ub_ptr, v_ptr, vb_ptr, present_ptr, out_ptr,
-    B, K1, K2, O, F,
-    HAS_BIAS: tl.constexpr, HAS_PRESENT: tl.constexpr, NORMALIZE: tl.constexpr, FUSED_L2: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    u_ptr,
+    ub_ptr,
+    v_ptr,
+    vb_ptr,
+    present_ptr,
+    out_ptr,
+    B,
+    K1,
+    K2,
+    O,
+    F,
+    HAS_BIAS: tl.constexpr,
+    HAS_PRESENT: tl.constexpr,
+    NORMALIZE: tl.constexpr,
+    FUSED_L2: tl.constexpr,
     PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0).to(tl.int64)
     pid_o = tl.program_id(1).to(tl.int64)
@@ -101,7 +157,11 @@ def _mfb_kernel(
         if FUSED_L2:
             z = tl.where(o_ok[None, :], z, 0.0)
             z = z / tl.maximum(tl.sqrt(tl.sum(z * z, axis=1)), 1e-12)[:, None]
-    tl.store(out_ptr + offs_m[:, None] * O + offs_o[None, :], z.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & o_ok[None, :])
+    tl.store(
+        out_ptr + offs_m[:, None] * O + offs_o[None, :],
+        z.to(out_ptr.dtype.element_ty),
+        mask=m_ok[:, None] & o_ok[None, :],
+    )
 
 
 def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
@@ -134,7 +194,9 @@ def _mfb_config(b: int, o: int, factors: int) -> tuple[int, int, int, int]:
     return 16, block_o, 32, 4 if block_o * block_f <= 128 else 8
 
 
-def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def bilinear_triton(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``weight [O, K1, K2]``, ``bias [O]`` -> ``[B, O]``."""
     b, k1, k2, o = checks.bilinear(x, y, weight, bias, kernel=True)
     out = torch.empty((b, o), device=x.device, dtype=x.dtype)
@@ -145,18 +207,40 @@ def bilinear_triton(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
         launch(
-            _bilinear_kernel, grid, x, y, weight, bias if bias is not None else out, out, b, k1, k2, o,
-            HAS_BIAS=bias is not None, PRECISION=dot_precision(x.dtype),
-            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_I=block_i, BLOCK_J=block_j, num_warps=4, num_stages=stages,
+            _bilinear_kernel,
+            grid,
+            x,
+            y,
+            weight,
+            bias if bias is not None else out,
+            out,
+            b,
+            k1,
+            k2,
+            o,
+            HAS_BIAS=bias is not None,
+            PRECISION=dot_precision(x.dtype),
+            BLOCK_M=block_m,
+            BLOCK_O=block_o,
+            BLOCK_I=block_i,
+            BLOCK_J=block_j,
+            num_warps=4,
+            num_stages=stages,
             enable_fp_fusion=FP_FUSION,
         )
     return out
 
 
 def mfb_triton(
-    x: torch.Tensor, y: torch.Tensor,
-    u_w: torch.Tensor, u_b: torch.Tensor | None, v_w: torch.Tensor, v_b: torch.Tensor | None,
-    factors: int, present: torch.Tensor | None = None, normalize: bool = True,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    u_w: torch.Tensor,
+    u_b: torch.Tensor | None,
+    v_w: torch.Tensor,
+    v_b: torch.Tensor | None,
+    factors: int,
+    present: torch.Tensor | None = None,
+    normalize: bool = True,
     config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Launcher. ``x [B, K1]``, ``y [B, K2]``, ``u_w [O*factors, K1]``, ``v_w [O*factors, K2]``,
@@ -169,18 +253,41 @@ def mfb_triton(
     block_f = next_pow2(factors)
     block_m, block_o, block_k, warps = config or _mfb_config(b, o, factors)
     if min(block_m, block_o * block_f, block_k) < DOT_MIN:
-        raise ValueError(f"mfb: tl.dot needs blocks >= {DOT_MIN}, got BLOCK_M={block_m}, "
-                         f"BLOCK_O*BLOCK_F={block_o * block_f}, BLOCK_K={block_k}")
+        raise ValueError(
+            f"mfb: tl.dot needs blocks >= {DOT_MIN}, got BLOCK_M={block_m}, "
+            f"BLOCK_O*BLOCK_F={block_o * block_f}, BLOCK_K={block_k}"
+        )
     fused_l2 = normalize and block_o >= o
     block_k, stages = pipeline(block_m, block_o * block_f, block_k, x.element_size())
     if b:
         grid = (cdiv(b, block_m), cdiv(o, block_o))
         launch(
-            _mfb_kernel, grid, x, y, u_w, u_b if u_b is not None else out, v_w, v_b if v_b is not None else out,
-            present if present is not None else out, out, b, k1, k2, o, factors,
-            HAS_BIAS=u_b is not None, HAS_PRESENT=present is not None, NORMALIZE=normalize, FUSED_L2=fused_l2,
+            _mfb_kernel,
+            grid,
+            x,
+            y,
+            u_w,
+            u_b if u_b is not None else out,
+            v_w,
+            v_b if v_b is not None else out,
+            present if present is not None else out,
+            out,
+            b,
+            k1,
+            k2,
+            o,
+            factors,
+            HAS_BIAS=u_b is not None,
+            HAS_PRESENT=present is not None,
+            NORMALIZE=normalize,
+            FUSED_L2=fused_l2,
             PRECISION=dot_precision(x.dtype),
-            BLOCK_M=block_m, BLOCK_O=block_o, BLOCK_F=block_f, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+            BLOCK_M=block_m,
+            BLOCK_O=block_o,
+            BLOCK_F=block_f,
+            BLOCK_K=block_k,
+            num_warps=warps,
+            num_stages=stages,
             enable_fp_fusion=FP_FUSION,
         )
         if normalize and not fused_l2:

@@ -47,8 +47,17 @@ def _gates(logits, present, SIGMOID: tl.constexpr):
 
 @triton.jit
 def _gated_kernel(
-    feat_ptr, logit_ptr, mask_ptr, out_ptr, empty_ptr, N, D,
-    PER_FEATURE: tl.constexpr, SIGMOID: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    feat_ptr,
+    logit_ptr,
+    mask_ptr,
+    out_ptr,
+    empty_ptr,
+    N,
+    D,
+    PER_FEATURE: tl.constexpr,
+    SIGMOID: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
@@ -58,7 +67,9 @@ def _gated_kernel(
     present = (tl.load(mask_ptr + row * N + offs_n, mask=n_ok, other=0) != 0) & n_ok
     tile = present[:, None] & d_ok[None, :]
     if PER_FEATURE:
-        logits = tl.load(logit_ptr + row * N * D + offs_n[:, None] * D + offs_d[None, :], mask=tile, other=0.0).to(tl.float32)
+        logits = tl.load(logit_ptr + row * N * D + offs_n[:, None] * D + offs_d[None, :], mask=tile, other=0.0).to(
+            tl.float32
+        )
     else:
         logits = tl.load(logit_ptr + row * N + offs_n, mask=present, other=0.0).to(tl.float32)[:, None]
     w, _ = _gates(logits, present[:, None], SIGMOID)
@@ -72,8 +83,18 @@ def _gated_kernel(
 
 @triton.jit
 def _gated_bwd_kernel(
-    feat_ptr, logit_ptr, mask_ptr, dout_ptr, dfeat_ptr, dlogit_ptr, N, D,
-    PER_FEATURE: tl.constexpr, SIGMOID: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    feat_ptr,
+    logit_ptr,
+    mask_ptr,
+    dout_ptr,
+    dfeat_ptr,
+    dlogit_ptr,
+    N,
+    D,
+    PER_FEATURE: tl.constexpr,
+    SIGMOID: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs_n = tl.arange(0, BLOCK_N)
@@ -159,17 +180,25 @@ def _forward_blocks(n: int, d: int, itemsize: int) -> tuple[int, int, int]:
     return _blocks(n, d, itemsize, widest=max(1, WARP_BYTES // itemsize))
 
 
-def _checked_blocks(n: int, d: int, itemsize: int, config: tuple[int, int, int] | None, default=_blocks) -> tuple[int, int, int]:
+def _checked_blocks(
+    n: int, d: int, itemsize: int, config: tuple[int, int, int] | None, default=_blocks
+) -> tuple[int, int, int]:
     """``config`` (BLOCK_N, BLOCK_D, num_warps), checked, or ``default``'s choice when None."""
     if config is None:
         return default(n, d, itemsize)
     if config[0] < n or any(v < 1 or v & (v - 1) for v in config):
-        raise ValueError(f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got {config}")
+        raise ValueError(
+            f"gated_fusion: config must be powers of two (BLOCK_N, BLOCK_D, num_warps) with BLOCK_N >= N={n}, got "
+            f"{config}"
+        )
     return config
 
 
 def gated_fusion_triton(
-    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, mode: str = "softmax",
+    feats: torch.Tensor,
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "softmax",
     config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward launcher; see the module docstring. ``mode`` is 'softmax' or 'sigmoid'.
@@ -183,15 +212,31 @@ def gated_fusion_triton(
         return out, empty
     block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config, _forward_blocks)
     launch(
-        _gated_kernel, (b, cdiv(d, block_d)), feats, logits, mask, out, empty, n, d,
-        PER_FEATURE=logits.dim() == 3, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=warps, enable_fp_fusion=FP_FUSION,
+        _gated_kernel,
+        (b, cdiv(d, block_d)),
+        feats,
+        logits,
+        mask,
+        out,
+        empty,
+        n,
+        d,
+        PER_FEATURE=logits.dim() == 3,
+        SIGMOID=mode == "sigmoid",
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        num_warps=warps,
+        enable_fp_fusion=FP_FUSION,
     )
     return out, empty
 
 
 def gated_fusion_backward_triton(
-    feats: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, dout: torch.Tensor, mode: str = "softmax",
+    feats: torch.Tensor,
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    dout: torch.Tensor,
+    mode: str = "softmax",
     config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward launcher: ``(d feats [B, N, D], d logits)`` (logits' shape and dtype) for ``dout [B, D]``.
@@ -217,9 +262,22 @@ def _backward(feats, logits, mask, dout, mode, config=None) -> tuple[torch.Tenso
     per_feature = logits.dim() == 3
     block_n, block_d, warps = _checked_blocks(n, d, feats.element_size(), config)
     launch(
-        _gated_bwd_kernel, (b, cdiv(d, block_d) if per_feature else 1), feats, logits, mask, dout, dfeat, dlogit, n, d,
-        PER_FEATURE=per_feature, SIGMOID=mode == "sigmoid", BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=warps, enable_fp_fusion=FP_FUSION,
+        _gated_bwd_kernel,
+        (b, cdiv(d, block_d) if per_feature else 1),
+        feats,
+        logits,
+        mask,
+        dout,
+        dfeat,
+        dlogit,
+        n,
+        d,
+        PER_FEATURE=per_feature,
+        SIGMOID=mode == "sigmoid",
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        num_warps=warps,
+        enable_fp_fusion=FP_FUSION,
     )
     return dfeat, dlogit
 

@@ -41,6 +41,8 @@ from edgefuse.kernels.utils import (
 )
 
 MAX_GROUPS = 8
+
+
 @triton.jit
 def _tanh(y):
     """tanh in float32, to a few ulp over the whole range (not every Triton 3.x has tl.tanh).
@@ -52,8 +54,22 @@ def _tanh(y):
     e = tl.exp(-2.0 * a)
     big = (1.0 - e) / (1.0 + e)
     s = a * a
-    small = a * (1.0 + s * (-0.3333333333333333 + s * (0.13333333333333333 + s * (-0.05396825396825397 + s * (
-        0.021869488536155203 + s * (-0.008863235529902197 + s * 0.003592128036572481))))))
+    small = a * (
+        1.0
+        + s
+        * (
+            -0.3333333333333333
+            + s
+            * (
+                0.13333333333333333
+                + s
+                * (
+                    -0.05396825396825397
+                    + s * (0.021869488536155203 + s * (-0.008863235529902197 + s * 0.003592128036572481))
+                )
+            )
+        )
+    )
     t = tl.where(a < 0.25, small, big)
     return tl.where(y < 0.0, -t, t)
 
@@ -101,14 +117,47 @@ def _select(g, v0, v1, v2, v3, v4, v5, v6, v7, NUM: tl.constexpr):
 # it, and must not make the JIT compile a new binary in the middle of a run.
 @triton.jit(do_not_specialize=["PRESENT"])
 def _fused_projection_kernel(
-    x0, x1, x2, x3, x4, x5, x6, x7,
-    w0, w1, w2, w3, w4, w5, w6, w7,
-    k0, k1, k2, k3, k4, k5, k6, k7,
-    bias_ptr, out_ptr, ws_ptr,
-    B, D, N_TOTAL, G_OFFSET, PRESENT,
-    NUM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-    NORMALIZE: tl.constexpr, PRECISION: tl.constexpr, SPLIT_K: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    x0,
+    x1,
+    x2,
+    x3,
+    x4,
+    x5,
+    x6,
+    x7,
+    w0,
+    w1,
+    w2,
+    w3,
+    w4,
+    w5,
+    w6,
+    w7,
+    k0,
+    k1,
+    k2,
+    k3,
+    k4,
+    k5,
+    k6,
+    k7,
+    bias_ptr,
+    out_ptr,
+    ws_ptr,
+    B,
+    D,
+    N_TOTAL,
+    G_OFFSET,
+    PRESENT,
+    NUM: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr,
+    NORMALIZE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
@@ -137,13 +186,21 @@ def _fused_projection_kernel(
         for k in range(k_first, k_last):
             kk = k * BLOCK_K + offs_k
             k_ok = kk < K
-            a = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            a = tl.load(
+                x_ptr + offs_m[:, None].to(tl.int64) * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0
+            )
             # W is [D, K] (nn.Linear): read a [BLOCK_K, BLOCK_N] tile of W^T
-            w = tl.load(w_ptr + offs_n[None, :].to(tl.int64) * K + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            w = tl.load(
+                w_ptr + offs_n[None, :].to(tl.int64) * K + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0.0
+            )
             acc = tl.dot(a, w, acc, input_precision=PRECISION)
         if SPLIT_K > 1:  # a partial sum, fp32, to ws[split, m, group, n]; _split_k_epilogue finishes
-            ws_ptrs = (ws_ptr + (tl.program_id(2) * B + offs_m[:, None].to(tl.int64)) * N_TOTAL * D
-                       + (G_OFFSET + g) * D + offs_n[None, :])
+            ws_ptrs = (
+                ws_ptr
+                + (tl.program_id(2) * B + offs_m[:, None].to(tl.int64)) * N_TOTAL * D
+                + (G_OFFSET + g) * D
+                + offs_n[None, :]
+            )
             tl.store(ws_ptrs, acc, mask=out_mask)
         else:
             if HAS_BIAS:
@@ -159,9 +216,19 @@ def _fused_projection_kernel(
 
 @triton.jit(do_not_specialize=["PRESENT"])
 def _split_k_epilogue(
-    ws_ptr, bias_ptr, out_ptr, B, D, N_TOTAL, G_OFFSET, PRESENT,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORMALIZE: tl.constexpr,
-    SPLIT_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    ws_ptr,
+    bias_ptr,
+    out_ptr,
+    B,
+    D,
+    N_TOTAL,
+    G_OFFSET,
+    PRESENT,
+    HAS_BIAS: tl.constexpr,
+    ACT: tl.constexpr,
+    NORMALIZE: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """One program per (row, modality): sum the SPLIT_K partials, then bias, activation and
     the L2 norm (BLOCK_D >= D: the row is in registers), and store in the output dtype."""
@@ -207,8 +274,7 @@ def _config(b: int, d: int, normalize: bool, n: int = 1) -> tuple[int, int, int,
     # fits in registers (64 x 1024 would be 256 KiB per program, the whole register file); one
     # such tile per block of rows and modality
     fused_m = 16 if wide > 256 else 32 if b <= GEMM_ROWS else 64
-    fused = (normalize and d <= 1024 and (b <= GEMM_ROWS or fused_m == 64)
-             and cdiv(b, fused_m) * n >= MIN_PROGRAMS)
+    fused = normalize and d <= 1024 and (b <= GEMM_ROWS or fused_m == 64) and cdiv(b, fused_m) * n >= MIN_PROGRAMS
     if fused:
         block_m, block_n = fused_m, wide
     else:
@@ -246,8 +312,12 @@ def _split_k(programs: int, b: int, d: int, n: int, k_max: int, k_sum: int, bloc
     if programs >= SPLIT_TARGET or d > SPLIT_MAX_D:
         return 1
     split = 1
-    while (programs * split < SPLIT_TARGET and split < MAX_SPLIT and cdiv(k_max, block_k) >= 4 * split
-           and 2 * split * b * n * 4 <= SPLIT_TRAFFIC * k_sum * itemsize):
+    while (
+        programs * split < SPLIT_TARGET
+        and split < MAX_SPLIT
+        and cdiv(k_max, block_k) >= 4 * split
+        and 2 * split * b * n * 4 <= SPLIT_TRAFFIC * k_sum * itemsize
+    ):
         split *= 2
     return split
 
@@ -259,7 +329,9 @@ def _plan(b: int, d: int, n: int, normalize: bool, itemsize: int, config: tuple 
     split_k). ``config``: 5 values (as ``_config``; no split) or 6 (with split_k)."""
     block_m, block_n, block_k, warps, fused_norm, *split = config or _config(b, d, normalize, n)
     if min(block_m, block_n, block_k) < DOT_MIN:  # the GPU compiler rejects these; the interpreter would not
-        raise ValueError(f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}")
+        raise ValueError(
+            f"fused_projection: tl.dot needs blocks >= {DOT_MIN}, config gave {(block_m, block_n, block_k)}"
+        )
     block_k, stages = pipeline(block_m, block_n, block_k, itemsize)
     fused_norm = normalize and fused_norm and block_n >= d
     programs = cdiv(b, block_m) * cdiv(d, block_n)
@@ -294,7 +366,8 @@ def fused_projection_triton(
         return out
     ks = [w.shape[1] for w in weights]
     block_m, block_n, block_k, warps, stages, fused_norm, programs, split_k = _plan(
-        b, d, n, normalize, ref.element_size(), None if config is None else tuple(config), max(ks), sum(ks))
+        b, d, n, normalize, ref.element_size(), None if config is None else tuple(config), max(ks), sum(ks)
+    )
     precision = dot_precision(ref.dtype)
     has_bias = bias is not None
     ws = torch.empty((split_k, b, n, d), device=ref.device, dtype=torch.float32) if split_k > 1 else out
@@ -310,23 +383,60 @@ def fused_projection_triton(
             kp.append(w.shape[1])
         pad = MAX_GROUPS - (stop - start)
         launch(
-            _fused_projection_kernel, (programs, stop - start, split_k),
-            *xp, *([ref] * pad), *wp, *([weights[0]] * pad), *kp, *([kp[0]] * pad),
-            bias if has_bias else out, out, ws, b, d, n, start, present,
-            NUM=stop - start, HAS_BIAS=has_bias, ACT=checks.ACTS[act], NORMALIZE=fused_norm,
-            PRECISION=precision, SPLIT_K=split_k, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-            num_warps=warps, num_stages=stages, enable_fp_fusion=FP_FUSION,
+            _fused_projection_kernel,
+            (programs, stop - start, split_k),
+            *xp,
+            *([ref] * pad),
+            *wp,
+            *([weights[0]] * pad),
+            *kp,
+            *([kp[0]] * pad),
+            bias if has_bias else out,
+            out,
+            ws,
+            b,
+            d,
+            n,
+            start,
+            present,
+            NUM=stop - start,
+            HAS_BIAS=has_bias,
+            ACT=checks.ACTS[act],
+            NORMALIZE=fused_norm,
+            PRECISION=precision,
+            SPLIT_K=split_k,
+            BLOCK_M=block_m,
+            BLOCK_N=block_n,
+            BLOCK_K=block_k,
+            num_warps=warps,
+            num_stages=stages,
+            enable_fp_fusion=FP_FUSION,
         )
         if split_k > 1:
             block_d = max(16, next_pow2(d))
             launch(
-                _split_k_epilogue, (b, stop - start),
-                ws, bias if has_bias else out, out, b, d, n, start, present,
-                HAS_BIAS=has_bias, ACT=checks.ACTS[act], NORMALIZE=normalize, SPLIT_K=split_k,
-                BLOCK_D=block_d, num_warps=4 if block_d <= 1024 else 8, enable_fp_fusion=FP_FUSION,
+                _split_k_epilogue,
+                (b, stop - start),
+                ws,
+                bias if has_bias else out,
+                out,
+                b,
+                d,
+                n,
+                start,
+                present,
+                HAS_BIAS=has_bias,
+                ACT=checks.ACTS[act],
+                NORMALIZE=normalize,
+                SPLIT_K=split_k,
+                BLOCK_D=block_d,
+                num_warps=4 if block_d <= 1024 else 8,
+                enable_fp_fusion=FP_FUSION,
             )
     if normalize and not fused_norm and split_k == 1:
-        launch(_l2norm_rows_kernel, (b * n,), out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION)  # zero rows stay zero
+        launch(
+            _l2norm_rows_kernel, (b * n,), out, b * n, d, BLOCK_D=1024, num_warps=4, enable_fp_fusion=FP_FUSION
+        )  # zero rows stay zero
     return out
 
 
@@ -365,8 +475,11 @@ class ProjectionFunction(torch.autograd.Function):
 
 
 def fused_projection_train(
-    xs: Sequence[torch.Tensor | None], weights: Sequence[torch.Tensor], bias: torch.Tensor | None,
-    act: str = "none", normalize: bool = False,
+    xs: Sequence[torch.Tensor | None],
+    weights: Sequence[torch.Tensor],
+    bias: torch.Tensor | None,
+    act: str = "none",
+    normalize: bool = False,
 ) -> torch.Tensor:
     """``fused_projection_triton``'s result, differentiable: one launch for the N pre-activations
     (``ProjectionFunction``), then torch's activation and norm over ``[B, N, D]`` at once (an
@@ -374,5 +487,3 @@ def fused_projection_train(
     from edgefuse.kernels.reference import act_normalize
 
     return act_normalize(ProjectionFunction.apply(bias, len(xs), *xs, *weights), act, normalize)
-
-

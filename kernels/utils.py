@@ -26,6 +26,7 @@ MAX_STAGES = 3  # Triton's default software-pipeline depth on CUDA
 #: about on every first compile and 3.10 turns off.
 FP_FUSION = True
 
+
 # Launch arithmetic in plain Python: triton.cdiv and triton.next_power_of_2 are JIT-callable
 # wrappers costing microseconds each, and at edge batches the launcher's host time is the
 # kernel's latency.
@@ -63,6 +64,7 @@ def pipeline(block_m: int, block_n: int, block_k: int, itemsize: int) -> tuple[i
     memory; BLOCK_K halves (down to tl.dot's 16) until at least two stages fit, so loads of
     the next K-step overlap the current dot.
     """
+
     def tile(bk: int) -> int:
         return (block_m * bk + bk * block_n) * itemsize
 

@@ -18,9 +18,9 @@ KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # against 3 s).
 if _workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(_workers)))
-import pytest
+import pytest  # noqa: E402 (after TRITON_INTERPRET is set)
 
-from edgefuse import ModalitySpec
+from edgefuse import ModalitySpec  # noqa: E402
 
 SPECS5 = [
     ModalitySpec("cam", (3, 8, 8), "image"),
@@ -111,4 +111,6 @@ def save_onnx(graph, path, opset: int = 17) -> None:
     import onnx
     from onnx import helper
 
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION), str(path))
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION), str(path)
+    )

@@ -43,16 +43,49 @@ def _t(us, sync=None):
 
 def test_derive_speedups_and_bar_verdicts(tmp_path):
     results = [
-        {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(25.0, sync=90.0), "compile": _t(12.0, sync=45.0)}},
-        {"op": "fused_projection", "B": 32, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0, sync=40.0), "eager": _t(15.0, sync=100.0), "compile": _t(9.0, sync=50.0)}},
-        {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
+        {
+            "op": "fused_projection",
+            "B": 1,
+            "D": 256,
+            "bytes": 1e6,
+            "flops": 1e6,
+            "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(25.0, sync=90.0), "compile": _t(12.0, sync=45.0)},
+        },
+        {
+            "op": "fused_projection",
+            "B": 32,
+            "D": 256,
+            "bytes": 1e6,
+            "flops": 1e6,
+            "timings": {"triton": _t(10.0, sync=40.0), "eager": _t(15.0, sync=100.0), "compile": _t(9.0, sync=50.0)},
+        },
+        {
+            "op": "gated_fusion",
+            "B": 4096,
+            "D": 1024,
+            "bytes": 4e9,
+            "timings": {"triton": _t(1000.0), "eager": _t(3000.0)},
+        },
         {"op": "mfb", "B": 8, "D": 256, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(10.0), "eager": _t(16.0)}},
-        {"op": "mfb", "B": 4096, "D": 1024, "bytes": 1e6, "flops": 1e6, "timings": {"triton": _t(40.0), "eager": _t(50.0)},
-         "alternatives": {"m64_w128_4warps": {"config": [64, 32, 64, 4], **_t(30.0)}, "failed": {"config": [1], "error": "x"}}},
+        {
+            "op": "mfb",
+            "B": 4096,
+            "D": 1024,
+            "bytes": 1e6,
+            "flops": 1e6,
+            "timings": {"triton": _t(40.0), "eager": _t(50.0)},
+            "alternatives": {
+                "m64_w128_4warps": {"config": [64, 32, 64, 4], **_t(30.0)},
+                "failed": {"config": [1], "error": "x"},
+            },
+        },
         # forward + backward: stream timings only (no CUDA graph)
-        {"op": "gated_fusion_train", "B": 256, "D": 256, "timings": {"triton": {"stream": _t(20.0)["stream"]}, "eager": {"stream": _t(50.0)["stream"]}}},
+        {
+            "op": "gated_fusion_train",
+            "B": 256,
+            "D": 256,
+            "timings": {"triton": {"stream": _t(20.0)["stream"]}, "eager": {"stream": _t(50.0)["stream"]}},
+        },
     ]
     bar = bk.derive(results, copy_gbs=5000.0)
     assert results[0]["speedup"]["vs_eager_stream"] == pytest.approx(2.5)
@@ -61,7 +94,9 @@ def test_derive_speedups_and_bar_verdicts(tmp_path):
     assert (proj["min_speedup_stream"], proj["pass"]) == (pytest.approx(1.5), False)
     assert bar["fused_projection_B<=32_no_slower_than_compile"]["pass"] is False  # 9 us compiled beats 10 us
     # the latency per call (host time included) is reported beside the verdict, never in it
-    assert results[0]["speedup"]["vs_eager_sync"] == pytest.approx(3.0) and results[1]["speedup"]["vs_compile_sync"] == pytest.approx(1.25)
+    assert results[0]["speedup"]["vs_eager_sync"] == pytest.approx(3.0) and results[1]["speedup"][
+        "vs_compile_sync"
+    ] == pytest.approx(1.25)
     assert proj["min_speedup_sync_edge_batches"] == pytest.approx(2.5)
     assert bar["fused_projection_B<=32_no_slower_than_compile"]["min_speedup_sync_edge_batches"] == pytest.approx(1.25)
     assert set(results[0]["triton_GBps"]) == {"stream", "graph"}  # a latency with host time in it is no bandwidth
@@ -87,10 +122,21 @@ def test_the_gated_verdict_reads_the_cold_timing_with_do_benchs_and_a_copys_besi
     4000 GB/s, 0.8 of 5000; do_bench's 1250 us is 0.64."""
     t = _t(1250.0)
     t["cold"] = {"us": 1000.0, "p20_us": 1000.0, "p80_us": 1000.0, "copies": 5}
-    alts = {"d512_warps2": {"config": [4, 512, 2], **_t(1200.0), "cold": {"us": 1100.0}},  # faster do_bench, slower cold
-            "d128_warps1": {"config": [4, 128, 1], **_t(1300.0), "cold": {"us": 800.0}}}
-    results = [{"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": t, "eager": _t(3000.0)},
-                "alternatives": alts, "copy_same_bytes": {"bytes": 4e9, "stream": {"us": 1100.0}, "cold": {"us": 900.0}}}]
+    alts = {
+        "d512_warps2": {"config": [4, 512, 2], **_t(1200.0), "cold": {"us": 1100.0}},  # faster do_bench, slower cold
+        "d128_warps1": {"config": [4, 128, 1], **_t(1300.0), "cold": {"us": 800.0}},
+    }
+    results = [
+        {
+            "op": "gated_fusion",
+            "B": 4096,
+            "D": 1024,
+            "bytes": 4e9,
+            "timings": {"triton": t, "eager": _t(3000.0)},
+            "alternatives": alts,
+            "copy_same_bytes": {"bytes": 4e9, "stream": {"us": 1100.0}, "cold": {"us": 900.0}},
+        }
+    ]
     item = bk.derive(results, copy_gbs=5000.0)["gated_fusion_B4096_N3_D1024_>=70%_copy_bw"]
     assert item["reading"] == "cold" and item["fraction"] == pytest.approx(0.8) and item["pass"] is True
     assert item["fraction_stream"] == pytest.approx(0.64)
@@ -104,9 +150,21 @@ def test_the_gated_verdict_reads_the_cold_timing_with_do_benchs_and_a_copys_besi
     assert item["pass"] is False and item["fraction"] == pytest.approx(4e9 / 1200e-6 / 1e9 / 5000)
     out = tmp_path / "gpu"
     out.mkdir()
-    (out / "kernels.json").write_text(json.dumps({"gpu": "NVIDIA H200", "dtype": "float16", "copy_bandwidth_GBps": 5000.0, "seconds": 1.0,
-                                                  "dry_run": False, "bar": {"gated_fusion_B4096_N3_D1024_>=70%_copy_bw": item},
-                                                  "retune": [], "errors": {}, "results": results}))
+    (out / "kernels.json").write_text(
+        json.dumps(
+            {
+                "gpu": "NVIDIA H200",
+                "dtype": "float16",
+                "copy_bandwidth_GBps": 5000.0,
+                "seconds": 1.0,
+                "dry_run": False,
+                "bar": {"gated_fusion_B4096_N3_D1024_>=70%_copy_bw": item},
+                "retune": [],
+                "errors": {},
+                "results": results,
+            }
+        )
+    )
     assert summary.main([str(out)]) == 0
     page = (out / "summary.md").read_text()
     assert "| `gated_fusion_B4096_N3_D1024_>=70%_copy_bw` | ≥ 70% | 67% | **FAIL** |" in page
@@ -131,11 +189,15 @@ def test_the_projection_training_check_reads_float64_not_the_eager_float16_gradi
     leaves = [t.requires_grad_() for t in (*xs, *ws, bias)]
     dout = torch.randn(b, len(bk.KS), d, generator=g, dtype=torch.float64)
     k = len(bk.KS)
-    exact = torch.autograd.grad(fused_projection_reference(leaves[:k], leaves[k:2 * k], leaves[-1], "relu", True), leaves, dout)
+    exact = torch.autograd.grad(
+        fused_projection_reference(leaves[:k], leaves[k : 2 * k], leaves[-1], "relu", True), leaves, dout
+    )
     kernel = [e.half() for e in exact]
     flipped = [e.clone() for e in exact]
     flipped[k][2] += 0.5 * xs[0][1]  # a kink flipped in the eager path: a row of dW_0 moved by dz x
-    check = bk._projection_grads_check(kernel, [f.half() for f in flipped], leaves, dout.half(), torch.float16, max(b, d))
+    check = bk._projection_grads_check(
+        kernel, [f.half() for f in flipped], leaves, dout.half(), torch.float16, max(b, d)
+    )
     assert max(check["error_over_tolerance"]["kernel"]) <= 1.0 < check["error_over_tolerance"]["eager"][k]
     with pytest.raises(AssertionError, match="gradient of leaf 3"):
         bk._projection_grads_check([f.half() for f in flipped], kernel, leaves, dout.half(), torch.float16, max(b, d))
@@ -194,7 +256,12 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     import torch
 
     from edgefuse.kernels.reference import gated_fusion_reference
-    from edgefuse.kernels.triton_gated import _blocks, _forward_blocks, gated_fusion_backward_triton, gated_fusion_triton
+    from edgefuse.kernels.triton_gated import (
+        _blocks,
+        _forward_blocks,
+        gated_fusion_backward_triton,
+        gated_fusion_triton,
+    )
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(2)
@@ -206,8 +273,12 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
     assert _forward_blocks(n, 1024, 2) == (4, 256, 1) and set(alts) == {"warps2", "warps4", "warps8"}
     assert _blocks(n, 1024, 2) == (4, 1024, 4)  # the backward's, and the forward's before: timed beside it
     assert bk._gated_block_alternatives(n, 1024, 2) == {
-        "d128_warps1": (4, 128, 1), "d512_warps1": (4, 512, 1), "d512_warps2": (4, 512, 2),
-        "d1024_warps2": (4, 1024, 2), "d1024_warps4": (4, 1024, 4)}
+        "d128_warps1": (4, 128, 1),
+        "d512_warps1": (4, 512, 1),
+        "d512_warps2": (4, 512, 2),
+        "d1024_warps2": (4, 1024, 2),
+        "d1024_warps4": (4, 1024, 4),
+    }
     dout = torch.randn(b, d, generator=g).to(dev)
     grads = gated_fusion_backward_triton(feats, logits, mask, dout)
     # d = 40: blocks of 64, so 32-wide ones split each row over two programs
@@ -217,7 +288,9 @@ def test_gated_alternatives_are_valid_configs_that_compute_the_same_result():
         out, empty = gated_fusion_triton(feats, logits, mask, config=cfg)
         assert empty.tolist() == [False, True, False], label
         torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5, msg=label)
-        for got, want in zip(gated_fusion_backward_triton(feats, logits, mask, dout, config=cfg), grads):  # tools/gated_layouts.py
+        for got, want in zip(
+            gated_fusion_backward_triton(feats, logits, mask, dout, config=cfg), grads
+        ):  # tools/gated_layouts.py
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=label)
 
 
@@ -236,7 +309,9 @@ def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
     def broken(*_):
         raise RuntimeError("inductor said no")
 
-    recs = [{"op": "gated_fusion", "B": b, "D": 8, "timings": {}} for b in (1, 256)] + [{"op": "mfb", "B": 1, "D": 8, "timings": {}}]
+    recs = [{"op": "gated_fusion", "B": b, "D": 8, "timings": {}} for b in (1, 256)] + [
+        {"op": "mfb", "B": 1, "D": 8, "timings": {}}
+    ]
     monkeypatch.setattr(bk.torch, "compile", fake_compile)
     monkeypatch.setattr(bk, "_variants", fake_variants)
     monkeypatch.setattr(bk, "LATER_COMPILE", [(recs[0], abs, (-2,)), (recs[1], abs, (-3,)), (recs[2], broken, ())])
@@ -251,11 +326,27 @@ def test_compile_baselines_compile_once_per_op_and_record_failures(monkeypatch):
 def test_retune_names_only_alternatives_that_win_in_both_modes():
     alt = lambda us, cfg: {"config": cfg, **_t(us)}  # noqa: E731
     results = [
-        {"op": "mfb", "B": 4096, "D": 1024, "config": [64, 32, 64, 8], "timings": {"triton": _t(100.0)},
-         "alternatives": {"m16_w256": alt(150.0, [16, 64, 32, 8]), "m128_w128": alt(80.0, [128, 32, 64, 8]),
-                          "m64_w256": alt(60.0, [64, 64, 64, 8]), "broken": {"config": [1], "error": "boom"}}},
-        {"op": "mfb", "B": 1, "D": 256, "config": [16, 4, 32, 4], "timings": {"triton": _t(10.0)},
-         "alternatives": {"m16_w32": alt(9.5, [16, 8, 32, 4])}},  # < 10% better: not worth a change
+        {
+            "op": "mfb",
+            "B": 4096,
+            "D": 1024,
+            "config": [64, 32, 64, 8],
+            "timings": {"triton": _t(100.0)},
+            "alternatives": {
+                "m16_w256": alt(150.0, [16, 64, 32, 8]),
+                "m128_w128": alt(80.0, [128, 32, 64, 8]),
+                "m64_w256": alt(60.0, [64, 64, 64, 8]),
+                "broken": {"config": [1], "error": "boom"},
+            },
+        },
+        {
+            "op": "mfb",
+            "B": 1,
+            "D": 256,
+            "config": [16, 4, 32, 4],
+            "timings": {"triton": _t(10.0)},
+            "alternatives": {"m16_w32": alt(9.5, [16, 8, 32, 4])},
+        },  # < 10% better: not worth a change
     ]
     (row,) = bk.retune(results)
     assert row["better"] == "m64_w256" and row["config"] == [64, 64, 64, 8] and row["B"] == 4096
@@ -264,9 +355,13 @@ def test_retune_names_only_alternatives_that_win_in_both_modes():
 
 def test_past_the_time_budget_optional_measurements_are_skipped_and_said(monkeypatch):
     calls = []
-    monkeypatch.setattr(bk, "_variants", lambda fns, graph_too=True, sync_too=False: {k: (calls.append(k), _t(1.0))[1] for k in fns})
+    monkeypatch.setattr(
+        bk, "_variants", lambda fns, graph_too=True, sync_too=False: {k: (calls.append(k), _t(1.0))[1] for k in fns}
+    )
     extra: dict = {}
-    assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {"a": {"config": [16, 16, 16, 4, False], **_t(1.0)}}
+    assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {
+        "a": {"config": [16, 16, 16, 4, False], **_t(1.0)}
+    }
     assert extra == {} and calls == ["x"]
     monkeypatch.setattr(bk, "DEADLINE", 0.0)  # long past
     assert bk._time_alternatives({"a": (16, 16, 16, 4, False)}, lambda cfg: None, extra) == {}
@@ -290,12 +385,21 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     assert doc["dry_run"] is True
     _assert_plot(tmp_path / "kernels.png")
     ops = {r["op"] for r in doc["results"]}
-    assert ops == {"fused_projection", "fused_projection_train", "gated_fusion", "gated_fusion_train", "mfb", "bilinear"}
+    assert ops == {
+        "fused_projection",
+        "fused_projection_train",
+        "gated_fusion",
+        "gated_fusion_train",
+        "mfb",
+        "bilinear",
+    }
     for r in doc["results"]:
         assert {"triton", "eager"} <= set(r["timings"]) and "vs_eager_stream" in r["speedup"], r["op"]
         # per call, synchronized: every forward op at the edge batches, no other
         edge = r["B"] <= bk.EDGE_BATCH and not r["op"].endswith("_train")
-        assert all(("sync" in t) == edge for t in r["timings"].values()) and ("vs_eager_sync" in r["speedup"]) == edge, r
+        assert (
+            all(("sync" in t) == edge for t in r["timings"].values()) and ("vs_eager_sync" in r["speedup"]) == edge
+        ), r
         assert not any("error" in a for a in r.get("alternatives", {}).values()), r["alternatives"]
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "fused_projection")
     assert any(r.get("alternatives") for r in doc["results"] if r["op"] == "mfb")
@@ -304,7 +408,9 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_cpu_dry_run(tmp_path, monkeypatc
     for r in doc["results"]:
         timed = r["op"] == "fused_projection" and r["B"] <= bk.EDGE_BATCH
         assert ("op" in r["timings"]) == timed and ("op_vs_eager_sync" in r["speedup"]) == timed, r
-    assert {"public_op_min_speedup_stream", "public_op_min_speedup_sync"} <= set(doc["bar"]["fused_projection_B<=32_>=2x_eager"])
+    assert {"public_op_min_speedup_stream", "public_op_min_speedup_sync"} <= set(
+        doc["bar"]["fused_projection_B<=32_>=2x_eager"]
+    )
     # the GPU check's one page reads what this run wrote, and names the steps that left nothing
     page = summary.summarize(tmp_path)
     assert "**A dry run: these numbers measure nothing.**" in page
@@ -335,15 +441,26 @@ def test_launch_overhead_bench_times_the_launchers_and_tritons_launch_path(tmp_p
     on Triton internals; a Triton that changes them fails here, not on the GPU run), then the
     public ops, dispatched as on a GPU."""
     env = _compiled_mode_env()
-    run = subprocess.run([sys.executable, str(BENCH / "bench_launch_overhead.py"), "--out", str(tmp_path)],
-                         cwd=BENCH, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "bench_launch_overhead.py"), "--out", str(tmp_path)],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "TRITON_DEFAULT_FP_FUSION" not in run.stderr  # every launch pins FMA contraction
     doc = json.loads((tmp_path / "launch_overhead.json").read_text())
     assert doc["with_triton"] == "measured", doc["with_triton"]
     launches = {name: rec["kernel_launches"] for name, rec in doc["results"].items()}
-    assert launches == {"fused_projection(relu, l2)": 2, "gated_fusion(per-feature softmax)": 1,
-                        "mfb(factors=4, l2)": 2, "torch.empty (for scale)": 0, "dot_precision(float32)": 0}
+    assert launches == {
+        "fused_projection(relu, l2)": 2,
+        "gated_fusion(per-feature softmax)": 1,
+        "mfb(factors=4, l2)": 2,
+        "torch.empty (for scale)": 0,
+        "dot_precision(float32)": 0,
+    }
     for name, rec in doc["results"].items():
         assert rec["host_us"] > 0, (name, rec)
         if rec["kernel_launches"]:
@@ -359,12 +476,22 @@ def _junit(cases: list[tuple[str, str | None]]) -> str:
     """A pytest --junitxml file: (test name, failure message or None for a pass; "skip" skips)."""
     body = "".join(
         f'<testcase classname="tests.kernels.test_x" name="{name}" time="0.1">'
-        + ("" if msg is None else '<skipped message="no GPU"/>' if msg == "skip" else f'<failure message="{msg}">trace</failure>')
-        + "</testcase>" for name, msg in cases)
+        + (
+            ""
+            if msg is None
+            else '<skipped message="no GPU"/>'
+            if msg == "skip"
+            else f'<failure message="{msg}">trace</failure>'
+        )
+        + "</testcase>"
+        for name, msg in cases
+    )
     failures = sum(m not in (None, "skip") for _, m in cases)
     skipped = sum(m == "skip" for _, m in cases)
-    return (f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="{failures}" '
-            f'skipped="{skipped}" tests="{len(cases)}" time="12.5">{body}</testsuite></testsuites>')
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="{failures}" '
+        f'skipped="{skipped}" tests="{len(cases)}" time="12.5">{body}</testsuite></testsuites>'
+    )
 
 
 def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_its_cause(tmp_path):
@@ -372,27 +499,106 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
     out = tmp_path / "gpu"
     out.mkdir()
     (out / "env.txt").write_text("NVIDIA H200, 570.1, 143771 MiB\ntorch 2.11.0 cuda 12.8 triton 3.6.0\n")
-    (out / "kernel_tests.xml").write_text(_junit([("test_a[1]", "CUDA error: illegal address"), ("test_a[2]", "CUDA error: illegal address"),
-                                                  ("test_b", None), ("test_c", "skip")]))
+    (out / "kernel_tests.xml").write_text(
+        _junit(
+            [
+                ("test_a[1]", "CUDA error: illegal address"),
+                ("test_a[2]", "CUDA error: illegal address"),
+                ("test_b", None),
+                ("test_c", "skip"),
+            ]
+        )
+    )
     results = [
-        {"op": "fused_projection", "B": 1, "D": 256, "bytes": 1e6, "flops": 1e6,
-         "timings": {"triton": _t(10.0, sync=30.0), "eager": _t(15.0, sync=90.0), "compile": _t(9.0, sync=45.0),
-                     "op": _t(12.0, sync=36.0)}},
-        {"op": "gated_fusion", "B": 4096, "D": 1024, "bytes": 4e9, "timings": {"triton": _t(1000.0), "eager": _t(3000.0)}},
+        {
+            "op": "fused_projection",
+            "B": 1,
+            "D": 256,
+            "bytes": 1e6,
+            "flops": 1e6,
+            "timings": {
+                "triton": _t(10.0, sync=30.0),
+                "eager": _t(15.0, sync=90.0),
+                "compile": _t(9.0, sync=45.0),
+                "op": _t(12.0, sync=36.0),
+            },
+        },
+        {
+            "op": "gated_fusion",
+            "B": 4096,
+            "D": 1024,
+            "bytes": 4e9,
+            "timings": {"triton": _t(1000.0), "eager": _t(3000.0)},
+        },
     ]
-    kernels = {"gpu": "NVIDIA H200", "dtype": "float16", "copy_bandwidth_GBps": 5000.0, "seconds": 120.0, "dry_run": False,
-               "bar": bk.derive(results, 5000.0), "retune": [], "errors": {"bilinear": "RuntimeError: boom"}, "results": results}
+    kernels = {
+        "gpu": "NVIDIA H200",
+        "dtype": "float16",
+        "copy_bandwidth_GBps": 5000.0,
+        "seconds": 120.0,
+        "dry_run": False,
+        "bar": bk.derive(results, 5000.0),
+        "retune": [],
+        "errors": {"bilinear": "RuntimeError: boom"},
+        "results": results,
+    }
     (out / "kernels.json").write_text(json.dumps(kernels))
-    (out / "model_float32.json").write_text(json.dumps({
-        "check": {"cases": [{"op": "model", "case": "camera B=1", "dtype": "float32", "error_over_tolerance": 0.1, "ok": True, "error": None},
-                            {"op": "model", "case": "lidar B=1", "dtype": "float32", "error_over_tolerance": 3.5, "ok": False, "error": None}],
-                  "fused_ops_per_forward": {"fused_projection": 1, "gated_fusion": 1}},
-        "bench": [{"op": "model", "subset": "camera", "B": 1, "triton_us": 100.0, "eager_us": 150.0, "speedup": 1.5,
-                   "triton_sync_us": 200.0, "eager_sync_us": 400.0, "sync_speedup": 2.0}]}))
-    (out / "fuzz.json").write_text(json.dumps({
-        "seed": 7, "layer": "launchers", "device": "cuda, poisoned allocations", "seconds": 30.0, "cases": 300, "failed": 1,
-        "by_op": {"mfb": {"cases": 80, "failed": 1, "worst_error_over_tolerance": 0.61}},
-        "failures": [{"index": 41, "op": "mfb", "B": 3, "ok": False, "error": None, "error_over_tolerance": 2.5}]}))
+    (out / "model_float32.json").write_text(
+        json.dumps(
+            {
+                "check": {
+                    "cases": [
+                        {
+                            "op": "model",
+                            "case": "camera B=1",
+                            "dtype": "float32",
+                            "error_over_tolerance": 0.1,
+                            "ok": True,
+                            "error": None,
+                        },
+                        {
+                            "op": "model",
+                            "case": "lidar B=1",
+                            "dtype": "float32",
+                            "error_over_tolerance": 3.5,
+                            "ok": False,
+                            "error": None,
+                        },
+                    ],
+                    "fused_ops_per_forward": {"fused_projection": 1, "gated_fusion": 1},
+                },
+                "bench": [
+                    {
+                        "op": "model",
+                        "subset": "camera",
+                        "B": 1,
+                        "triton_us": 100.0,
+                        "eager_us": 150.0,
+                        "speedup": 1.5,
+                        "triton_sync_us": 200.0,
+                        "eager_sync_us": 400.0,
+                        "sync_speedup": 2.0,
+                    }
+                ],
+            }
+        )
+    )
+    (out / "fuzz.json").write_text(
+        json.dumps(
+            {
+                "seed": 7,
+                "layer": "launchers",
+                "device": "cuda, poisoned allocations",
+                "seconds": 30.0,
+                "cases": 300,
+                "failed": 1,
+                "by_op": {"mfb": {"cases": 80, "failed": 1, "worst_error_over_tolerance": 0.61}},
+                "failures": [
+                    {"index": 41, "op": "mfb", "B": 3, "ok": False, "error": None, "error_over_tolerance": 2.5}
+                ],
+            }
+        )
+    )
     (out / "fuzz_ops.json").write_text("{ cut off by the time limit")
     assert summary.main([str(out)]) == 0
     page = (out / "summary.md").read_text()
@@ -406,7 +612,8 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
         "- step `bilinear` failed: RuntimeError: boom",
         "**1 of 3 bar items pass** (1 with the fastest measured configurations).",
         "| B | D | triton | public op | eager | compile | vs eager | vs compile |",
-        "| 1 | 256 | 10.0 / 5.0 / 30.0 | 12.0 / 6.0 / 36.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / 3.00× | 0.90× / 0.90× / 1.50× |",
+        "| 1 | 256 | 10.0 / 5.0 / 30.0 | 12.0 / 6.0 / 36.0 | 15.0 / 7.5 / 90.0 | 9.0 / 4.5 / 45.0 | 1.50× / 1.50× / "
+        "3.00× | 0.90× / 0.90× / 1.50× |",
         "`fused_projection_B<=32_>=2x_eager` reads 1.25× do_bench, 2.50× per call synchronized.",
         "Check: 1 of 2 sensor-subset cases pass (fused ops per forward: fused_projection ×1, gated_fusion ×1).",
         "- FAIL `lidar B=1`: error/tolerance 3.5",
@@ -423,11 +630,20 @@ def test_the_gpu_check_summary_gives_each_verdict_its_number_and_each_failure_it
 def test_the_gpu_check_summary_tables_the_launchers_host_time():
     """One row per launcher that launches, with the public op and its dispatch where the JSON
     has them (files from before the public op was timed have not)."""
-    doc = {"results": {
-        "gated_fusion(per-feature softmax)": {"kernel_launches": 1, "host_us": 9.3, "launch_us": 12.7, "triton_run_us": 17.2,
-                                              "ops_us": 16.0, "dispatch_us": 3.6},
-        "mfb(factors=4, l2)": {"kernel_launches": 2, "host_us": 13.7, "launch_us": 20.0, "triton_run_us": 30.4},
-        "torch.empty (for scale)": {"kernel_launches": 0, "host_us": 1.4}}}
+    doc = {
+        "results": {
+            "gated_fusion(per-feature softmax)": {
+                "kernel_launches": 1,
+                "host_us": 9.3,
+                "launch_us": 12.7,
+                "triton_run_us": 17.2,
+                "ops_us": 16.0,
+                "dispatch_us": 3.6,
+            },
+            "mfb(factors=4, l2)": {"kernel_launches": 2, "host_us": 13.7, "launch_us": 20.0, "triton_run_us": 30.4},
+            "torch.empty (for scale)": {"kernel_launches": 0, "host_us": 1.4},
+        }
+    }
     lines = summary.launch_overhead(doc)
     assert "| `gated_fusion(per-feature softmax)` | 1 | 9.3 | 12.7 | 17.2 | 16.0 (3.6) |" in lines
     assert "| `mfb(factors=4, l2)` | 2 | 13.7 | 20.0 | 30.4 | – |" in lines

@@ -1,4 +1,4 @@
-"""Bundles: build (ort int8 / fp32, torch), manifest contents, verification, corruption, atomicity, CLI, no-torch loading."""
+"""Bundles: build (ort int8 / fp32, torch), manifest, verification, corruption, atomicity, CLI, no-torch loading."""
 
 import json
 import shutil
@@ -18,8 +18,17 @@ SUBSETS = [("radar",), ("camera", "lidar", "radar")]
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_checkpoint, small_scenes, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "int8"
-    build_bundle(tiny_checkpoint, out, backend="ort", precision="int8", subsets=SUBSETS, data=small_scenes,
-                 calib_size=128, max_drop=100.0, progress=False)
+    build_bundle(
+        tiny_checkpoint,
+        out,
+        backend="ort",
+        precision="int8",
+        subsets=SUBSETS,
+        data=small_scenes,
+        calib_size=128,
+        max_drop=100.0,
+        progress=False,
+    )
     return out
 
 
@@ -92,7 +101,15 @@ def test_deleted_engine_and_bad_manifests(int8_bundle, tmp_path):
 def test_failed_build_leaves_no_bundle(tiny_checkpoint, small_scenes, int8_bundle, tmp_path):
     before = {p.name: p.stat().st_mtime for p in int8_bundle.rglob("*")}
     with pytest.raises(ValueError, match="INT8 accuracy gate failed"):
-        build_bundle(tiny_checkpoint, int8_bundle, subsets=SUBSETS[:1], data=small_scenes, calib_size=64, max_drop=-1.0, progress=False)
+        build_bundle(
+            tiny_checkpoint,
+            int8_bundle,
+            subsets=SUBSETS[:1],
+            data=small_scenes,
+            calib_size=64,
+            max_drop=-1.0,
+            progress=False,
+        )
     assert {p.name: p.stat().st_mtime for p in int8_bundle.rglob("*")} == before  # the old bundle is untouched
     assert sorted(p.name for p in int8_bundle.parent.iterdir()) == ["int8"]  # no temp folders left
     with pytest.raises(ValueError, match="backend 'ort' builds precisions"):
@@ -101,20 +118,40 @@ def test_failed_build_leaves_no_bundle(tiny_checkpoint, small_scenes, int8_bundl
 
 
 def test_fp32_and_torch_bundles(tiny_checkpoint, small_scenes, tmp_path):
-    fp32 = build_bundle(tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False)
+    fp32 = build_bundle(
+        tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False
+    )
     assert set(fp32.subsets["radar"]["accuracy"]) >= {"fp32"} and "calibration" not in fp32.subsets["radar"]
-    tb = build_bundle(tiny_checkpoint, tmp_path / "torch", backend="torch", precision="fp32", subsets=SUBSETS, data=small_scenes, progress=False)
+    tb = build_bundle(
+        tiny_checkpoint,
+        tmp_path / "torch",
+        backend="torch",
+        precision="fp32",
+        subsets=SUBSETS,
+        data=small_scenes,
+        progress=False,
+    )
     eng = tb.load_engine("radar")
     x = small_scenes["test"].inputs["radar"][:4]
-    np.testing.assert_allclose(eng.run({"radar": x})["logits"], fp32.load_engine("radar").run({"radar": x})["logits"], atol=1e-4)
+    np.testing.assert_allclose(
+        eng.run({"radar": x})["logits"], fp32.load_engine("radar").run({"radar": x})["logits"], atol=1e-4
+    )
 
 
 def test_torch_fp16_bundle_gates_each_subset(tiny_checkpoint, small_scenes, tmp_path, capsys):
     """--backend torch --precision fp16: FP32 and FP16 accuracy per subset in the manifest, the
     engines run in float16; a subset over --max-drop fails the build (nothing written) or, with
     --gate-fallback fp32, runs in FP32 and the manifest says why."""
-    b = build_bundle(tiny_checkpoint, tmp_path / "h", backend="torch", precision="fp16", subsets=SUBSETS, data=small_scenes,
-                     max_drop=100.0, progress=False)
+    b = build_bundle(
+        tiny_checkpoint,
+        tmp_path / "h",
+        backend="torch",
+        precision="fp16",
+        subsets=SUBSETS,
+        data=small_scenes,
+        max_drop=100.0,
+        progress=False,
+    )
     assert b.manifest["fp16_gate"] == {"max_drop_points": 100.0, "on_fail": "error", "rejected": []}
     for key, entry in b.subsets.items():
         acc = entry["accuracy"]
@@ -123,17 +160,52 @@ def test_torch_fp16_bundle_gates_each_subset(tiny_checkpoint, small_scenes, tmp_
         assert acc["drop_points"] == pytest.approx((acc["fp32"] - acc["fp16"]) * 100) and acc["agreement"] >= 0.95
     with pytest.warns(RuntimeWarning, match="'fp16' on the CPU runs slower"):  # the bundle serves a GPU; CI has none
         eng = b.load_engine("radar", device="cpu")
-    assert eng.precision == "fp16" and eng.run({"radar": small_scenes["test"].inputs["radar"][:3]})["logits"].dtype == np.float32
+    assert (
+        eng.precision == "fp16"
+        and eng.run({"radar": small_scenes["test"].inputs["radar"][:3]})["logits"].dtype == np.float32
+    )
 
     from edgefuse.gate import AccuracyGateError
 
-    with pytest.raises(AccuracyGateError, match=r"FP16 accuracy gate failed: 2 subset\(s\) dropped more than --max-drop -1000.0"):
-        build_bundle(tiny_checkpoint, tmp_path / "x", backend="torch", precision="fp16", subsets=SUBSETS, data=small_scenes,
-                     max_drop=-1000.0, progress=False)
+    with pytest.raises(
+        AccuracyGateError, match=r"FP16 accuracy gate failed: 2 subset\(s\) dropped more than --max-drop -1000.0"
+    ):
+        build_bundle(
+            tiny_checkpoint,
+            tmp_path / "x",
+            backend="torch",
+            precision="fp16",
+            subsets=SUBSETS,
+            data=small_scenes,
+            max_drop=-1000.0,
+            progress=False,
+        )
     assert not (tmp_path / "x").exists()
-    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "f"), "--backend", "torch", "--precision", "fp16",
-                 "--subsets", "radar", "--max-drop", "-1000", "--gate-fallback", "fp32"]) == 0
-    assert "built 1 torch engines (0 fp16, 1 fp32 after failing the FP16 gate of --max-drop -1000.0)" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "build",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path / "f"),
+                "--backend",
+                "torch",
+                "--precision",
+                "fp16",
+                "--subsets",
+                "radar",
+                "--max-drop",
+                "-1000",
+                "--gate-fallback",
+                "fp32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "built 1 torch engines (0 fp16, 1 fp32 after failing the FP16 gate of --max-drop -1000.0)"
+        in capsys.readouterr().out
+    )
     f = load_bundle(tmp_path / "f")
     assert f.manifest["fp16_gate"]["rejected"] == ["radar"] and f.subsets["radar"]["precision"] == "fp32"
     assert f.subsets["radar"]["fp16_rejected"]["max_drop_points"] == -1000.0
@@ -150,9 +222,27 @@ def test_trt_build_without_tensorrt_fails_before_any_work(tiny_checkpoint, tmp_p
 def test_cli_export_calibrate_build(tiny_checkpoint, tmp_path, capsys):
     assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "g"), "--subsets", "lidar,camera+lidar"]) == 0
     assert sorted(p.name for p in (tmp_path / "g").glob("*.onnx")) == ["camera+lidar.onnx", "lidar.onnx"]
-    assert main(["calibrate", str(tmp_path / "g"), "--out", str(tmp_path / "c"), "--size", "64", "--max-drop", "100"]) == 0
+    assert (
+        main(["calibrate", str(tmp_path / "g"), "--out", str(tmp_path / "c"), "--size", "64", "--max-drop", "100"]) == 0
+    )
     assert (tmp_path / "c" / "lidar.trtcache").is_file()
-    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--subsets", "lidar", "--calib-size", "64", "--max-drop", "100"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path / "b"),
+                "--subsets",
+                "lidar",
+                "--calib-size",
+                "64",
+                "--max-drop",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert "built 1 ort int8 engines" in capsys.readouterr().out
     assert main(["export", str(tiny_checkpoint), "--out", str(tmp_path / "s"), "--split"]) == 0
     assert (tmp_path / "s" / "head.onnx").is_file()
@@ -194,27 +284,76 @@ def test_bundle_constructs_every_engine_before_warming_any(int8_bundle, monkeypa
         e.close()
 
 
-def test_int8_fallback_keeps_fp32_engines_for_subsets_that_fail_the_gate(tiny_checkpoint, small_scenes, tmp_path, capsys):
+def test_int8_fallback_keeps_fp32_engines_for_subsets_that_fail_the_gate(
+    tiny_checkpoint, small_scenes, tmp_path, capsys
+):
     """A subset whose INT8 graph loses more than --max-drop points keeps its FP32 engine (with
     --int8-fallback fp32) instead of failing the build; the manifest says which and why."""
     with pytest.raises(ValueError, match="gate_fail must be one of"):
         build_bundle(tiny_checkpoint, tmp_path / "x", gate_fail="fp16", progress=False)
     # every subset fails a gate of -1000 points; one that passes everything keeps INT8
     out = tmp_path / "b"
-    b = build_bundle(tiny_checkpoint, out, subsets=SUBSETS, data=small_scenes, calib_size=64, max_drop=-1000.0,
-                     gate_fail="fp32", progress=False)
-    assert b.manifest["int8_gate"] == {"max_drop_points": -1000.0, "on_fail": "fp32", "rejected": ["radar", "camera+lidar+radar"]}
+    b = build_bundle(
+        tiny_checkpoint,
+        out,
+        subsets=SUBSETS,
+        data=small_scenes,
+        calib_size=64,
+        max_drop=-1000.0,
+        gate_fail="fp32",
+        progress=False,
+    )
+    assert b.manifest["int8_gate"] == {
+        "max_drop_points": -1000.0,
+        "on_fail": "fp32",
+        "rejected": ["radar", "camera+lidar+radar"],
+    }
     for key, entry in b.subsets.items():
-        assert entry["precision"] == "fp32" and entry["engine"] == f"engines/{key}.fp32.onnx" and "calibration" not in entry
+        assert (
+            entry["precision"] == "fp32"
+            and entry["engine"] == f"engines/{key}.fp32.onnx"
+            and "calibration" not in entry
+        )
         assert entry["int8_rejected"]["max_drop_points"] == -1000.0
         assert entry["int8_rejected"]["drop_points"] == pytest.approx(entry["accuracy"]["drop_points"])
-    fp32 = build_bundle(tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False)
+    fp32 = build_bundle(
+        tiny_checkpoint, tmp_path / "fp32", precision="fp32", subsets=SUBSETS[:1], data=small_scenes, progress=False
+    )
     x = {"radar": small_scenes["test"].inputs["radar"][:5]}
-    np.testing.assert_allclose(load_bundle(out).load_engine("radar").run(x)["logits"],
-                               fp32.load_engine("radar").run(x)["logits"], atol=1e-5)  # the FP32 graph, not the Q/DQ one
-    kept = build_bundle(tiny_checkpoint, tmp_path / "k", subsets=SUBSETS[:1], data=small_scenes, calib_size=64, max_drop=100.0,
-                        gate_fail="fp32", progress=False)
+    np.testing.assert_allclose(
+        load_bundle(out).load_engine("radar").run(x)["logits"], fp32.load_engine("radar").run(x)["logits"], atol=1e-5
+    )  # the FP32 graph, not the Q/DQ one
+    kept = build_bundle(
+        tiny_checkpoint,
+        tmp_path / "k",
+        subsets=SUBSETS[:1],
+        data=small_scenes,
+        calib_size=64,
+        max_drop=100.0,
+        gate_fail="fp32",
+        progress=False,
+    )
     assert kept.subsets["radar"]["precision"] == "int8" and kept.manifest["int8_gate"]["rejected"] == []
-    assert main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "c"), "--subsets", "lidar", "--calib-size", "64",
-                 "--max-drop", "-1000", "--int8-fallback", "fp32"]) == 0
-    assert "built 1 ort engines (0 int8, 1 fp32 after failing the INT8 gate of --max-drop -1000.0)" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "build",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path / "c"),
+                "--subsets",
+                "lidar",
+                "--calib-size",
+                "64",
+                "--max-drop",
+                "-1000",
+                "--int8-fallback",
+                "fp32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "built 1 ort engines (0 int8, 1 fp32 after failing the INT8 gate of --max-drop -1000.0)"
+        in capsys.readouterr().out
+    )

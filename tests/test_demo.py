@@ -11,9 +11,9 @@ from edgefuse.build import build_bundle
 from edgefuse.checkpoint import load_checkpoint
 from edgefuse.data import load_sensorscenes
 from edgefuse.data.sensorscenes import specs
+from edgefuse.inference import subset_accuracy
 from edgefuse.runtime import Runtime
 from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, replay
-from edgefuse.inference import subset_accuracy
 from edgefuse.train import TrainConfig, train
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))

@@ -7,9 +7,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/kernels.md", "docs/runtime.md")
+DOCS = (
+    "README.md",
+    "docs/kernels.md",
+    "docs/runtime.md",
+    "docs/benchmarks.md",
+    "docs/compatibility.md",
+    "docs/architecture.md",
+)
 #: top-level folders whose files the docs cite; outputs of a run (runs/, bench/results/local) are not in the tree
-TRACKED = ("bench/", "docs/", "edgefuse/", "kernels/", "engines/", "calibration/", "tests/", ".ci/", "scenarios/", "tools/")
+TRACKED = (
+    "bench/",
+    "docs/",
+    "edgefuse/",
+    "kernels/",
+    "engines/",
+    "calibration/",
+    "tests/",
+    ".ci/",
+    "scenarios/",
+    "tools/",
+)
 #: what a file's name ends with (``kernels/_launch.launch`` names a function, not a file)
 FILE = re.compile(r"\.(py|sh|json|txt|png|md|toml|xml|tgz)$|/$")
 
@@ -55,8 +73,10 @@ def test_every_link_resolves(doc):
 
 
 def test_cited_paths_picks_out_repository_files_only():
-    text = "run `bench/gpu_check.sh`, see `bench/results/aot/*.json` and `tests/tools/test_aot.py::test_x`; " \
-           "not `runs/demo/bundle/`, `bench/results/local/kernels.json`, `--batch/--dim` or `kernels/_launch.launch`"
+    text = (
+        "run `bench/gpu_check.sh`, see `bench/results/aot/*.json` and `tests/tools/test_aot.py::test_x`; "
+        "not `runs/demo/bundle/`, `bench/results/local/kernels.json`, `--batch/--dim` or `kernels/_launch.launch`"
+    )
     assert cited_paths(text) == {"bench/gpu_check.sh", "bench/results/aot/*.json", "tests/tools/test_aot.py"}
 
 

@@ -5,7 +5,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,14 +15,19 @@ def test_subpackages_import_from_the_edgefuse_namespace():
 
     assert Path(edgefuse.kernels.__file__).parent.name == "kernels"
     # outside the source tree (which pytest puts on sys.path), no top-level package of these names exists
-    code = "import importlib.util as u; bad = [n for n in ('kernels', 'engines', 'calibration') if u.find_spec(n)]; assert not bad, bad"
+    code = (
+        "import importlib.util as u; bad = [n for n in ('kernels', 'engines', 'calibration') if u.find_spec(n)]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
 def test_import_edgefuse_does_not_import_torch():
     """Nor does the command line's parser (every `edgefuse` command builds it first)."""
-    code = ("import sys, edgefuse, edgefuse.data, edgefuse.cli; edgefuse.cli.build_parser(); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, edgefuse, edgefuse.data, edgefuse.cli; edgefuse.cli.build_parser(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
@@ -42,18 +46,29 @@ def test_wheel_installs_only_the_edgefuse_namespace(tmp_path):
     assert "edgefuse/py.typed" in names
     # the wheel alone (no source tree on the path) imports the three subpackages
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
+    )
     code = "import edgefuse.kernels, edgefuse.engines, edgefuse.calibration, edgefuse; print(edgefuse.kernels.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=str(tmp_path),
-                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip().startswith(str(target))
     assert not (target / "kernels").exists() and not (target / "engines").exists()
     # the wheel's torch requirement keeps JetPack's own CUDA builds (pip would otherwise replace them)
     from packaging.requirements import Requirement
 
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
-    reqs = [Requirement(line.split(":", 1)[1].strip()) for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
-            if line.startswith("Requires-Dist:")]
+    reqs = [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
     (torch_req,) = [r for r in reqs if r.name == "torch"]
     for jetpack_torch in ("2.3.0a0+40ec155e58.nv24.03", "2.5.0a0+872d972e41.nv24.08"):  # JetPack 6.0, 6.1
         assert torch_req.specifier.contains(jetpack_torch, prereleases=True), (torch_req, jetpack_torch)

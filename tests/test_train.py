@@ -68,7 +68,15 @@ def test_auc_is_mean_accuracy_over_scaled_levels():
 def test_evaluate_reports_every_subset_and_robustness(small_scenes, tmp_path):
     result = train(small_scenes, TrainConfig(fusion="gated", epochs=2, dim=32), progress=False)
     rep = evaluate(result.model, small_scenes)
-    assert list(rep["subsets"]) == ["camera", "lidar", "radar", "camera+lidar", "camera+radar", "lidar+radar", "camera+lidar+radar"]
+    assert list(rep["subsets"]) == [
+        "camera",
+        "lidar",
+        "radar",
+        "camera+lidar",
+        "camera+radar",
+        "lidar+radar",
+        "camera+lidar+radar",
+    ]
     g, d = rep["robustness"]["gaussian"], rep["robustness"]["drop"]
     assert set(g["accuracy"]) == {"camera", "lidar", "radar", "all"}
     # level 0 is the clean accuracy; heavy noise on every sensor cannot help
@@ -89,7 +97,26 @@ def test_cli_train_then_eval(tmp_path, monkeypatch, capsys):
         label=y,
     )
     ck = tmp_path / "ck"
-    assert main(["train", "--data", str(data), "--fusion", "adaptive_gate", "--out", str(ck), "--epochs", "15", "--dim", "16", "--batch-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--fusion",
+                "adaptive_gate",
+                "--out",
+                str(ck),
+                "--epochs",
+                "15",
+                "--dim",
+                "16",
+                "--batch-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert read_config(ck)["model"]["fusion"] == "adaptive_gate"
     out = tmp_path / "eval.json"
     assert main(["eval", str(ck), "--json", str(out), "--no-robustness"]) == 0

@@ -41,8 +41,17 @@ import torch
 #: shared memory one block may use (opt-in maximum), bytes, per compute capability. sm_110
 #: (Jetson Thor): not confirmed from NVIDIA's tables here, so the smallest Blackwell limit
 #: (sm_120's) stands in as a lower bound; the launchers' 96 KiB plan stays under it.
-MAX_SHARED = {75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 110: 101376,
-              120: 101376}
+MAX_SHARED = {
+    75: 65536,
+    80: 166912,
+    86: 101376,
+    87: 166912,
+    89: 101376,
+    90: 232448,
+    100: 232448,
+    110: 101376,
+    120: 101376,
+}
 #: 32-bit registers per SM (all listed architectures)
 REGS_PER_SM = 65536
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")
@@ -147,7 +156,9 @@ def launch_of(fn, args, kwargs, grid) -> Launch:
         elif isinstance(v, (bool, int, float)):
             signature.append((name, type(v).__name__))
         else:
-            raise TypeError(f"{fn.__name__}: argument {name} is a {type(v).__name__}; expected a tensor, int, float or None")
+            raise TypeError(
+                f"{fn.__name__}: argument {name} is a {type(v).__name__}; expected a tensor, int, float or None"
+            )
     grid = tuple(grid(bound) if callable(grid) else grid)
     options = tuple((k, kwargs[k]) for k in _LAUNCH_OPTIONS if k in kwargs)
     return Launch(fn, tuple(signature), tuple(constexprs), options, grid)
@@ -161,12 +172,18 @@ def record_of(launch: Launch, arch: int, sass: bool = False) -> Compiled:
     warps = compiled.metadata.num_warps
     regs = usage["REG"]
     return Compiled(
-        kernel=launch.name, arch=arch,
+        kernel=launch.name,
+        arch=arch,
         constexprs={k: v for k, v in launch.constexprs if v is not None},
-        num_warps=warps, registers=regs, spill_bytes=usage["LOCAL"],
-        shared_bytes=int(compiled.metadata.shared), max_shared_bytes=MAX_SHARED.get(arch),
-        blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps), seconds=round(launch.seconds, 3),
-        fp_fusion=dict(launch.options).get("enable_fp_fusion"), memory=memory_instructions(compiled.asm["ptx"]),
+        num_warps=warps,
+        registers=regs,
+        spill_bytes=usage["LOCAL"],
+        shared_bytes=int(compiled.metadata.shared),
+        max_shared_bytes=MAX_SHARED.get(arch),
+        blocks_per_sm_by_regs=REGS_PER_SM // max(1, regs * 32 * warps),
+        seconds=round(launch.seconds, 3),
+        fp_fusion=dict(launch.options).get("enable_fp_fusion"),
+        memory=memory_instructions(compiled.asm["ptx"]),
         memory_sass=sass_memory_instructions(compiled.asm["cubin"]) if sass else None,
         tensor_cores=tensor_core_instructions(compiled.asm["ptx"]),
     )
@@ -179,7 +196,10 @@ def _cuobjdump(cubin: bytes, flag: str) -> str:
     tools/triton_ptxas.sh builds with such older ptxas."""
     import triton
 
-    tool = Path(os.environ.get("TRITON_CUOBJDUMP_PATH") or Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+    tool = Path(
+        os.environ.get("TRITON_CUOBJDUMP_PATH")
+        or Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    )
     if not tool.is_file():
         raise FileNotFoundError(f"cuobjdump not found at {tool}; it ships in Triton's NVIDIA backend")
     with tempfile.TemporaryDirectory(prefix="edgefuse-aot.") as tmp:
@@ -291,8 +311,20 @@ def tensor_core_instructions(ptx: str) -> dict[str, int]:
 #: a SASS instruction's opcode, after its address and an optional predicate (@P0, @!UP1, @PT)
 _SASS_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)")
 #: SASS opcode -> memory_instructions' kind
-_SASS_KINDS = {"LDG": "load", "LDGSTS": "load", "STG": "store", "LDS": "shared", "STS": "shared", "LDSM": "shared",
-               "STSM": "shared", "BAR": "barriers", "ATOMG": "atomics", "ATOM": "atomics", "RED": "atomics", "REDG": "atomics"}
+_SASS_KINDS = {
+    "LDG": "load",
+    "LDGSTS": "load",
+    "STG": "store",
+    "LDS": "shared",
+    "STS": "shared",
+    "LDSM": "shared",
+    "STSM": "shared",
+    "BAR": "barriers",
+    "ATOMG": "atomics",
+    "ATOM": "atomics",
+    "RED": "atomics",
+    "REDG": "atomics",
+}
 #: a SASS load's or store's width from its modifiers (none of these: 32 bits)
 _SASS_BITS = (("128", {"128"}), ("64", {"64"}), ("16", {"U16", "S16"}), ("8", {"U8", "S8"}))
 
@@ -336,7 +368,12 @@ def kernels_in(*modules) -> dict[str, object]:
     import triton.runtime.jit as jit
     from triton.runtime.interpreter import InterpretedFunction
 
-    return {name: fn for mod in modules for name, fn in vars(mod).items() if isinstance(fn, (jit.JITFunction, InterpretedFunction))}
+    return {
+        name: fn
+        for mod in modules
+        for name, fn in vars(mod).items()
+        if isinstance(fn, (jit.JITFunction, InterpretedFunction))
+    }
 
 
 def our_kernels() -> dict[str, object]:
@@ -495,9 +532,11 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
     def gemm(label: str, b: int, call: Callable[[], object]):
         yield label, call
         if dtype == torch.float32 and b in TF32_BATCHES:
+
             def tf32():
                 with fp32_matmul_precision("high"):
                     return call()
+
             yield f"{label} tf32", tf32
 
     tag = str(dtype).replace("torch.", "")
@@ -506,34 +545,53 @@ def cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
         for b in BATCHES:
             xs = [t(b, k) for k in KS]
             for normalize in (True, False):
-                yield from gemm(f"fused_projection {tag} B={b} D={d} l2={normalize}", b,
-                                lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n))
+                yield from gemm(
+                    f"fused_projection {tag} B={b} D={d} l2={normalize}",
+                    b,
+                    lambda xs=xs, ws=ws, bias=bias, n=normalize: fused_projection_triton(xs, ws, bias, "relu", n),
+                )
             if b >= 256:  # training batches: ProjectionFunction's launch (pre-activations: no act, no norm)
-                yield from gemm(f"fused_projection {tag} B={b} D={d} pre-activation", b,
-                                lambda xs=xs, ws=ws, bias=bias: fused_projection_triton(xs, ws, bias, "none", False))
+                yield from gemm(
+                    f"fused_projection {tag} B={b} D={d} pre-activation",
+                    b,
+                    lambda xs=xs, ws=ws, bias=bias: fused_projection_triton(xs, ws, bias, "none", False),
+                )
             mask = torch.ones(b, len(KS), dtype=torch.bool)
             for per_feature in (True, False):
                 logits = t(b, len(KS), d) if per_feature else t(b, len(KS))
                 for mode in ("softmax", "sigmoid"):
-                    yield (f"gated_fusion {tag} B={b} D={d} per_feature={per_feature} {mode}",
-                           lambda f=t(b, len(KS), d), lg=logits, m=mask, mode=mode: gated_fusion_triton(f, lg, m, mode))
-                    yield (f"gated_fusion backward {tag} B={b} D={d} per_feature={per_feature} {mode}",
-                           lambda f=t(b, len(KS), d), lg=logits, m=mask, g=t(b, d), mode=mode:
-                           gated_fusion_backward_triton(f, lg, m, g, mode))
+                    yield (
+                        f"gated_fusion {tag} B={b} D={d} per_feature={per_feature} {mode}",
+                        lambda f=t(b, len(KS), d), lg=logits, m=mask, mode=mode: gated_fusion_triton(f, lg, m, mode),
+                    )
+                    yield (
+                        f"gated_fusion backward {tag} B={b} D={d} per_feature={per_feature} {mode}",
+                        lambda f=t(b, len(KS), d), lg=logits, m=mask, g=t(b, d), mode=mode: (
+                            gated_fusion_backward_triton(f, lg, m, g, mode)
+                        ),
+                    )
             o, factors = 256, 4
             u, v, ub, vb = t(o * factors, d), t(o * factors, d), t(o * factors), t(o * factors)
-            yield from gemm(f"mfb {tag} B={b} D={d}", b,
-                            lambda x=t(b, d), y=t(b, d), u=u, v=v, ub=ub, vb=vb: mfb_triton(x, y, u, ub, v, vb, factors))
+            yield from gemm(
+                f"mfb {tag} B={b} D={d}",
+                b,
+                lambda x=t(b, d), y=t(b, d), u=u, v=v, ub=ub, vb=vb: mfb_triton(x, y, u, ub, v, vb, factors),
+            )
     w, bb = t(64, 256, 256), t(64)
     for b in BATCHES:
         yield from gemm(f"bilinear {tag} B={b} D=256", b, lambda x=t(b, 256), y=t(b, 256): bilinear_triton(x, y, w, bb))
 
 
-def check(archs=(90, 87), dtypes=(torch.float16, torch.float32), progress: bool = False, shard: tuple[int, int] = (0, 1),
-          sass: bool = False, source: Callable[[torch.dtype], Iterator[tuple[str, Callable[[], object]]]] = cases,
-          ) -> list[Compiled]:
-    """Compile every launch of ``source`` (the benchmark's ``cases``, or another such generator) for each arch with Triton's JIT on
-    a stand-in GPU; one record per distinct binary (Triton's cache decides what is distinct).
+def check(
+    archs=(90, 87),
+    dtypes=(torch.float16, torch.float32),
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    sass: bool = False,
+    source: Callable[[torch.dtype], Iterator[tuple[str, Callable[[], object]]]] = cases,
+) -> list[Compiled]:
+    """Compile every launch of ``source`` (the benchmark's ``cases``, or another such generator) for each arch with
+    Triton's JIT on a stand-in GPU; one record per distinct binary (Triton's cache decides what is distinct).
     ``sass``: count each binary's memory instructions from its SASS too (``problems`` then compares).
 
     ``shard=(k, n)`` compiles only the launches whose ``Launch.key()`` is the k-th, (k+n)-th...
@@ -618,30 +676,52 @@ def problems(records: list[Compiled]) -> list[str]:
     out = []
     for r in records:
         family, since = GEMM_MMA.get(r.arch, (None, None))
-        if (family and release >= since and r.constexprs.get("PRECISION", "ieee") != "ieee" and r.constexprs.get("BLOCK_M", 0) >= GEMM_ROWS
-                and r.num_warps % 4 == 0 and not any(k.startswith(family + " ") for k in r.tensor_cores)):
-            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: a GEMM-shaped tile without {family} "
-                       f"(tensor-core instructions: {r.tensor_cores or 'none'})")
+        if (
+            family
+            and release >= since
+            and r.constexprs.get("PRECISION", "ieee") != "ieee"
+            and r.constexprs.get("BLOCK_M", 0) >= GEMM_ROWS
+            and r.num_warps % 4 == 0
+            and not any(k.startswith(family + " ") for k in r.tensor_cores)
+        ):
+            out.append(
+                f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: a GEMM-shaped tile without {family} "
+                f"(tensor-core instructions: {r.tensor_cores or 'none'})"
+            )
         local = WARP_LOCAL.get(r.kernel)
-        if local is not None and release >= WARP_LOCAL_SINCE and local(r.constexprs) and r.memory["barriers"] > WARP_LOCAL_BARRIERS:
-            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: reduces across warps "
-                       f"({r.memory['shared']} shared-memory accesses, {r.memory['barriers']} barriers)")
+        if (
+            local is not None
+            and release >= WARP_LOCAL_SINCE
+            and local(r.constexprs)
+            and r.memory["barriers"] > WARP_LOCAL_BARRIERS
+        ):
+            out.append(
+                f"{r.kernel} sm_{r.arch} {r.constexprs} num_warps={r.num_warps}: reduces across warps "
+                f"({r.memory['shared']} shared-memory accesses, {r.memory['barriers']} barriers)"
+            )
         if r.memory_sass is not None:
             out += [f"{r.kernel} sm_{r.arch} {r.constexprs}: {d}" for d in sass_disagreements(r.memory, r.memory_sass)]
         if r.max_shared_bytes is not None and r.shared_bytes > r.max_shared_bytes:
-            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: {r.shared_bytes} B shared > the {r.max_shared_bytes} B limit")
+            out.append(
+                f"{r.kernel} sm_{r.arch} {r.constexprs}: {r.shared_bytes} B shared > the {r.max_shared_bytes} B limit"
+            )
         if r.spill_bytes:
             out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: spills {r.spill_bytes} B per thread to local memory")
         if r.fp_fusion is None:
-            out.append(f"{r.kernel} sm_{r.arch} {r.constexprs}: launched without enable_fp_fusion (Triton's default differs by version)")
+            out.append(
+                f"{r.kernel} sm_{r.arch} {r.constexprs}: launched without enable_fp_fusion (Triton's default differs "
+                "by version)"
+            )
     return out
 
 
 def _row(r: Compiled) -> str:
     blocks = {k: v for k, v in r.constexprs.items() if k.startswith("BLOCK")}
     mma = f" mma={','.join(r.tensor_cores)}" if r.tensor_cores else ""
-    return (f"{r.kernel:<26} warps={r.num_warps} {blocks} regs={r.registers} spill={r.spill_bytes} "
-            f"shared={r.shared_bytes} barriers={r.memory.get('barriers')}{mma} ({r.seconds:.1f} s)")
+    return (
+        f"{r.kernel:<26} warps={r.num_warps} {blocks} regs={r.registers} spill={r.spill_bytes} "
+        f"shared={r.shared_bytes} barriers={r.memory.get('barriers')}{mma} ({r.seconds:.1f} s)"
+    )
 
 
 def selfcheck_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], object]]]:
@@ -655,16 +735,34 @@ def selfcheck_cases(dtype: torch.dtype) -> Iterator[tuple[str, Callable[[], obje
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Compile edgefuse's Triton kernels for GPU architectures without a GPU.")
-    p.add_argument("--arch", type=int, action="append", help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Jetson Orin), 110 (Jetson Thor; Triton >= 3.7); repeatable")
-    p.add_argument("--dtype", action="append", choices=["float16", "float32", "bfloat16"],
-                   help="repeatable; default float16 and float32")
-    p.add_argument("--cases", choices=["bench", "selfcheck"], default="bench",
-                   help="bench: the benchmark's shapes (default); selfcheck: every launch of `edgefuse kernels --check` "
-                        "at its GPU defaults")
+    p.add_argument(
+        "--arch",
+        type=int,
+        action="append",
+        help="compute capability as an integer, e.g. 90 (H100/H200), 87 (Jetson Orin), 110 (Jetson Thor; Triton >= "
+        "3.7); repeatable",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        choices=["float16", "float32", "bfloat16"],
+        help="repeatable; default float16 and float32",
+    )
+    p.add_argument(
+        "--cases",
+        choices=["bench", "selfcheck"],
+        default="bench",
+        help="bench: the benchmark's shapes (default); selfcheck: every launch of `edgefuse kernels --check` "
+        "at its GPU defaults",
+    )
     p.add_argument("--json", type=Path, help="write every record here")
     p.add_argument("--shard", default="0/1", help="K/N: compile the K-th of N slices (run N processes to use N cores)")
-    p.add_argument("--sass", action="store_true", help="also count memory instructions from each binary's SASS and report "
-                   "where it contradicts the PTX's counts (about 0.2 s more per binary)")
+    p.add_argument(
+        "--sass",
+        action="store_true",
+        help="also count memory instructions from each binary's SASS and report "
+        "where it contradicts the PTX's counts (about 0.2 s more per binary)",
+    )
     args = p.parse_args(argv)
     try:
         shard = tuple(int(x) for x in args.shard.split("/"))
@@ -683,12 +781,22 @@ def main(argv=None) -> int:
     records = check(archs, dtypes, progress=True, shard=shard, sass=args.sass, source=source)
     found = problems(records)
     if args.json:
-        doc = {"triton": triton.__version__, "cases": args.cases, "archs": archs, "shard": args.shard, "sass": args.sass, "seconds": round(time.perf_counter() - start, 1),
-               "problems": found, "binaries": [asdict(r) for r in records]}
+        doc = {
+            "triton": triton.__version__,
+            "cases": args.cases,
+            "archs": archs,
+            "shard": args.shard,
+            "sass": args.sass,
+            "seconds": round(time.perf_counter() - start, 1),
+            "problems": found,
+            "binaries": [asdict(r) for r in records],
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2, default=str))
-    print(f"compiled {len(records)} binaries for sm_{', sm_'.join(map(str, archs))} with Triton {triton.__version__} "
-          f"in {time.perf_counter() - start:.0f} s; {len(found)} problem(s)")
+    print(
+        f"compiled {len(records)} binaries for sm_{', sm_'.join(map(str, archs))} with Triton {triton.__version__} "
+        f"in {time.perf_counter() - start:.0f} s; {len(found)} problem(s)"
+    )
     for line in found:
         print("  " + line)
     return 1 if found else 0

@@ -9,8 +9,8 @@ process, an empty Triton cache), every error Triton's compile and launch path ra
 test that hit it), how many of the tests' launches kernels/_launch served from its cache (on
 the GPU, those tests check that path numerically), and each binary's registers, spills and
 shared memory against the target's limit (``aot.problems``, as the AOT check does at the
-benchmark shapes; the tests' shapes are other ones). Exits 1 on an error or a problem, so a test shape that would not compile on the
-GPU is found here first. Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
+benchmark shapes; the tests' shapes are other ones). Exits 1 on an error or a problem, so a test shape
+that would not compile on the GPU is found here first. Tests that force ``EDGEFUSE_KERNELS=interpret`` where there is
 no GPU (the model tests of test_dispatch.py) stop before compiling here, so the few binaries of
 their small model shapes are not counted. Writes ``gpu_test_binaries.json``.
 
@@ -59,13 +59,19 @@ class _Count:
             try:
                 kernel = run(fn, *args, **kwargs)
             except Exception as e:  # a compile or launch-path error: on the GPU this test would fail the same way
-                self.errors.append({"test": _current_test(), "kernel": fn.__name__, "error": f"{type(e).__name__}: {e}"[:2000]})
+                self.errors.append(
+                    {"test": _current_test(), "kernel": fn.__name__, "error": f"{type(e).__name__}: {e}"[:2000]}
+                )
                 raise
             if id(kernel) not in self.records:  # this launch compiled it (the Triton cache dir starts empty)
                 seconds = time.perf_counter() - t
                 self.seconds += seconds
-                launch = aot.launch_of(fn, args, {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}, kwargs["grid"])
-                record = self.records[id(kernel)] = aot.record_of(replace(launch, compiled=kernel, seconds=seconds), self.arch)
+                launch = aot.launch_of(
+                    fn, args, {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}, kwargs["grid"]
+                )
+                record = self.records[id(kernel)] = aot.record_of(
+                    replace(launch, compiled=kernel, seconds=seconds), self.arch
+                )
                 record.cases.append(_current_test())  # the test that compiled it
             return kernel
 
@@ -96,22 +102,37 @@ def main(argv=None) -> int:
 
     count = _Count(args.arch)
     # as bench/gpu_check.sh runs them (test_masks is CI-only; the AOT tests are under tests/tools)
-    pytest.main(["-q", "-p", "no:cacheprovider", str(ROOT / "tests/kernels"),
-                 f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
-                 "--no-header", "--tb=no", "-rN", *(["-k", args.select] if args.select else [])], plugins=[count])
+    pytest.main(
+        [
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests/kernels"),
+            f"--ignore={ROOT / 'tests/kernels/test_masks.py'}",
+            "--no-header",
+            "--tb=no",
+            "-rN",
+            *(["-k", args.select] if args.select else []),
+        ],
+        plugins=[count],
+    )
     from tools import aot
 
     records = list(count.records.values())
     counts = dict(collections.Counter(r.kernel for r in records))
     total = len(records)
     found = aot.problems(records)
-    print(f"sm_{args.arch}: the kernel tests compile {total} binaries {counts}; "
-          f"{count.seconds:.0f} s of compiling in one process here; {len(count.errors)} compile error(s), "
-          f"{len(found)} problem(s) in the binaries")
+    print(
+        f"sm_{args.arch}: the kernel tests compile {total} binaries {counts}; "
+        f"{count.seconds:.0f} s of compiling in one process here; {len(count.errors)} compile error(s), "
+        f"{len(found)} problem(s) in the binaries"
+    )
     launches = sum(count.launches.values())
     from_cache = launches - (count.runs - len(count.errors))  # a run that raised launched nothing
-    print(f"launches: {launches} reached the driver's launch, {from_cache} of them from kernels/_launch's cache "
-          "(on a GPU the tests' results check that path)")
+    print(
+        f"launches: {launches} reached the driver's launch, {from_cache} of them from kernels/_launch's cache "
+        "(on a GPU the tests' results check that path)"
+    )
     for e in count.errors:
         print(f"  {e['test']}: {e['kernel']}: {e['error'].splitlines()[0]}")
     for line in found:
@@ -119,15 +140,27 @@ def main(argv=None) -> int:
     from _common import machine
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_test_binaries.json").write_text(json.dumps({
-        "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
-        "arch": args.arch, "selected": args.select or "all", "binaries": counts, "total": total, "compile_seconds_one_process": round(count.seconds, 1),
-        "compile_errors": count.errors, "problems": found,
-        "launches": launches, "launches_from_launch_cache": from_cache,
-        "max_registers": max((r.registers for r in records), default=None),
-        "max_shared_bytes": max((r.shared_bytes for r in records), default=None),
-        "records": [asdict(r) for r in records],
-    }, indent=2))
+    (args.out / "gpu_test_binaries.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "versions": {"torch": torch.__version__, "triton": triton.__version__},
+                "arch": args.arch,
+                "selected": args.select or "all",
+                "binaries": counts,
+                "total": total,
+                "compile_seconds_one_process": round(count.seconds, 1),
+                "compile_errors": count.errors,
+                "problems": found,
+                "launches": launches,
+                "launches_from_launch_cache": from_cache,
+                "max_registers": max((r.registers for r in records), default=None),
+                "max_shared_bytes": max((r.shared_bytes for r in records), default=None),
+                "records": [asdict(r) for r in records],
+            },
+            indent=2,
+        )
+    )
     return 0 if total and not count.errors and not found else 1
 
 

@@ -93,15 +93,31 @@ def projection_case(r: random.Random, dtype):
     act, norm, has_bias, grads = r.choice(tuple(checks.ACTS)), r.random() < 0.5, r.random() < 0.7, r.random() < 0.25
     config = None
     if not grads and r.random() < 0.35:  # a random valid launch plan instead of the launcher's
-        config = (r.choice((16, 32, 64)), r.choice((16, 32, 64, 128)), r.choice((16, 32, 64)), 4, r.random() < 0.5,
-                  r.choice((1, 1, 2, 3, 4, 8)))
+        config = (
+            r.choice((16, 32, 64)),
+            r.choice((16, 32, 64, 128)),
+            r.choice((16, 32, 64)),
+            4,
+            r.random() < 0.5,
+            r.choice((1, 1, 2, 3, 4, 8)),
+        )
     g = torch.Generator().manual_seed(r.getrandbits(32))
     xs = [None if i in absent else torch.randn(b, k, generator=g) for i, k in enumerate(ks)]
-    ws = [torch.randn(d, k, generator=g) * k ** -0.5 for k in ks]
+    ws = [torch.randn(d, k, generator=g) * k**-0.5 for k in ks]
     bias = torch.randn(n, d, generator=g) * 0.1 if has_bias else None
     dout = torch.randn(b, n, d, generator=g)
-    params = {"B": b, "N": n, "D": d, "K": ks, "absent": sorted(absent), "act": act, "normalize": norm, "bias": has_bias,
-              "config": config, "gradients": grads}
+    params = {
+        "B": b,
+        "N": n,
+        "D": d,
+        "K": ks,
+        "absent": sorted(absent),
+        "act": act,
+        "normalize": norm,
+        "bias": has_bias,
+        "config": config,
+        "gradients": grads,
+    }
 
     def cast(t, dt, dev):
         return None if t is None else t.to(dt).to(dev)
@@ -148,17 +164,38 @@ def mfb_case(r: random.Random, dtype):
         block_m, warps = r.choice((16, 32, 64)), r.choice((4, 8))
         # at most 128 accumulator values a thread (two [BLOCK_M, BLOCK_O * BLOCK_F] fp32 tiles), as the
         # launcher's plans keep: past that a GPU compile spills to local memory
-        config = (block_m, r.choice([v for v in (1, 2, 4, 8, 16, 32) if 16 <= v * block_f and 2 * block_m * v * block_f <= 128 * 32 * warps]),
-                  r.choice((16, 32, 64)), warps)
+        config = (
+            block_m,
+            r.choice(
+                [v for v in (1, 2, 4, 8, 16, 32) if 16 <= v * block_f and 2 * block_m * v * block_f <= 128 * 32 * warps]
+            ),
+            r.choice((16, 32, 64)),
+            warps,
+        )
     g = torch.Generator().manual_seed(r.getrandbits(32))
     rows = o * factors
-    t = [torch.randn(b, k1, generator=g), torch.randn(b, k2, generator=g), torch.randn(rows, k1, generator=g) * k1 ** -0.5,
-         torch.randn(rows, generator=g) * 0.1, torch.randn(rows, k2, generator=g) * k2 ** -0.5, torch.randn(rows, generator=g) * 0.1]
+    t = [
+        torch.randn(b, k1, generator=g),
+        torch.randn(b, k2, generator=g),
+        torch.randn(rows, k1, generator=g) * k1**-0.5,
+        torch.randn(rows, generator=g) * 0.1,
+        torch.randn(rows, k2, generator=g) * k2**-0.5,
+        torch.randn(rows, generator=g) * 0.1,
+    ]
     if not has_bias:
         t[3] = t[5] = None
     present = torch.rand(b, 2, generator=g) > 0.3 if has_present else None
-    params = {"B": b, "K1": k1, "K2": k2, "O": o, "factors": factors, "bias": has_bias, "present": has_present,
-              "normalize": norm, "config": config}
+    params = {
+        "B": b,
+        "K1": k1,
+        "K2": k2,
+        "O": o,
+        "factors": factors,
+        "bias": has_bias,
+        "present": has_present,
+        "normalize": norm,
+        "config": config,
+    }
 
     def run(dev):
         q = [None if v is None else v.to(dtype).to(dev) for v in t]
@@ -179,15 +216,23 @@ def bilinear_case(r: random.Random, dtype):
 
     b, k1, k2, o, has_bias = _batch(r), r.randint(1, 40), r.randint(1, 40), r.randint(1, 90), r.random() < 0.7
     g = torch.Generator().manual_seed(r.getrandbits(32))
-    t = [torch.randn(b, k1, generator=g), torch.randn(b, k2, generator=g), torch.randn(o, k1, k2, generator=g) / math.sqrt(k1 * k2),
-         torch.randn(o, generator=g) * 0.1 if has_bias else None]
+    t = [
+        torch.randn(b, k1, generator=g),
+        torch.randn(b, k2, generator=g),
+        torch.randn(o, k1, k2, generator=g) / math.sqrt(k1 * k2),
+        torch.randn(o, generator=g) * 0.1 if has_bias else None,
+    ]
     params = {"B": b, "K1": k1, "K2": k2, "O": o, "bias": has_bias}
 
     def run(dev):
         return [bilinear_triton(*[None if v is None else v.to(dtype).to(dev) for v in t])]
 
     def reference(acc=torch.float64, order=0):
-        return [_in_order("bilinear", ref.bilinear_reference, order)(*[None if v is None else v.to(dtype).to(acc) for v in t])]
+        return [
+            _in_order("bilinear", ref.bilinear_reference, order)(
+                *[None if v is None else v.to(dtype).to(acc) for v in t]
+            )
+        ]
 
     return params, run, reference, k1 * k2
 
@@ -207,14 +252,26 @@ def gated_case(r: random.Random, dtype):
     if r.random() < 0.35:
         block_n, warps = next_pow2(n) * r.choice((1, 1, 2)), r.choice((1, 2, 4, 8))
         # at most 64 values of a [BLOCK_N, BLOCK_D] tile a thread (the launcher keeps 32): no spills on a GPU
-        config = (block_n, r.choice([v for v in (1, 2, 4, 8, 16, 64, 256, 1024, 2048) if block_n * v <= 64 * 32 * warps]), warps)
+        config = (
+            block_n,
+            r.choice([v for v in (1, 2, 4, 8, 16, 64, 256, 1024, 2048) if block_n * v <= 64 * 32 * warps]),
+            warps,
+        )
     g = torch.Generator().manual_seed(r.getrandbits(32))
     feats = torch.randn(b, n, d, generator=g)
     logits = torch.randn(*((b, n, d) if per_feature else (b, n)), generator=g) * 2
     mask = torch.rand(b, n, generator=g) < r.choice((0.2, 0.6, 0.95))
     dout = torch.randn(b, d, generator=g)
-    params = {"B": b, "N": n, "D": d, "mode": mode, "per_feature": per_feature, "backward": backward, "config": config,
-              "empty_rows": int((~mask.any(1)).sum())}
+    params = {
+        "B": b,
+        "N": n,
+        "D": d,
+        "mode": mode,
+        "per_feature": per_feature,
+        "backward": backward,
+        "config": config,
+        "empty_rows": int((~mask.any(1)).sum()),
+    }
 
     def run(dev):
         f, lg, m = feats.to(dtype).to(dev), logits.to(dtype).to(dev), mask.to(dev)
@@ -271,7 +328,7 @@ def _ops_projection(r: random.Random):
         absent.discard(r.randrange(n))
     act, norm = r.choice(tuple(checks.ACTS)), r.random() < 0.5
     inputs = {f"x{i}": None if i in absent else ((b, k), ACTIVATION, 1.0) for i, k in enumerate(ks)}
-    inputs |= {f"w{i}": ((d, k), PARAMETER, k ** -0.5) for i, k in enumerate(ks)}
+    inputs |= {f"w{i}": ((d, k), PARAMETER, k**-0.5) for i, k in enumerate(ks)}
     if r.random() < 0.7:
         inputs["bias"] = ((n, d), PARAMETER, 0.1)
 
@@ -286,8 +343,12 @@ def _ops_projection(r: random.Random):
 def _ops_mfb(r: random.Random):
     b, k1, k2, factors, o = _batch(r), r.randint(1, 200), r.randint(1, 200), r.randint(1, 5), r.randint(1, 50)
     rows, norm, has_bias = o * factors, r.random() < 0.7, r.random() < 0.7
-    inputs = {"x": ((b, k1), ACTIVATION, 1.0), "y": ((b, k2), ACTIVATION, 1.0),
-              "u_w": ((rows, k1), PARAMETER, k1 ** -0.5), "v_w": ((rows, k2), PARAMETER, k2 ** -0.5)}
+    inputs = {
+        "x": ((b, k1), ACTIVATION, 1.0),
+        "y": ((b, k2), ACTIVATION, 1.0),
+        "u_w": ((rows, k1), PARAMETER, k1**-0.5),
+        "v_w": ((rows, k2), PARAMETER, k2**-0.5),
+    }
     if has_bias:
         inputs |= {"u_b": ((rows,), VECTOR, 0.1), "v_b": ((rows,), VECTOR, 0.1)}
     if r.random() < 0.5:
@@ -296,15 +357,26 @@ def _ops_mfb(r: random.Random):
     def call(fn, a):
         return [fn(a["x"], a["y"], a["u_w"], a.get("u_b"), a["v_w"], a.get("v_b"), factors, a.get("present"), norm)]
 
-    params = {"B": b, "K1": k1, "K2": k2, "O": o, "factors": factors, "bias": has_bias, "present": "present" in inputs,
-              "normalize": norm}
+    params = {
+        "B": b,
+        "K1": k1,
+        "K2": k2,
+        "O": o,
+        "factors": factors,
+        "bias": has_bias,
+        "present": "present" in inputs,
+        "normalize": norm,
+    }
     return params, inputs, call, [max(k1, k2)], {"x": rows, "y": rows, "u_w": b, "v_w": b, "u_b": b, "v_b": b}
 
 
 def _ops_bilinear(r: random.Random):
     b, k1, k2, o = _batch(r), r.randint(1, 30), r.randint(1, 30), r.randint(1, 60)
-    inputs = {"x": ((b, k1), ACTIVATION, 1.0), "y": ((b, k2), ACTIVATION, 1.0),
-              "weight": ((o, k1, k2), PARAMETER, (k1 * k2) ** -0.5)}
+    inputs = {
+        "x": ((b, k1), ACTIVATION, 1.0),
+        "y": ((b, k2), ACTIVATION, 1.0),
+        "weight": ((o, k1, k2), PARAMETER, (k1 * k2) ** -0.5),
+    }
     if r.random() < 0.7:
         inputs["bias"] = ((o,), VECTOR, 0.1)
 
@@ -321,8 +393,11 @@ def _ops_gated(r: random.Random):
     b, n = _batch(r), r.choice((1, 2, 3, r.randint(4, 8)))
     d = r.choice((r.randint(1, 64), r.randint(65, 1100)))
     mode, per_feature = r.choice(checks.GATE_MODES), r.random() < 0.5
-    inputs = {"feats": ((b, n, d), ACTIVATION, 1.0), "logits": ((b, n, d) if per_feature else (b, n), ACTIVATION, 2.0),
-              "mask": ((b, n), ("contiguous", "transposed", "offset"), "mask")}
+    inputs = {
+        "feats": ((b, n, d), ACTIVATION, 1.0),
+        "logits": ((b, n, d) if per_feature else (b, n), ACTIVATION, 2.0),
+        "mask": ((b, n), ("contiguous", "transposed", "offset"), "mask"),
+    }
 
     def call(fn, a):
         return list(fn(a["feats"], a["logits"], a["mask"], mode))
@@ -333,7 +408,12 @@ def _ops_gated(r: random.Random):
     return params, inputs, call, [n, 1], {"feats": n, "logits": n * (1 if per_feature else d)}
 
 
-OPS_CASES = {"fused_projection": _ops_projection, "mfb": _ops_mfb, "bilinear": _ops_bilinear, "gated_fusion": _ops_gated}
+OPS_CASES = {
+    "fused_projection": _ops_projection,
+    "mfb": _ops_mfb,
+    "bilinear": _ops_bilinear,
+    "gated_fusion": _ops_gated,
+}
 #: the ops whose Triton path is differentiable; the others train on the reference
 HAS_BACKWARD = ("fused_projection", "gated_fusion")
 
@@ -394,7 +474,11 @@ def draw_ops(seed: int, index: int, device: str):
             continue
         shape, kinds, scale = spec
         layouts[name], base_shape, view = _layout(r, shape, kinds)
-        base = torch.rand(base_shape, generator=g) < 0.7 if scale == "mask" else torch.randn(base_shape, generator=g) * scale
+        base = (
+            torch.rand(base_shape, generator=g) < 0.7
+            if scale == "mask"
+            else torch.randn(base_shape, generator=g) * scale
+        )
         tensors[name] = (base, view)
     dout_seed = r.getrandbits(32)
     # each output's reduction length. A gradient also carries the forward's rounding (the norm's
@@ -402,8 +486,14 @@ def draw_ops(seed: int, index: int, device: str):
     # batch sums B rows more
     reduce_len = list(forward_lens)
     if grads:
-        reduce_len += [max(forward_lens[0], grad_lens[name.rstrip("0123456789")] * (params["B"] if layouts[name] == "expanded" else 1))
-                       for name, spec in inputs.items() if spec is not None and spec[2] != "mask"]
+        reduce_len += [
+            max(
+                forward_lens[0],
+                grad_lens[name.rstrip("0123456789")] * (params["B"] if layouts[name] == "expanded" else 1),
+            )
+            for name, spec in inputs.items()
+            if spec is not None and spec[2] != "mask"
+        ]
     expected = "triton" if not grads or op in HAS_BACKWARD else "reference"
     params = {**params, "precision": precision, "gradients": grads, "layouts": layouts, "path": expected}
 
@@ -455,7 +545,7 @@ def draw_ops(seed: int, index: int, device: str):
 
 
 def draw(seed: int, index: int):
-    """Case ``index`` of ``seed``: (op, dtype, params, run(device), reference(), reduction length, or one per output)."""
+    """Case ``index`` of ``seed``: (op, dtype, params, run(device), reference(), reduction length or one per output)."""
     import torch
 
     r = random.Random(f"{seed}:{index}")
@@ -485,19 +575,28 @@ def _in_order(op: str, fn, order: int):
         return [torch.randperm(n, generator=g) for n in sizes]
 
     if op == "fused_projection":
+
         def permuted(xs, ws, bias, act, normalize):
             ps = perms(*(w.shape[1] for w in ws))
-            return fn([None if x is None else x[:, p] for x, p in zip(xs, ps)], [w[:, p] for w, p in zip(ws, ps)],
-                      bias, act, normalize)
+            return fn(
+                [None if x is None else x[:, p] for x, p in zip(xs, ps)],
+                [w[:, p] for w, p in zip(ws, ps)],
+                bias,
+                act,
+                normalize,
+            )
     elif op == "mfb":
+
         def permuted(x, y, u_w, u_b, v_w, v_b, *rest):
             p1, p2 = perms(x.shape[1], y.shape[1])
             return fn(x[:, p1], y[:, p2], u_w[:, p1], u_b, v_w[:, p2], v_b, *rest)
     elif op == "bilinear":
+
         def permuted(x, y, weight, bias):
             p1, p2 = perms(x.shape[1], y.shape[1])
             return fn(x[:, p1], y[:, p2], weight[:, p1][:, :, p2], bias)
     elif op == "gated_fusion":
+
         def permuted(feats, logits, mask, mode):
             (p,) = perms(feats.shape[1])
             return fn(feats[:, p], logits[:, p], mask[:, p], mode)
@@ -512,14 +611,18 @@ def run_case(seed: int, index: int, device: str, layer: str = "launchers", order
     also PyTorch's error in each of ``orders`` orders of summation and the worst of them."""
     from edgefuse.kernels.selfcheck import _compare
 
-    op, dtype, params, run, reference, reduce_len = draw(seed, index) if layer == "launchers" else draw_ops(seed, index, device)
+    op, dtype, params, run, reference, reduce_len = (
+        draw(seed, index) if layer == "launchers" else draw_ops(seed, index, device)
+    )
     rec = {"index": index, "op": op, "dtype": str(dtype).removeprefix("torch."), **params}
     t = time.perf_counter()
     try:
         outs = [o.detach().cpu() for o in run(device)]
         ref64 = reference()
         ratio = _compare(outs, ref64, dtype, reduce_len)
-        rec["error"] = None if math.isfinite(ratio) else "a NaN or infinite value, a wrong shape or a wrong empty-row flag"
+        rec["error"] = (
+            None if math.isfinite(ratio) else "a NaN or infinite value, a wrong shape or a wrong empty-row flag"
+        )
     except Exception as e:  # a launch the launcher should have refused, or one that broke: a failure either way
         ratio, rec["error"] = math.inf, f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
     rec["error_over_tolerance"] = round(ratio, 4) if math.isfinite(ratio) else None
@@ -529,7 +632,9 @@ def run_case(seed: int, index: int, device: str, layer: str = "launchers", order
         # root near 0 amplifies the pooled sum's rounding) nor a ReLU's kink: PyTorch's own ops
         # on the same inputs, on the CPU in the same dtype, measured the same way, the worst of
         # ``orders`` orders of summation; the kernel may be at most TORCH_SLACK x that
-        each = [_compare([o.detach() for o in reference(dtype, order)], ref64, dtype, reduce_len) for order in range(orders)]
+        each = [
+            _compare([o.detach() for o in reference(dtype, order)], ref64, dtype, reduce_len) for order in range(orders)
+        ]
         torch_ratio = max(each)
         rec["torch_error_by_order"] = [round(e, 4) if math.isfinite(e) else None for e in each]
         rec["torch_error_over_tolerance"] = round(torch_ratio, 4) if math.isfinite(torch_ratio) else None
@@ -549,21 +654,51 @@ def tally(folder: Path) -> dict:
         raise SystemExit(f"fuzz_kernels --tally: expected fuzz*.json or fuzz*.json.gz files in {folder}, found none")
     runs = []
     for f in files:
-        with (gzip.open(f, "rt") if f.suffix == ".gz" else f.open()) as fh:
+        with gzip.open(f, "rt") if f.suffix == ".gz" else f.open() as fh:
             doc = json.load(fh)
         layer = doc.get("layer", "launchers")  # (the first runs had the launchers layer only, unnamed)
-        runs.append({"file": f.name, "layer": layer, "seed": doc["seed"], "torch": doc["versions"]["torch"],
-                     "triton": doc["versions"]["triton"], "cases": doc["cases"], "failed": doc["failed"]})
+        recs = doc.get("records", [])
+        ratios = [r["error_over_tolerance"] for r in recs if r.get("error_over_tolerance") is not None]
+        by_rule = [
+            {k: r[k] for k in ("index", "op", "dtype", "error_over_tolerance", "torch_error_over_tolerance") if k in r}
+            for r in recs
+            if r.get("ok") and (r.get("error_over_tolerance") or 0) > 1
+        ]
+        runs.append(
+            {
+                "file": f.name,
+                "layer": layer,
+                "seed": doc["seed"],
+                "torch": doc["versions"]["torch"],
+                "triton": doc["versions"]["triton"],
+                "cases": doc["cases"],
+                "failed": doc["failed"],
+                "seconds": doc.get("seconds"),
+                "by_op": doc.get("by_op"),
+                "worst_error_over_tolerance": max(ratios) if ratios else None,
+                "passed_by_the_2x_rule": by_rule,
+            }
+        )
     stacks = sorted({(r["torch"], r["triton"]) for r in runs})
-    return {"runs": runs, "cases": sum(r["cases"] for r in runs), "failed": sum(r["failed"] for r in runs), "stacks": stacks}
+    return {
+        "format": "edgefuse-fuzz-tally/1",
+        "runs": runs,
+        "cases": sum(r["cases"] for r in runs),
+        "failed": sum(r["failed"] for r in runs),
+        "stacks": stacks,
+    }
 
 
 def _print_tally(t: dict) -> int:
     for r in t["runs"]:
-        print(f"{r['file']:45s} {r['layer']:9s} seed {r['seed']:<3} torch {r['torch']:14s} triton {r['triton']:6s} "
-              f"{r['cases']:6d} cases {r['failed']} failed")
-    print(f"{len(t['runs'])} runs: {t['cases']} cases, {t['failed']} failed, on {len(t['stacks'])} torch/Triton stacks: "
-          + ", ".join(f"{a} + {b}" for a, b in t["stacks"]))
+        print(
+            f"{r['file']:45s} {r['layer']:9s} seed {r['seed']:<3} torch {r['torch']:14s} triton {r['triton']:6s} "
+            f"{r['cases']:6d} cases {r['failed']} failed"
+        )
+    print(
+        f"{len(t['runs'])} runs: {t['cases']} cases, {t['failed']} failed, on {len(t['stacks'])} torch/Triton stacks: "
+        + ", ".join(f"{a} + {b}" for a, b in t["stacks"])
+    )
     return 1 if t["failed"] else 0
 
 
@@ -575,19 +710,40 @@ def main(argv=None) -> int:
     p.add_argument("--only", type=int, default=None, help="run this one case and print it")
     p.add_argument("--seconds", type=float, default=None, help="start no new case after this long")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--layer", default="launchers", choices=LAYERS,
-                   help="the Triton launchers, or edgefuse.kernels.ops over views, dtypes, autocast and training (draw_ops)")
+    p.add_argument(
+        "--layer",
+        default="launchers",
+        choices=LAYERS,
+        help="the Triton launchers, or edgefuse.kernels.ops over views, dtypes, autocast and training (draw_ops)",
+    )
     p.add_argument("--bare", action="store_true", help="on a CPU, without the guard and poisoned allocations")
     p.add_argument("--out", type=Path, default=None, help="folder for fuzz.json")
-    p.add_argument("--orders", type=int, default=ORDERS,
-                   help="past the tolerance, PyTorch's error is the worst over this many orders of summation")
-    p.add_argument("--tally", type=Path, default=None, metavar="DIR",
-                   help="run nothing: count the cases and failures of the fuzz*.json[.gz] files in DIR")
+    p.add_argument(
+        "--orders",
+        type=int,
+        default=ORDERS,
+        help="past the tolerance, PyTorch's error is the worst over this many orders of summation",
+    )
+    p.add_argument(
+        "--tally",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run nothing: count the cases and failures of the fuzz*.json[.gz] files in DIR "
+        "(with --out, write them up as kernel_fuzz_summary.json there)",
+    )
     args = p.parse_args(argv)
     if args.orders < 1:
         p.error(f"--orders must be >= 1, got {args.orders}")
     if args.tally is not None:
-        return _print_tally(tally(args.tally))
+        t = tally(args.tally)
+        if args.out is not None:
+            from edgefuse._fs import write_json
+
+            # the summary that stays in the repository when the dumps leave it
+            write_json(t, args.out / "kernel_fuzz_summary.json")
+            print(f"wrote {args.out / 'kernel_fuzz_summary.json'}")
+        return _print_tally(t)
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
     checks = contextlib.ExitStack()
@@ -624,27 +780,49 @@ def _run(args) -> int:
     for op in OPS:
         rs = [x for x in records if x["op"] == op]
         finite = [x["error_over_tolerance"] for x in rs if x["error_over_tolerance"] is not None]
-        by_op[op] = {"cases": len(rs), "failed": sum(not x["ok"] for x in rs), "worst_error_over_tolerance": max(finite, default=None),
-                     "passed_within_torch_slack": sum(x["ok"] and "torch_error_over_tolerance" in x for x in rs)}
+        by_op[op] = {
+            "cases": len(rs),
+            "failed": sum(not x["ok"] for x in rs),
+            "worst_error_over_tolerance": max(finite, default=None),
+            "passed_within_torch_slack": sum(x["ok"] and "torch_error_over_tolerance" in x for x in rs),
+        }
     failed = [x for x in records if not x["ok"]]
     where = "cuda" if args.device == "cuda" else "cpu, Triton's interpreter"
     if not args.bare:
         where += ", guarded, poisoned allocations" if args.device == "cpu" else ", poisoned allocations"
-    doc = {"seed": args.seed, "layer": args.layer, "device": where, "orders": args.orders,
-           "versions": {"torch": torch.__version__, "triton": triton.__version__}, "seconds": round(time.perf_counter() - t0, 1),
-           "cases": len(records), "failed": len(failed), "by_op": by_op, "failures": failed, "records": records}
+    doc = {
+        "seed": args.seed,
+        "layer": args.layer,
+        "device": where,
+        "orders": args.orders,
+        "versions": {"torch": torch.__version__, "triton": triton.__version__},
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cases": len(records),
+        "failed": len(failed),
+        "by_op": by_op,
+        "failures": failed,
+        "records": records,
+    }
     if args.layer == "ops":  # what the cases reached
-        doc["coverage"] = {key: dict(sorted(Counter(v for x in records for v in values(x)).items()))
-                           for key, values in (("precision", lambda x: [x["precision"]]), ("path", lambda x: [x["path"]]),
-                                               ("layout", lambda x: x["layouts"].values()))}
+        doc["coverage"] = {
+            key: dict(sorted(Counter(v for x in records for v in values(x)).items()))
+            for key, values in (
+                ("precision", lambda x: [x["precision"]]),
+                ("path", lambda x: [x["path"]]),
+                ("layout", lambda x: x["layouts"].values()),
+            )
+        }
     if args.out:
         write_json(doc, args.out / ("fuzz.json" if args.layer == "launchers" else "fuzz_ops.json"))
     print(f"{len(records)} {args.layer} cases in {doc['seconds']} s, {len(failed)} failed")
     for key, counts in doc.get("coverage", {}).items():
         print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for op, s in by_op.items():
-        print(f"  {op:17} {s['cases']:4} cases  {s['failed']} failed  worst error/tolerance {s['worst_error_over_tolerance']}"
-              f"  ({s['passed_within_torch_slack']} passed within {TORCH_SLACK:g}x PyTorch's own error)")
+        print(
+            f"  {op:17} {s['cases']:4} cases  {s['failed']} failed  worst error/tolerance "
+            f"{s['worst_error_over_tolerance']}"
+            f"  ({s['passed_within_torch_slack']} passed within {TORCH_SLACK:g}x PyTorch's own error)"
+        )
     return 1 if failed else 0
 
 

@@ -36,7 +36,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--arch", type=int, default=90)
-    p.add_argument("--sass", action="store_true", help="also count from each binary's SASS and check it against the PTX")
+    p.add_argument(
+        "--sass", action="store_true", help="also count from each binary's SASS and check it against the PTX"
+    )
     p.add_argument("--dtype", action="append", choices=["float16", "float32"], help="repeatable; default both")
     p.add_argument("--dim", type=int, action="append", help="feature width D; repeatable; default 256 and 1024")
     args = p.parse_args(argv)
@@ -44,7 +46,6 @@ def main(argv=None) -> int:
         p.error("unset TRITON_INTERPRET: this compiles the kernels")
     import torch
     import triton
-
     from bench_kernels import _gated_alternatives
 
     from edgefuse.kernels import triton_gated
@@ -59,7 +60,9 @@ def main(argv=None) -> int:
                 for per_feature in (True, False):
                     logits = torch.empty(8, N, d, dtype=dtype) if per_feature else torch.empty(8, N, dtype=dtype)
                     default = triton_gated._blocks(N, d, dtype.itemsize)
-                    configs = sorted([default, *_gated_alternatives(N, d, dtype.itemsize, default).values()], key=lambda c: c[2])
+                    configs = sorted(
+                        [default, *_gated_alternatives(N, d, dtype.itemsize, default).values()], key=lambda c: c[2]
+                    )
                     for config in configs:
                         warps = config[2]
                         with aot.capture(compile_if=lambda launch: True) as launches:
@@ -68,24 +71,45 @@ def main(argv=None) -> int:
                         for launch, direction in zip(launches, ("forward", "backward")):
                             rec = aot.record_of(launch, args.arch, sass=args.sass)
                             if rec.memory_sass is not None:
-                                disagreements += [f"{rec.kernel} warps={warps}: {x}" for x in aot.sass_disagreements(rec.memory, rec.memory_sass)]
-                            rows.append({
-                                "dtype": str(dtype).replace("torch.", ""), "D": d, "N": N, "per_feature_gates": per_feature,
-                                "direction": direction, "num_warps": warps, "default": config == default,
-                                "BLOCK_N": default[0], "BLOCK_D": default[1], "registers": rec.registers,
-                                "spill_bytes": rec.spill_bytes, **rec.memory,
-                            })
+                                disagreements += [
+                                    f"{rec.kernel} warps={warps}: {x}"
+                                    for x in aot.sass_disagreements(rec.memory, rec.memory_sass)
+                                ]
+                            rows.append(
+                                {
+                                    "dtype": str(dtype).replace("torch.", ""),
+                                    "D": d,
+                                    "N": N,
+                                    "per_feature_gates": per_feature,
+                                    "direction": direction,
+                                    "num_warps": warps,
+                                    "default": config == default,
+                                    "BLOCK_N": default[0],
+                                    "BLOCK_D": default[1],
+                                    "registers": rec.registers,
+                                    "spill_bytes": rec.spill_bytes,
+                                    **rec.memory,
+                                }
+                            )
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"arch": args.arch, "triton": triton.__version__, "torch": torch.__version__, "sass_checked": args.sass,
-           "disagreements": disagreements, "rows": rows}
+    doc = {
+        "arch": args.arch,
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "sass_checked": args.sass,
+        "disagreements": disagreements,
+        "rows": rows,
+    }
     path = args.out / f"gated_layouts-triton-{triton.__version__}.json"
     path.write_text(json.dumps(doc, indent=2))
     print(f"{'case':<38} {'warps':>5} {'regs':>4} {'barriers':>8} {'shared':>6}  global loads (bits: n)   stores")
     for r in rows:
         case = f"{r['dtype']} D={r['D']} {'per-feature' if r['per_feature_gates'] else 'per-modality'} {r['direction']}"
         mark = "*" if r["default"] else " "
-        print(f"{case:<38} {r['num_warps']:>4}{mark} {r['registers']:>4} {r['barriers']:>8} {r['shared']:>6}  "
-              f"{str(r['global_loads']):<24} {r['global_stores']}")
+        print(
+            f"{case:<38} {r['num_warps']:>4}{mark} {r['registers']:>4} {r['barriers']:>8} {r['shared']:>6}  "
+            f"{str(r['global_loads']):<24} {r['global_stores']}"
+        )
     print(f"* = the launcher's choice; Triton {triton.__version__}, sm_{args.arch}; wrote {path}")
     for line in disagreements:
         print("SASS contradicts the PTX: " + line, file=sys.stderr)

@@ -48,18 +48,19 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, action="append", help="repeatable; default 4096")
     p.add_argument("--dim", type=int, action="append", help="D; repeatable; default 256 and 1024")
     p.add_argument("--op", action="append", choices=["fused_projection", "mfb"], help="repeatable; default both")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="float32 is compiled with TF32 allowed")
+    p.add_argument(
+        "--dtype", default="float16", choices=["float16", "float32"], help="float32 is compiled with TF32 allowed"
+    )
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
         p.error("unset TRITON_INTERPRET: this compiles the kernels")
+    import bench_kernels as bk
     import torch
     import triton
 
-    import bench_kernels as bk
-
-    from tools import aot
     from edgefuse.kernels.triton_bilinear import mfb_triton
     from edgefuse.kernels.triton_projection import fused_projection_triton
+    from tools import aot
 
     dtype = getattr(torch, args.dtype)
     t = lambda *shape: torch.empty(shape, dtype=dtype)  # noqa: E731 (nothing runs: shapes and dtypes only)
@@ -79,22 +80,44 @@ def main(argv=None) -> int:
                             else:
                                 mfb_triton(x, x, u, ub, u, ub, 4, config=config)
                         rec = aot.record_of(launches[0], args.arch)
-                        rows.append({
-                            "op": op, "B": b, "D": d, "config": label, "launch_config": list(config or default),
-                            "kernel": rec.kernel, "blocks": {k: v for k, v in rec.constexprs.items() if k.startswith("BLOCK")},
-                            "num_warps": rec.num_warps, "registers": rec.registers, "spill_bytes": rec.spill_bytes,
-                            "shared_bytes": rec.shared_bytes, "blocks_per_sm_by_regs": rec.blocks_per_sm_by_regs,
-                            "tensor_cores": rec.tensor_cores, "launches": [launch.name for launch in launches],
-                        })
+                        rows.append(
+                            {
+                                "op": op,
+                                "B": b,
+                                "D": d,
+                                "config": label,
+                                "launch_config": list(config or default),
+                                "kernel": rec.kernel,
+                                "blocks": {k: v for k, v in rec.constexprs.items() if k.startswith("BLOCK")},
+                                "num_warps": rec.num_warps,
+                                "registers": rec.registers,
+                                "spill_bytes": rec.spill_bytes,
+                                "shared_bytes": rec.shared_bytes,
+                                "blocks_per_sm_by_regs": rec.blocks_per_sm_by_regs,
+                                "tensor_cores": rec.tensor_cores,
+                                "launches": [launch.name for launch in launches],
+                            }
+                        )
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"arch": args.arch, "triton": triton.__version__, "torch": torch.__version__, "dtype": args.dtype, "rows": rows}
+    doc = {
+        "arch": args.arch,
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "rows": rows,
+    }
     path = args.out / f"gemm_layouts-{args.dtype}-sm_{args.arch}-triton-{triton.__version__}.json"
     path.write_text(json.dumps(doc, indent=2))
-    print(f"{'case':<30} {'config':<28} {'warps':>5} {'regs':>4} {'shared':>6} {'blocks/SM (regs)':>16} {'launches':>8}  tensor cores")
+    print(
+        f"{'case':<30} {'config':<28} {'warps':>5} {'regs':>4} {'shared':>6} {'blocks/SM (regs)':>16} {'launches':>8} "
+        " tensor cores"
+    )
     for r in rows:
         case = f"{r['op']} B={r['B']} D={r['D']}"
-        print(f"{case:<30} {r['config']:<28} {r['num_warps']:>5} {r['registers']:>4} {r['shared_bytes']:>6} "
-              f"{r['blocks_per_sm_by_regs']:>16} {len(r['launches']):>8}  {r['tensor_cores'] or 'none'}")
+        print(
+            f"{case:<30} {r['config']:<28} {r['num_warps']:>5} {r['registers']:>4} {r['shared_bytes']:>6} "
+            f"{r['blocks_per_sm_by_regs']:>16} {len(r['launches']):>8}  {r['tensor_cores'] or 'none'}"
+        )
     print(f"Triton {triton.__version__}, sm_{args.arch}, {args.dtype}; wrote {path}")
     spills = [r for r in rows if r["spill_bytes"]]
     for r in spills:

@@ -39,7 +39,10 @@ def _one(name: str, line: int, kind: str, guarded: bool) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         module = mutant(name, line, kind, tmp)
-        with (guard() if guarded else contextlib.nullcontext()), (poisoned_allocations() if guarded else contextlib.nullcontext()):
+        with (
+            guard() if guarded else contextlib.nullcontext(),
+            poisoned_allocations() if guarded else contextlib.nullcontext(),
+        ):
             outcomes = run_cases(name, module)
     caught = [o for o in outcomes if o in ("OutOfBounds", "Race")]
     if caught:
@@ -82,21 +85,36 @@ def main(argv=None) -> int:
         runs = {(m, g): pool.submit(_in_subprocess, *m, g) for m in todo for g in (True, False)}
         rows = []
         for name, line, kind in todo:
-            row = {"module": name, "line": line, "kind": kind,
-                   "guarded": runs[(name, line, kind), True].result(), "bare": runs[(name, line, kind), False].result()}
+            row = {
+                "module": name,
+                "line": line,
+                "kind": kind,
+                "guarded": runs[(name, line, kind), True].result(),
+                "bare": runs[(name, line, kind), False].result(),
+            }
             rows.append(row)
             print(f"{name}:{line} {kind:10s} guarded: {row['guarded']:20s} bare: {row['bare']}", flush=True)
     summary = {}
     for kinds, label in (({"load mask", "store mask"}, "masks"), ({"store"}, "stores")):
         sel = [r for r in rows if r["kind"] in kinds]
-        summary[label] = {"mutants": len(sel),
-                          "guarded": dict(collections.Counter(r["guarded"] for r in sel)),
-                          "bare": dict(collections.Counter(r["bare"] for r in sel))}
+        summary[label] = {
+            "mutants": len(sel),
+            "guarded": dict(collections.Counter(r["guarded"] for r in sel)),
+            "bare": dict(collections.Counter(r["bare"] for r in sel)),
+        }
     print(json.dumps(summary, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "guard_mutants.json").write_text(json.dumps({
-        "machine": machine(), "versions": {"torch": torch.__version__, "triton": triton.__version__},
-        "summary": summary, "mutants": rows}, indent=2))
+    (args.out / "guard_mutants.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "versions": {"torch": torch.__version__, "triton": triton.__version__},
+                "summary": summary,
+                "mutants": rows,
+            },
+            indent=2,
+        )
+    )
     return 0 if all(r["guarded"] != "pass" for r in rows) else 1
 
 

@@ -1,4 +1,4 @@
-"""How fast the fused kernels are on this GPU: ``edgefuse kernels --check`` plus timing, for a quick answer on one machine.
+"""How fast the fused kernels are on this GPU: ``edgefuse kernels --check`` plus timing, a quick answer on one machine.
 
     python tools/kernel_bench.py --bench                       # each op's Triton launcher against eager PyTorch
     python tools/kernel_bench.py --batch 1 4 --dim 512 --widths 1536,256 --check --bench
@@ -35,8 +35,8 @@ from edgefuse.kernels.selfcheck import (  # noqa: E402
     MFB_FACTORS,
     _kernels_env,
     _load_model,
-    _model_inputs,
     _mfb_rows,
+    _model_inputs,
     _pair,
     _shapes,
     _short,
@@ -49,9 +49,16 @@ from edgefuse.kernels.selfcheck import (  # noqa: E402
 )
 
 
-def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int | None = None,
-          widths: Sequence[int] | None = None, dtype: torch.dtype = torch.float16, graph: bool = True,
-          rep_ms: int = 100, progress: Callable[[dict], None] | None = None) -> list[dict]:
+def bench(
+    device: str = "cuda",
+    batches: Sequence[int] | None = None,
+    dim: int | None = None,
+    widths: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float16,
+    graph: bool = True,
+    rep_ms: int = 100,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """µs of each op's Triton launcher and of the eager reference, per batch (CUDA only)."""
     from edgefuse.kernels.triton_bilinear import bilinear_triton, mfb_triton
     from edgefuse.kernels.triton_gated import gated_fusion_triton
@@ -63,8 +70,8 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, device=device) * scale).to(dtype)
 
-    ws, bias = [r(dim, k, scale=k ** -0.5) for k in widths], r(n, dim, scale=0.1)
-    uw, vw, ub, vb = r(rows, k1, scale=k1 ** -0.5), r(rows, k2, scale=k2 ** -0.5), r(rows), r(rows)
+    ws, bias = [r(dim, k, scale=k**-0.5) for k in widths], r(n, dim, scale=0.1)
+    uw, vw, ub, vb = r(rows, k1, scale=k1**-0.5), r(rows, k2, scale=k2**-0.5), r(rows), r(rows)
     bw, bb = r(BILINEAR_OUT, bk, bk, scale=1 / bk), r(BILINEAR_OUT)
     out: list[dict] = []
     for b in batches:
@@ -73,13 +80,19 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
         feats, logits = r(b, n, dim), r(b, n)
         mask = torch.ones(b, n, dtype=torch.bool, device=device)
         pairs = {
-            "fused_projection": (lambda: fused_projection_triton(xs, ws, bias, "relu", True),
-                                 lambda: ref.fused_projection_reference(xs, ws, bias, "relu", True)),
-            "mfb": (lambda: mfb_triton(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True),
-                    lambda: ref.mfb_reference(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True)),
+            "fused_projection": (
+                lambda: fused_projection_triton(xs, ws, bias, "relu", True),
+                lambda: ref.fused_projection_reference(xs, ws, bias, "relu", True),
+            ),
+            "mfb": (
+                lambda: mfb_triton(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True),
+                lambda: ref.mfb_reference(x, y, uw, ub, vw, vb, MFB_FACTORS, None, True),
+            ),
             "bilinear": (lambda: bilinear_triton(bx, by, bw, bb), lambda: ref.bilinear_reference(bx, by, bw, bb)),
-            "gated_fusion": (lambda: gated_fusion_triton(feats, logits, mask, "softmax"),
-                             lambda: ref.gated_fusion_reference(feats, logits, mask, "softmax")),
+            "gated_fusion": (
+                lambda: gated_fusion_triton(feats, logits, mask, "softmax"),
+                lambda: ref.gated_fusion_reference(feats, logits, mask, "softmax"),
+            ),
         }
         for op, (triton_fn, eager_fn) in pairs.items():
             row = {"op": op, "B": b, "dtype": _short(dtype)}
@@ -89,9 +102,15 @@ def bench(device: str = "cuda", batches: Sequence[int] | None = None, dim: int |
     return out
 
 
-def bench_model(checkpoint: str | Path, device: str = "cuda", batches: Sequence[int] = (1, 8), graph: bool = True,
-                rep_ms: int = 100, dtype: torch.dtype = torch.float32,
-                progress: Callable[[dict], None] | None = None) -> list[dict]:
+def bench_model(
+    checkpoint: str | Path,
+    device: str = "cuda",
+    batches: Sequence[int] = (1, 8),
+    graph: bool = True,
+    rep_ms: int = 100,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """µs of a trained model's forward per default sensor subset and batch, the model cast to
     ``dtype`` and its fused ops on the Triton kernels and on the reference ops (CUDA only):
     what the kernels buy this model."""
@@ -145,8 +164,9 @@ SYNC_CALLS = (10, 200)
 SYNC_MS = 50
 
 
-def sync_latency_ms(fn: Callable[[], object], quantiles: Sequence[float], device: str = "cuda", rep_ms: float = SYNC_MS,
-                    warmup: int = 5) -> list[float]:
+def sync_latency_ms(
+    fn: Callable[[], object], quantiles: Sequence[float], device: str = "cuda", rep_ms: float = SYNC_MS, warmup: int = 5
+) -> list[float]:
     """``quantiles`` of the wall-clock ms of one ``fn()`` and ``torch.cuda.synchronize()``,
     call after call, without an L2 flush: a control loop's latency per frame, where nothing
     else is queued on the GPU. It counts the host's launch cost and the GPU's time together:
@@ -187,12 +207,18 @@ def cuda_graph_ms(fn: Callable[[], object], rep_ms: int, quantiles: Sequence[flo
 
 
 def _print_row(r: dict) -> None:
-    graph = (f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
-             if "graph_speedup" in r else "")
+    graph = (
+        f"; graph {r['triton_graph_us']:.1f} vs {r['eager_graph_us']:.1f} µs ({r['graph_speedup']:.2f}x)"
+        if "graph_speedup" in r
+        else ""
+    )
     sync = f"; per call {r['triton_sync_us']:.1f} vs {r['eager_sync_us']:.1f} µs ({r['sync_speedup']:.2f}x)"
     what = f"{r['op']} {r['subset']}" if "subset" in r else r["op"]
-    print(f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs ({r['speedup']:.2f}x){sync}{graph}",
-          flush=True)
+    print(
+        f"{what:<18}B={r['B']:<6}triton {r['triton_us']:.1f} µs, eager {r['eager_us']:.1f} µs "
+        f"({r['speedup']:.2f}x){sync}{graph}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kernels_arguments(p)
-    p.add_argument("--bench", action="store_true", help="time each op's Triton path (or the model's forward) against eager PyTorch")
+    p.add_argument(
+        "--bench", action="store_true", help="time each op's Triton path (or the model's forward) against eager PyTorch"
+    )
     p.add_argument("--no-graph", action="store_true", help="--bench: skip the CUDA-graph timings")
     args = p.parse_args(argv)
     if args.interpret and args.bench:
-        print("kernel_bench: --bench times the compiled kernels on a CUDA GPU; --interpret can only --check", file=sys.stderr)
+        print(
+            "kernel_bench: --bench times the compiled kernels on a CUDA GPU; --interpret can only --check",
+            file=sys.stderr,
+        )
         return 2
     try:
         device, out, t0 = prepare(args, runs_kernels=args.check or args.bench)
@@ -212,19 +243,28 @@ def main(argv: list[str] | None = None) -> int:
             failed = check_model_command(args, device, out)
             if args.bench:
                 batches, dtype = model_batches_dtype(args, device)
-                print(f"\nbench of {args.checkpoint} in {_short(dtype)} on {device}: median µs of a forward, fused ops on "
-                      "the kernels vs the reference ops (do_bench; per call: synchronized, wall clock; CUDA graph: one "
-                      "replay per call)", flush=True)
-                out["bench"] = bench_model(args.checkpoint, device, batches, graph=not args.no_graph, dtype=dtype,
-                                           progress=_print_row)
+                print(
+                    f"\nbench of {args.checkpoint} in {_short(dtype)} on {device}: median µs of a forward, fused ops "
+                    "on "
+                    "the kernels vs the reference ops (do_bench; per call: synchronized, wall clock; CUDA graph: one "
+                    "replay per call)",
+                    flush=True,
+                )
+                out["bench"] = bench_model(
+                    args.checkpoint, device, batches, graph=not args.no_graph, dtype=dtype, progress=_print_row
+                )
         else:
             failed = check_ops_command(args, device, out)
             if args.bench:
                 dtype = getattr(torch, args.dtype or "float16")
-                print(f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; per call: synchronized, "
-                      "wall clock; CUDA graph: one replay per call)", flush=True)
-                out["bench"] = bench(device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph,
-                                     progress=_print_row)
+                print(
+                    f"\nbench on {device}, {_short(dtype)}: median µs (do_bench; per call: synchronized, "
+                    "wall clock; CUDA graph: one replay per call)",
+                    flush=True,
+                )
+                out["bench"] = bench(
+                    device, args.batch, args.dim, args.widths, dtype, graph=not args.no_graph, progress=_print_row
+                )
         return finish(args, out, t0, failed)
     except EdgefuseError as e:
         print(f"kernel_bench: error: {e}", file=sys.stderr)

@@ -92,7 +92,8 @@ def validate_split(specs: Sequence[ModalitySpec], split: Split, num_classes: int
         raise EdgefuseError(f"{where}: expected integer labels, got dtype {split.labels.dtype}")
     if n and (split.labels.min() < 0 or split.labels.max() >= num_classes):
         raise EdgefuseError(
-            f"{where}: expected labels in [0, {num_classes - 1}], got range [{split.labels.min()}, {split.labels.max()}]"
+            f"{where}: expected labels in [0, {num_classes - 1}], got range [{split.labels.min()}, "
+            f"{split.labels.max()}]"
         )
     names = [s.name for s in specs]
     extra = sorted(set(split.inputs) - set(names))
@@ -104,7 +105,7 @@ def validate_split(specs: Sequence[ModalitySpec], split: Split, num_classes: int
         arr = split.inputs[spec.name]
         if arr.shape[:1] != (n,):
             raise EdgefuseError(
-                f"{where}: modality {spec.name!r} has {arr.shape[0] if arr.ndim else 0} samples, expected {n} (one per label)"
+                f"{where}: modality {spec.name!r} has {arr.shape[0] if arr.ndim else 0} samples, expected {n} (one "
+                "per label)"
             )
         spec.check_array(arr)
-

@@ -29,7 +29,9 @@ _RANK_KIND = {3: "image", 2: "signal", 1: "vector"}
 def infer_spec(name: str, arr: np.ndarray, kind: str | None = None) -> ModalitySpec:
     """A ModalitySpec for an ``[N, ...]`` array (kind from rank and dtype unless given)."""
     if arr.ndim < 2:
-        raise EdgefuseError(f"modality {name!r}: expected an array [N, ...] with per-sample data, got shape {arr.shape}")
+        raise EdgefuseError(
+            f"modality {name!r}: expected an array [N, ...] with per-sample data, got shape {arr.shape}"
+        )
     is_int = np.issubdtype(arr.dtype, np.integer)
     if kind is None:
         per_rank = arr.ndim - 1
@@ -67,7 +69,9 @@ def load_npz(path: str | Path, kinds: Mapping[str, str] | None = None, seed: int
         raise EdgefuseError(f"{path}: expected a 'label' array [N], got keys {sorted(arrays)}")
     labels = arrays["label"]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise EdgefuseError(f"{path}: 'label' must be an integer array [N], got shape {labels.shape} dtype {labels.dtype}")
+        raise EdgefuseError(
+            f"{path}: 'label' must be an integer array [N], got shape {labels.shape} dtype {labels.dtype}"
+        )
     n = labels.shape[0]
     modalities = [k for k in arrays if k not in _RESERVED]
     if not modalities:
@@ -85,13 +89,17 @@ def load_npz(path: str | Path, kinds: Mapping[str, str] | None = None, seed: int
         arr = arr.astype(spec.dtype, copy=False)
         if spec.kind != "tokens" and not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).reshape(n, -1).any(axis=1).sum())
-            raise EdgefuseError(f"{path}: modality {name!r} has NaN or Inf values in {bad} samples; expected finite values")
+            raise EdgefuseError(
+                f"{path}: modality {name!r} has NaN or Inf values in {bad} samples; expected finite values"
+            )
         specs.append(spec)
         inputs[name] = arr
     if n and labels.min() < 0:
         raise EdgefuseError(f"{path}: labels must be >= 0, got {labels.min()}")
     num_classes = int(labels.max()) + 1 if n else 0
-    class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(num_classes)]
+    class_names = (
+        [str(c) for c in arrays["class_names"]] if "class_names" in arrays else [str(i) for i in range(num_classes)]
+    )
     if len(class_names) < num_classes:
         raise EdgefuseError(f"{path}: 'class_names' has {len(class_names)} entries, labels go up to {num_classes - 1}")
     split = _split_ids(arrays.get("split"), labels, seed, path)

@@ -158,7 +158,9 @@ def _camera(rng, label, cond, dist, width, height, azimuth, shape, names) -> np.
     noise[night] = 0.12
     fog_k = rng.uniform(0.75, 0.92, size=int(fog.sum()))[:, None, None, None]
     img[fog] = img[fog] * (1 - fog_k) + 0.6 * fog_k
-    streaks = (rng.random(size=(int(rain.sum()), 1, 1, IMG)) < 0.3) * rng.uniform(0.2, 0.5, size=(int(rain.sum()), 1, IMG, 1))
+    streaks = (rng.random(size=(int(rain.sum()), 1, 1, IMG)) < 0.3) * rng.uniform(
+        0.2, 0.5, size=(int(rain.sum()), 1, IMG, 1)
+    )
     img[rain] = img[rain] + streaks
     noise[rain] = 0.1
     if clutter.any():  # a second, random-coloured distractor blob

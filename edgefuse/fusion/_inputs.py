@@ -71,16 +71,22 @@ def prepare_inputs(
             raise EdgefuseError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
         want = ("B", *spec.shape)
         if x.dim() != len(want) or tuple(x.shape[1:]) != spec.shape:
-            raise EdgefuseError(f"modality {spec.name!r}: expected shape [{', '.join(map(str, want))}], got {list(x.shape)}")
+            raise EdgefuseError(
+                f"modality {spec.name!r}: expected shape [{', '.join(map(str, want))}], got {list(x.shape)}"
+            )
         if spec.kind == "tokens":
             if x.dtype not in (torch.int64, torch.int32):
                 raise EdgefuseError(f"modality {spec.name!r}: expected integer token ids (int64), got {x.dtype}")
         elif not x.dtype.is_floating_point:
-            raise EdgefuseError(f"modality {spec.name!r}: expected a floating-point tensor ({spec.dtype}), got {x.dtype}")
+            raise EdgefuseError(
+                f"modality {spec.name!r}: expected a floating-point tensor ({spec.dtype}), got {x.dtype}"
+            )
         if batch is None:
             batch = x.shape[0]
         elif checking and x.shape[0] != batch:
-            raise EdgefuseError(f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}")
+            raise EdgefuseError(
+                f"modality {spec.name!r}: expected batch size {batch} like the other inputs, got {x.shape[0]}"
+            )
         if checking and x.numel():
             ok = ((x >= 0) & (x < spec.vocab_size)).all() if spec.kind == "tokens" else torch.isfinite(x).all()
             value_checks.append((spec, x, ok))
@@ -91,7 +97,9 @@ def prepare_inputs(
                 continue
             if spec.kind == "tokens":
                 lo, hi = int(x.min()), int(x.max())
-                raise EdgefuseError(f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]")
+                raise EdgefuseError(
+                    f"modality {spec.name!r}: expected token ids in [0, {spec.vocab_size - 1}], got [{lo}, {hi}]"
+                )
             raise EdgefuseError(f"modality {spec.name!r}: expected finite values, got NaN or Inf")
     assert batch is not None
     device = next(iter(inputs.values())).device
@@ -101,7 +109,9 @@ def prepare_inputs(
     if not isinstance(present, torch.Tensor):
         raise EdgefuseError(f"present: expected a [B, N] bool tensor, got {type(present).__name__}")
     if checking and tuple(present.shape) != (batch, len(specs)):
-        raise EdgefuseError(f"present: expected shape [{batch}, {len(specs)}] (batch, modalities {names}), got {list(present.shape)}")
+        raise EdgefuseError(
+            f"present: expected shape [{batch}, {len(specs)}] (batch, modalities {names}), got {list(present.shape)}"
+        )
     if present.dtype != torch.bool:
         if checking and not bool(((present == 0) | (present == 1)).all()):
             raise EdgefuseError(f"present: expected bool or 0/1 values, got other values (dtype {present.dtype})")
@@ -115,5 +125,7 @@ def prepare_inputs(
         empty = ~mask.any(1)
         if bool(empty.any()):
             rows = torch.nonzero(empty).flatten().tolist()
-            raise EdgefuseError(f"empty modality subset in row(s) {rows[:8]}: expected at least one present modality per row, got none")
+            raise EdgefuseError(
+                f"empty modality subset in row(s) {rows[:8]}: expected at least one present modality per row, got none"
+            )
     return batch, mask

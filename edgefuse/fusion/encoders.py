@@ -58,8 +58,12 @@ class ImageEncoder(nn.Module):
         c, h, w = spec.shape
         self.norm = Normalize(mean, std)
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
         )
         hh, ww = -(-h // 4), -(-w // 4)
         # a divisible output size keeps the pooling an AveragePool in ONNX
@@ -80,8 +84,12 @@ class SignalEncoder(nn.Module):
         c, length = spec.shape
         self.norm = Normalize(mean, std)
         self.conv = nn.Sequential(
-            nn.Conv1d(c, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2, ceil_mode=True),
-            nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2, ceil_mode=True),
+            nn.Conv1d(c, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool1d(2, ceil_mode=True),
+            nn.Conv1d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool1d(2, ceil_mode=True),
         )
         ll = -(-(-(-length // 2)) // 2)
         self.pool_len = _largest_divisor_le(ll, 8)
@@ -147,7 +155,9 @@ def resolve_encoder(spec: ModalitySpec, module: nn.Module) -> tuple[nn.Module, i
         try:
             out = module(dummy)
         except Exception as e:
-            raise EdgefuseError(f"encoder for {spec.name!r} failed on a [2, {', '.join(map(str, spec.shape))}] batch: {e}") from e
+            raise EdgefuseError(
+                f"encoder for {spec.name!r} failed on a [2, {', '.join(map(str, spec.shape))}] batch: {e}"
+            ) from e
     module.train(was)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -20,7 +20,7 @@ from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
 from edgefuse.kernels.exporting import is_exporting
 from edgefuse.kernels.reference import widened
-from edgefuse.specs import ModalitySpec, check_specs, subset_name, all_subsets
+from edgefuse.specs import ModalitySpec, all_subsets, check_specs, subset_name
 
 
 def _head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Module:
@@ -65,7 +65,9 @@ class FusionModel(nn.Module):
         self._aux: dict[str, torch.Tensor] = {}
 
     # -- building blocks -------------------------------------------------------------------
-    def _make_encoders(self, encoders: Mapping[str, nn.Module] | None, width: int | None = None) -> tuple[nn.ModuleDict, list[int]]:
+    def _make_encoders(
+        self, encoders: Mapping[str, nn.Module] | None, width: int | None = None
+    ) -> tuple[nn.ModuleDict, list[int]]:
         mods, widths = nn.ModuleDict(), []
         for spec in self.specs:
             if encoders and spec.name in encoders:
@@ -87,8 +89,12 @@ class FusionModel(nn.Module):
         # built-in encoders normalise a float32 input and cast it to the model's dtype themselves;
         # a custom encoder gets its input in the model's dtype
         dtype = self.compute_dtype if self.custom_encoders else torch.float32
-        return [encoders[n](_cast(inputs[n], torch.float32 if n not in self.custom_encoders else dtype)) if n in inputs else None
-                for n in self.names]
+        return [
+            encoders[n](_cast(inputs[n], torch.float32 if n not in self.custom_encoders else dtype))
+            if n in inputs
+            else None
+            for n in self.names
+        ]
 
     # -- public ----------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,8 +152,13 @@ class EarlyFusion(KeepFloat32, FusionModel):
         self.register_buffer("mean", torch.tensor([m for m, _ in stats]))
         self.register_buffer("std", torch.tensor([s for _, s in stats]))
         self.mlp = nn.Sequential(
-            nn.Linear(sum(widths) + len(widths), hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden // 2, num_classes),
+            nn.Linear(sum(widths) + len(widths), hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden // 2, num_classes),
         )
 
     def fuse(self, inputs, mask, static):
@@ -159,7 +170,11 @@ class EarlyFusion(KeepFloat32, FusionModel):
                 parts.append(fill)
                 continue
             x = inputs[s.name]
-            x = self.embed[s.name](x.long()).mean(1) if s.kind == "tokens" else ((x.float() - self.mean[i]) / self.std[i]).to(dtype).flatten(1)
+            x = (
+                self.embed[s.name](x.long()).mean(1)
+                if s.kind == "tokens"
+                else ((x.float() - self.mean[i]) / self.std[i]).to(dtype).flatten(1)
+            )
             parts.append(torch.where(mask[:, i : i + 1], x, fill))
         parts.append(mask.to(dtype))
         return self.mlp(torch.cat(parts, dim=1))
@@ -174,7 +189,17 @@ class MidFusion(FusionModel):
 
     fusion_name = "mid"
 
-    def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, op: str = "concat", op_kwargs: dict | None = None) -> None:
+    def __init__(
+        self,
+        specs,
+        num_classes,
+        dim=64,
+        dropout=0.1,
+        norm=None,
+        encoders=None,
+        op: str = "concat",
+        op_kwargs: dict | None = None,
+    ) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         if op not in MID_OPS:
             raise EdgefuseError(f"unknown mid-fusion op {op!r}; expected one of {sorted(MID_OPS)}")
@@ -223,12 +248,25 @@ class LateFusion(FusionModel):
     fusion_name = "late"
     COMBINERS = ("vote", "mean", "weighted", "poe", "max")
 
-    def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, combiner: str = "mean", weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        specs,
+        num_classes,
+        dim=64,
+        dropout=0.1,
+        norm=None,
+        encoders=None,
+        combiner: str = "mean",
+        weights: Sequence[float] | None = None,
+    ) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         if combiner not in self.COMBINERS:
             raise EdgefuseError(f"unknown late-fusion combiner {combiner!r}; expected one of {self.COMBINERS}")
         if weights is not None and (combiner != "weighted" or len(weights) != len(self.specs) or min(weights) < 0):
-            raise EdgefuseError(f"weights: expected {len(self.specs)} non-negative numbers with combiner='weighted', got {weights} with {combiner!r}")
+            raise EdgefuseError(
+                f"weights: expected {len(self.specs)} non-negative numbers with combiner='weighted', got {weights} "
+                f"with {combiner!r}"
+            )
         self.combiner = combiner
         self._extra = {"combiner": combiner, "weights": list(weights) if weights is not None else None}
         self.encoders, widths = self._make_encoders(encoders)
@@ -236,13 +274,19 @@ class LateFusion(FusionModel):
         if combiner == "weighted" and weights is None:
             self.weight_logits = nn.Parameter(torch.zeros(len(self.specs)))
         else:
-            self.register_buffer("fixed_weights", torch.tensor(weights if weights is not None else [1.0] * len(self.specs)))
+            self.register_buffer(
+                "fixed_weights", torch.tensor(weights if weights is not None else [1.0] * len(self.specs))
+            )
 
     def fuse(self, inputs, mask, static):
         b, dtype = mask.shape[0], self.compute_dtype
         feats = self._encode(self.encoders, inputs)
         logits = torch.stack(
-            [h(f) if f is not None else mask.new_zeros((b, self.num_classes), dtype=dtype) for h, f in zip(self.heads, feats)], 1
+            [
+                h(f) if f is not None else mask.new_zeros((b, self.num_classes), dtype=dtype)
+                for h, f in zip(self.heads, feats)
+            ],
+            1,
         )
         if self.training:
             self._aux = {"head_logits": logits, "mask": mask}
@@ -270,7 +314,9 @@ class LateFusion(FusionModel):
 
     def loss(self, logits, labels):
         aux = self._aux
-        per_head = F.cross_entropy(aux["head_logits"].flatten(0, 1), labels.repeat_interleave(len(self.specs)), reduction="none")
+        per_head = F.cross_entropy(
+            aux["head_logits"].flatten(0, 1), labels.repeat_interleave(len(self.specs)), reduction="none"
+        )
         m = aux["mask"].flatten().float()
         head_loss = (per_head * m).sum() / m.sum().clamp_min(1.0)
         if self.combiner == "vote":  # not differentiable: the heads learn alone
@@ -323,9 +369,14 @@ class MultimodalTransformer(FusionModel):
 
     fusion_name = "transformer"
 
-    def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, layers: int = 2, heads: int = 4) -> None:
+    def __init__(
+        self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, layers: int = 2, heads: int = 4
+    ) -> None:
         if encoders:
-            raise EdgefuseError("the multimodal transformer tokenises inputs itself; custom encoders are not supported (use a mid-fusion model)")
+            raise EdgefuseError(
+                "the multimodal transformer tokenises inputs itself; custom encoders are not supported (use a "
+                "mid-fusion model)"
+            )
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         self._extra = {"layers": layers, "heads": heads}
         self.tokenizers = nn.ModuleDict({s.name: _Tokenizer(s, dim, self.norm.get(s.name)) for s in self.specs})
@@ -357,7 +408,16 @@ class PerSubsetModels(FusionModel):
 
     fusion_name = "per_subset"
 
-    def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, subsets: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        specs,
+        num_classes,
+        dim=64,
+        dropout=0.1,
+        norm=None,
+        encoders=None,
+        subsets: Sequence[Sequence[str]] | None = None,
+    ) -> None:
         if encoders:
             raise EdgefuseError("per-subset models own one encoder per subset; custom encoders are not supported here")
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
@@ -369,7 +429,9 @@ class PerSubsetModels(FusionModel):
         self.models = nn.ModuleDict()
         for key, sub in zip(self.subset_keys, subs):
             sub_specs = [s for s in self.specs if s.name in sub]
-            self.models[key.replace("+", "__")] = MidFusion(sub_specs, num_classes, dim, dropout, self.norm, op="concat")
+            self.models[key.replace("+", "__")] = MidFusion(
+                sub_specs, num_classes, dim, dropout, self.norm, op="concat"
+            )
         bits = [[n in sub for n in self.names] for sub in subs]
         self.register_buffer("subset_bits", torch.tensor(bits))
 
@@ -391,7 +453,9 @@ class PerSubsetModels(FusionModel):
             default=None,
         )
         if best is None:
-            raise EdgefuseError(f"no per-subset model covers modalities {sorted(have)}; models exist for {self.subset_keys}")
+            raise EdgefuseError(
+                f"no per-subset model covers modalities {sorted(have)}; models exist for {self.subset_keys}"
+            )
         return best
 
     def fuse(self, inputs, mask, static):
@@ -416,7 +480,9 @@ class ImputationFusion(FusionModel):
 
     fusion_name = "imputation"
 
-    def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, imputation_weight: float = 1.0) -> None:
+    def __init__(
+        self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, imputation_weight: float = 1.0
+    ) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
         n = len(self.specs)
         self._extra = {"imputation_weight": imputation_weight}
@@ -489,7 +555,9 @@ def build_model(
     cls, fixed = FUSIONS[fusion]
     clash = set(fixed) & set(kwargs)
     if clash and any(kwargs[k] != fixed[k] for k in clash):
-        raise EdgefuseError(f"fusion {fusion!r} fixes {sorted(clash)}; got conflicting {({k: kwargs[k] for k in clash})}")
+        raise EdgefuseError(
+            f"fusion {fusion!r} fixes {sorted(clash)}; got conflicting { ({k: kwargs[k] for k in clash}) }"
+        )
     model = cls(list(specs), num_classes, encoders=encoders, **{**kwargs, **fixed})
     model.fusion_name = fusion
     return model
@@ -499,7 +567,9 @@ def model_from_config(config: Mapping[str, Any], encoders: Mapping[str, nn.Modul
     """Rebuild a model (untrained) from ``FusionModel.config()``."""
     missing = [n for n in config.get("custom_encoders", []) if not encoders or n not in encoders]
     if missing:
-        raise EdgefuseError(f"this model was trained with custom encoders for {missing}; pass encoders={{name: module}} to rebuild it")
+        raise EdgefuseError(
+            f"this model was trained with custom encoders for {missing}; pass encoders={{name: module}} to rebuild it"
+        )
     specs = [ModalitySpec.from_dict(d) for d in config["specs"]]
     kwargs = dict(config.get("kwargs", {}))
     cls, fixed = FUSIONS[config["fusion"]]

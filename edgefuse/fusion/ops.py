@@ -53,11 +53,15 @@ class MultiProjection(nn.Module):
         self.bias = nn.Parameter(torch.zeros(len(in_features), dim))
 
     def forward(self, feats: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        return kernels.fused_projection(list(feats), list(self.weight), self.bias, act=self.act, normalize=self.normalize)
+        return kernels.fused_projection(
+            list(feats), list(self.weight), self.bias, act=self.act, normalize=self.normalize
+        )
 
     def project_one(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """The projection of modality ``i`` alone, ``[B, D]`` (the split export's encoder graphs)."""
-        return kernels.fused_projection_reference([x], [self.weight[i]], self.bias[i : i + 1], self.act, self.normalize)[:, 0]
+        return kernels.fused_projection_reference(
+            [x], [self.weight[i]], self.bias[i : i + 1], self.act, self.normalize
+        )[:, 0]
 
 
 class ConcatFusion(nn.Module):
@@ -141,8 +145,14 @@ class MFBFusion(nn.Module):
         n = e.shape[1]
         if n == 2:  # the fused kernel: both projections, the product and the pooling in one pass
             return kernels.mfb(
-                e[:, 0], e[:, 1], self.proj[0].weight, self.proj[0].bias, self.proj[1].weight, self.proj[1].bias,
-                factors=self.factors, present=mask,
+                e[:, 0],
+                e[:, 1],
+                self.proj[0].weight,
+                self.proj[0].bias,
+                self.proj[1].weight,
+                self.proj[1].bias,
+                factors=self.factors,
+                present=mask,
             )
         z = torch.stack([p(e[:, i]) for i, p in enumerate(self.proj)], 1)
         prod = torch.where(mask.unsqueeze(-1), z, torch.ones_like(z)).prod(dim=1)
@@ -247,7 +257,9 @@ class GatedFusion(nn.Module):
         exported, each is a MatMul with a constant 2-D weight, which ONNX Runtime runs on its
         GEMM kernels and INT8 calibration quantizes into an integer GEMM; an Einsum stayed
         FP32 and a batched 3-D MatMul was dequantized every frame."""
-        return torch.stack([x[:, j] @ self.gate_w[i] for j, i in enumerate(modalities)], dim=1) + _take(self.gate_b.unsqueeze(0), modalities)
+        return torch.stack([x[:, j] @ self.gate_w[i] for j, i in enumerate(modalities)], dim=1) + _take(
+            self.gate_b.unsqueeze(0), modalities
+        )
 
     def forward_static(self, e: torch.Tensor, present: Sequence[int]) -> torch.Tensor:
         """``forward`` when every row has exactly the modalities ``present``: the mean and the
@@ -270,7 +282,9 @@ class AdaptiveGate(nn.Module):
 
     def __init__(self, n: int, dim: int, hidden: int = 32) -> None:
         super().__init__()
-        self.score = nn.ModuleList([nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for _ in range(n)])
+        self.score = nn.ModuleList(
+            [nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) for _ in range(n)]
+        )
         self.out_features = dim
 
     def _logits(self, e: torch.Tensor, modalities: Sequence[int] | None = None) -> torch.Tensor:

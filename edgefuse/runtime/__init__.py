@@ -1,4 +1,4 @@
-"""edgefuse.runtime: keeps a bundle answering while its sensors come and go (numpy + the engines' own libraries; never torch).
+"""edgefuse.runtime: keeps a bundle answering while its sensors come and go (numpy and the engines' libraries only).
 
 .. code-block:: python
 

@@ -46,8 +46,19 @@ BAD_TIMESTAMP = "bad_timestamp"
 TIME_BACKWARDS = "time_backwards"
 TIME_FUTURE = "time_future"
 LATE = "late"
-REASONS = (UNKNOWN_SENSOR, BAD_TYPE, BAD_DTYPE, BAD_SHAPE, NON_FINITE, OUT_OF_RANGE, FROZEN, BAD_TIMESTAMP,
-           TIME_BACKWARDS, TIME_FUTURE, LATE)
+REASONS = (
+    UNKNOWN_SENSOR,
+    BAD_TYPE,
+    BAD_DTYPE,
+    BAD_SHAPE,
+    NON_FINITE,
+    OUT_OF_RANGE,
+    FROZEN,
+    BAD_TIMESTAMP,
+    TIME_BACKWARDS,
+    TIME_FUTURE,
+    LATE,
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,9 @@ class SensorParams:
 Transition = tuple[HealthState, HealthState, str, float]
 
 
-def check_content(spec: ModalitySpec, frame: Any, check_range: bool = True, dtype: np.dtype | None = None
-                  ) -> tuple[np.ndarray | None, str | None, str]:
+def check_content(
+    spec: ModalitySpec, frame: Any, check_range: bool = True, dtype: np.dtype | None = None
+) -> tuple[np.ndarray | None, str | None, str]:
     """Validate one frame's content against ``spec``: ``(frame, None, "")`` when valid, where
     ``frame`` has exactly ``spec.shape`` (a leading batch axis of 1 is dropped), else
     ``(None, reason, detail)``. The detail names what was expected and what was got.
@@ -148,8 +160,11 @@ class SensorHealth:
         p = self.p
         if self.state in (LIVE, RECOVERING) and self.last_t is not None and now - self.last_t > p.timeout_s:
             what = "no valid frame" if self.state is LIVE else "recovery interrupted: no valid frame"
-            out.append(self._to(STALE, f"{what} for more than its timeout of {p.timeout_s * 1e3:.0f} ms",
-                                self.last_t + p.timeout_s))
+            out.append(
+                self._to(
+                    STALE, f"{what} for more than its timeout of {p.timeout_s * 1e3:.0f} ms", self.last_t + p.timeout_s
+                )
+            )
         if self.state is STALE and now - self.since > p.drop_after_s:
             out.append(self._to(DROPPED, f"stale for more than {p.drop_after_s:g} s", self.since + p.drop_after_s))
         return out
@@ -160,16 +175,25 @@ class SensorHealth:
         if not isinstance(t, (int, float)) or not math.isfinite(t):
             return BAD_TIMESTAMP, f"expected a finite timestamp in seconds, got {t!r}"
         if t > now + p.future_tolerance_s:
-            return TIME_FUTURE, f"timestamp {t:.6f} s is {(t - now) * 1e3:.3f} ms ahead of the runtime clock ({now:.6f} s)"
+            return (
+                TIME_FUTURE,
+                f"timestamp {t:.6f} s is {(t - now) * 1e3:.3f} ms ahead of the runtime clock ({now:.6f} s)",
+            )
         if self.last_t is not None and t <= self.last_t:
             return TIME_BACKWARDS, f"timestamp {t:.6f} s is not after the previous accepted frame's {self.last_t:.6f} s"
         if now - t > p.timeout_s:
-            return LATE, f"frame is {(now - t) * 1e3:.1f} ms old on arrival, past its timeout of {p.timeout_s * 1e3:.0f} ms"
+            return (
+                LATE,
+                f"frame is {(now - t) * 1e3:.1f} ms old on arrival, past its timeout of {p.timeout_s * 1e3:.0f} ms",
+            )
         self._same = p.frozen_s is not None and self.last_t is not None and np.array_equal(frame, self.frame)
         if self._same:
             since = self.frozen_since if self.frozen_since is not None else self.last_t
             if t - since > p.frozen_s:  # type: ignore[operator]
-                return FROZEN, f"bit-identical frames for {(t - since) * 1e3:.0f} ms, past its limit of {p.frozen_s * 1e3:.0f} ms"
+                return (
+                    FROZEN,
+                    f"bit-identical frames for {(t - since) * 1e3:.0f} ms, past its limit of {p.frozen_s * 1e3:.0f} ms",
+                )
         return None, ""
 
     def fault(self, now: float, reason: str, detail: str) -> list[Transition]:
@@ -203,7 +227,11 @@ class SensorHealth:
             self.run_frames, self.run_start = 0, t
         self.run_frames += 1
         if self.run_frames >= p.recover_frames and t - self.run_start >= p.recover_s:
-            out.append(self._to(LIVE, f"{self.run_frames} consecutive valid frames over {(t - self.run_start) * 1e3:.0f} ms", t))
+            out.append(
+                self._to(
+                    LIVE, f"{self.run_frames} consecutive valid frames over {(t - self.run_start) * 1e3:.0f} ms", t
+                )
+            )
         return out
 
     def status(self, now: float) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The runtime's policy: per-sensor health parameters, what to run when no engine fits the live set, when to flag DEGRADED.
+"""The runtime's policy: per-sensor health parameters, the fallback when no engine fits the live set, DEGRADED.
 
 A policy is built in Python or read from a TOML table (``Policy.from_dict`` / ``Policy.from_toml``):
 
@@ -60,7 +60,9 @@ class SensorPolicy:
 
     def merged(self, over: "SensorPolicy") -> "SensorPolicy":
         """This policy with every field that ``over`` sets replaced."""
-        return replace(self, **{f.name: getattr(over, f.name) for f in fields(over) if getattr(over, f.name) is not None})
+        return replace(
+            self, **{f.name: getattr(over, f.name) for f in fields(over) if getattr(over, f.name) is not None}
+        )
 
     def resolve(self, spec: ModalitySpec) -> SensorParams:
         timeout = self.timeout_s if self.timeout_s is not None else 2.0 * spec.period_s
@@ -129,7 +131,9 @@ class Policy:
             raise PolicyError(f"policy: combiner must be one of {COMBINERS}, got {self.combiner!r}")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
             raise PolicyError(f"policy: min_accuracy must be in [0, 1], got {self.min_accuracy!r}")
-        if self.weights is not None and any(not (isinstance(w, (int, float)) and w >= 0) for w in self.weights.values()):
+        if self.weights is not None and any(
+            not (isinstance(w, (int, float)) and w >= 0) for w in self.weights.values()
+        ):
             raise PolicyError(f"policy: weights must be numbers >= 0, got {dict(self.weights)}")
         if not (isinstance(self.event_log_size, int) and self.event_log_size >= 1):
             raise PolicyError(f"policy: event_log_size must be an integer >= 1, got {self.event_log_size!r}")
@@ -155,7 +159,9 @@ class Policy:
             raise PolicyError(f"policy: unknown keys {unknown}; expected some of {sorted(top | set(_SENSOR_FIELDS))}")
         sensors = doc.get("sensors", {})
         if not isinstance(sensors, Mapping):
-            raise PolicyError(f"policy.sensors must be a table of sensor name -> parameters, got {type(sensors).__name__}")
+            raise PolicyError(
+                f"policy.sensors must be a table of sensor name -> parameters, got {type(sensors).__name__}"
+            )
         per = {}
         for name, table in sensors.items():
             if not isinstance(table, Mapping):
@@ -177,10 +183,16 @@ class Policy:
         def sp(p: SensorPolicy) -> dict[str, Any]:
             return {k: getattr(p, k) for k in _SENSOR_FIELDS if getattr(p, k) is not None}
 
-        return {**sp(self.default), "fallback": self.fallback, "combiner": self.combiner,
-                "weights": dict(self.weights) if self.weights is not None else None, "min_accuracy": self.min_accuracy,
-                "admit_first_frame": self.admit_first_frame, "event_log_size": self.event_log_size,
-                "sensors": {k: sp(v) for k, v in self.sensors.items()}}
+        return {
+            **sp(self.default),
+            "fallback": self.fallback,
+            "combiner": self.combiner,
+            "weights": dict(self.weights) if self.weights is not None else None,
+            "min_accuracy": self.min_accuracy,
+            "admit_first_frame": self.admit_first_frame,
+            "event_log_size": self.event_log_size,
+            "sensors": {k: sp(v) for k, v in self.sensors.items()},
+        }
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -91,11 +91,19 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status.value, "t": self.t, "live": list(self.live), "engine": self.engine,
-            "used": list(self.used), "class_index": self.class_index, "class_name": self.class_name,
+            "status": self.status.value,
+            "t": self.t,
+            "live": list(self.live),
+            "engine": self.engine,
+            "used": list(self.used),
+            "class_index": self.class_index,
+            "class_name": self.class_name,
             "probabilities": None if self.logits is None else self.probabilities.tolist(),
-            "ages": dict(self.ages), "latency_ms": self.latency_ms, "overhead_ms": self.overhead_ms,
-            "expected_accuracy": self.expected_accuracy, "reason": self.reason,
+            "ages": dict(self.ages),
+            "latency_ms": self.latency_ms,
+            "overhead_ms": self.overhead_ms,
+            "expected_accuracy": self.expected_accuracy,
+            "reason": self.reason,
         }
 
 
@@ -119,8 +127,15 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "kind": self.kind, "sensor": self.sensor, "old": self.old, "new": self.new,
-                "reason": self.reason, **({"data": dict(self.data)} if self.data else {})}
+        return {
+            "t": self.t,
+            "kind": self.kind,
+            "sensor": self.sensor,
+            "old": self.old,
+            "new": self.new,
+            "reason": self.reason,
+            **({"data": dict(self.data)} if self.data else {}),
+        }
 
 
 class Runtime:
@@ -159,7 +174,9 @@ class Runtime:
         for key, engine in engines.items():
             members = parse_subset(key, self.names)
             if SUBSET_SEP.join(members) != key:
-                raise EdgefuseError(f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}")
+                raise EdgefuseError(
+                    f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}"
+                )
             _check_engine_inputs(key, engine, members, {s.name: s for s in self.specs})
             self.engines[key] = engine
         self.accuracy = dict(accuracy or {})
@@ -191,8 +208,9 @@ class Runtime:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_bundle(cls, path: str | Path, policy: Policy | None = None, clock: Clock | None = None,
-                    **engine_kwargs: Any) -> "Runtime":
+    def from_bundle(
+        cls, path: str | Path, policy: Policy | None = None, clock: Clock | None = None, **engine_kwargs: Any
+    ) -> "Runtime":
         """Verify the bundle at ``path``, load and warm every engine in it, and return a runtime
         over them. ``engine_kwargs`` go to each engine (ONNX Runtime: ``threads``, ``providers``,
         ``optimized_cache``; torch: ``device``, ``cuda_graph``)."""
@@ -205,8 +223,15 @@ class Runtime:
             raise BundleError(f"{path}: the runtime runs per-subset bundles, got a bundle of kind {kind!r}")
         engines = bundle.load_engines(warmup=True, **engine_kwargs)
         try:
-            return cls(bundle.specs, engines, accuracy={k: engine_accuracy(v) for k, v in bundle.subsets.items()},
-                       class_names=bundle.class_names, policy=policy, clock=clock, source=str(bundle.root))
+            return cls(
+                bundle.specs,
+                engines,
+                accuracy={k: engine_accuracy(v) for k, v in bundle.subsets.items()},
+                class_names=bundle.class_names,
+                policy=policy,
+                clock=clock,
+                source=str(bundle.root),
+            )
         except BaseException:
             for e in engines.values():
                 e.close()
@@ -221,8 +246,17 @@ class Runtime:
         if h is None:
             with self._lock:
                 self._unknown_rejected += 1
-                self._event(Event(self.clock(), "reject", str(name), None, None, UNKNOWN_SENSOR,
-                                  {"detail": f"unknown sensor {name!r}; expected one of {self.names}"}))
+                self._event(
+                    Event(
+                        self.clock(),
+                        "reject",
+                        str(name),
+                        None,
+                        None,
+                        UNKNOWN_SENSOR,
+                        {"detail": f"unknown sensor {name!r}; expected one of {self.names}"},
+                    )
+                )
             return False
         frame, reason, detail = check_content(h.spec, frame, h.p.check_range, h.dtype)
         with self._lock:
@@ -263,7 +297,9 @@ class Runtime:
             name = plan.name if plan is not None else None
             swapped = not self._first and name != self._engine
             if plan is None:
-                reason = "no sensor is live" if not live else f"no engine of the bundle serves the live sensors {list(live)}"
+                reason = (
+                    "no sensor is live" if not live else f"no engine of the bundle serves the live sensors {list(live)}"
+                )
                 result = Result(Status.NO_SENSORS, now, live, None, (), None, None, None, {}, 0.0, 0.0, None, reason)
                 engine_s = 0.0
             else:
@@ -285,10 +321,15 @@ class Runtime:
                 status, reason = Status.OK, ""
                 if min_acc is not None and (acc is None or acc < min_acc):
                     status = Status.DEGRADED
-                    reason = (f"engine {name}'s manifest accuracy {acc:.3f} is below the policy's {min_acc:.3f}" if acc is not None
-                              else f"engine {name} has no manifest accuracy to hold to the policy's {min_acc:.3f}")
+                    reason = (
+                        f"engine {name}'s manifest accuracy {acc:.3f} is below the policy's {min_acc:.3f}"
+                        if acc is not None
+                        else f"engine {name} has no manifest accuracy to hold to the policy's {min_acc:.3f}"
+                    )
                 cname = self.class_names[k] if k < len(self.class_names) else str(k)
-                result = Result(status, now, live, name, plan.members, k, cname, logits, ages, engine_s * 1e3, 0.0, acc, reason)
+                result = Result(
+                    status, now, live, name, plan.members, k, cname, logits, ages, engine_s * 1e3, 0.0, acc, reason
+                )
             with self._lock:
                 if plan is not None:
                     for m in plan.members:
@@ -297,12 +338,25 @@ class Runtime:
                 self._statuses[result.status] += 1
                 if swapped:
                     self._swaps += 1
-                    data = {"select_ms": (e0 - start) * 1e3 if plan is not None else 0.0,
-                            "first_latency_ms": engine_s * 1e3,
-                            "since_change_ms": None if change_t is None else (now - change_t) * 1e3,
-                            "since_change_wall_ms": None if change_wall is None else (time.perf_counter() - change_wall) * 1e3}
-                    self._event(Event(now, "swap", None, self._engine or "(none)", name or "(none)",
-                                      f"live sensors {list(live) or '(none)'}", data))
+                    data = {
+                        "select_ms": (e0 - start) * 1e3 if plan is not None else 0.0,
+                        "first_latency_ms": engine_s * 1e3,
+                        "since_change_ms": None if change_t is None else (now - change_t) * 1e3,
+                        "since_change_wall_ms": None
+                        if change_wall is None
+                        else (time.perf_counter() - change_wall) * 1e3,
+                    }
+                    self._event(
+                        Event(
+                            now,
+                            "swap",
+                            None,
+                            self._engine or "(none)",
+                            name or "(none)",
+                            f"live sensors {list(live) or '(none)'}",
+                            data,
+                        )
+                    )
                 self._engine, self._first = name, False
             result.overhead_ms = (time.perf_counter() - start - engine_s) * 1e3
             return result
@@ -409,7 +463,15 @@ class Runtime:
         for fn in self._listeners:
             fn(e)
         if e.kind == "state":
-            log.log(logging.WARNING if e.old == "LIVE" else logging.INFO, "t=%.3f %s: %s -> %s (%s)", e.t, e.sensor, e.old, e.new, e.reason)
+            log.log(
+                logging.WARNING if e.old == "LIVE" else logging.INFO,
+                "t=%.3f %s: %s -> %s (%s)",
+                e.t,
+                e.sensor,
+                e.old,
+                e.new,
+                e.reason,
+            )
         elif e.kind == "swap":
             log.info("t=%.3f swap %s -> %s (%s)", e.t, e.old, e.new, e.reason)
         elif log.isEnabledFor(logging.DEBUG):
@@ -435,5 +497,7 @@ def _check_engine_inputs(key: str, engine: Any, members: tuple[str, ...], specs:
     for t in engine.inputs:
         s = specs[t.name]
         if tuple(t.shape[1:]) != s.shape or str(t.dtype) != s.dtype:
-            raise EdgefuseError(f"engine {key!r}: input {t.name!r} expected [-1, {', '.join(map(str, s.shape))}] {s.dtype}, "
-                             f"got {list(t.shape)} {t.dtype}")
+            raise EdgefuseError(
+                f"engine {key!r}: input {t.name!r} expected [-1, {', '.join(map(str, s.shape))}] {s.dtype}, "
+                f"got {list(t.shape)} {t.dtype}"
+            )

@@ -1,4 +1,4 @@
-"""Fault scenarios: replay a dataset split as timed sensor streams with scripted faults through a runtime, phase by phase.
+"""Fault scenarios: a dataset split replayed as timed sensor streams with scripted faults through a runtime.
 
 A scenario is a TOML file (format in ``docs/runtime.md``; examples in ``scenarios/``):
 
@@ -45,7 +45,10 @@ from edgefuse.specs import ModalitySpec
 #: kind -> (what it does, its parameters with their defaults)
 FAULT_KINDS: dict[str, tuple[str, dict[str, float]]] = {
     "off": ("the sensor sends nothing", {}),
-    "flap": ("off for the first `off_fraction` of every `period_s`, on for the rest", {"period_s": 0.3, "off_fraction": 0.5}),
+    "flap": (
+        "off for the first `off_fraction` of every `period_s`, on for the rest",
+        {"period_s": 0.3, "off_fraction": 0.5},
+    ),
     "nan": ("a `fraction` of each frame's values are NaN", {"fraction": 0.1}),
     "inf": ("a `fraction` of each frame's values are +Inf", {"fraction": 0.1}),
     "out_of_range": ("a `fraction` of each frame's values lie past the spec's value_range", {"fraction": 0.1}),
@@ -76,7 +79,13 @@ class Fault:
         return f"{'+'.join(self.sensors)} {self.kind.replace('_', ' ')}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sensors": list(self.sensors), "kind": self.kind, "start_s": self.start_s, "end_s": self.end_s, **self.params}
+        return {
+            "sensors": list(self.sensors),
+            "kind": self.kind,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            **self.params,
+        }
 
 
 @dataclass(frozen=True)
@@ -133,9 +142,16 @@ class Scenario:
         return sorted(cuts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "duration_s": self.duration_s,
-                "sample_period_s": self.sample_period_s, "infer_rate_hz": self.infer_rate_hz, "seed": self.seed,
-                "faults": [f.to_dict() for f in self.faults], "source": self.source}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "duration_s": self.duration_s,
+            "sample_period_s": self.sample_period_s,
+            "infer_rate_hz": self.infer_rate_hz,
+            "seed": self.seed,
+            "faults": [f.to_dict() for f in self.faults],
+            "source": self.source,
+        }
 
 
 def _positive(v: Any, what: str) -> float:
@@ -157,7 +173,7 @@ def _fault(f: Any, i: int, names: Sequence[str], duration: float) -> Fault:
     if unknown:
         raise PolicyError(f"{where} ({kind}): unknown keys {unknown}; expected some of {sorted(allowed)}")
     if ("sensor" in f) == ("sensors" in f):
-        raise PolicyError(f"{where}: give exactly one of sensor = \"name\" (or \"*\") and sensors = [...]")
+        raise PolicyError(f'{where}: give exactly one of sensor = "name" (or "*") and sensors = [...]')
     sensors = f["sensors"] if "sensors" in f else ([*names] if f["sensor"] == "*" else [f["sensor"]])
     bad = [s for s in sensors if s not in names]
     if bad or not sensors:
@@ -206,7 +222,9 @@ class _Frame:
     faults: tuple[Fault, ...]
 
 
-def schedule(scenario: Scenario, specs: Sequence[ModalitySpec], n_samples: int) -> tuple[list[_Frame], list[float], float]:
+def schedule(
+    scenario: Scenario, specs: Sequence[ModalitySpec], n_samples: int
+) -> tuple[list[_Frame], list[float], float]:
     """The replay's frames (sorted by arrival), its inference times, and the sample period."""
     sp = scenario.sample_period_s or max(s.period_s for s in specs)
     frames: list[_Frame] = []
@@ -239,7 +257,9 @@ def schedule(scenario: Scenario, specs: Sequence[ModalitySpec], n_samples: int) 
     return frames, infer_at, sp
 
 
-def _content(spec: ModalitySpec, fr: _Frame, data: Mapping[str, np.ndarray], n: int, frozen: dict, rng: np.random.Generator) -> Any:
+def _content(
+    spec: ModalitySpec, fr: _Frame, data: Mapping[str, np.ndarray], n: int, frozen: dict, rng: np.random.Generator
+) -> Any:
     x = data[spec.name][fr.sample % n]
     for f in fr.faults:
         kind = f.kind
@@ -261,8 +281,14 @@ def _content(spec: ModalitySpec, fr: _Frame, data: Mapping[str, np.ndarray], n: 
     return x
 
 
-def replay(runtime, scenario: Scenario, inputs: Mapping[str, np.ndarray], labels: np.ndarray, clock: ReplayClock,
-           on_phase: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def replay(
+    runtime,
+    scenario: Scenario,
+    inputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    clock: ReplayClock,
+    on_phase: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Replay ``scenario`` over ``inputs``/``labels`` (one split) through ``runtime``, whose clock
     must be ``clock``. Returns the timeline (see ``format_timeline``); ``on_phase`` is called
     with each phase's record as it completes."""
@@ -277,8 +303,10 @@ def replay(runtime, scenario: Scenario, inputs: Mapping[str, np.ndarray], labels
             raise EdgefuseError(f"replay: the data has no modality {s.name!r}; it has {sorted(inputs)}")
         arr = inputs[s.name]
         if arr.shape[1:] != s.shape or arr.dtype != np.dtype(s.dtype):
-            raise EdgefuseError(f"replay: modality {s.name!r} expected samples {list(s.shape)} {s.dtype} as the bundle's "
-                             f"spec says, got {list(arr.shape[1:])} {arr.dtype}")
+            raise EdgefuseError(
+                f"replay: modality {s.name!r} expected samples {list(s.shape)} {s.dtype} as the bundle's "
+                f"spec says, got {list(arr.shape[1:])} {arr.dtype}"
+            )
     frames, infer_at, sp = schedule(scenario, specs, n)
     bounds = scenario.boundaries()
     events: list[Any] = []
@@ -287,9 +315,13 @@ def replay(runtime, scenario: Scenario, inputs: Mapping[str, np.ndarray], labels
     rng = np.random.default_rng(scenario.seed)
     by_name = {s.name: s for s in specs}
     frozen: dict = {}
-    # at one instant: a phase ends first (frames at its end belong to the next), then frames arrive, then the runtime infers
-    todo = sorted([(b, 0, 0) for b in bounds[1:]] + [(fr.arrival, 1, i) for i, fr in enumerate(frames) if fr.arrival < scenario.duration_s]
-                  + [(t, 2, 0) for t in infer_at])
+    # at one instant: a phase ends first (frames at its end belong to the next), then frames arrive, then the
+    # runtime infers
+    todo = sorted(
+        [(b, 0, 0) for b in bounds[1:]]
+        + [(fr.arrival, 1, i) for i, fr in enumerate(frames) if fr.arrival < scenario.duration_s]
+        + [(t, 2, 0) for t in infer_at]
+    )
     phases: list[dict[str, Any]] = []
     inferences: list[tuple[float, Any, int]] = []
     wall = time.perf_counter()
@@ -336,8 +368,11 @@ def _phase(scenario: Scenario, a: float, b: float, infs: list, events: list, c0:
     for name in engines:
         rows = [(r, y) for r, y in answered if r.engine == name]
         if rows:
-            per_engine[name] = {"inferences": len(rows), "accuracy": sum(int(r.class_index == y) for r, y in rows) / len(rows),
-                                "manifest_accuracy": rows[0][0].expected_accuracy}
+            per_engine[name] = {
+                "inferences": len(rows),
+                "accuracy": sum(int(r.class_index == y) for r, y in rows) / len(rows),
+                "manifest_accuracy": rows[0][0].expected_accuracy,
+            }
     rejected: Counter[str] = Counter()
     for reason, k in c1["rejected_by_reason"].items():
         if k - c0["rejected_by_reason"].get(reason, 0):
@@ -357,8 +392,11 @@ def _phase(scenario: Scenario, a: float, b: float, infs: list, events: list, c0:
         "accuracy": correct / len(answered) if answered else None,
         "expected_accuracy": sum(a for a, _ in known) / len(known) if known else None,
         "swaps": [{"t": e.t, "from": e.old, "to": e.new, **dict(e.data)} for e in events if e.kind == "swap"],
-        "state_changes": [{"t": e.t, "sensor": e.sensor, "from": e.old, "to": e.new, "reason": e.reason}
-                          for e in events if e.kind == "state"],
+        "state_changes": [
+            {"t": e.t, "sensor": e.sensor, "from": e.old, "to": e.new, "reason": e.reason}
+            for e in events
+            if e.kind == "state"
+        ],
         "accepted": {s: c1["accepted"][s] - c0["accepted"].get(s, 0) for s in c1["accepted"]},
         "rejected": dict(rejected.most_common()),
         "overhead_ms_p50": float(np.median([r.overhead_ms for _, r, _ in infs])) if infs else None,
@@ -376,9 +414,16 @@ def check_timeline(timeline: Mapping[str, Any], max_drop: float = 0.03, min_answ
     for i, p in enumerate(timeline["phases"]):
         if p["answered"] < min_answers:
             continue
-        if p["accuracy"] is not None and p["expected_accuracy"] is not None and p["accuracy"] < p["expected_accuracy"] - max_drop:
-            bad.append(f"phase {i + 1} ({p['name']}, {p['start_s']:g}-{p['end_s']:g} s): accuracy {p['accuracy']:.3f} is below "
-                       f"the manifest's {p['expected_accuracy']:.3f} minus {max_drop:g}")
+        if (
+            p["accuracy"] is not None
+            and p["expected_accuracy"] is not None
+            and p["accuracy"] < p["expected_accuracy"] - max_drop
+        ):
+            bad.append(
+                f"phase {i + 1} ({p['name']}, {p['start_s']:g}-{p['end_s']:g} s): accuracy {p['accuracy']:.3f} is "
+                "below "
+                f"the manifest's {p['expected_accuracy']:.3f} minus {max_drop:g}"
+            )
     return bad
 
 
@@ -386,11 +431,17 @@ def format_timeline(timeline: Mapping[str, Any]) -> str:
     """The timeline as a table, one row per phase, then the swaps."""
     sc = timeline["scenario"]
     mode = "real time" if timeline["realtime"] else "simulated time"
-    lines = [f"scenario {sc['name']!r}: {sc['duration_s']:g} s in {mode} ({timeline['wall_seconds']:.1f} s wall), "
-             f"{timeline['samples']} samples, one every {timeline['sample_period_s'] * 1e3:g} ms; bundle {timeline['source']}"]
+    lines = [
+        f"scenario {sc['name']!r}: {sc['duration_s']:g} s in {mode} ({timeline['wall_seconds']:.1f} s wall), "
+        f"{timeline['samples']} samples, one every {timeline['sample_period_s'] * 1e3:g} ms; bundle "
+        f"{timeline['source']}"
+    ]
     if sc.get("description"):
         lines.append(f"  {sc['description']}")
-    head = f"{'#':>2}  {'time (s)':<13} {'faults':<26} {'live (most)':<20} {'engine (inferences)':<34} {'acc':>6} {'manif':>6}  {'swaps':<5} rejected"
+    head = (
+        f"{'#':>2}  {'time (s)':<13} {'faults':<26} {'live (most)':<20} {'engine (inferences)':<34} "
+        f"{'acc':>6} {'manif':>6}  {'swaps':<5} rejected"
+    )
     lines += ["", head, "-" * len(head)]
     for i, p in enumerate(timeline["phases"]):
         live = next(iter(p["live"]), "-")
@@ -398,15 +449,22 @@ def format_timeline(timeline: Mapping[str, Any]) -> str:
         acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
         exp = "-" if p["expected_accuracy"] is None else f"{p['expected_accuracy']:.3f}"
         rej = ", ".join(f"{k} {v}" for k, v in p["rejected"].items()) or "-"
-        lines.append(f"{i + 1:>2}  {p['start_s']:>5.1f}-{p['end_s']:<7.1f} {p['name'][:26]:<26} {live[:20]:<20} {eng[:34]:<34} "
-                     f"{acc:>6} {exp:>6}  {len(p['swaps']):<5} {rej}")
+        lines.append(
+            f"{i + 1:>2}  {p['start_s']:>5.1f}-{p['end_s']:<7.1f} {p['name'][:26]:<26} {live[:20]:<20} {eng[:34]:<34} "
+            f"{acc:>6} {exp:>6}  {len(p['swaps']):<5} {rej}"
+        )
     swaps = [(i, s) for i, p in enumerate(timeline["phases"]) for s in p["swaps"]]
     if swaps:
-        lines += ["", "swaps (time, old -> new engine, first inference of the new engine, time since the health change):"]
+        lines += [
+            "",
+            "swaps (time, old -> new engine, first inference of the new engine, time since the health change):",
+        ]
         for i, s in swaps[:40]:
             since = "-" if s.get("since_change_ms") is None else f"{s['since_change_ms']:.1f} ms"
-            lines.append(f"  {s['t']:9.3f} s  phase {i + 1}: {s['from']} -> {s['to']}  first {s['first_latency_ms']:.3f} ms, "
-                         f"since change {since}")
+            lines.append(
+                f"  {s['t']:9.3f} s  phase {i + 1}: {s['from']} -> {s['to']}  first {s['first_latency_ms']:.3f} ms, "
+                f"since change {since}"
+            )
         if len(swaps) > 40:
             lines.append(f"  ... {len(swaps) - 40} more in the JSON")
     return "\n".join(lines)

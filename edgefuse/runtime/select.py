@@ -66,20 +66,36 @@ def make_plan(
             else:
                 weights = None
             steps = tuple((m, engines[m], {m: buffers[m]}) for m in singles)
-            return Plan(f"late:{policy.combiner}({','.join(singles)})", tuple(singles), steps, policy.combiner, weights,
-                        None, len(singles) == len(live))
+            return Plan(
+                f"late:{policy.combiner}({','.join(singles)})",
+                tuple(singles),
+                steps,
+                policy.combiner,
+                weights,
+                None,
+                len(singles) == len(live),
+            )
     members = set(live)
     candidates = [k for k in engines if set(k.split(SUBSET_SEP)) <= members]
     if not candidates:
         return None
-    best = max(candidates, key=lambda k: (accuracy.get(k) if accuracy.get(k) is not None else -1.0, k.count(SUBSET_SEP)))
+    best = max(
+        candidates, key=lambda k: (accuracy.get(k) if accuracy.get(k) is not None else -1.0, k.count(SUBSET_SEP))
+    )
     return _single(best, engines, accuracy, buffers, exact=False)
 
 
-def _single(key: str, engines: Mapping[str, Any], accuracy: Mapping[str, float | None], buffers: Mapping[str, np.ndarray],
-            exact: bool) -> Plan:
+def _single(
+    key: str,
+    engines: Mapping[str, Any],
+    accuracy: Mapping[str, float | None],
+    buffers: Mapping[str, np.ndarray],
+    exact: bool,
+) -> Plan:
     members = tuple(key.split(SUBSET_SEP))
-    return Plan(key, members, ((key, engines[key], {m: buffers[m] for m in members}),), None, None, accuracy.get(key), exact)
+    return Plan(
+        key, members, ((key, engines[key], {m: buffers[m] for m in members}),), None, None, accuracy.get(key), exact
+    )
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,13 @@ from edgefuse.engines.ort.loader import cache_path_for, import_ort
 from edgefuse.errors import EdgefuseError
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+}
 
 
 def resolve_providers(providers: Sequence[str] | str = "cpu") -> list[str]:
@@ -26,13 +32,17 @@ def resolve_providers(providers: Sequence[str] | str = "cpu") -> list[str]:
     ort = import_ort()
     available = ort.get_available_providers()
     if providers == "auto":
-        return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        return [
+            p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
     wanted = [providers] if isinstance(providers, str) else list(providers)
     out = []
     for p in wanted:
         full = _PROVIDERS.get(p, p)
         if full not in available:
-            raise BackendUnavailable(f"ONNX Runtime execution provider {p!r} is not available here; available: {available}")
+            raise BackendUnavailable(
+                f"ONNX Runtime execution provider {p!r} is not available here; available: {available}"
+            )
         out.append(full)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")  # fallback for nodes the accelerator does not take
@@ -52,7 +62,14 @@ class OrtEngine(Engine):
 
     backend = "ort"
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | str = "cpu", optimized_cache: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 1,
+        providers: Sequence[str] | str = "cpu",
+        optimized_cache: bool = False,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
         ort = import_ort()
         path = Path(path)
@@ -76,8 +93,12 @@ class OrtEngine(Engine):
             self.session = ort.InferenceSession(str(source), so, providers=self.providers)
         except Exception as e:
             raise EdgefuseError(f"ONNX Runtime could not load {path.name}: {e}") from e
-        self.inputs = [TensorSpec(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
-        self.outputs = [TensorSpec(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()]
+        self.inputs = [
+            TensorSpec(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()
+        ]
+        self.outputs = [
+            TensorSpec(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()
+        ]
         self._out_names = [o.name for o in self.outputs]
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -26,7 +26,10 @@ def import_tensorrt():
         raise BackendUnavailable(f"the TensorRT backend needs the tensorrt package: {INSTALL}") from e
     major = int(trt.__version__.split(".")[0])
     if major < 10:
-        raise BackendUnavailable(f"the TensorRT backend needs TensorRT >= 10 (explicit quantization, strongly typed networks), found {trt.__version__}")
+        raise BackendUnavailable(
+            "the TensorRT backend needs TensorRT >= 10 (explicit quantization, strongly typed networks), found "
+            f"{trt.__version__}"
+        )
     return trt
 
 
@@ -59,7 +62,10 @@ def build_plan(
         dims = list(tensor.shape)
         per_sample = dims[1:]
         if any(d < 0 for d in per_sample):
-            raise EdgefuseError(f"{Path(onnx_path).name}: input {tensor.name!r} has dynamic non-batch dims {dims}; only the batch may vary")
+            raise EdgefuseError(
+                f"{Path(onnx_path).name}: input {tensor.name!r} has dynamic non-batch dims {dims}; only the batch may "
+                "vary"
+            )
         profile.set_shape(tensor.name, [1, *per_sample], [opt_batch, *per_sample], [max_batch, *per_sample])
     config.add_optimization_profile(profile)
     cache = None
@@ -69,7 +75,9 @@ def build_plan(
         config.set_timing_cache(cache, ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EdgefuseError(f"TensorRT failed to build an engine from {Path(onnx_path).name} (see the TensorRT log above)")
+        raise EdgefuseError(
+            f"TensorRT failed to build an engine from {Path(onnx_path).name} (see the TensorRT log above)"
+        )
     Path(plan_path).write_bytes(bytes(plan))
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))

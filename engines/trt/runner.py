@@ -20,6 +20,7 @@ from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
 from edgefuse.engines.trt.loader import _logger, import_tensorrt
 from edgefuse.errors import EdgefuseError
 
+
 class SharedDeviceMemory:
     """One device-memory block for several execution contexts that never run at the same time
     (the runtime calls one engine at a time): the total is the largest, not the sum.
@@ -75,13 +76,21 @@ class TrtEngine(Engine):
 
     backend = "trt"
 
-    def __init__(self, plan_path: str | Path, shared_memory: SharedDeviceMemory | None = None, cuda_graph: bool = True, name: str | None = None) -> None:
+    def __init__(
+        self,
+        plan_path: str | Path,
+        shared_memory: SharedDeviceMemory | None = None,
+        cuda_graph: bool = True,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
         trt = import_tensorrt()
         try:
             import torch
         except ImportError as e:
-            raise BackendUnavailable("the TensorRT backend keeps device buffers as torch CUDA tensors: install torch with CUDA") from e
+            raise BackendUnavailable(
+                "the TensorRT backend keeps device buffers as torch CUDA tensors: install torch with CUDA"
+            ) from e
         if not torch.cuda.is_available():
             raise BackendUnavailable("the TensorRT backend needs a CUDA device; none is visible")
         self._trt, self._torch = trt, torch
@@ -90,7 +99,9 @@ class TrtEngine(Engine):
         self.runtime = trt.Runtime(_logger(trt))
         self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
-            raise EdgefuseError(f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)")
+            raise EdgefuseError(
+                f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)"
+            )
         self._graphs: dict[int, object] = {}
         if shared_memory is not None:
             self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
@@ -101,8 +112,16 @@ class TrtEngine(Engine):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._np_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.inputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name) for n in names if self._is_input[n]]
-        self.outputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name) for n in names if not self._is_input[n]]
+        self.inputs = [
+            TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name)
+            for n in names
+            if self._is_input[n]
+        ]
+        self.outputs = [
+            TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), self._np_dtype[n].name)
+            for n in names
+            if not self._is_input[n]
+        ]
         self.use_cuda_graph = cuda_graph
         self._buffers: dict[int, dict[str, object]] = {}  # batch -> name -> torch tensor
         self._bound: int | None = None  # batch size whose buffers the context points at
@@ -122,7 +141,9 @@ class TrtEngine(Engine):
         if batch not in self._buffers:
             bufs = {}
             for t in self.inputs:
-                bufs[t.name] = torch.empty((batch, *t.shape[1:]), dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
+                bufs[t.name] = torch.empty(
+                    (batch, *t.shape[1:]), dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda"
+                )
                 self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))  # output shapes follow from these
             for t in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(t.name))
@@ -180,5 +201,11 @@ class TrtEngine(Engine):
 
 
 def _torch_dtype(torch, dt: np.dtype):
-    return {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16, np.dtype("int64"): torch.int64,
-            np.dtype("int32"): torch.int32, np.dtype("bool"): torch.bool, np.dtype("int8"): torch.int8}[np.dtype(dt)]
+    return {
+        np.dtype("float32"): torch.float32,
+        np.dtype("float16"): torch.float16,
+        np.dtype("int64"): torch.int64,
+        np.dtype("int32"): torch.int32,
+        np.dtype("bool"): torch.bool,
+        np.dtype("int8"): torch.int8,
+    }[np.dtype(dt)]

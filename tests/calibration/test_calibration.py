@@ -115,8 +115,13 @@ def test_saturation_counts_histogram_mass_beyond_amax():
 
 def test_gate_fails_with_a_clear_message_and_writes_nothing(exported, small_scenes, tmp_path):
     enforce([GateResult("a", 0.9, 0.895, 0.99, 100)], max_drop=1.0)
-    enforce([GateResult("a", 0.8360, 0.8260, 0.99, 2000)], max_drop=1.0)  # exactly 1 point (1.0000000000000009 in floats)
-    with pytest.raises(AccuracyGateError, match=r"1 subset\(s\) dropped more than --max-drop 1.0 points: b: 0.9000 -> 0.8500 \(5.00 points\)"):
+    enforce(
+        [GateResult("a", 0.8360, 0.8260, 0.99, 2000)], max_drop=1.0
+    )  # exactly 1 point (1.0000000000000009 in floats)
+    with pytest.raises(
+        AccuracyGateError,
+        match=r"1 subset\(s\) dropped more than --max-drop 1.0 points: b: 0.9000 -> 0.8500 \(5.00 points\)",
+    ):
         enforce([GateResult("a", 0.9, 0.9, 1.0, 100), GateResult("b", 0.9, 0.85, 0.9, 100)], max_drop=1.0)
     with pytest.raises(AccuracyGateError, match="INT8 accuracy gate failed"):
         calibrate_export(exported, small_scenes, tmp_path / "out", size=64, max_drop=-1.0, progress=False)
@@ -131,7 +136,9 @@ def test_calibration_records_reports_per_subset(calibrated):
     assert len(rec["subsets"]) == 7
     for entry in rec["subsets"].values():
         rep = json.loads((calibrated / entry["report"]).read_text())
-        assert rep["tensors"] and all({"lowest", "highest", "amax", "scale", "saturated_pct"} <= set(t) for t in rep["tensors"].values())
+        assert rep["tensors"] and all(
+            {"lowest", "highest", "amax", "scale", "saturated_pct"} <= set(t) for t in rep["tensors"].values()
+        )
         assert set(entry["accuracy"]) >= {"fp32", "int8", "agreement"}
 
 
@@ -146,7 +153,9 @@ def test_an_onnxruntime_too_old_to_calibrate_is_a_clear_error(monkeypatch):
 
     monkeypatch.delattr(ort_calibrate, "save_tensors_data")
     monkeypatch.delitem(sys.modules, "edgefuse.calibration.quantize", raising=False)
-    with pytest.raises(ImportError, match=rf"needs onnxruntime >= 1\.27 .*found onnxruntime {onnxruntime.__version__}") as err:
+    with pytest.raises(
+        ImportError, match=rf"needs onnxruntime >= 1\.27 .*found onnxruntime {onnxruntime.__version__}"
+    ) as err:
         importlib.import_module("edgefuse.calibration.quantize")
     assert isinstance(err.value, ValueError)  # a BackendUnavailable: the CLI prints it as an error line
 
@@ -164,13 +173,13 @@ import onnxruntime.quantization.calibrate as c
 del c.save_tensors_data  # what onnxruntime < 1.27 lacks
 import edgefuse.calibration
 from edgefuse.build import build_bundle
-b = build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / 'torch')!r}, backend="torch", precision="fp16",
+b = build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / "torch")!r}, backend="torch", precision="fp16",
                  subsets=[("radar",)], max_drop=100.0, progress=False)
 assert b.subsets["radar"]["precision"] == "fp16", b.subsets
 import sys
 assert "edgefuse.calibration.quantize" not in sys.modules
 try:
-    build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / 'int8')!r}, subsets=[("radar",)], progress=False)
+    build_bundle({str(tiny_checkpoint)!r}, {str(tmp_path / "int8")!r}, subsets=[("radar",)], progress=False)
 except ImportError as e:
     assert "needs onnxruntime >= 1.27" in str(e), e
     assert "edgefuse.export" not in sys.modules  # it failed before exporting

@@ -116,7 +116,9 @@ def test_fp16_cast_pass_keeps_float32_io_and_agrees(exported, tmp_path):
     out = to_fp16(exported / "camera+lidar+radar.onnx", tmp_path / "h.onnx")
     m = onnx.load(str(out))
     assert {i.data_type for i in m.graph.initializer} & {onnx.TensorProto.FLOAT} == set()
-    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in list(m.graph.input) + list(m.graph.output))
+    assert all(
+        i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in list(m.graph.input) + list(m.graph.output)
+    )
     from edgefuse.data.sensorscenes import generate
 
     x = generate(64, seed=9).inputs
@@ -211,14 +213,19 @@ def test_torch_engine_cuda_graph_replay_matches_eager(tiny_checkpoint):  # pragm
     model, _ = load_checkpoint(tiny_checkpoint)
     eager = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda")
     graph = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True)
-    half = load_engine("torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True, precision="fp16")
+    half = load_engine(
+        "torch", tiny_checkpoint, modalities=model.names, device="cuda", cuda_graph=True, precision="fp16"
+    )
     for seed in (1, 2):  # the second call replays the captured graph with new inputs
         feeds = sample_inputs(model.specs, 4, model.norm, seed=seed)
         want = eager.run(feeds)["logits"]
         np.testing.assert_allclose(graph.run(feeds)["logits"], want, atol=1e-4)
         # the float16 kernels, replayed: probabilities within float16's error of float32's
-        np.testing.assert_allclose(torch.softmax(torch.from_numpy(half.run(feeds)["logits"]), 1).numpy(),
-                                   torch.softmax(torch.from_numpy(want), 1).numpy(), atol=5e-3)
+        np.testing.assert_allclose(
+            torch.softmax(torch.from_numpy(half.run(feeds)["logits"]), 1).numpy(),
+            torch.softmax(torch.from_numpy(want), 1).numpy(),
+            atol=5e-3,
+        )
 
 
 def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):
@@ -229,7 +236,10 @@ def test_fp16_cast_pass_rewires_an_output_that_is_also_read_inside(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])
-    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["y"], ["z"])]  # y is an output and an input
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("Neg", ["y"], ["z"]),
+    ]  # y is an output and an input
     src = tmp_path / "g.onnx"
     save_onnx(helper.make_graph(nodes, "g", [x], [y, z]), src)
     feeds = {"x": np.array([[-1.0, 2.0, -3.0], [4.0, -5.0, 6.0]], np.float32)}

@@ -21,7 +21,15 @@ def _ort(path, feeds):
 def test_every_subset_graph_is_valid_and_matches_torch(exported, tiny_checkpoint):
     model, _ = load_checkpoint(tiny_checkpoint)
     rec = read_export(exported)
-    assert list(rec["graphs"]) == ["camera", "lidar", "radar", "camera+lidar", "camera+radar", "lidar+radar", "camera+lidar+radar"]
+    assert list(rec["graphs"]) == [
+        "camera",
+        "lidar",
+        "radar",
+        "camera+lidar",
+        "camera+radar",
+        "lidar+radar",
+        "camera+lidar+radar",
+    ]
     for key, g in rec["graphs"].items():
         m = onnx.load(str(exported / g["file"]))
         onnx.checker.check_model(m, full_check=True)
@@ -38,7 +46,9 @@ def test_every_subset_graph_is_valid_and_matches_torch(exported, tiny_checkpoint
             np.testing.assert_allclose(_ort(exported / g["file"], feeds), want, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("fusion", ["early", "late_poe", "late_vote", "transformer", "per_subset", "imputation", "mfb", "attention"])
+@pytest.mark.parametrize(
+    "fusion", ["early", "late_poe", "late_vote", "transformer", "per_subset", "imputation", "mfb", "attention"]
+)
 def test_other_strategies_export_and_match(fusion, tmp_path):
     torch.manual_seed(0)
     specs = specs_n(3)[:2] + [specs_n(5)[4]]  # image, signal, vector
@@ -97,17 +107,25 @@ def test_the_export_check_covers_batch_one(tmp_path):
 
     from edgefuse.export import _max_diff
 
-    c = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [1], [v]))  # noqa: E731
+    def c(name, v):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [1], [v]))
+
     nodes = [
-        helper.make_node("Shape", ["x"], ["shape"]), c("zero", 0), c("one", 1),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        c("zero", 0),
+        c("one", 1),
         helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
         helper.make_node("Equal", ["batch", "one"], ["is_one"]),
         helper.make_node("Cast", ["is_one"], ["extra"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["x", "extra"], ["more"]),
         helper.make_node("Add", ["x", "more"], ["y"]),
     ]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     path = tmp_path / "batch_one.onnx"
     save_onnx(g, path)
     x = np.arange(20, dtype=np.float32).reshape(5, 4) + 1.0
@@ -117,11 +135,16 @@ def test_the_export_check_covers_batch_one(tmp_path):
 
 def test_an_exporter_failure_names_the_graph_and_the_torch_and_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
-        raise RuntimeError("\x1b[96mConstraints violated (batch)!\x1b[0m\n  - Not all values of batch ...")  # coloured, as torch does
+        raise RuntimeError(
+            "\x1b[96mConstraints violated (batch)!\x1b[0m\n  - Not all values of batch ..."
+        )  # coloured, as torch does
 
     monkeypatch.setattr(torch.onnx, "export", fail)
     model = build_model("late_mean", specs_n(2), num_classes=3).eval()
-    match = rf"cam\.onnx: torch\.onnx\.export failed under torch {re.escape(torch.__version__)} \(RuntimeError: Constraints violated \(batch\)!\)"
+    match = (
+        rf"cam\.onnx: torch\.onnx\.export failed under torch {re.escape(torch.__version__)} "
+        r"\(RuntimeError: Constraints violated \(batch\)!\)"
+    )
     with pytest.raises(ValueError, match=match) as e:
         export_model(model, tmp_path / "x", subsets=[("cam",)], progress=False)
     assert "edgefuse's export is tested with torch" in str(e.value) and "\x1b" not in str(e.value)
@@ -129,14 +152,17 @@ def test_an_exporter_failure_names_the_graph_and_the_torch_and_leaves_nothing(tm
     assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("version, status, says", [
-    ("2.9.1+cu128", "bad", "pytorch/pytorch#172903"),
-    ("2.5.1+cu124", "bad", "2.5.1's exporter fails on every fusion strategy"),
-    ("2.3.0a0+nv24.03", "bad", "torch < 2.6 is older than"),  # JetPack 6.0's build
-    ("2.13.0+cpu", "tested", "this one included: the cause is in this model"),
-    ("2.99.0", "unknown", "not 2.99.0"),
-    ("main", "unknown", "this torch's version ('main') does not say which it is"),  # a source build's odd version
-])
+@pytest.mark.parametrize(
+    "version, status, says",
+    [
+        ("2.9.1+cu128", "bad", "pytorch/pytorch#172903"),
+        ("2.5.1+cu124", "bad", "2.5.1's exporter fails on every fusion strategy"),
+        ("2.3.0a0+nv24.03", "bad", "torch < 2.6 is older than"),  # JetPack 6.0's build
+        ("2.13.0+cpu", "tested", "this one included: the cause is in this model"),
+        ("2.99.0", "unknown", "not 2.99.0"),
+        ("main", "unknown", "this torch's version ('main') does not say which it is"),  # a source build's odd version
+    ],
+)
 def test_export_failure_advice_by_torch_version(version, status, says):
     from edgefuse.export import export_failure_advice, torch_export_status
 

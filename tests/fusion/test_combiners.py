@@ -38,7 +38,11 @@ def test_gated_reference_empty_row_is_zero_and_flagged():
         out, empty = gated_fusion_reference(feats, logits, mask, mode)
         assert torch.isfinite(out).all() and empty.tolist() == [False, True]
         assert torch.equal(out[1], torch.zeros(4))
-        g = torch.softmax(logits[0, :2], 0) if mode == "softmax" else torch.sigmoid(logits[0, :2]) / torch.sigmoid(logits[0, :2]).sum()
+        g = (
+            torch.softmax(logits[0, :2], 0)
+            if mode == "softmax"
+            else torch.sigmoid(logits[0, :2]) / torch.sigmoid(logits[0, :2]).sum()
+        )
         torch.testing.assert_close(out[0], (g[:, None] * feats[0, :2]).sum(0))
 
 

@@ -75,7 +75,9 @@ def test_wrong_shape_names_modality(model3):
 def test_wrong_dtype_names_modality(model3):
     x = random_batch(specs_n(3))
     x["rad"] = torch.zeros(3, 10, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"modality 'rad': expected a floating-point tensor \(float32\), got torch.int64"):
+    with pytest.raises(
+        ValueError, match=r"modality 'rad': expected a floating-point tensor \(float32\), got torch.int64"
+    ):
         model3(x)
 
 

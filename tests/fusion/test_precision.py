@@ -46,7 +46,10 @@ def test_raw_inputs_past_float16s_range_are_normalised_in_float32(fusion):
     model = build_model(fusion, specs, num_classes=3, dim=16, norm=norm).eval()
     half = copy.deepcopy(model).half()
     x = random_batch(specs, b=4)
-    x = {specs[0].name: 61000.0 + 3000.0 * x[specs[0].name].clamp(-2, 2), specs[1].name: 1234.5 + 0.25 * x[specs[1].name]}
+    x = {
+        specs[0].name: 61000.0 + 3000.0 * x[specs[0].name].clamp(-2, 2),
+        specs[1].name: 1234.5 + 0.25 * x[specs[1].name],
+    }
     assert x[specs[0].name].max() > 65504
     with torch.inference_mode():
         want, got = model(x), half(x)
@@ -58,8 +61,12 @@ def test_raw_inputs_past_float16s_range_are_normalised_in_float32(fusion):
 
 def test_normalize_keeps_float32_statistics_through_casts_and_saves_none_of_its_dtype():
     n = Normalize(1234.5, 0.25)
-    for dtype, stats in ((torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float64, torch.float64),
-                         (torch.float32, torch.float32)):
+    for dtype, stats in (
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float64, torch.float64),
+        (torch.float32, torch.float32),
+    ):
         n.to(dtype)
         assert (n.mean.dtype, n.std.dtype) == (stats, stats) and (float(n.mean), float(n.std)) == (1234.5, 0.25)
         assert n(torch.full((2,), 1235.0)).dtype == dtype

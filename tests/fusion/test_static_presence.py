@@ -12,9 +12,16 @@ from edgefuse.fusion.ops import AdaptiveGate, GatedFusion, SumFusion
 N, D, B = 4, 8, 5
 
 
-@pytest.mark.parametrize("make", [lambda: GatedFusion(N, D), lambda: GatedFusion(N, D, gate="sigmoid"),
-                                  lambda: AdaptiveGate(N, D), lambda: SumFusion(N, D)],
-                         ids=["gated_softmax", "gated_sigmoid", "adaptive_gate", "sum"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GatedFusion(N, D),
+        lambda: GatedFusion(N, D, gate="sigmoid"),
+        lambda: AdaptiveGate(N, D),
+        lambda: SumFusion(N, D),
+    ],
+    ids=["gated_softmax", "gated_sigmoid", "adaptive_gate", "sum"],
+)
 def test_forward_static_equals_the_masked_forward_for_every_subset(make):
     torch.manual_seed(0)
     op = make().eval()
@@ -29,8 +36,13 @@ def test_forward_static_equals_the_masked_forward_for_every_subset(make):
                 e_sub = e.clone()
                 absent = [i for i in range(N) if i not in present]
                 e_sub[:, absent] = 0.0  # what the projection gives an absent modality
-                torch.testing.assert_close(op.forward_static(e_sub, list(present)), op(e_sub, mask), rtol=1e-5, atol=1e-6,
-                                           msg=f"present={present}")
+                torch.testing.assert_close(
+                    op.forward_static(e_sub, list(present)),
+                    op(e_sub, mask),
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=f"present={present}",
+                )
 
 
 def test_exported_gated_subset_graph_has_no_mask_arithmetic(exported):

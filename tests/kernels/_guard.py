@@ -56,6 +56,7 @@ class _Launch:
 
     def argument(self, first: int, end: int) -> tuple[str, int, int]:
         """The argument whose span is nearest to [first, end) (the one containing it, if any)."""
+
         def distance(span):
             _, lo, hi = span
             return max(lo - first, 0) + max(end - hi, 0)
@@ -102,7 +103,8 @@ def _check(op: str, ptrs, mask, itemsize: int) -> None:
         raise OutOfBounds(
             f"{launch.kernel}, program {program}: a {op} of {kept.size} masked-in lanes spans bytes "
             f"[{first - lo:+d}, {end - lo:+d}) of argument {name!r} ({hi - lo} bytes); {outside} lanes "
-            "fall outside it and outside every other tensor argument")
+            "fall outside it and outside every other tensor argument"
+        )
     writer = launch.writer
     if op == "load" and not writer:
         return
@@ -114,7 +116,8 @@ def _check(op: str, ptrs, mask, itemsize: int) -> None:
             raise Race(
                 f"{launch.kernel}, program {program}: a {op} of {kept.size} masked-in lanes reaches "
                 f"{len(others)} elements of argument {name!r} that program {other} of the same launch "
-                f"stored (the first at byte {address - lo:+d}); on a GPU the programs run in no set order")
+                f"stored (the first at byte {address - lo:+d}); on a GPU the programs run in no set order"
+            )
     if op == "store":
         writer.update(dict.fromkeys(lanes, program))
 
@@ -125,11 +128,15 @@ def _check_dot(a, b) -> None:
     kernel = _LAUNCHES[-1].kernel if _LAUNCHES else "a kernel"
     (m, k), n = a.data.shape[-2:], b.data.shape[-1]
     if min(m, n, k) < DOT_MIN:
-        raise BadDot(f"{kernel}: tl.dot of [{m}, {k}] x [{k}, {n}]; the GPU compiler needs M, N and K >= {DOT_MIN} "
-                     "(the interpreter does not check)")
+        raise BadDot(
+            f"{kernel}: tl.dot of [{m}, {k}] x [{k}, {n}]; the GPU compiler needs M, N and K >= {DOT_MIN} "
+            "(the interpreter does not check)"
+        )
     if tl.bfloat16 in (a.dtype.scalar, b.dtype.scalar):
-        raise BadDot(f"{kernel}: tl.dot of bfloat16 operands, which the interpreter multiplies as raw 16-bit "
-                     "integers; test this path in float16 or float32")
+        raise BadDot(
+            f"{kernel}: tl.dot of bfloat16 operands, which the interpreter multiplies as raw 16-bit "
+            "integers; test this path in float16 or float32"
+        )
 
 
 def _itemsize(ti, ptrs) -> int:
@@ -140,13 +147,18 @@ def _itemsize(ti, ptrs) -> int:
 def guard():
     """Within: an interpreted Triton launch that loads or stores out of bounds raises
     ``OutOfBounds``, one whose programs race raises ``Race``, and a ``tl.dot`` too small for the
-    GPU or of bfloat16 raises ``BadDot`` (each wrapped in Triton's ``InterpreterError``). Nests (an inner guard checks again); on leaving, the interpreter is as
-    it was on entering."""
+    GPU or of bfloat16 raises ``BadDot`` (each wrapped in Triton's ``InterpreterError``). Nests (an
+    inner guard checks again); on leaving, the interpreter is as it was on entering."""
     from triton.runtime import interpreter as ti
 
     builder, executor = ti.InterpreterBuilder, ti.GridExecutor
-    saved = (builder.create_masked_load, builder.create_masked_store, builder.create_dot,
-             executor.__call__, executor._init_args_hst)
+    saved = (
+        builder.create_masked_load,
+        builder.create_masked_store,
+        builder.create_dot,
+        executor.__call__,
+        executor._init_args_hst,
+    )
     load, store, dot, call, init = saved
 
     def create_masked_load(self, ptrs, mask, other, *rest):
@@ -173,13 +185,22 @@ def guard():
         finally:
             _LAUNCHES.pop()
 
-    builder.create_masked_load, builder.create_masked_store, builder.create_dot = create_masked_load, create_masked_store, create_dot
+    builder.create_masked_load, builder.create_masked_store, builder.create_dot = (
+        create_masked_load,
+        create_masked_store,
+        create_dot,
+    )
     executor.__call__, executor._init_args_hst = __call__, _init_args_hst
     try:
         yield
     finally:
-        (builder.create_masked_load, builder.create_masked_store, builder.create_dot,
-         executor.__call__, executor._init_args_hst) = saved
+        (
+            builder.create_masked_load,
+            builder.create_masked_store,
+            builder.create_dot,
+            executor.__call__,
+            executor._init_args_hst,
+        ) = saved
 
 
 @contextlib.contextmanager
@@ -191,7 +212,10 @@ def poisoned_allocations():
     ``torch.utils.deterministic.fill_uninitialized_memory``, warn-only so no op is refused."""
     import torch
 
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = True
@@ -235,7 +259,9 @@ def interpreter_patches_undone(always: bool = False):
         return
 
     core = tl.core
-    patched = [tl, core, tl.math] + [v for v in vars(core).values() if isinstance(v, type) and v.__module__ == core.__name__]
+    patched = [tl, core, tl.math] + [
+        v for v in vars(core).values() if isinstance(v, type) and v.__module__ == core.__name__
+    ]
     before = [(o, dict(vars(o))) for o in patched]
     try:
         yield

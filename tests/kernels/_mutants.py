@@ -33,8 +33,13 @@ MODULES = {
 
 def _is_tl(node, what: str) -> bool:
     """``node`` is a call of ``tl.<what>``."""
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == what
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "tl")
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == what
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "tl"
+    )
 
 
 def mutations(name: str) -> list[tuple[int, str]]:
@@ -112,6 +117,7 @@ def _close(out, expected):
 
 # Cases: CPU float32, every dimension with a tail. Each takes the module under test.
 
+
 def _projection_cases(m):
     g = torch.Generator().manual_seed(0)
     ks, b = (5, 33, 20), 17  # B: two 16-row tiles; K: tails of 5, 1 and 4 columns
@@ -123,9 +129,11 @@ def _projection_cases(m):
         xs = [None if i == absent else _rand(g, b, k) for i, k in enumerate(ks)]
         xs64 = [None if x is None else x.double() for x in xs]
         expected = ref.fused_projection_reference(xs64, [w.double() for w in ws], bias.double(), "relu", True)
-        for config in [(16, 32, 16, 4, True),  # the L2 norm in the epilogue
-                       (16, 16, 16, 4, False),  # the row-norm launch
-                       (16, 16, 16, 4, False, 3)]:  # split-K: partials and their epilogue
+        for config in [
+            (16, 32, 16, 4, True),  # the L2 norm in the epilogue
+            (16, 16, 16, 4, False),  # the row-norm launch
+            (16, 16, 16, 4, False, 3),
+        ]:  # split-K: partials and their epilogue
             _close(m.fused_projection_triton(xs, ws, bias, "relu", True, config=config), expected)
 
 
@@ -133,7 +141,10 @@ def _bilinear_cases(m):
     g = torch.Generator().manual_seed(1)
     b, k1, k2, o = 17, 19, 21, 35  # tails in B, both K (16-wide blocks) and O (64-wide)
     x, y, w, bias = _rand(g, b, k1), _rand(g, b, k2), _rand(g, o, k1, k2, scale=0.1), _rand(g, o)
-    _close(m.bilinear_triton(x, y, w, bias), torch.nn.functional.bilinear(x.double(), y.double(), w.double(), bias.double()))
+    _close(
+        m.bilinear_triton(x, y, w, bias),
+        torch.nn.functional.bilinear(x.double(), y.double(), w.double(), bias.double()),
+    )
 
 
 def _mfb_cases(m):

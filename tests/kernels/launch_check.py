@@ -42,7 +42,9 @@ def _calls():
         INPUTS[id(x)] = x
         return x
 
-    def misaligned(b, k, dtype=torch.float16):  # rows 1.. of a [b + 1, k] buffer: contiguous, odd k: not 16-byte aligned
+    def misaligned(
+        b, k, dtype=torch.float16
+    ):  # rows 1.. of a [b + 1, k] buffer: contiguous, odd k: not 16-byte aligned
         x = t(b + 1, k, dtype=dtype)[1:]
         assert x.is_contiguous() and x.data_ptr() % 16, "expected a misaligned view"
         INPUTS[id(x)] = x
@@ -56,7 +58,12 @@ def _calls():
     x32 = [t(1, k, dtype=torch.float32) for k in ks]
     w_split, x_split = [t(32, 512)], [t(1, 512)]
     w9, x9 = [t(16, 16) for _ in range(9)], [t(2, 16) for _ in range(9)]
-    feats, logits, rows, mask = t(3, 3, 40), t(3, 3, 40), t(3, 3), torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)
+    feats, logits, rows, mask = (
+        t(3, 3, 40),
+        t(3, 3, 40),
+        t(3, 3),
+        torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=torch.bool),
+    )
     feats_other, dout = t(3, 3, 40), t(3, 40)
     x, y, u, v, ub, vb = t(5, 24), t(5, 40), t(4 * 20, 24), t(4 * 20, 40), t(4 * 20), t(4 * 20)
     present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1], [0, 0]], dtype=torch.bool)
@@ -65,13 +72,19 @@ def _calls():
     return [
         ("projection relu+l2", lambda: fused_projection_triton(xs, ws, bias, "relu", True)),
         ("projection, other inputs", lambda: fused_projection_triton(xs_other, ws, bias, "relu", True)),
-        ("projection, modality 1 absent", lambda: fused_projection_triton([xs[0], None, xs[2]], ws, bias, "relu", True)),
+        (
+            "projection, modality 1 absent",
+            lambda: fused_projection_triton([xs[0], None, xs[2]], ws, bias, "relu", True),
+        ),
         ("projection, misaligned input", lambda: fused_projection_triton(xs_misaligned, ws, bias, "relu", True)),
         ("projection relu+l2 again", lambda: fused_projection_triton(xs, ws, bias, "relu", True)),
         ("projection fp32 gelu, no bias", lambda: fused_projection_triton(x32, ws32, None, "gelu")),
         ("projection split-K", lambda: fused_projection_triton(x_split, w_split, None, "tanh", True)),
         ("projection 9 modalities", lambda: fused_projection_triton(x9, w9, None, "none", True)),
-        ("projection 9 modalities, 8 absent", lambda: fused_projection_triton([x9[0]] + [None] * 8, w9, None, "none", True)),
+        (
+            "projection 9 modalities, 8 absent",
+            lambda: fused_projection_triton([x9[0]] + [None] * 8, w9, None, "none", True),
+        ),
         ("gated per-feature softmax", lambda: gated_fusion_triton(feats, logits, mask)),
         ("gated, other features", lambda: gated_fusion_triton(feats_other, logits, mask)),
         ("gated per-row sigmoid", lambda: gated_fusion_triton(feats, rows, mask, "sigmoid")),
@@ -95,8 +108,13 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if id(a) in INPUTS or id(b) in INPUTS:
             return a is b
-        return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
-                and a.data_ptr() % 16 == b.data_ptr() % 16)
+        return (
+            type(a) is type(b)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.stride() == b.stride()
+            and a.data_ptr() % 16 == b.data_ptr() % 16
+        )
     if type(a) is not type(b):
         return False
     if isinstance(a, (tuple, list)):
@@ -114,11 +132,16 @@ def _differences(want, got) -> list[str]:
     out = []
     for i, ((k_want, a_want), (k_got, a_got)) in enumerate(zip(want, got)):
         if k_got is not k_want:
-            out.append(f"launch {i}: a different binary ({getattr(k_got, 'name', '?')}) than Triton's ({getattr(k_want, 'name', '?')})")
+            out.append(
+                f"launch {i}: a different binary ({getattr(k_got, 'name', '?')}) than Triton's "
+                f"({getattr(k_want, 'name', '?')})"
+            )
         elif not _same(a_want, a_got):
-            out.append(f"launch {i} ({getattr(k_want, 'name', '?')}): arguments differ: "
-                       f"{len(a_got)} given, {len(a_want)} from Triton's path; first difference at "
-                       f"{next((j for j, (x, y) in enumerate(zip(a_want, a_got)) if not _same(x, y)), min(len(a_want), len(a_got)))}")
+            out.append(
+                f"launch {i} ({getattr(k_want, 'name', '?')}): arguments differ: "
+                f"{len(a_got)} given, {len(a_want)} from Triton's path; first difference at "
+                f"{next((j for j, (x, y) in enumerate(zip(a_want, a_got)) if not _same(x, y)), min(len(a_want), len(a_got)))}"  # noqa: E501
+            )
     return out
 
 
@@ -137,7 +160,10 @@ def main(argv=None) -> int:
 
     if not _launch.enabled:  # an unchecked release: check it all the same, as if it were checked
         _launch.enabled = True
-        print(f"launch_check: Triton {triton.__version__} is outside launch's checked releases {_launch.CHECKED}; checking it")
+        print(
+            f"launch_check: Triton {triton.__version__} is outside launch's checked releases {_launch.CHECKED}; "
+            "checking it"
+        )
     if args.mutant == "no-align":
         spec = _launch._spec
         _launch._spec = lambda a: tuple(x for x in spec(a) if not (type(x) is int and 0 <= x < 16))
@@ -177,8 +203,10 @@ def main(argv=None) -> int:
                     failures += [f"{name} ({attempt} through launch): {d}" for d in _differences(want, list(record))]
     finally:
         jit.JITFunction.run = real_run
-    print(f"Triton {triton.__version__}: {compared} launches through launch compared with Triton's path, "
-          f"{hits} from launch's cache; {len(failures)} difference(s)")
+    print(
+        f"Triton {triton.__version__}: {compared} launches through launch compared with Triton's path, "
+        f"{hits} from launch's cache; {len(failures)} difference(s)"
+    )
     for f in failures:
         print("  " + f)
     if not hits:

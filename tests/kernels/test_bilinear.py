@@ -28,15 +28,23 @@ def test_bilinear_matches_torch(dtype, b, k1, k2, o, with_bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("b,k1,k2,o,factors", [(1, 5, 7, 3, 4), (3, 20, 33, 40, 3), (17, 16, 16, 300, 4), (5, 9, 10, 6, 1), (67, 9, 20, 12, 3)])
+@pytest.mark.parametrize(
+    "b,k1,k2,o,factors",
+    [(1, 5, 7, 3, 4), (3, 20, 33, 40, 3), (17, 16, 16, 300, 4), (5, 9, 10, 6, 1), (67, 9, 20, 12, 3)],
+)
 @pytest.mark.parametrize("normalize", [True, False])
 def test_mfb_matches_reference(dtype, b, k1, k2, o, factors, normalize):
     g = torch.Generator().manual_seed(o + factors)
     x, y = _rand(g, b, k1, dtype=dtype), _rand(g, b, k2, dtype=dtype)
-    u, v = _rand(g, o * factors, k1, dtype=dtype, scale=k1**-0.5), _rand(g, o * factors, k2, dtype=dtype, scale=k2**-0.5)
+    u, v = (
+        _rand(g, o * factors, k1, dtype=dtype, scale=k1**-0.5),
+        _rand(g, o * factors, k2, dtype=dtype, scale=k2**-0.5),
+    )
     ub, vb = _rand(g, o * factors, dtype=dtype), _rand(g, o * factors, dtype=dtype)
     out = mfb_triton(x, y, u, ub, v, vb, factors, None, normalize)
-    ref = mfb_reference(x.double(), y.double(), u.double(), ub.double(), v.double(), vb.double(), factors, None, normalize)
+    ref = mfb_reference(
+        x.double(), y.double(), u.double(), ub.double(), v.double(), vb.double(), factors, None, normalize
+    )
     assert_close(out, ref, dtype, max(k1, k2) * factors)
 
 
@@ -61,7 +69,16 @@ def test_launchers_reject_bad_inputs():
     with pytest.raises(ValueError, match=r"u_w \[O\*4, 4\]"):
         mfb_triton(x, y, torch.randn(8, 5, device=DEV), None, torch.randn(8, 5, device=DEV), None, 4)
     with pytest.raises(ValueError, match="present"):
-        mfb_triton(x, y, torch.randn(8, 4, device=DEV), None, torch.randn(8, 5, device=DEV), None, 4, torch.ones(3, 3, dtype=torch.bool, device=DEV))
+        mfb_triton(
+            x,
+            y,
+            torch.randn(8, 4, device=DEV),
+            None,
+            torch.randn(8, 5, device=DEV),
+            None,
+            4,
+            torch.ones(3, 3, dtype=torch.bool, device=DEV),
+        )
 
 
 @pytest.mark.parametrize("block_o", [4, 16])

@@ -25,38 +25,86 @@ x, y, w = _t(3, 4), _t(3, 5), _t(6, 4)
 # (op, arguments, what the error says): each of these the reference ops used to take or fail on
 # with torch's own message
 BAD = {
-    "projection, unknown activation (the reference took it as none)":
-        ("fused_projection", ([x], [w], None, "sigmoid"), "act must be one of ['gelu', 'none', 'relu', 'tanh'], got 'sigmoid'"),
-    "projection, a weight of another width":
-        ("fused_projection", ([x, y], [w, _t(6, 4)], None, "none"), "input 1 must be [B=3, K_1=4], got [3, 5]"),
-    "projection, bias of another shape":
-        ("fused_projection", ([x], [w], _t(6), "none"), "bias must be [N=1, D=6], got [6]"),
-    "projection, integer inputs":
-        ("fused_projection", ([x.long()], [w.long()], None, "none"), "expected floating-point inputs, got torch.int64"),
-    "projection, a weight of another dtype (torch's RuntimeError on the reference)":
-        ("fused_projection", ([x.half()], [w], None, "none"), "weight 0 has dtype torch.float32, expected torch.float16"),
-    "bilinear, weight of other widths":
-        ("bilinear", (x, y, _t(2, 5, 4), None), "expected weight [O, 4, 5], got [2, 5, 4]"),
-    "bilinear, batches that differ":
-        ("bilinear", (x, y[:2], _t(2, 4, 5), None), "with the same B, got [3, 4] and [2, 5]"),
-    "bilinear, a bias of another dtype":
-        ("bilinear", (x, y, _t(2, 4, 5), _t(2).half()), "bias has dtype torch.float16, expected torch.float32"),
-    "mfb, a [B, 3] presence mask (the reference read its first two columns)":
-        ("mfb", (x, y, w, None, _t(6, 5), None, 2, _mask(3, 3)), "expected present [B=3, 2] bool, got [3, 3] torch.bool"),
-    "mfb, a float presence mask":
-        ("mfb", (x, y, w, None, _t(6, 5), None, 2, _t(3, 2)), "expected present [B=3, 2] bool, got [3, 2] torch.float32"),
-    "mfb, rows not a multiple of the factors":
-        ("mfb", (x, y, w, None, _t(6, 5), None, 4, None), "expected u_w [O*4, 4] and v_w [O*4, 5], got [6, 4] and [6, 5]"),
-    "mfb, one bias":
-        ("mfb", (x, y, w, _t(6), _t(6, 5), None, 2, None), "expected both biases [6] or neither, got [6] and None"),
-    "gated, a float mask":
-        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _t(3, 2), "softmax"), "expected mask [3, 2] bool, got [3, 2] torch.float32"),
-    "gated, a mask of another shape":
-        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _mask(3), "softmax"), "expected mask [3, 2] bool, got [3] torch.bool"),
-    "gated, an unknown mode (the reference took it as sigmoid)":
-        ("gated_fusion", (_t(3, 2, 5), _t(3, 2), _mask(3, 2), "relu"), "mode must be 'softmax' or 'sigmoid', got 'relu'"),
-    "gated, logits of another shape":
-        ("gated_fusion", (_t(3, 2, 5), _t(3, 5), _mask(3, 2), "softmax"), "expected logits [3, 2] or [3, 2, 5], got [3, 5]"),
+    "projection, unknown activation (the reference took it as none)": (
+        "fused_projection",
+        ([x], [w], None, "sigmoid"),
+        "act must be one of ['gelu', 'none', 'relu', 'tanh'], got 'sigmoid'",
+    ),
+    "projection, a weight of another width": (
+        "fused_projection",
+        ([x, y], [w, _t(6, 4)], None, "none"),
+        "input 1 must be [B=3, K_1=4], got [3, 5]",
+    ),
+    "projection, bias of another shape": (
+        "fused_projection",
+        ([x], [w], _t(6), "none"),
+        "bias must be [N=1, D=6], got [6]",
+    ),
+    "projection, integer inputs": (
+        "fused_projection",
+        ([x.long()], [w.long()], None, "none"),
+        "expected floating-point inputs, got torch.int64",
+    ),
+    "projection, a weight of another dtype (torch's RuntimeError on the reference)": (
+        "fused_projection",
+        ([x.half()], [w], None, "none"),
+        "weight 0 has dtype torch.float32, expected torch.float16",
+    ),
+    "bilinear, weight of other widths": (
+        "bilinear",
+        (x, y, _t(2, 5, 4), None),
+        "expected weight [O, 4, 5], got [2, 5, 4]",
+    ),
+    "bilinear, batches that differ": (
+        "bilinear",
+        (x, y[:2], _t(2, 4, 5), None),
+        "with the same B, got [3, 4] and [2, 5]",
+    ),
+    "bilinear, a bias of another dtype": (
+        "bilinear",
+        (x, y, _t(2, 4, 5), _t(2).half()),
+        "bias has dtype torch.float16, expected torch.float32",
+    ),
+    "mfb, a [B, 3] presence mask (the reference read its first two columns)": (
+        "mfb",
+        (x, y, w, None, _t(6, 5), None, 2, _mask(3, 3)),
+        "expected present [B=3, 2] bool, got [3, 3] torch.bool",
+    ),
+    "mfb, a float presence mask": (
+        "mfb",
+        (x, y, w, None, _t(6, 5), None, 2, _t(3, 2)),
+        "expected present [B=3, 2] bool, got [3, 2] torch.float32",
+    ),
+    "mfb, rows not a multiple of the factors": (
+        "mfb",
+        (x, y, w, None, _t(6, 5), None, 4, None),
+        "expected u_w [O*4, 4] and v_w [O*4, 5], got [6, 4] and [6, 5]",
+    ),
+    "mfb, one bias": (
+        "mfb",
+        (x, y, w, _t(6), _t(6, 5), None, 2, None),
+        "expected both biases [6] or neither, got [6] and None",
+    ),
+    "gated, a float mask": (
+        "gated_fusion",
+        (_t(3, 2, 5), _t(3, 2), _t(3, 2), "softmax"),
+        "expected mask [3, 2] bool, got [3, 2] torch.float32",
+    ),
+    "gated, a mask of another shape": (
+        "gated_fusion",
+        (_t(3, 2, 5), _t(3, 2), _mask(3), "softmax"),
+        "expected mask [3, 2] bool, got [3] torch.bool",
+    ),
+    "gated, an unknown mode (the reference took it as sigmoid)": (
+        "gated_fusion",
+        (_t(3, 2, 5), _t(3, 2), _mask(3, 2), "relu"),
+        "mode must be 'softmax' or 'sigmoid', got 'relu'",
+    ),
+    "gated, logits of another shape": (
+        "gated_fusion",
+        (_t(3, 2, 5), _t(3, 5), _mask(3, 2), "softmax"),
+        "expected logits [3, 2] or [3, 2, 5], got [3, 5]",
+    ),
 }
 
 
@@ -137,6 +185,9 @@ def test_an_empty_batch_gives_empty_outputs_on_either_path(path, monkeypatch):
     x0, y0 = _t(0, 4), _t(0, 5)
     assert ops.fused_projection([x0, None], [w, _t(6, 5)], None, "relu", True).shape == (0, 2, 6)
     assert ops.bilinear(x0, y0, _t(2, 4, 5), None).shape == (0, 2)
-    assert ops.mfb(x0, y0, w, None, _t(6, 5), None, 2, _mask(0, 2)).shape == (0, 3)  # the reference's pooling failed here
+    assert ops.mfb(x0, y0, w, None, _t(6, 5), None, 2, _mask(0, 2)).shape == (
+        0,
+        3,
+    )  # the reference's pooling failed here
     out, empty = ops.gated_fusion(_t(0, 2, 5), _t(0, 2), _mask(0, 2))
     assert out.shape == (0, 5) and empty.shape == (0,)

@@ -95,7 +95,6 @@ def test_the_onnx_export_check_answers_as_torchs_own(monkeypatch):
     import inspect
     import io
 
-
     check = exporting._onnx_export_check()
     if "import" in inspect.getsource(torch.onnx.is_in_onnx_export):  # torch's imports on each call (CI's torch)
         assert check is not torch.onnx.is_in_onnx_export
@@ -161,7 +160,9 @@ def test_a_training_step_gets_the_same_gradients_through_the_kernels(fusion, mon
     specs = specs_n(3)
     model = build_model(fusion, specs, num_classes=4, dim=16, dropout=0.0).train().to(DEV)
     x = {k: v.to(DEV) for k, v in random_batch(specs, b=4).items()}
-    present = torch.tensor([[True, True, True], [True, False, False], [False, True, True], [False, False, True]], device=DEV)
+    present = torch.tensor(
+        [[True, True, True], [True, False, False], [False, True, True], [False, False, True]], device=DEV
+    )
     y = torch.tensor([0, 1, 2, 3], device=DEV)
 
     def grads(kernels: str) -> dict[str, torch.Tensor]:
@@ -210,8 +211,12 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
 
     import edgefuse.kernels.ops as ops
 
-    caches = [platform.triton_cuda_error, ops._warn_no_triton, nvidia.libcuda_dirs,
-              *(getattr(m, f) for m, f in ((nvidia, "library_dirs"), (build, "_find_compiler")) if hasattr(m, f))]
+    caches = [
+        platform.triton_cuda_error,
+        ops._warn_no_triton,
+        nvidia.libcuda_dirs,
+        *(getattr(m, f) for m, f in ((nvidia, "library_dirs"), (build, "_find_compiler")) if hasattr(m, f)),
+    ]
     monkeypatch.setattr(triton.runtime, "driver", type(triton.runtime.driver)())  # no driver started yet
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # so Triton picks its CUDA backend
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # no GPU here: pretend
@@ -224,15 +229,21 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
     for cache in caches:
         cache.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match=r"Triton's CUDA driver cannot start \(RuntimeError: Failed to find C "
-                          r"compiler.*reference ops.*apt install gcc python3-dev"):
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"Triton's CUDA driver cannot start \(RuntimeError: Failed to find C "
+            r"compiler.*reference ops.*apt install gcc python3-dev",
+        ):
             assert backend(fake_cuda) == "reference"
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # checked and warned once, not on every call
             assert backend(fake_cuda) == "reference"
         monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
-        with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton's CUDA driver cannot "
-                           "start here .*Failed to find C compiler.*or unset EDGEFUSE_KERNELS"):
+        with pytest.raises(
+            RuntimeError,
+            match="EDGEFUSE_KERNELS=triton needs Triton: Triton's CUDA driver cannot "
+            "start here .*Failed to find C compiler.*or unset EDGEFUSE_KERNELS",
+        ):
             backend(fake_cuda)
         monkeypatch.setenv("EDGEFUSE_KERNELS", "interpret")  # the interpreter needs no driver
         monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -242,17 +253,35 @@ def test_when_tritons_cuda_driver_cannot_start_cuda_falls_back_and_forcing_is_a_
             cache.cache_clear()
 
 
-@pytest.mark.parametrize("arch, version, environ, expected", [
-    (110, "3.0.0", {}, "aborts the process"), (110, "3.4.0", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, "aborts"),
-    (110, "3.5.1", {}, "set TRITON_PTXAS_PATH"), (110, "3.5.1", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, None),
-    (110, "3.6.0", {}, "set TRITON_PTXAS_BLACKWELL_PATH"), (110, "3.6.0", {"TRITON_PTXAS_PATH": "x"}, "BLACKWELL"),
-    (110, "3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
-    (110, "3.7.1", {}, None), (110, "3.10.0", {}, None), (110, "3.7.0+git1a2b", {}, None), (110, "3.5.0rc1", {}, "PTXAS_PATH"),
-    (110, "main", {}, None),  # a source build's version says nothing: no claim, and no error
-    (100, "3.2.0", {}, "aborts"), (100, "3.3.1", {}, None), (120, "3.1.0", {}, "aborts"), (120, "3.3.1", {}, None),
-    (121, "3.3.1", {}, "aborts"), (121, "3.4.0", {}, "its compiler fails"), (121, "3.5.1", {}, "set TRITON_PTXAS_PATH"), (121, "3.6.0", {}, None),
-    (87, "3.0.0", {}, None), (90, "3.0.0", {}, None), (72, "3.0.0", {}, None), ("gfx942", "3.0.0", {}, None),
-])
+@pytest.mark.parametrize(
+    "arch, version, environ, expected",
+    [
+        (110, "3.0.0", {}, "aborts the process"),
+        (110, "3.4.0", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, "aborts"),
+        (110, "3.5.1", {}, "set TRITON_PTXAS_PATH"),
+        (110, "3.5.1", {"TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+        (110, "3.6.0", {}, "set TRITON_PTXAS_BLACKWELL_PATH"),
+        (110, "3.6.0", {"TRITON_PTXAS_PATH": "x"}, "BLACKWELL"),
+        (110, "3.6.0", {"TRITON_PTXAS_BLACKWELL_PATH": "/usr/local/cuda/bin/ptxas"}, None),
+        (110, "3.7.1", {}, None),
+        (110, "3.10.0", {}, None),
+        (110, "3.7.0+git1a2b", {}, None),
+        (110, "3.5.0rc1", {}, "PTXAS_PATH"),
+        (110, "main", {}, None),  # a source build's version says nothing: no claim, and no error
+        (100, "3.2.0", {}, "aborts"),
+        (100, "3.3.1", {}, None),
+        (120, "3.1.0", {}, "aborts"),
+        (120, "3.3.1", {}, None),
+        (121, "3.3.1", {}, "aborts"),
+        (121, "3.4.0", {}, "its compiler fails"),
+        (121, "3.5.1", {}, "set TRITON_PTXAS_PATH"),
+        (121, "3.6.0", {}, None),
+        (87, "3.0.0", {}, None),
+        (90, "3.0.0", {}, None),
+        (72, "3.0.0", {}, None),
+        ("gfx942", "3.0.0", {}, None),
+    ],
+)
 def test_which_triton_compiles_for_which_gpu(arch, version, environ, expected):
     """The table tools/triton_targets.sh measured (and checks), read back: what each release
     does for each architecture, and the remedy it names (the first release that works)."""
@@ -302,8 +331,11 @@ def test_on_jetson_thor_an_old_triton_falls_back_before_its_first_launch(monkeyp
     ops._warn_no_triton.cache_clear()
     try:
         feats, logits = torch.randn(2, 3, 4), torch.randn(2, 3)
-        with pytest.warns(RuntimeWarning, match=r"cannot compile the kernels for this GPU \(Triton 3.4.0 cannot compile "
-                          r"for sm_110 \(Jetson Thor\).*reference ops.*install triton>=3.7"):
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"cannot compile the kernels for this GPU \(Triton 3.4.0 cannot compile "
+            r"for sm_110 \(Jetson Thor\).*reference ops.*install triton>=3.7",
+        ):
             fused, empty = gated_fusion(feats, logits, torch.ones(2, 3, dtype=torch.bool))
         assert launched == [] and fused.shape == (2, 4) and not empty.any()
         monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
@@ -332,7 +364,9 @@ def test_the_load_check_runs_a_test_kernel_and_reads_it_back(monkeypatch):
     monkeypatch.setattr(triton_probe, "_iota", Unwritten())
     what, why, remedy = platform.kernel_load_error(DEV, 87)
     assert what == "Triton cannot build and load a kernel on this GPU"
-    assert why.startswith("RuntimeError: Triton's test kernel ran but wrote [-1, -1, -1, -1]... instead of [1, 4, 7, 10]")
+    assert why.startswith(
+        "RuntimeError: Triton's test kernel ran but wrote [-1, -1, -1, -1]... instead of [1, 4, 7, 10]"
+    )
     if platform.cuda_driver_version() is None:  # no NVIDIA driver: no versions to compare
         assert remedy == platform.PROBE_REMEDY
 
@@ -373,9 +407,11 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
     import triton
     from triton.backends.nvidia import compiler
 
-
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS",
-                                                           "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS", "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
+    }
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
     run = subprocess.run([sys.executable, "-c", LOAD_REFUSED], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -385,18 +421,26 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
         assert os.path.isfile(path) and var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
         what, why, remedy = out[f"{arch} 12.6"]
         assert what == "Triton cannot build and load a kernel on this GPU"
-        assert why == (f"RuntimeError: Triton Error [CUDA]: device kernel image is invalid; Triton {triton.__version__} "
-                       f"builds for sm_{arch} with CUDA {version}'s ptxas, this driver runs CUDA 12.6")
+        assert why == (
+            f"RuntimeError: Triton Error [CUDA]: device kernel image is invalid; Triton {triton.__version__} "
+            f"builds for sm_{arch} with CUDA {version}'s ptxas, this driver runs CUDA 12.6"
+        )
         if platform.major_minor(version) > (12, 6):  # every release's wheel (12.4 in 3.0-3.3)
-            assert remedy.startswith(f"update the NVIDIA driver to one for CUDA {version}, or set {var} to the ptxas "
-                                     "of a CUDA toolkit no newer than 12.6"), remedy
+            assert remedy.startswith(
+                f"update the NVIDIA driver to one for CUDA {version}, or set {var} to the ptxas "
+                "of a CUDA toolkit no newer than 12.6"
+            ), remedy
         assert out[f"{arch} 99.0"][2] == platform.PROBE_REMEDY  # a newer driver: no version advice
         # the variable named is the one this Triton reads for that architecture
         monkeypatch.setenv(var, str(tmp_path / "ptxas"))
         (tmp_path / "ptxas").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.6, V12.6.85'\n")
         (tmp_path / "ptxas").chmod(0o755)
         # Triton 3.0-3.3 find ptxas once per process
-        found = [f for f in (getattr(compiler, n, None) for n in ("_path_to_binary", "get_ptxas")) if hasattr(f, "cache_clear")]
+        found = [
+            f
+            for f in (getattr(compiler, n, None) for n in ("_path_to_binary", "get_ptxas"))
+            if hasattr(f, "cache_clear")
+        ]
         try:
             for f in found:
                 f.cache_clear()
@@ -407,7 +451,9 @@ def test_a_driver_older_than_tritons_ptxas_falls_back_naming_the_variable_triton
                 f.cache_clear()
 
 
-@pytest.mark.parametrize("version, driver, pin", [("3.8.0", "11.4", True), ("3.6.0", "11.4", False), ("3.8.0", "12.6", False)])
+@pytest.mark.parametrize(
+    "version, driver, pin", [("3.8.0", "11.4", True), ("3.6.0", "11.4", False), ("3.8.0", "12.6", False)]
+)
 def test_on_a_cuda_11_driver_the_remedy_pins_a_triton_that_builds_with_its_ptxas(monkeypatch, version, driver, pin):
     """JetPack 5's driver runs CUDA 11.4, older than every Triton wheel's ptxas, and Triton 3.7
     and later cannot build with a CUDA 11 ptxas (tools/triton_ptxas.sh): there the remedy says
@@ -416,14 +462,19 @@ def test_on_a_cuda_11_driver_the_remedy_pins_a_triton_that_builds_with_its_ptxas
 
     from edgefuse.kernels import triton_probe
 
-    monkeypatch.setattr(triton_probe, "run", lambda device: (_ for _ in ()).throw(
-        RuntimeError("Triton Error [CUDA]: device kernel image is invalid")))
+    monkeypatch.setattr(
+        triton_probe,
+        "run",
+        lambda device: (_ for _ in ()).throw(RuntimeError("Triton Error [CUDA]: device kernel image is invalid")),
+    )
     monkeypatch.setattr(triton, "__version__", version)
     monkeypatch.setattr(platform, "triton_ptxas", lambda arch: ("/x/ptxas", "12.9", "TRITON_PTXAS_PATH"))
     monkeypatch.setattr(platform, "cuda_driver_version", lambda: driver)
     remedy = platform.kernel_load_error("cuda:0", 87)[2]
-    assert remedy.startswith(f"update the NVIDIA driver to one for CUDA 12.9, or set TRITON_PTXAS_PATH to the ptxas "
-                             f"of a CUDA toolkit no newer than {driver}")
+    assert remedy.startswith(
+        f"update the NVIDIA driver to one for CUDA 12.9, or set TRITON_PTXAS_PATH to the ptxas "
+        f"of a CUDA toolkit no newer than {driver}"
+    )
     assert remedy.endswith(f"; Triton {version} cannot build with a CUDA 11 ptxas, so first install triton<3.7") == pin
 
 
@@ -435,9 +486,14 @@ def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(mo
 
     _pretend_gpu(monkeypatch, 87)
     checked = []
-    refused = ("Triton cannot build and load a kernel on this GPU", "RuntimeError: Triton Error [CUDA]: device kernel "
-               "image is invalid", "update the NVIDIA driver")
-    monkeypatch.setattr(platform, "kernel_load_error", lambda device, arch: checked.append((str(device), arch)) or refused)
+    refused = (
+        "Triton cannot build and load a kernel on this GPU",
+        "RuntimeError: Triton Error [CUDA]: device kernel image is invalid",
+        "update the NVIDIA driver",
+    )
+    monkeypatch.setattr(
+        platform, "kernel_load_error", lambda device, arch: checked.append((str(device), arch)) or refused
+    )
     fake_cuda = torch.zeros(2, 3)
     try:
         for capturing in (True, False):
@@ -447,12 +503,17 @@ def test_the_first_cuda_call_checks_the_load_except_while_a_graph_is_captured(mo
             if capturing:
                 assert backend(fake_cuda) == "triton" and checked == []
                 continue
-            with pytest.warns(RuntimeWarning, match=r"cannot build and load a kernel on this GPU \(RuntimeError: Triton "
-                              r"Error \[CUDA\]: device kernel image is invalid\).*reference ops.*update the NVIDIA driver"):
+            with pytest.warns(
+                RuntimeWarning,
+                match=r"cannot build and load a kernel on this GPU \(RuntimeError: Triton "
+                r"Error \[CUDA\]: device kernel image is invalid\).*reference ops.*update the NVIDIA driver",
+            ):
                 assert backend(fake_cuda) == "reference"
             assert backend(fake_cuda) == "reference" and checked == [("cuda:0", 87)]  # once per process
             monkeypatch.setenv("EDGEFUSE_KERNELS", "triton")
-            with pytest.raises(RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot build and load"):
+            with pytest.raises(
+                RuntimeError, match="EDGEFUSE_KERNELS=triton needs Triton: Triton cannot build and load"
+            ):
                 backend(fake_cuda)
     finally:
         platform.triton_cuda_error.cache_clear()
@@ -562,7 +623,10 @@ def test_fp32_dots_use_tf32_exactly_where_torch_matmuls_would(monkeypatch):
     import edgefuse.kernels.triton_projection as tp
 
     seen = []
-    fake = lambda kernel, grid, *args, **kw: seen.append((kernel.__name__, kw["PRECISION"])) if "PRECISION" in kw else None  # noqa: E731
+
+    def fake(kernel, grid, *args, **kw):
+        return seen.append((kernel.__name__, kw["PRECISION"])) if "PRECISION" in kw else None
+
     monkeypatch.setattr(tp, "launch", fake)
     monkeypatch.setattr(tb, "launch", fake)
 

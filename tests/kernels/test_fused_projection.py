@@ -48,7 +48,9 @@ def test_activations_keep_their_relative_precision_near_zero(act):
     mag = torch.logspace(-30, 2 if act == "tanh" else 0, 400)
     x = torch.cat([mag, -mag, torch.tensor([0.0, 0.2499, 0.25, 0.2501])])[:, None].to(DEV)
     out = fused_projection_triton([x], [torch.ones(1, 1, device=DEV)], None, act, False)[:, 0, 0].double().cpu()
-    ref = fused_projection_reference([x.double()], [torch.ones(1, 1, dtype=torch.float64, device=DEV)], None, act, False)[:, 0, 0].cpu()
+    ref = fused_projection_reference(
+        [x.double()], [torch.ones(1, 1, dtype=torch.float64, device=DEV)], None, act, False
+    )[:, 0, 0].cpu()
     ulps = (out - ref).abs() / (ref.abs() * torch.finfo(torch.float32).eps).clamp_min(torch.finfo(torch.float64).tiny)
     assert float(ulps.max()) <= 2.0, f"{act}: {float(ulps.max()):.3g} ulp at x = {float(x[int(ulps.argmax())]):.3g}"
     g = torch.Generator().manual_seed(0)
@@ -73,7 +75,12 @@ def test_more_than_eight_modalities_and_wide_normalised_rows():
     xs = [torch.randn(2, 6, generator=g).to(DEV) for _ in range(n)]
     ws = [torch.randn(d, 6, generator=g).to(DEV) for _ in range(n)]
     out = fused_projection_triton(xs, ws, None, "gelu", True)
-    assert_close(out, fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], None, "gelu", True), torch.float32, 6)
+    assert_close(
+        out,
+        fused_projection_reference([x.double() for x in xs], [w.double() for w in ws], None, "gelu", True),
+        torch.float32,
+        6,
+    )
 
 
 def test_configs_respect_the_tl_dot_minimum():
@@ -214,7 +221,10 @@ def test_training_through_the_kernel_gives_the_reference_gradients(act, normaliz
     xs = [None if i in absent else x for i, x in enumerate(xs)]
 
     def run(xs, ws, bias, fn):
-        leaves = [None if x is None else x.clone().requires_grad_() for x in xs], [w.clone().requires_grad_() for w in ws]
+        leaves = (
+            [None if x is None else x.clone().requires_grad_() for x in xs],
+            [w.clone().requires_grad_() for w in ws],
+        )
         b = bias.clone().requires_grad_()
         out = fn(leaves[0], leaves[1], b, act, normalize)
         grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
@@ -242,7 +252,7 @@ def test_reference_normalises_a_zero_row_to_zeros_in_float16():
     out = fused_projection_reference([x, None], [w, w], None, "relu", True)
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.equal(out[:, 1], torch.zeros_like(out[:, 1]))
-    torch.testing.assert_close(out[0, 0], torch.tensor([1.0, 2.0], dtype=torch.float16) / 5 ** 0.5, atol=1e-3, rtol=0)
+    torch.testing.assert_close(out[0, 0], torch.tensor([1.0, 2.0], dtype=torch.float16) / 5**0.5, atol=1e-3, rtol=0)
     pooled = mfb_reference_pool(torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0]], dtype=torch.float16), 2)
     assert pooled.dtype == torch.float16 and torch.equal(pooled[0], torch.zeros(2, dtype=torch.float16))
     torch.testing.assert_close(pooled[1], torch.tensor([1.0, 0.0], dtype=torch.float16), atol=1e-3, rtol=0)

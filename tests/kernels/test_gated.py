@@ -12,7 +12,9 @@ from tests.kernels._tol import assert_close
 def _case(b, n, d, per_feature, dtype, mask_kind, seed=0):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(b, n, d, generator=g).to(dtype).to(DEV)
-    logits = (torch.randn(b, n, d, generator=g) if per_feature else torch.randn(b, n, generator=g)).mul(2).to(dtype).to(DEV)
+    logits = (
+        (torch.randn(b, n, d, generator=g) if per_feature else torch.randn(b, n, generator=g)).mul(2).to(dtype).to(DEV)
+    )
     if mask_kind == "all":
         mask = torch.ones(b, n, dtype=torch.bool)
     elif mask_kind == "none":

@@ -44,8 +44,14 @@ def test_masked_accesses_pass_and_copy():
 def test_a_dropped_mask_is_out_of_bounds(mask_load, mask_store, what):
     src, buf = torch.arange(11, dtype=torch.float32), torch.zeros(16)
     dst = buf[:11]  # the bare interpreter would write buf[11:16] without a word
-    with guard(), pytest.raises(InterpreterError, match=rf"OutOfBounds.*_copy_py, program \(1, 0, 0\): a {what} of 8 "
-                                                        r"masked-in lanes.*5 lanes fall outside"):
+    with (
+        guard(),
+        pytest.raises(
+            InterpreterError,
+            match=rf"OutOfBounds.*_copy_py, program \(1, 0, 0\): a {what} of 8 "
+            r"masked-in lanes.*5 lanes fall outside",
+        ),
+    ):
         _run(src, dst, mask_load, mask_store)
     assert torch.equal(buf[:8], src[:8]), "program 0 ran"
     assert torch.equal(buf[8:], torch.zeros(8)), "program 1's store is refused whole, before it is made"
@@ -81,13 +87,19 @@ def test_two_programs_storing_one_element_race():
     with guard():
         InterpretedFunction(_shifted_copy_py)[(2,)](src, dst, SHIFT=0, BLOCK=8)  # disjoint blocks
         assert torch.equal(dst, src)
-        with pytest.raises(InterpreterError, match=r"Race.*_shifted_copy_py, program \(1, 0, 0\): a store of 8 masked-in "
-                                                    r"lanes reaches 2 elements of argument 'dst' that program \(0, 0, 0\)"):
+        with pytest.raises(
+            InterpreterError,
+            match=r"Race.*_shifted_copy_py, program \(1, 0, 0\): a store of 8 masked-in "
+            r"lanes reaches 2 elements of argument 'dst' that program \(0, 0, 0\)",
+        ):
             InterpretedFunction(_shifted_copy_py)[(2,)](src, dst, SHIFT=2, BLOCK=8)
 
 
 def test_a_program_reading_what_another_stored_races():
-    with guard(), pytest.raises(InterpreterError, match=r"Race.*program \(1, 0, 0\): a load of 8 .* program \(0, 0, 0\)"):
+    with (
+        guard(),
+        pytest.raises(InterpreterError, match=r"Race.*program \(1, 0, 0\): a load of 8 .* program \(0, 0, 0\)"),
+    ):
         InterpretedFunction(_sum_neighbour_py)[(2,)](torch.zeros(16), BLOCK=8)
 
 
@@ -98,12 +110,21 @@ def _dot_py(a, b, c, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
     tl.store(c + m[:, None] * N + n[None, :], tl.dot(x, y).to(c.dtype.element_ty))
 
 
-@pytest.mark.parametrize("m,n,k,dtype,error", [
-    (16, 16, 16, torch.float16, None),
-    (8, 16, 16, torch.float16, r"BadDot.*_dot_py: tl.dot of \[8, 16\] x \[16, 16\]; the GPU compiler needs M, N and K >= 16"),
-    (16, 16, 8, torch.float32, r"BadDot.*_dot_py: tl.dot of \[16, 8\] x \[8, 16\]"),
-    (16, 16, 16, torch.bfloat16, r"BadDot.*_dot_py: tl.dot of bfloat16 operands"),
-])
+@pytest.mark.parametrize(
+    "m,n,k,dtype,error",
+    [
+        (16, 16, 16, torch.float16, None),
+        (
+            8,
+            16,
+            16,
+            torch.float16,
+            r"BadDot.*_dot_py: tl.dot of \[8, 16\] x \[16, 16\]; the GPU compiler needs M, N and K >= 16",
+        ),
+        (16, 16, 8, torch.float32, r"BadDot.*_dot_py: tl.dot of \[16, 8\] x \[8, 16\]"),
+        (16, 16, 16, torch.bfloat16, r"BadDot.*_dot_py: tl.dot of bfloat16 operands"),
+    ],
+)
 def test_dots_the_gpu_rejects_or_the_interpreter_gets_wrong_fail(m, n, k, dtype, error):
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     c = torch.empty(m, n, dtype=dtype)
@@ -122,8 +143,12 @@ def test_the_guard_restores_the_interpreter():
     from triton.runtime import interpreter as ti
 
     def patched():
-        return (ti.InterpreterBuilder.create_masked_load, ti.InterpreterBuilder.create_masked_store,
-                ti.InterpreterBuilder.create_dot, ti.GridExecutor.__call__)
+        return (
+            ti.InterpreterBuilder.create_masked_load,
+            ti.InterpreterBuilder.create_masked_store,
+            ti.InterpreterBuilder.create_dot,
+            ti.GridExecutor.__call__,
+        )
 
     before = patched()
     with guard():
@@ -186,6 +211,8 @@ def test_a_kernel_compiles_for_the_gpu_after_an_interpreted_launch(tmp_path):
     env["TRITON_INTERPRET"] = "0"
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # a compile, not a hit in Triton's cache
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", LEAK_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    run = subprocess.run(
+        [sys.executable, "-c", LEAK_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=root
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert run.stdout.split()[-1] == "1"  # the one launch reached the driver

@@ -22,13 +22,16 @@ import pytest
 from edgefuse.kernels import _launch
 
 CHECK = Path(__file__).with_name("launch_check.py")
-SUMMARY = re.compile(r"(\d+) launches through launch compared with Triton's path, (\d+) from launch's cache; (\d+) difference")
+SUMMARY = re.compile(
+    r"(\d+) launches through launch compared with Triton's path, (\d+) from launch's cache; (\d+) difference"
+)
 
 
 def _check(*flags: str) -> tuple[int, str, tuple[int, int, int] | None]:
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "EDGEFUSE_KERNELS")}  # compiled mode
-    run = subprocess.run([sys.executable, str(CHECK), *flags], env=env, cwd=CHECK.parents[2],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(CHECK), *flags], env=env, cwd=CHECK.parents[2], capture_output=True, text=True, timeout=300
+    )
     found = SUMMARY.search(run.stdout)
     return run.returncode, run.stdout + run.stderr[-3000:], tuple(map(int, found.groups())) if found else None
 
@@ -47,9 +50,19 @@ def test_a_wrong_launch_is_caught(mutant):
     assert code == 1 and counts is not None and counts[2] > 0, log
 
 
-@pytest.mark.parametrize("version, used", [
-    ("3.0.0", True), ("3.6.0", True), ("3.9.0", True), ("3.9.1", True), ("3.7.0+git1a2b", True),
-    ("3.10.0", False), ("4.0.0", False), ("2.3.1", False), ("main", False),
-])
+@pytest.mark.parametrize(
+    "version, used",
+    [
+        ("3.0.0", True),
+        ("3.6.0", True),
+        ("3.9.0", True),
+        ("3.9.1", True),
+        ("3.7.0+git1a2b", True),
+        ("3.10.0", False),
+        ("4.0.0", False),
+        ("2.3.1", False),
+        ("main", False),
+    ],
+)
 def test_launch_takes_over_only_on_checked_triton_releases(version, used):
     assert _launch.checked(version) is used

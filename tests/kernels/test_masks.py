@@ -43,7 +43,10 @@ def test_the_cases_pass_on_the_kernels_as_written(name, tmp_path):
 def test_every_module_has_masks_and_stores_to_drop():
     for name in MODULES:
         kinds = [kind for _, kind in mutations(name)]
-        assert kinds.count("load mask") >= 3 and kinds.count("store mask") >= 2 and kinds.count("store") >= 2, (name, kinds)
+        assert kinds.count("load mask") >= 3 and kinds.count("store mask") >= 2 and kinds.count("store") >= 2, (
+            name,
+            kinds,
+        )
 
 
 @pytest.mark.parametrize("name,line,kind", MUTANTS)
@@ -55,11 +58,16 @@ def test_a_mutant_fails_a_case(name, line, kind, tmp_path):
 
 
 #: each kernel module's launchers, as kernels/selfcheck.py calls them, and the ops they serve
-LAUNCHERS = {"triton_projection": ("fused_projection_triton", "fused_projection_train"),
-             "triton_bilinear": ("bilinear_triton", "mfb_triton"),
-             "triton_gated": ("gated_fusion_triton", "GatedFusionFunction")}
-MODULE_OPS = {"triton_projection": {"fused_projection"}, "triton_bilinear": {"mfb", "bilinear"},
-              "triton_gated": {"gated_fusion"}}
+LAUNCHERS = {
+    "triton_projection": ("fused_projection_triton", "fused_projection_train"),
+    "triton_bilinear": ("bilinear_triton", "mfb_triton"),
+    "triton_gated": ("gated_fusion_triton", "GatedFusionFunction"),
+}
+MODULE_OPS = {
+    "triton_projection": {"fused_projection"},
+    "triton_bilinear": {"mfb", "bilinear"},
+    "triton_gated": {"gated_fusion"},
+}
 
 
 @pytest.mark.parametrize("name", list(MODULES))

@@ -36,18 +36,31 @@ def test_check_passes_on_the_kernels_and_covers_every_launch():
     assert [c for c in cases if not c.ok] == []
     assert all(c.error is None and 0 <= c.error_over_tolerance <= 1 for c in cases)
     # per dtype and batch: 2 projections, MFB, bilinear, 2 gated; per dtype: the two gradient cases
-    assert Counter(c.op for c in cases) == {"fused_projection": 2 * (2 * 2 + 1), "mfb": 2 * 2, "bilinear": 2 * 2,
-                                            "gated_fusion": 2 * (2 * 2 + 1)}
+    assert Counter(c.op for c in cases) == {
+        "fused_projection": 2 * (2 * 2 + 1),
+        "mfb": 2 * 2,
+        "bilinear": 2 * 2,
+        "gated_fusion": 2 * (2 * 2 + 1),
+    }
     assert {c.dtype for c in cases} == {"float32", "float16"}
     labels = " | ".join(c.case for c in cases)
-    for what in ("modality 1 absent", "sides absent", "empty row", "gradients (x, W, bias)", "gradients (feats, logits)", "B=67"):
+    for what in (
+        "modality 1 absent",
+        "sides absent",
+        "empty row",
+        "gradients (x, W, bias)",
+        "gradients (feats, logits)",
+        "B=67",
+    ):
         assert what in labels
 
 
 def test_check_fails_when_the_mask_is_ignored(monkeypatch):
     """Not only NaN: a finite but wrong answer (every modality treated as present) is over tolerance."""
     real = tg.gated_fusion_triton
-    monkeypatch.setattr(tg, "gated_fusion_triton", lambda feats, logits, mask, mode: real(feats, logits, torch.ones_like(mask), mode))
+    monkeypatch.setattr(
+        tg, "gated_fusion_triton", lambda feats, logits, mask, mode: real(feats, logits, torch.ones_like(mask), mode)
+    )
     cases = _check()
     wrong = [c for c in cases if not c.ok]
     assert wrong and {c.op for c in wrong} == {"gated_fusion"}
@@ -62,7 +75,9 @@ def test_an_exception_fails_its_case_and_the_others_still_run(monkeypatch):
     cases = _check()
     failed = [c for c in cases if not c.ok]
     assert {c.op for c in failed} == {"bilinear"} and len(failed) == len(SHAPES["batches"])
-    assert all(c.error == "RuntimeError: PTX assembly failed on sm_87" and c.error_over_tolerance is None for c in failed)
+    assert all(
+        c.error == "RuntimeError: PTX assembly failed on sm_87" and c.error_over_tolerance is None for c in failed
+    )
     assert sum(c.ok for c in cases) == len(cases) - len(failed)
 
 
@@ -79,9 +94,15 @@ def test_error_over_tolerance():
     assert error_over_tolerance(off, ref64, torch.float16) == float("inf")
 
 
-@pytest.mark.parametrize("forced,interpret,runs", [
-    ("reference", None, "reference"), ("bogus", None, "error"), ("interpret", "1", "interpreter"), ("interpret", None, "error"),
-])
+@pytest.mark.parametrize(
+    "forced,interpret,runs",
+    [
+        ("reference", None, "reference"),
+        ("bogus", None, "error"),
+        ("interpret", "1", "interpreter"),
+        ("interpret", None, "error"),
+    ],
+)
 def test_report_says_what_edgefuse_kernels_makes_cuda_calls_run(monkeypatch, forced, interpret, runs):
     monkeypatch.setenv("EDGEFUSE_KERNELS", forced)
     if interpret is None:
@@ -94,8 +115,15 @@ def test_report_says_what_edgefuse_kernels_makes_cuda_calls_run(monkeypatch, for
 
 
 def test_report_gives_dispatchs_reason_and_remedy_when_the_kernels_cannot_run(monkeypatch):
-    monkeypatch.setattr(platform, "triton_cuda_error",
-                        lambda: ("Triton's CUDA driver cannot start", "RuntimeError: Failed to find C compiler", platform.DRIVER_REMEDY))
+    monkeypatch.setattr(
+        platform,
+        "triton_cuda_error",
+        lambda: (
+            "Triton's CUDA driver cannot start",
+            "RuntimeError: Failed to find C compiler",
+            platform.DRIVER_REMEDY,
+        ),
+    )
     can, why, remedy = selfcheck._kernels_can_run(cuda=True)
     assert not can and why == "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)"
     assert remedy == platform.DRIVER_REMEDY
@@ -105,14 +133,31 @@ def test_report_gives_dispatchs_reason_and_remedy_when_the_kernels_cannot_run(mo
 
 
 def test_check_refuses_with_the_reason_when_the_kernels_cannot_run(monkeypatch, capsys):
-    rec = {**selfcheck.report(), "devices": [{"index": 0, "name": "Orin", "arch": "sm_87", "sms": 16, "memory_gib": 61.4}],
-           "kernels_can_run": False, "why": "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)",
-           "remedy": platform.DRIVER_REMEDY}
+    rec = {
+        **selfcheck.report(),
+        "devices": [{"index": 0, "name": "Orin", "arch": "sm_87", "sms": 16, "memory_gib": 61.4}],
+        "kernels_can_run": False,
+        "why": "Triton's CUDA driver cannot start (RuntimeError: Failed to find C compiler)",
+        "remedy": platform.DRIVER_REMEDY,
+    }
     monkeypatch.setattr(selfcheck, "report", lambda: rec)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no set_device for "cuda"
-    args = selfcheck.argparse.Namespace(check=True, bench=False, interpret=False, device=None, batch=None, dim=None,
-                                        widths=None, dtype=None, no_graph=False, json=None)
-    with pytest.raises(ValueError, match=r"cannot run here: Triton's CUDA driver cannot start .*; to run them, Triton needs a C compiler"):
+    args = selfcheck.argparse.Namespace(
+        check=True,
+        bench=False,
+        interpret=False,
+        device=None,
+        batch=None,
+        dim=None,
+        widths=None,
+        dtype=None,
+        no_graph=False,
+        json=None,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"cannot run here: Triton's CUDA driver cannot start .*; to run them, Triton needs a C compiler",
+    ):
         selfcheck.run(args)
     assert "cuda:0  Orin  sm_87" in capsys.readouterr().out
 
@@ -125,8 +170,13 @@ def test_report_gives_the_drivers_cuda_and_the_ptxas_triton_builds_each_gpu_with
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(
-        name="Orin", major=8, minor=7, total_memory=61.4 * 2**30, multi_processor_count=16))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda i: types.SimpleNamespace(
+            name="Orin", major=8, minor=7, total_memory=61.4 * 2**30, multi_processor_count=16
+        ),
+    )
     monkeypatch.setattr(platform, "cuda_driver_version", lambda: "12.6")
     monkeypatch.setattr(platform, "triton_cuda_error", lambda: None)
     rec = selfcheck.report()
@@ -142,23 +192,44 @@ def test_interpret_refuses_once_triton_is_imported_compiled(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # as this process's conftest set it before importing Triton
     selfcheck._use_interpreter()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="--interpret must come before Triton is imported, but this process imported "
-                                         "it without TRITON_INTERPRET=1"):
+    with pytest.raises(
+        ValueError,
+        match="--interpret must come before Triton is imported, but this process imported "
+        "it without TRITON_INTERPRET=1",
+    ):
         selfcheck._use_interpreter()
 
 
 def _cli(*args, env=None):
-    """``edgefuse kernels`` in a fresh process, TRITON_INTERPRET unset as in a user's shell (``--interpret`` sets it)."""
+    """``edgefuse kernels`` in a fresh process, TRITON_INTERPRET unset as in a shell (``--interpret`` sets it)."""
     base = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, "-m", "edgefuse", "kernels", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgefuse", "kernels", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_cli_check_writes_json(tmp_path):
     """Compiled on a GPU, through --interpret on a CPU."""
     out = tmp_path / "res" / "selfcheck.json"
     interpret = ["--interpret"] if KERNEL_DEVICE == "cpu" else []
-    p = _cli("--check", *interpret, "--batch", "3", "--dim", "24", "--widths", "40,24,8", "--dtype", "float32", "--json", str(out))
+    p = _cli(
+        "--check",
+        *interpret,
+        "--batch",
+        "3",
+        "--dim",
+        "24",
+        "--widths",
+        "40,24,8",
+        "--dtype",
+        "float32",
+        "--json",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     assert "fused ops on CUDA tensors run:" in p.stdout and "8 of 8 cases pass" in p.stdout
     doc = json.loads(out.read_text())
@@ -173,7 +244,9 @@ def test_cli_errors():
     p = _cli(env=no_gpu)
     assert p.returncode == 0 and "because: no CUDA device" in p.stdout, p.stderr
     p = _cli("--check", env=no_gpu)
-    assert p.returncode == 2 and "cannot run here: no CUDA device (--check --interpret checks them on the CPU)" in p.stderr
+    assert (
+        p.returncode == 2 and "cannot run here: no CUDA device (--check --interpret checks them on the CPU)" in p.stderr
+    )
     p = _cli("--bench")  # timing is tools/kernel_bench.py's
     assert p.returncode == 2 and "unrecognized arguments: --bench" in p.stderr
     p = _cli("--widths", "2048,x")
@@ -186,15 +259,23 @@ def test_cli_without_triton(tmp_path):
     """A Jetson image without Triton: the report says so and how to get it; --check refuses
     with the same reason instead of a traceback."""
     (tmp_path / "triton").mkdir()
-    (tmp_path / "triton" / "__init__.py").write_text('raise ImportError("No module named \'triton\'")\n')
+    (tmp_path / "triton" / "__init__.py").write_text("raise ImportError(\"No module named 'triton'\")\n")
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     p = _cli(env=env)
     assert p.returncode == 0, p.stderr
-    assert "triton not importable" in p.stdout and "fused ops on CUDA tensors run: the PyTorch reference ops" in p.stdout
-    assert "because: Triton cannot be imported (ImportError: No module named 'triton')\n  to run the kernels: pip install triton" in p.stdout
+    assert (
+        "triton not importable" in p.stdout and "fused ops on CUDA tensors run: the PyTorch reference ops" in p.stdout
+    )
+    assert (
+        "because: Triton cannot be imported (ImportError: No module named 'triton')\n  to run the kernels: pip "
+        "install triton" in p.stdout
+    )
     p = _cli("--check", "--interpret", env=env)
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "Triton cannot be imported here (ImportError: No module named 'triton'); to run them, pip install triton" in p.stderr
+    assert (
+        "Triton cannot be imported here (ImportError: No module named 'triton'); to run them, pip install triton"
+        in p.stderr
+    )
 
 
 # --checkpoint: a trained model, every default sensor subset
@@ -207,8 +288,15 @@ def test_model_check_passes_on_a_trained_gated_model(tiny_checkpoint, dtype):
     assert calls == {"fused_projection": 1, "gated_fusion": 1}  # the gated model's projection and gate
     assert len(cases) == 7 * 2 and all(c.ok and c.error is None for c in cases), [c for c in cases if not c.ok]
     assert {c.dtype for c in cases} == {str(dtype).removeprefix("torch.")}
-    assert {c.case.split()[0] for c in cases} == {"camera", "lidar", "radar", "camera+lidar", "camera+radar", "lidar+radar",
-                                                 "camera+lidar+radar"}
+    assert {c.case.split()[0] for c in cases} == {
+        "camera",
+        "lidar",
+        "radar",
+        "camera+lidar",
+        "camera+radar",
+        "lidar+radar",
+        "camera+lidar+radar",
+    }
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -217,12 +305,23 @@ def test_model_check_fails_when_the_projection_kernel_drops_a_modality(tiny_chec
 
     def wrong(xs, weights, bias, act="none", normalize=False, config=None):
         present = [i for i, x in enumerate(xs) if x is not None]
-        return real([None if i == present[-1] and len(present) > 1 else x for i, x in enumerate(xs)], weights, bias, act, normalize)
+        return real(
+            [None if i == present[-1] and len(present) > 1 else x for i, x in enumerate(xs)],
+            weights,
+            bias,
+            act,
+            normalize,
+        )
 
     monkeypatch.setattr(tp, "fused_projection_triton", wrong)
     cases, _ = selfcheck.check_model(tiny_checkpoint, KERNEL_DEVICE, batches=(4,), dtype=dtype)
     failed = {c.case.split()[0] for c in cases if not c.ok}
-    assert failed == {"camera+lidar", "camera+radar", "lidar+radar", "camera+lidar+radar"}  # one sensor: nothing dropped
+    assert failed == {
+        "camera+lidar",
+        "camera+radar",
+        "lidar+radar",
+        "camera+lidar+radar",
+    }  # one sensor: nothing dropped
 
 
 def test_model_check_says_when_a_model_calls_no_fused_op(tmp_path):
@@ -251,11 +350,19 @@ def test_cli_model_check(tiny_checkpoint):
 #: the fused ops one forward of each mid-fusion and missing-modality family calls (two sensors);
 #: early, late and transformer models call none
 FAMILY_OPS = {
-    "concat": {"fused_projection": 1}, "sum": {"fused_projection": 1}, "hadamard": {"fused_projection": 1},
-    "bilinear": {"fused_projection": 1, "bilinear": 1}, "mfb": {"fused_projection": 1, "mfb": 1},
-    "attention": {"fused_projection": 1}, "gated": {"fused_projection": 1, "gated_fusion": 1},
-    "adaptive_gate": {"fused_projection": 1, "gated_fusion": 1}, "per_subset": {"fused_projection": 1},
-    "imputation": {"fused_projection": 1}, "early": {}, "late_mean": {}, "transformer": {},
+    "concat": {"fused_projection": 1},
+    "sum": {"fused_projection": 1},
+    "hadamard": {"fused_projection": 1},
+    "bilinear": {"fused_projection": 1, "bilinear": 1},
+    "mfb": {"fused_projection": 1, "mfb": 1},
+    "attention": {"fused_projection": 1},
+    "gated": {"fused_projection": 1, "gated_fusion": 1},
+    "adaptive_gate": {"fused_projection": 1, "gated_fusion": 1},
+    "per_subset": {"fused_projection": 1},
+    "imputation": {"fused_projection": 1},
+    "early": {},
+    "late_mean": {},
+    "transformer": {},
 }
 
 

@@ -11,7 +11,15 @@ def bundles(tiny_checkpoint, small_scenes, tmp_path_factory):
     out = {}
     for backend, precision in (("ort", "int8"), ("ort", "fp32"), ("torch", "fp32")):
         path = root / f"{backend}-{precision}"
-        build_bundle(tiny_checkpoint, path, backend=backend, precision=precision, data=small_scenes, calib_size=64,
-                     max_drop=100.0, progress=False)
+        build_bundle(
+            tiny_checkpoint,
+            path,
+            backend=backend,
+            precision=precision,
+            data=small_scenes,
+            calib_size=64,
+            max_drop=100.0,
+            progress=False,
+        )
         out[(backend, precision)] = path
     return out

@@ -28,7 +28,12 @@ INVALID = {
     "wrong rank": ("lid", lambda: np.zeros((16,), np.float32), 0.0, "bad_shape"),
     "NaN": ("rad", lambda: np.array([0, 1, np.nan, 0, 0, 0], np.float32), 0.0, "non_finite"),
     "+Inf": ("rad", lambda: np.array([0, np.inf, 0, 0, 0, 0], np.float32), 0.0, "non_finite"),
-    "-Inf": ("cam", lambda: np.where(np.arange(32).reshape(2, 4, 4) == 3, -np.inf, 0.5).astype(np.float32), 0.0, "non_finite"),
+    "-Inf": (
+        "cam",
+        lambda: np.where(np.arange(32).reshape(2, 4, 4) == 3, -np.inf, 0.5).astype(np.float32),
+        0.0,
+        "non_finite",
+    ),
     "above range": ("cam", lambda: frame("cam", 1.5), 0.0, "out_of_range"),
     "below range": ("lid", lambda: frame("lid", -0.1), 0.0, "out_of_range"),
     "timestamp backwards": ("lid", lambda: frame("lid", 0.7), -0.05, "time_backwards"),
@@ -50,7 +55,9 @@ def test_every_invalid_input_is_rejected_with_its_reason_and_never_reaches_an_en
     if reason == "time_backwards":  # a newer frame first, so that this one goes backwards
         assert rt.push(sensor, frame(sensor, 0.6), clock())
         t = clock() - 0.005
-    if reason == "late":  # newer than the last accepted frame but older than the timeout (so the sensor is stale by then)
+    if (
+        reason == "late"
+    ):  # newer than the last accepted frame but older than the timeout (so the sensor is stale by then)
         clock.set(1.3)
         for n in ("cam", "rad"):
             rt.push(n, frame(n, 0.4), clock())
@@ -158,7 +165,9 @@ def test_random_push_infer_sequences_never_use_a_frame_older_than_its_timeout():
 
 def test_readmission_needs_k_frames_over_t_seconds():
     steady = SensorPolicy(timeout_s=5.0)  # cam and rad stay live throughout
-    rt, _, clock = make(Policy(default=SensorPolicy(recover_frames=4, recover_s=0.3), sensors={"cam": steady, "rad": steady}))
+    rt, _, clock = make(
+        Policy(default=SensorPolicy(recover_frames=4, recover_s=0.3), sensors={"cam": steady, "rad": steady})
+    )
     clock.set(1.0)
     push_all(rt, clock)
     clock.set(1.5)  # lid silent past its timeout

@@ -65,10 +65,14 @@ def test_late_fallback_combines_the_single_sensor_engines(combiner):
     engines["cam+lid"] = RecordingEngine(["cam", "lid"])
     acc = {"cam": 0.5, "lid": 0.8, "rad": 0.6, "cam+lid": 0.85}
     quick = SensorPolicy(recover_frames=1, recover_s=0.0)  # readmit on the first frame (the exact engine below)
-    rt = Runtime(SPECS, engines, accuracy=acc, policy=Policy(fallback="late", combiner=combiner, default=quick), clock=clock)
+    rt = Runtime(
+        SPECS, engines, accuracy=acc, policy=Policy(fallback="late", combiner=combiner, default=quick), clock=clock
+    )
     live(rt, clock, NAMES)
     r = rt.infer()
-    assert r.engine == f"late:{combiner}(cam,lid,rad)" and r.used == ("cam", "lid", "rad") and r.expected_accuracy is None
+    assert (
+        r.engine == f"late:{combiner}(cam,lid,rad)" and r.used == ("cam", "lid", "rad") and r.expected_accuracy is None
+    )
     stacked = np.array([logits[m] for m in NAMES])[:, None, :]
     weights = np.array([0.5, 0.8, 0.6]) if combiner == "weighted" else None  # default weights: manifest accuracies
     np.testing.assert_allclose(r.probabilities, combine(stacked, combiner, weights)[0])
@@ -140,8 +144,12 @@ def test_a_live_set_no_engine_serves_is_no_sensors_with_the_reason():
 
 
 def test_min_accuracy_flags_degraded_results():
-    acc = {k: v for k, v in zip(["cam", "lid", "rad", "cam+lid", "cam+rad", "lid+rad", "cam+lid+rad"],
-                                [0.4, 0.8, 0.5, 0.85, 0.6, 0.85, 0.9])}
+    acc = {
+        k: v
+        for k, v in zip(
+            ["cam", "lid", "rad", "cam+lid", "cam+rad", "lid+rad", "cam+lid+rad"], [0.4, 0.8, 0.5, 0.85, 0.6, 0.85, 0.9]
+        )
+    }
     rt, _, clock = make(policy=Policy(min_accuracy=0.7, sensors={"cam": SensorPolicy(timeout_s=5.0)}), accuracy=acc)
     live(rt, clock, NAMES)
     assert rt.infer().status is Status.OK
@@ -244,8 +252,15 @@ def test_construction_errors_name_what_is_wrong():
 
 
 def test_policy_from_dict_and_toml(tmp_path):
-    p = Policy.from_dict({"fallback": "late", "combiner": "poe", "min_accuracy": 0.8, "recover_frames": 3,
-                          "sensors": {"cam": {"timeout_s": 0.1, "frozen_s": 1.0}}})
+    p = Policy.from_dict(
+        {
+            "fallback": "late",
+            "combiner": "poe",
+            "min_accuracy": 0.8,
+            "recover_frames": 3,
+            "sensors": {"cam": {"timeout_s": 0.1, "frozen_s": 1.0}},
+        }
+    )
     assert p.fallback == "late" and p.default.recover_frames == 3 and p.sensors["cam"].timeout_s == 0.1
     params = p.params(SPECS)
     assert params["cam"].timeout_s == 0.1 and params["cam"].recover_frames == 3 and params["lid"].timeout_s == 0.2
@@ -253,13 +268,15 @@ def test_policy_from_dict_and_toml(tmp_path):
     f = tmp_path / "p.toml"
     f.write_text('[policy]\nfallback = "late"\n[policy.sensors.lid]\nrecover_s = 0.5\n')
     assert Policy.from_toml(f).sensors["lid"].recover_s == 0.5
-    for doc, msg in [({"fallbak": "late"}, r"unknown keys \['fallbak'\]"),
-                     ({"fallback": "worst"}, "fallback must be one of"),
-                     ({"combiner": "median"}, "combiner must be one of"),
-                     ({"timeout_s": -1}, "timeout_s must be a positive number"),
-                     ({"recover_frames": 0}, "recover_frames must be an integer >= 1"),
-                     ({"min_accuracy": 1.5}, r"min_accuracy must be in \[0, 1\]"),
-                     ({"sensors": {"cam": {"timeout": 1}}}, r"policy.sensors.cam: unknown keys \['timeout'\]")]:
+    for doc, msg in [
+        ({"fallbak": "late"}, r"unknown keys \['fallbak'\]"),
+        ({"fallback": "worst"}, "fallback must be one of"),
+        ({"combiner": "median"}, "combiner must be one of"),
+        ({"timeout_s": -1}, "timeout_s must be a positive number"),
+        ({"recover_frames": 0}, "recover_frames must be an integer >= 1"),
+        ({"min_accuracy": 1.5}, r"min_accuracy must be in \[0, 1\]"),
+        ({"sensors": {"cam": {"timeout": 1}}}, r"policy.sensors.cam: unknown keys \['timeout'\]"),
+    ]:
         with pytest.raises(PolicyError, match=msg):
             Policy.from_dict(doc)
     bad = tmp_path / "bad.toml"
@@ -272,6 +289,7 @@ def test_policy_from_dict_and_toml(tmp_path):
 
 # ---- real bundles: ONNX Runtime INT8 and FP32, torch ------------------------------------------
 
+
 @pytest.mark.parametrize("kind", [("ort", "int8"), ("ort", "fp32"), ("torch", "fp32")])
 def test_runtime_over_real_bundles_answers_like_the_engines_and_swaps(bundles, small_scenes, kind):
     from edgefuse.bundle import load_bundle
@@ -279,7 +297,15 @@ def test_runtime_over_real_bundles_answers_like_the_engines_and_swaps(bundles, s
     clock = ManualClock(0.0)
     test = small_scenes["test"]
     with Runtime.from_bundle(bundles[kind], clock=clock, threads=1) as rt:
-        assert sorted(rt.engines) == ["camera", "camera+lidar", "camera+lidar+radar", "camera+radar", "lidar", "lidar+radar", "radar"]
+        assert sorted(rt.engines) == [
+            "camera",
+            "camera+lidar",
+            "camera+lidar+radar",
+            "camera+radar",
+            "lidar",
+            "lidar+radar",
+            "radar",
+        ]
         manifest = load_bundle(bundles[kind]).manifest
         assert rt.accuracy["camera+lidar+radar"] == manifest["subsets"]["camera+lidar+radar"]["accuracy"][kind[1]]
         direct = rt.engines["camera+lidar+radar"].run({k: v[:5] for k, v in test.inputs.items()})["logits"]
@@ -322,6 +348,7 @@ def test_four_threads_push_about_1khz_while_one_infers(bundles, small_scenes):
     results = []
 
     with Runtime.from_bundle(bundles[("ort", "int8")], threads=1) as rt:
+
         def pusher(name):
             try:
                 i = 0

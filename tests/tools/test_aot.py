@@ -18,14 +18,29 @@ from dataclasses import replace
 
 import pytest
 
-from tools.aot import GEMM_MMA, WARP_LOCAL, WARP_LOCAL_SINCE, Compiled, memory_instructions, problems, tensor_core_instructions
 from edgefuse.kernels.triton_projection import _config
 from edgefuse.kernels.utils import DOT_MIN, GEMM_ROWS, MAX_STAGES, SHARED_BUDGET, SHARED_OVERHEAD, pipeline
+from tools.aot import (
+    GEMM_MMA,
+    WARP_LOCAL,
+    WARP_LOCAL_SINCE,
+    Compiled,
+    memory_instructions,
+    problems,
+    tensor_core_instructions,
+)
 
 pytestmark = pytest.mark.tools
 
-KERNELS = {"_fused_projection_kernel", "_l2norm_rows_kernel", "_split_k_epilogue", "_gated_kernel", "_gated_bwd_kernel", "_mfb_kernel",
-           "_bilinear_kernel"}
+KERNELS = {
+    "_fused_projection_kernel",
+    "_l2norm_rows_kernel",
+    "_split_k_epilogue",
+    "_gated_kernel",
+    "_gated_bwd_kernel",
+    "_mfb_kernel",
+    "_bilinear_kernel",
+}
 SHARDS = 2  # CI has two cores
 ARCHS = (90, 87, 110)
 
@@ -38,14 +53,28 @@ def compiled(tmp_path_factory):
     env.pop("TRITON_DEFAULT_FP_FUSION", None)  # every launch pins it: Triton 3.9 would warn otherwise
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tools.aot", *(a for arch in ARCHS for a in ("--arch", str(arch))), "--shard", f"{k}/{SHARDS}",
-             "--json", str(tmp / f"shard{k}.json")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tools.aot",
+                *(a for arch in ARCHS for a in ("--arch", str(arch))),
+                "--shard",
+                f"{k}/{SHARDS}",
+                "--json",
+                str(tmp / f"shard{k}.json"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for k in range(SHARDS)
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
-    docs = [json.loads((tmp / f"shard{k}.json").read_text()) if (tmp / f"shard{k}.json").is_file() else None for k in range(SHARDS)]
+    docs = [
+        json.loads((tmp / f"shard{k}.json").read_text()) if (tmp / f"shard{k}.json").is_file() else None
+        for k in range(SHARDS)
+    ]
     return [p.returncode for p in procs], logs, docs
 
 
@@ -59,7 +88,10 @@ def test_every_launch_compiles_for_h200_orin_and_thor_within_limits(compiled):
     assert {b["kernel"] for b in binaries} == KERNELS
     assert {b["arch"] for b in binaries} == set(ARCHS)
     # each distinct launch compiled once per architecture
-    per_arch = {a: sorted(json.dumps([b["kernel"], b["constexprs"], b["cases"]]) for b in binaries if b["arch"] == a) for a in ARCHS}
+    per_arch = {
+        a: sorted(json.dumps([b["kernel"], b["constexprs"], b["cases"]]) for b in binaries if b["arch"] == a)
+        for a in ARCHS
+    }
     assert per_arch[90] == per_arch[87] == per_arch[110]
     assert len(per_arch[90]) >= 30
 
@@ -68,7 +100,12 @@ def test_launchers_shared_memory_plan_holds_for_the_compiler(compiled):
     _, logs, docs = compiled
     for doc in docs:
         for b in doc["binaries"]:
-            assert b["shared_bytes"] <= SHARED_BUDGET + SHARED_OVERHEAD, (b["kernel"], b["arch"], b["constexprs"], b["shared_bytes"])
+            assert b["shared_bytes"] <= SHARED_BUDGET + SHARED_OVERHEAD, (
+                b["kernel"],
+                b["arch"],
+                b["constexprs"],
+                b["shared_bytes"],
+            )
             assert b["spill_bytes"] == 0, b
 
 
@@ -84,7 +121,9 @@ def test_gated_kernels_reduce_over_modalities_inside_each_warp(compiled):
 
     from edgefuse._releases import major_minor
 
-    assert major_minor(triton.__version__) >= WARP_LOCAL_SINCE, "Triton 3.0-3.1 store the row through shared memory (aot.WARP_LOCAL_SINCE)"
+    assert major_minor(triton.__version__) >= WARP_LOCAL_SINCE, (
+        "Triton 3.0-3.1 store the row through shared memory (aot.WARP_LOCAL_SINCE)"
+    )
     _, _, docs = compiled
     binaries = [b for doc in docs for b in doc["binaries"]]
     gated = [b for b in binaries if b["kernel"] in WARP_LOCAL and WARP_LOCAL[b["kernel"]](b["constexprs"])]
@@ -92,7 +131,12 @@ def test_gated_kernels_reduce_over_modalities_inside_each_warp(compiled):
     for b in gated:
         m = b["memory"]
         assert m["barriers"] == 0 and m["shared"] == 0, (b["kernel"], b["arch"], b["constexprs"], b["num_warps"], m)
-        assert m["global_loads"].get("128"), (b["kernel"], b["arch"], b["constexprs"], m)  # the feature rows: 16-byte vectors
+        assert m["global_loads"].get("128"), (
+            b["kernel"],
+            b["arch"],
+            b["constexprs"],
+            m,
+        )  # the feature rows: 16-byte vectors
     for b in binaries:
         assert b["memory"]["atomics"] == 0, (b["kernel"], b["arch"], b["constexprs"], b["memory"])
 
@@ -106,13 +150,20 @@ def test_gemm_shaped_batches_run_on_the_targets_warpgroup_tensor_cores(compiled)
     this. Orin (sm_87) has only mma.sync. fp32 runs FMAs (input_precision="ieee")."""
     _, _, docs = compiled
     binaries = [b for doc in docs for b in doc["binaries"]]
-    gemm = [b for b in binaries if b["kernel"] in ("_fused_projection_kernel", "_mfb_kernel")
-            and any(" float16 " in c and int(c.split("B=")[1].split()[0]) > GEMM_ROWS for c in b["cases"])]
-    assert {(b["kernel"], b["arch"]) for b in gemm} == {(k, a) for k in ("_fused_projection_kernel", "_mfb_kernel") for a in ARCHS}
+    gemm = [
+        b
+        for b in binaries
+        if b["kernel"] in ("_fused_projection_kernel", "_mfb_kernel")
+        and any(" float16 " in c and int(c.split("B=")[1].split()[0]) > GEMM_ROWS for c in b["cases"])
+    ]
+    assert {(b["kernel"], b["arch"]) for b in gemm} == {
+        (k, a) for k in ("_fused_projection_kernel", "_mfb_kernel") for a in ARCHS
+    }
     for b in gemm:
         family = GEMM_MMA.get(b["arch"], ("mma",))[0]
-        assert b["tensor_cores"] and all(k.startswith(family + " ") and k.endswith(" f16") for k in b["tensor_cores"]), (
-            b["arch"], b["kernel"], b["constexprs"], b["cases"], b["tensor_cores"])
+        assert b["tensor_cores"] and all(
+            k.startswith(family + " ") and k.endswith(" f16") for k in b["tensor_cores"]
+        ), (b["arch"], b["kernel"], b["constexprs"], b["cases"], b["tensor_cores"])
     fp32 = [b for b in binaries if b["constexprs"].get("PRECISION") == "ieee"]
     assert fp32 and all(b["tensor_cores"] == {} for b in fp32)
 
@@ -134,8 +185,16 @@ def test_tensor_core_instructions_name_family_shape_and_input_type():
 def test_problems_flags_a_gemm_shaped_tile_without_the_targets_tensor_core_family(monkeypatch):
     import triton
 
-    base = dict(num_warps=8, registers=114, spill_bytes=0, shared_bytes=73728, max_shared_bytes=232448,
-                blocks_per_sm_by_regs=2, seconds=0.1, fp_fusion=True)
+    base = dict(
+        num_warps=8,
+        registers=114,
+        spill_bytes=0,
+        shared_bytes=73728,
+        max_shared_bytes=232448,
+        blocks_per_sm_by_regs=2,
+        seconds=0.1,
+        fp_fusion=True,
+    )
     tile = {"PRECISION": "tf32", "BLOCK_M": 64}
     good = Compiled("_mfb_kernel", 90, tile, tensor_cores={"wgmma m64n64k16 f16": 8}, **base)
     fallback = replace(good, tensor_cores={"mma m16n8k16 f16": 64})
@@ -147,8 +206,17 @@ def test_problems_flags_a_gemm_shaped_tile_without_the_targets_tensor_core_famil
     monkeypatch.setattr(triton, "__version__", "3.6.0")
     assert problems([replace(fallback, arch=110)]) == [] and len(problems([fallback])) == 1
     # not GEMM-shaped, not a tensor-core dot, or a target with only mma.sync: nothing to flag
-    assert problems([replace(fallback, constexprs={**tile, "BLOCK_M": 16}), replace(fallback, constexprs={**tile, "PRECISION": "ieee"}, tensor_cores={}),
-                     replace(fallback, num_warps=2), replace(fallback, arch=87)]) == []
+    assert (
+        problems(
+            [
+                replace(fallback, constexprs={**tile, "BLOCK_M": 16}),
+                replace(fallback, constexprs={**tile, "PRECISION": "ieee"}, tensor_cores={}),
+                replace(fallback, num_warps=2),
+                replace(fallback, arch=87),
+            ]
+        )
+        == []
+    )
 
 
 def test_memory_instructions_counts_ptx_by_kind_and_width():
@@ -177,7 +245,11 @@ $L__BB0_2:
 }
 """
     assert memory_instructions(ptx) == {
-        "global_loads": {"128": 2, "64": 1, "32": 1, "8": 1}, "global_stores": {"64": 1}, "shared": 2, "barriers": 1, "atomics": 1,
+        "global_loads": {"128": 2, "64": 1, "32": 1, "8": 1},
+        "global_stores": {"64": 1},
+        "shared": 2,
+        "barriers": 1,
+        "atomics": 1,
     }
     with pytest.raises(ValueError, match="no PTX instructions"):
         memory_instructions("// nothing here\n.version 8.4\n")
@@ -200,7 +272,9 @@ def test_binaries_are_read_with_the_cuobjdump_triton_cuobjdump_path_names(monkey
     from tools.aot import resource_usage
 
     tool = tmp_path / "cuobjdump"
-    tool.write_text("#!/bin/sh\necho ' Function k:'\necho '  REG:40 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0'\n")
+    tool.write_text(
+        "#!/bin/sh\necho ' Function k:'\necho '  REG:40 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0'\n"
+    )
     tool.chmod(0o755)
     monkeypatch.setenv("TRITON_CUOBJDUMP_PATH", str(tool))
     assert resource_usage(b"not read") == {"REG": 40, "STACK": 0, "SHARED": 1024, "LOCAL": 0}
@@ -223,14 +297,32 @@ def test_problems_flags_a_warp_local_kernel_through_shared_memory_and_sass_that_
     quiet = {"global_loads": {"128": 8, "8": 3}, "global_stores": {"128": 1}, "shared": 0, "barriers": 0, "atomics": 0}
     crossing = {**quiet, "shared": 26, "barriers": 25}
     tiny_relayout = {**quiet, "shared": 2, "barriers": 1}  # Triton 3.2-3.4, D = 16 over one warp: the store's layout
-    store_relayout = {**quiet, "shared": 8, "barriers": 7}  # Triton 3.0-3.1 at D = 1100: the output row through shared memory
-    base = dict(arch=90, num_warps=4, registers=64, spill_bytes=0, shared_bytes=0, max_shared_bytes=232448,
-                blocks_per_sm_by_regs=8, seconds=0.1, fp_fusion=True)
+    store_relayout = {
+        **quiet,
+        "shared": 8,
+        "barriers": 7,
+    }  # Triton 3.0-3.1 at D = 1100: the output row through shared memory
+    base = dict(
+        arch=90,
+        num_warps=4,
+        registers=64,
+        spill_bytes=0,
+        shared_bytes=0,
+        max_shared_bytes=232448,
+        blocks_per_sm_by_regs=8,
+        seconds=0.1,
+        fp_fusion=True,
+    )
     fwd = Compiled("_gated_kernel", constexprs={"PER_FEATURE": True, "BLOCK_N": 4}, memory=quiet, **base)
     assert problems([fwd, replace(fwd, memory=tiny_relayout)]) == []
     # the per-modality backward sums over D across warps; eight modalities may be spread over warps
-    found = problems([replace(fwd, memory=crossing), Compiled("_gated_bwd_kernel", constexprs={"PER_FEATURE": False, "BLOCK_N": 4}, memory=crossing, **base),
-                      replace(fwd, constexprs={"PER_FEATURE": True, "BLOCK_N": 8}, memory=crossing)])
+    found = problems(
+        [
+            replace(fwd, memory=crossing),
+            Compiled("_gated_bwd_kernel", constexprs={"PER_FEATURE": False, "BLOCK_N": 4}, memory=crossing, **base),
+            replace(fwd, constexprs={"PER_FEATURE": True, "BLOCK_N": 8}, memory=crossing),
+        ]
+    )
     assert len(found) == 1 and "_gated_kernel" in found[0] and "26 shared-memory accesses, 25 barriers" in found[0]
     # Triton 3.0 and 3.1 store the row through shared memory whatever the warps: not checked there
     monkeypatch.setattr(triton, "__version__", "3.1.0")
@@ -239,7 +331,9 @@ def test_problems_flags_a_warp_local_kernel_through_shared_memory_and_sass_that_
     assert len(problems([replace(fwd, memory=store_relayout)])) == 1
     # ptxas may merge, unroll and drop barriers; widths, zero barriers and atomics must hold
     assert problems([replace(fwd, memory_sass={**quiet, "global_loads": {"128": 32, "8": 3}})]) == []
-    found = problems([replace(fwd, memory_sass={**quiet, "global_loads": {"64": 8, "8": 3}, "barriers": 2, "atomics": 1})])
+    found = problems(
+        [replace(fwd, memory_sass={**quiet, "global_loads": {"64": 8, "8": 3}, "barriers": 2, "atomics": 1})]
+    )
     assert len(found) == 3 and "widths ['128', '8'] in the PTX, ['64', '8'] in the binary" in found[0]
     assert "no barriers in the PTX, 2 in the binary" in found[1] and "0 atomics in the PTX, 1" in found[2]
 
@@ -274,8 +368,13 @@ def test_sensors_dropping_out_and_back_compile_nothing_new():
     run = subprocess.run([sys.executable, "-c", PRESENCE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     binaries = json.loads(run.stdout.strip().splitlines()[-1])
-    assert binaries == {"_fused_projection_kernel": 1, "_split_k_epilogue": 1, "_gated_kernel": 1, "_mfb_kernel": 1,
-                        "_l2norm_rows_kernel": 1}, binaries
+    assert binaries == {
+        "_fused_projection_kernel": 1,
+        "_split_k_epilogue": 1,
+        "_gated_kernel": 1,
+        "_mfb_kernel": 1,
+        "_l2norm_rows_kernel": 1,
+    }, binaries
 
 
 def test_kernel_annotations_are_objects_for_older_tritons():

@@ -31,15 +31,20 @@ def test_random_cases_pass_and_are_recorded(fuzz, tmp_path):
     assert {r["op"] for r in doc["records"]} == set(fuzz.OPS) and all(r["ok"] for r in doc["records"])
     assert sum(s["cases"] for s in doc["by_op"].values()) == 8
     again = fuzz.run_case(0, 3, DEV)  # one case again, as --only runs it
-    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in doc["records"][3].items() if k != "seconds"}
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in doc["records"][3].items() if k != "seconds"
+    }
 
 
-@pytest.mark.parametrize("op,module,launcher", [
-    ("fused_projection", "triton_projection", "fused_projection_triton"),
-    ("mfb", "triton_bilinear", "mfb_triton"),
-    ("bilinear", "triton_bilinear", "bilinear_triton"),
-    ("gated_fusion", "triton_gated", "gated_fusion_triton"),
-])
+@pytest.mark.parametrize(
+    "op,module,launcher",
+    [
+        ("fused_projection", "triton_projection", "fused_projection_triton"),
+        ("mfb", "triton_bilinear", "mfb_triton"),
+        ("bilinear", "triton_bilinear", "bilinear_triton"),
+        ("gated_fusion", "triton_gated", "gated_fusion_triton"),
+    ],
+)
 def test_a_launcher_one_percent_off_fails_its_cases(fuzz, monkeypatch, op, module, launcher):
     mod = importlib.import_module(f"edgefuse.kernels.{module}")
     real = getattr(mod, launcher)
@@ -53,7 +58,9 @@ def test_a_launcher_one_percent_off_fails_its_cases(fuzz, monkeypatch, op, modul
     monkeypatch.setattr(mod, launcher, off)
     # a float32 case of this op whose launcher is this one (a projection case with gradients runs the
     # autograd Function's); float16's tolerance over a long reduction can take 1 % (bilinear: 1600 terms)
-    index = next(i for i in range(80) if (c := fuzz.draw(0, i))[:2] == (op, torch.float32) and not c[2].get("gradients"))
+    index = next(
+        i for i in range(80) if (c := fuzz.draw(0, i))[:2] == (op, torch.float32) and not c[2].get("gradients")
+    )
     rec = fuzz.run_case(0, index, DEV)
     assert rec["op"] == op and not rec["ok"] and rec["error_over_tolerance"] > 1, rec
 
@@ -84,7 +91,10 @@ def test_pytorchs_own_error_is_the_worst_of_several_orders_of_summation(fuzz):
     if "torch_error_over_tolerance" in rec:  # (the kernel's rounding is the machine's, as above)
         _, dtype, _, _, reference, lens = fuzz.draw_ops(7, 5136, DEV)
         ref64 = reference()
-        each = [round(_compare([o.detach() for o in reference(dtype, k)], ref64, dtype, lens), 4) for k in range(fuzz.ORDERS)]
+        each = [
+            round(_compare([o.detach() for o in reference(dtype, k)], ref64, dtype, lens), 4)
+            for k in range(fuzz.ORDERS)
+        ]
         assert rec["torch_error_by_order"] == each and rec["torch_error_over_tolerance"] == max(each), (rec, each)
         assert len(set(each)) > 1, each  # the orders round otherwise
 
@@ -112,9 +122,16 @@ def test_the_tally_adds_up_the_committed_runs(fuzz, tmp_path, capsys):
     or not; a failure among them makes it exit 1, and a folder without runs is an error."""
     import gzip
 
-    runs = {"fuzz_seed1.json": {"seed": 1, "versions": {"torch": "2.13.0", "triton": "3.9.0"}, "cases": 5, "failed": 0},
-            "fuzz_ops_seed2.json.gz": {"seed": 2, "layer": "ops", "versions": {"torch": "2.11.0", "triton": "3.6.0"},
-                                       "cases": 7, "failed": 0}}
+    runs = {
+        "fuzz_seed1.json": {"seed": 1, "versions": {"torch": "2.13.0", "triton": "3.9.0"}, "cases": 5, "failed": 0},
+        "fuzz_ops_seed2.json.gz": {
+            "seed": 2,
+            "layer": "ops",
+            "versions": {"torch": "2.11.0", "triton": "3.6.0"},
+            "cases": 7,
+            "failed": 0,
+        },
+    }
     (tmp_path / "fuzz_seed1.json").write_text(json.dumps(runs["fuzz_seed1.json"]))
     with gzip.open(tmp_path / "fuzz_ops_seed2.json.gz", "wt") as f:
         json.dump(runs["fuzz_ops_seed2.json.gz"], f)
@@ -122,7 +139,10 @@ def test_the_tally_adds_up_the_committed_runs(fuzz, tmp_path, capsys):
     assert fuzz.main(["--tally", str(tmp_path)]) == 0
     assert "2 runs: 12 cases, 0 failed, on 2 torch/Triton stacks" in capsys.readouterr().out
     t = fuzz.tally(tmp_path)
-    assert [(r["file"], r["layer"]) for r in t["runs"]] == [("fuzz_ops_seed2.json.gz", "ops"), ("fuzz_seed1.json", "launchers")]
+    assert [(r["file"], r["layer"]) for r in t["runs"]] == [
+        ("fuzz_ops_seed2.json.gz", "ops"),
+        ("fuzz_seed1.json", "launchers"),
+    ]
     (tmp_path / "fuzz_seed3.json").write_text(json.dumps({**runs["fuzz_seed1.json"], "seed": 3, "failed": 1}))
     assert fuzz.main(["--tally", str(tmp_path)]) == 1
     (tmp_path / "empty").mkdir()
@@ -165,7 +185,9 @@ def test_ops_layer_cases_pass_and_reach_every_path(fuzz, tmp_path):
     assert {"float32", "float16", "autocast float16"} <= set(cov["precision"])
     assert set(cov["layout"]) == {"contiguous", "transposed", "strided", "offset", "expanded"}
     again = fuzz.run_case(0, 5, DEV, "ops")
-    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in doc["records"][5].items() if k != "seconds"}
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in doc["records"][5].items() if k != "seconds"
+    }
 
 
 def _first_ops_case(fuzz, want):
@@ -174,20 +196,36 @@ def _first_ops_case(fuzz, want):
 
 def _noncontiguous_projection(op, dtype, p):
     # (autocast's cast makes a contiguous copy; a view with a dimension of 1 can be contiguous)
-    return op == "fused_projection" and not p["gradients"] and p["precision"] in ("float32", "float16") and p["B"] > 1 and any(
-        p["layouts"].get(f"x{i}") in ("transposed", "strided") and k > 1 for i, k in enumerate(p["K"]))
+    return (
+        op == "fused_projection"
+        and not p["gradients"]
+        and p["precision"] in ("float32", "float16")
+        and p["B"] > 1
+        and any(p["layouts"].get(f"x{i}") in ("transposed", "strided") and k > 1 for i, k in enumerate(p["K"]))
+    )
 
 
-@pytest.mark.parametrize("attr,mutant,want,says", [
-    # inputs passed on as they came: the launcher refuses the strided view
-    ("_c", lambda t: t, _noncontiguous_projection, "contiguous"),
-    # autocast ignored: the matmul runs, and returns, float32
-    ("_autocast", list, lambda op, dtype, p: op != "gated_fusion" and p["precision"] == "autocast float16",
-     "returned torch.float32, expected torch.float16"),
-    # training not seen: MFB's forward-only kernel runs where autograd needs the reference
-    ("needs_grad", lambda *ts: False, lambda op, dtype, p: op == "mfb" and p["gradients"],
-     "ran the triton path, its rules say reference"),
-])
+@pytest.mark.parametrize(
+    "attr,mutant,want,says",
+    [
+        # inputs passed on as they came: the launcher refuses the strided view
+        ("_c", lambda t: t, _noncontiguous_projection, "contiguous"),
+        # autocast ignored: the matmul runs, and returns, float32
+        (
+            "_autocast",
+            list,
+            lambda op, dtype, p: op != "gated_fusion" and p["precision"] == "autocast float16",
+            "returned torch.float32, expected torch.float16",
+        ),
+        # training not seen: MFB's forward-only kernel runs where autograd needs the reference
+        (
+            "needs_grad",
+            lambda *ts: False,
+            lambda op, dtype, p: op == "mfb" and p["gradients"],
+            "ran the triton path, its rules say reference",
+        ),
+    ],
+)
 def test_an_ops_layer_that_breaks_its_rules_fails_its_cases(fuzz, monkeypatch, attr, mutant, want, says):
     from edgefuse.kernels import ops
 

@@ -25,7 +25,11 @@ def test_bench_times_every_op_on_the_gpu():
     rows = kernel_bench.bench("cuda", batches=(8,), dim=64, widths=(128, 64, 32), rep_ms=5)
     assert [r["op"] for r in rows] == list(selfcheck.OPS)
     for r in rows:
-        assert r["triton_us"] > 0 and r["eager_us"] > 0 and r["speedup"] == pytest.approx(r["eager_us"] / r["triton_us"], rel=0.01)
+        assert (
+            r["triton_us"] > 0
+            and r["eager_us"] > 0
+            and r["speedup"] == pytest.approx(r["eager_us"] / r["triton_us"], rel=0.01)
+        )
         assert r["triton_sync_us"] > 0 and r["eager_sync_us"] > 0  # per call, synchronized
         assert ("triton_graph_us" in r) or ("triton_graph_error" in r)
 
@@ -55,12 +59,21 @@ def test_bench_plumbing_with_the_timers_stubbed(monkeypatch):
     monkeypatch.setattr(tt, "do_bench", do_bench)
     monkeypatch.setattr(kernel_bench, "cuda_graph_ms", no_graph)
     monkeypatch.setattr(kernel_bench, "sync_latency_ms", sync_latency_ms)
-    rows = kernel_bench.bench(KERNEL_DEVICE, dtype=torch.float32, rep_ms=7, **{k: v for k, v in SHAPES.items() if k != "batches"}, batches=(3,))
+    rows = kernel_bench.bench(
+        KERNEL_DEVICE,
+        dtype=torch.float32,
+        rep_ms=7,
+        **{k: v for k, v in SHAPES.items() if k != "batches"},
+        batches=(3,),
+    )
     assert [r["op"] for r in rows] == list(selfcheck.OPS) and calls == {7: 8, "sync": 8}
     for r in rows:
         assert (r["B"], r["dtype"], r["triton_us"], r["eager_us"], r["speedup"]) == (3, "float32", 4.0, 10.0, 2.5)
         assert (r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (20.0, 30.0, 1.5)
-        assert r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing" and "graph_speedup" not in r
+        assert (
+            r["triton_graph_error"] == "RuntimeError: operation not permitted when stream is capturing"
+            and "graph_speedup" not in r
+        )
 
 
 def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bounds(monkeypatch):
@@ -76,7 +89,9 @@ def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bound
         clock[0] += (2e-3, 4e-3)[events.count("call") % 2]
 
     monkeypatch.setattr(kernel_bench.time, "perf_counter", perf_counter)
-    monkeypatch.setattr(kernel_bench.torch.cuda, "synchronize", lambda: (events.append("sync"), clock.__setitem__(0, clock[0] + 1e-3)))
+    monkeypatch.setattr(
+        kernel_bench.torch.cuda, "synchronize", lambda: (events.append("sync"), clock.__setitem__(0, clock[0] + 1e-3))
+    )
     monkeypatch.setattr(kernel_bench, "SYNC_CALLS", (4, 50))
     med, p80 = kernel_bench.sync_latency_ms(fn, [0.5, 0.8], rep_ms=30, warmup=2)
     assert events[:8] == ["call", "sync"] * 4  # each call is followed by its synchronize
@@ -97,7 +112,9 @@ def test_sync_latency_times_each_call_with_its_synchronize_within_its_call_bound
 
     asked = []
     monkeypatch.setattr(tt, "do_bench", lambda fn, rep, return_mode: 0.001)
-    monkeypatch.setattr(kernel_bench, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: asked.append(rep_ms) or [0.002])
+    monkeypatch.setattr(
+        kernel_bench, "sync_latency_ms", lambda fn, quantiles, device, rep_ms: asked.append(rep_ms) or [0.002]
+    )
     row: dict = {}
     kernel_bench._time_into(row, "triton", lambda: None, "cpu", False, 100)
     assert asked == [kernel_bench.SYNC_MS] and (row["triton_us"], row["triton_sync_us"]) == (1.0, 2.0)
@@ -108,8 +125,12 @@ def test_aot_cases_are_the_checks_gpu_launches():
     labels = [label for label, _ in aot.selfcheck_cases(torch.float16)]
     gpu = selfcheck.GPU_SHAPES
     assert len(labels) == len(gpu["batches"]) * 6 + 2 and all(" float16 " in label for label in labels)
-    assert Counter(label.split()[0] for label in labels) == {"fused_projection": 2 * len(gpu["batches"]) + 1, "mfb": 4,
-                                                             "bilinear": 4, "gated_fusion": 2 * len(gpu["batches"]) + 1}
+    assert Counter(label.split()[0] for label in labels) == {
+        "fused_projection": 2 * len(gpu["batches"]) + 1,
+        "mfb": 4,
+        "bilinear": 4,
+        "gated_fusion": 2 * len(gpu["batches"]) + 1,
+    }
     assert {f"B={b}" for b in gpu["batches"]} <= {word for label in labels for word in label.split()}
 
 
@@ -122,10 +143,12 @@ def test_cuda_graph_timing_on_every_triton_release(monkeypatch, release):
 
     calls, streams = [], []
     if release == "3.2 and later":
+
         def fake(fn, rep=20, grad_to_none=None, quantiles=None, return_mode="mean"):
             calls.append((rep, quantiles, return_mode, len(streams)))
             return [0.5, 0.4, 0.6]
     else:
+
         def fake(fn, rep=20, grad_to_none=None, return_mode="mean"):
             calls.append((rep, None, return_mode, len(streams)))
             return 0.5
@@ -158,8 +181,11 @@ def test_model_bench_plumbing_with_the_timers_stubbed(tiny_checkpoint, monkeypat
     rows = kernel_bench.bench_model(tiny_checkpoint, KERNEL_DEVICE, batches=(2,), rep_ms=5, dtype=torch.float16)
     assert [r["subset"] for r in rows][-1] == "camera+lidar+radar" and len(rows) == 7
     assert {r["dtype"] for r in rows} == {"float16"}
-    assert all((r["triton_us"], r["eager_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"]) == (2.0, 4.0, 2.0, 2.0, 2.0)
-               for r in rows)
+    assert all(
+        (r["triton_us"], r["eager_us"], r["eager_graph_us"], r["speedup"], r["graph_speedup"])
+        == (2.0, 4.0, 2.0, 2.0, 2.0)
+        for r in rows
+    )
     assert all((r["triton_sync_us"], r["eager_sync_us"], r["sync_speedup"]) == (3.0, 6.0, 2.0) for r in rows)
 
 
@@ -172,9 +198,19 @@ def test_model_bench_on_the_gpu(tiny_checkpoint, dtype):
 
 def test_the_command_refuses_bench_in_the_interpreter_and_without_a_gpu():
     base = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "kernel_bench.py"), "--bench", "--interpret"],
-                       capture_output=True, text=True, env=base, timeout=300)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "kernel_bench.py"), "--bench", "--interpret"],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=300,
+    )
     assert p.returncode == 2 and "--interpret can only --check" in p.stderr
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "kernel_bench.py"), "--bench"], capture_output=True, text=True,
-                       env={**base, "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "kernel_bench.py"), "--bench"],
+        capture_output=True,
+        text=True,
+        env={**base, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=300,
+    )
     assert p.returncode == 2 and "no CUDA device" in p.stderr

@@ -31,8 +31,13 @@ def test_counting_the_gpu_test_runs_binaries_compiles_through_the_stand_in(tmp_p
     for sm_90 (one per distinct specialisation) and the JSON says how many."""
     env = _compiled_mode_env()
     select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
-    run = subprocess.run([sys.executable, str(TOOLS / "count_gpu_test_binaries.py"), "--out", str(tmp_path), "-k", select],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(TOOLS / "count_gpu_test_binaries.py"), "--out", str(tmp_path), "-k", select],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     doc = json.loads((tmp_path / "gpu_test_binaries.json").read_text())
     assert doc["binaries"] == {"_gated_kernel": 1} and doc["total"] == 1 and doc["selected"] == select
@@ -47,18 +52,26 @@ def test_counting_the_gpu_test_runs_binaries_reports_a_compile_error_with_its_te
     shows here first."""
     env = _compiled_mode_env()
     select = "test_gated and test_matches_reference and softmax-all-False-3-2-17-dtype0"
-    broken = ("import runpy, sys, triton.compiler, triton.runtime.jit as jit\n"
-              "def compile(*a, **k): raise RuntimeError('deliberate compile failure')\n"
-              "triton.compiler.compile = compile  # where the JIT imports it from on its first run\n"
-              "jit.compile = compile  # where Triton versions that import it up front keep it\n"
-              f"sys.argv = ['count_gpu_test_binaries.py', '--out', {str(tmp_path)!r}, '-k', {select!r}]\n"
-              "runpy.run_path('count_gpu_test_binaries.py', run_name='__main__')\n")
-    run = subprocess.run([sys.executable, "-c", broken], cwd=TOOLS, env=env, capture_output=True, text=True, timeout=300)
+    broken = (
+        "import runpy, sys, triton.compiler, triton.runtime.jit as jit\n"
+        "def compile(*a, **k): raise RuntimeError('deliberate compile failure')\n"
+        "triton.compiler.compile = compile  # where the JIT imports it from on its first run\n"
+        "jit.compile = compile  # where Triton versions that import it up front keep it\n"
+        f"sys.argv = ['count_gpu_test_binaries.py', '--out', {str(tmp_path)!r}, '-k', {select!r}]\n"
+        "runpy.run_path('count_gpu_test_binaries.py', run_name='__main__')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", broken], cwd=TOOLS, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     doc = json.loads((tmp_path / "gpu_test_binaries.json").read_text())
     assert doc["total"] == 0 and doc["compile_errors"] == [
-        {"test": "tests/kernels/test_gated.py::test_matches_reference[softmax-all-False-3-2-17-dtype0]",
-         "kernel": "_gated_kernel", "error": "RuntimeError: deliberate compile failure"}], doc
+        {
+            "test": "tests/kernels/test_gated.py::test_matches_reference[softmax-all-False-3-2-17-dtype0]",
+            "kernel": "_gated_kernel",
+            "error": "RuntimeError: deliberate compile failure",
+        }
+    ], doc
 
 
 def test_guard_mutants_catches_one_mutant_as_the_tests_do():
@@ -69,8 +82,21 @@ def test_guard_mutants_catches_one_mutant_as_the_tests_do():
     env = _compiled_mode_env()
     env["PYTHONPATH"] = str(TOOLS.parent)
     line = next(line for line, kind in mutations("triton_gated") if kind == "store mask")
-    run = subprocess.run([sys.executable, str(TOOLS / "guard_mutants.py"), "--one", "triton_gated", str(line), "store mask",
-                          "--guarded"], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "guard_mutants.py"),
+            "--one",
+            "triton_gated",
+            str(line),
+            "store mask",
+            "--guarded",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.stdout.strip().splitlines()[-1:] == ["outcome: caught: Race"], run.stdout + run.stderr[-2000:]
 
 
@@ -81,8 +107,23 @@ def test_gated_layouts_shows_the_warp_local_check_catches_modalities_spread_over
     fp32 at D = 256 (a row takes 2 warps) keeps it short; the SASS is checked against the PTX."""
     from tools.aot import WARP_LOCAL_BARRIERS
 
-    run = subprocess.run([sys.executable, str(TOOLS / "gated_layouts.py"), "--out", str(tmp_path), "--sass",
-                          "--dtype", "float32", "--dim", "256"], env=_compiled_mode_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "gated_layouts.py"),
+            "--out",
+            str(tmp_path),
+            "--sass",
+            "--dtype",
+            "float32",
+            "--dim",
+            "256",
+        ],
+        env=_compiled_mode_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     (path,) = tmp_path.glob("gated_layouts-triton-*.json")
     doc = json.loads(path.read_text())
@@ -102,8 +143,13 @@ def test_gemm_layouts_lists_the_tensor_cores_of_every_configuration_the_gpu_run_
     16-row tiles the warp-level one, and none spills."""
     from edgefuse.kernels.triton_bilinear import _mfb_config
 
-    run = subprocess.run([sys.executable, str(TOOLS / "gemm_layouts.py"), "--out", str(tmp_path), "--op", "mfb", "--dim", "256"],
-                         env=_compiled_mode_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(TOOLS / "gemm_layouts.py"), "--out", str(tmp_path), "--op", "mfb", "--dim", "256"],
+        env=_compiled_mode_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     (path,) = tmp_path.glob("gemm_layouts-float16-sm_90-triton-*.json")
     rows = json.loads(path.read_text())["rows"]
