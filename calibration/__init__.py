@@ -18,6 +18,7 @@ _WHERE = {
         "quantize",
     ),
     "calibrate_export": "run",
+    "calibrate_split": "split",
 }
 
 

@@ -37,8 +37,14 @@ def build_bundle(
     trt_version: str | None = None,
     progress: bool = True,
     gate_fail: str = "error",
+    split: bool = False,
 ) -> Bundle:
     """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source.
+
+    ``split``: one encoder engine per sensor and one fusion-head engine that takes the embeddings
+    and a presence mask (mid-fusion models; backends ort and trt): it serves every subset, and
+    its manifest records each subset's accuracy through the composed pipeline
+    (``edgefuse.calibration.split``). ``subsets`` does not apply.
 
     ``gate_fail`` (INT8, and FP16 on the torch backend): what a subset that loses more than
     ``max_drop`` accuracy points in that precision does. ``'error'`` fails the build and writes
@@ -75,6 +81,18 @@ def build_bundle(
     if data.modality_names != model.names:
         raise EdgefuseError(f"data has modalities {data.modality_names}, the model expects {model.names}")
     test = data["test"]
+    if split:
+        from edgefuse.fusion import MidFusion
+
+        if not isinstance(model, MidFusion):
+            raise EdgefuseError(
+                f"a split bundle needs a mid-fusion model (encoders, projection, fusion op, head); got fusion "
+                f"{model.fusion_name!r}. Build per-subset engines instead (without --split)."
+            )
+        if precision == "fp16":
+            raise EdgefuseError(
+                "split bundles are built in fp32 (any backend) or int8 (ort, trt), got --precision fp16"
+            )
     manifest: dict[str, Any] = {
         "edgefuse_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,8 +105,26 @@ def build_bundle(
         ),
         "output": "logits",
         "source": {"checkpoint": str(checkpoint), "data": data.description, **dataset},
+        "kind": "split" if split else "subsets",
         "subsets": {},
     }
+    if split:
+        return _build_split(
+            model,
+            data,
+            out,
+            manifest,
+            backend,
+            precision,
+            calib_method,
+            calib_size,
+            max_drop,
+            trt_max_batch,
+            trt_version,
+            progress,
+            gate_fail,
+            start,
+        )
 
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
@@ -183,6 +219,135 @@ def build_bundle(
                         }
                     entry["engine"] = _engine_file(backend, precision, key, src, tmp / "engines", work, trt_max_batch)
                 manifest["subsets"][key] = entry
+            manifest["build_seconds"] = time.perf_counter() - start
+
+        return write_bundle(out, manifest, fill)
+
+
+def _build_split(
+    model,
+    data,
+    out,
+    manifest,
+    backend,
+    precision,
+    calib_method,
+    calib_size,
+    max_drop,
+    trt_max_batch,
+    trt_version,
+    progress,
+    gate_fail,
+    start,
+) -> Bundle:
+    """The split bundle: export encoders + head, calibrate them (INT8), gate the composed pipeline per subset."""
+    from edgefuse.calibration.split import encode, gate_subsets, pipeline_predictions
+    from edgefuse.export import export_model
+    from edgefuse.specs import subset_name
+
+    names, test, dim = model.names, data["test"], model.dim
+    with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
+        work = Path(work)
+        calib = None
+        if backend == "torch":  # the checkpoint itself: each engine runs its part of the model (fp32)
+            from edgefuse.inference import subset_accuracy
+
+            engines = {
+                k: {"precision": "fp32", "src": None, "calib": None} for k in [*(f"encoder_{n}" for n in names), "head"]
+            }
+            acc = {k: {"fp32": v} for k, v in subset_accuracy(model, test, gate_subsets(names)).items()}
+        else:
+            graphs = export_model(model, work / "export", split=True, progress=progress, source=manifest["source"])[
+                "graphs"
+            ]
+            if precision == "int8":
+                from edgefuse.calibration.split import calibrate_split
+
+                calib = calibrate_split(
+                    work / "export",
+                    data,
+                    work / "calib",
+                    method=calib_method,
+                    size=calib_size,
+                    max_drop=max_drop,
+                    trt_version=trt_version or "10.3.0",
+                    progress=progress,
+                    gate_fail=gate_fail,
+                )
+                engines = {
+                    k: {"precision": e["precision"], "src": work / "calib" / e[f"{e['precision']}_file"], "calib": e}
+                    for k, e in calib["engines"].items()
+                }
+                acc = {k: v["accuracy"] for k, v in calib["subsets"].items()}
+                manifest["int8_gate"] = {
+                    "max_drop_points": max_drop,
+                    "on_fail": gate_fail,
+                    "rejected": [k for k, e in calib["engines"].items() if e["int8_rejected"]],
+                    "fallback_order": calib["fallback_order"],
+                }
+            else:
+                engines = {
+                    k: {"precision": "fp32", "src": work / "export" / g["file"], "calib": None}
+                    for k, g in graphs.items()
+                }
+                embs = {n: encode(work / "export" / graphs[f"encoder_{n}"]["file"], test.inputs[n]) for n in names}
+                preds = pipeline_predictions(names, embs, work / "export" / graphs["head"]["file"], gate_subsets(names))
+                acc = {k: {"fp32": float((p == test.labels).mean())} for k, p in preds.items()}
+
+        def fill(tmp: Path) -> None:
+            (tmp / "engines").mkdir()
+
+            if backend == "torch":
+                shutil.copytree(manifest["source"]["checkpoint"], tmp / "engines" / "torch")
+
+            def place(key: str) -> dict[str, Any]:
+                e = engines[key]
+                if backend == "torch":
+                    part = "head" if key == "head" else f"encoder:{key[len('encoder_') :]}"
+                    return {"precision": "fp32", "engine": "engines/torch", "part": part}
+                entry: dict[str, Any] = {
+                    "precision": e["precision"],
+                    "engine": _engine_file(
+                        backend, e["precision"], key, e["src"], tmp / "engines", work, trt_max_batch
+                    ),
+                }
+                if e["calib"] is not None:
+                    c = e["calib"]
+                    (tmp / "calibration").mkdir(exist_ok=True)
+                    for f in (c["report"], c["trt_cache"]):
+                        shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
+                    entry["calibration"] = {
+                        "method": calib["method"],
+                        "size": calib["size"],
+                        "report": f"calibration/{c['report']}",
+                        "trt_cache": f"calibration/{c['trt_cache']}",
+                    }
+                    if c["int8_rejected"]:
+                        entry["int8_rejected"] = True
+                return entry
+
+            manifest["embedding_dim"] = dim
+            manifest["encoders"] = {}
+            for s in model.specs:
+                entry = place(f"encoder_{s.name}")
+                entry["inputs"] = [{"name": s.name, "shape": [-1, *s.shape], "dtype": s.dtype}]
+                entry["outputs"] = [{"name": "embedding", "shape": [-1, dim], "dtype": "float32"}]
+                manifest["encoders"][s.name] = entry
+            head = place("head")
+            head["inputs"] = [
+                {"name": "embeddings", "shape": [-1, len(names), dim], "dtype": "float32"},
+                {"name": "present", "shape": [-1, len(names)], "dtype": "bool"},
+            ]
+            head["outputs"] = [{"name": "logits", "shape": [-1, model.num_classes], "dtype": "float32"}]
+            manifest["head"] = head
+            for key, a in acc.items():
+                members = key.split("+")
+                path = [manifest["encoders"][m]["precision"] for m in members] + [head["precision"]]
+                manifest["subsets"][subset_name(members, names)] = {
+                    "modalities": members,
+                    "precision": "int8" if "int8" in path else "fp32",
+                    "accuracy": {**a, "split": "test", "n": len(test)},
+                }
             manifest["build_seconds"] = time.perf_counter() - start
 
         return write_bundle(out, manifest, fill)

@@ -29,6 +29,11 @@ class Bundle:
     specs: list[ModalitySpec] = field(default_factory=list)
 
     @property
+    def kind(self) -> str:
+        """``subsets`` (one engine per sensor subset) or ``split`` (an encoder per sensor and a fusion head)."""
+        return self.manifest.get("kind", "subsets")
+
+    @property
     def subsets(self) -> dict[str, dict[str, Any]]:
         return self.manifest["subsets"]
 
@@ -55,11 +60,49 @@ class Bundle:
             kwargs.setdefault("precision", entry["precision"])
         return load_engine(entry["backend"], self.engine_path(subset), name=subset, **kwargs)
 
+    def load_split_engines(self, warmup: bool = True, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+        """A split bundle's engines, constructed and (by default) warmed: ``({sensor: encoder}, head)``."""
+        from edgefuse.engines import load_engine
+
+        if self.kind != "split":
+            raise BundleError(f"bundle {self.root}: expected a split bundle, got one of kind {self.kind!r}")
+        backend = self.manifest["backend"]
+        if backend == "trt" and "shared_memory" not in kwargs:
+            from edgefuse.engines.trt import SharedDeviceMemory
+
+            kwargs["shared_memory"] = SharedDeviceMemory()
+        encoders: dict[str, Any] = {}
+        head = None
+        try:
+
+            def part(entry: dict, modalities: list[str]) -> dict[str, Any]:
+                if backend != "torch":
+                    return kwargs
+                return {"modalities": modalities, "part": entry["part"], "precision": entry["precision"], **kwargs}
+
+            for name, e in self.manifest["encoders"].items():
+                encoders[name] = load_engine(
+                    backend, self.root / e["engine"], name=f"encoder_{name}", **part(e, [name])
+                )
+            h = self.manifest["head"]
+            head = load_engine(backend, self.root / h["engine"], name="head", **part(h, self.modality_names))
+            if warmup:
+                for engine in [*encoders.values(), head]:
+                    engine.warmup()
+        except BaseException:
+            for e in [*encoders.values(), *([head] if head is not None else [])]:
+                e.close()
+            raise
+        return encoders, head
+
     def load_engines(self, warmup: bool = True, **kwargs: Any) -> dict[str, Any]:
         """Every subset's engine, constructed and (by default) warmed: what the runtime holds.
 
         TensorRT engines share one device-memory block: the runtime runs one at a time.
+        A split bundle's engines come from ``load_split_engines``.
         """
+        if self.kind != "subsets":
+            raise BundleError(f"bundle {self.root} is a {self.kind} bundle: load it with load_split_engines()")
         if self.manifest.get("backend") == "trt" and "shared_memory" not in kwargs:
             from edgefuse.engines.trt import SharedDeviceMemory
 

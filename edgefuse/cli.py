@@ -127,8 +127,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
         subsets=_subsets(args.subsets),
         trt_max_batch=args.max_batch,
         gate_fail=args.gate_fallback or "error",
+        split=args.split,
     )
     m = bundle.manifest
+    if bundle.kind == "split":
+        return _print_split_build(bundle, args)
     low = m["precision"] if m["precision"] in ("int8", "fp16") else "int8"  # the column of the gated precision
     print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{low:>8}")
     for k, v in bundle.subsets.items():
@@ -148,6 +151,27 @@ def _cmd_build(args: argparse.Namespace) -> int:
         f"of --max-drop {args.max_drop})"
     )
     print(f"built {what} in {m['build_seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _split_engines(m: dict) -> list[tuple[str, dict]]:
+    return [(f"encoder {n}", e) for n, e in m["encoders"].items()] + [("head", m["head"])]
+
+
+def _print_split_build(bundle, args: argparse.Namespace) -> int:
+    m = bundle.manifest
+    print(f"{'engine':<20}{'file':<44}precision")
+    for what, e in _split_engines(m):
+        note = "  (INT8 rejected by the gate)" if e.get("int8_rejected") else ""
+        print(f"{what:<20}{e['engine']:<44}{e['precision']}{note}")
+    print(f"\n{'subset (encoders + head)':<28}{'fp32':>8}{'built':>8}")
+    for k, v in bundle.subsets.items():
+        a = v["accuracy"]
+        print(f"{k:<28}{a['fp32']:8.4f}{a.get(v['precision'], a['fp32']):8.4f}")
+    print(
+        f"built a split {m['backend']} bundle ({len(m['encoders'])} encoders + a head, serving {len(bundle.subsets)} "
+        f"subsets) in {m['build_seconds']:.1f} s -> {args.out}"
+    )
     return 0
 
 
@@ -246,13 +270,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for s in bundle.specs:
         vr = "" if s.value_range is None else f", values in [{s.value_range[0]:g}, {s.value_range[1]:g}]"
         print(f"  {s.name:<12}{s.kind:<8}{str(list(s.shape)):<16}{s.dtype:<9}{s.rate_hz:g} Hz{vr}")
-    print(f"engines ({len(bundle.subsets)}):")
+    if bundle.kind == "split":
+        print(f"split bundle: {len(m['encoders'])} encoders + a head ({m.get('embedding_dim')}-wide embeddings):")
+        for what, e in _split_engines(m):
+            print(f"  {what:<20}{e['precision']:<6}{e['engine']}")
+        print(f"subsets it serves ({len(bundle.subsets)}; accuracy through encoders + head):")
+    else:
+        print(f"engines ({len(bundle.subsets)}):")
     for key, e in bundle.subsets.items():
         acc = engine_accuracy(e)
         fp32 = e.get("accuracy", {}).get("fp32")
         note = " (INT8 rejected by the gate)" if "int8_rejected" in e else ""
+        file = f"{e['engine']:<46}" if "engine" in e else ""
         print(
-            f"  {key:<28}{e['precision']:<6}{e['engine']:<46}accuracy {acc if acc is None else f'{acc:.4f}'}"
+            f"  {key:<28}{e['precision']:<6}{file}accuracy {acc if acc is None else f'{acc:.4f}'}"
             f"{'' if fp32 is None else f' (fp32 {fp32:.4f})'}{note}"
         )
     have = ", ".join(k for k in ("torch", "tensorrt") if env[k]) or "neither torch nor tensorrt"
@@ -338,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="INT8 / torch FP16: a subset that fails --max-drop gets an FP32 engine instead of failing the build",
     )
     b.add_argument("--subsets", default=None, help="comma-separated subsets (default: all)")
+    b.add_argument(
+        "--split",
+        action="store_true",
+        help="one encoder engine per sensor + one fusion head with a presence mask (mid-fusion models): "
+        "serves every subset",
+    )
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
     b.set_defaults(func=_cmd_build)
 

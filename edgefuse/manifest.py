@@ -19,6 +19,8 @@ from edgefuse.specs import SUBSET_SEP, ModalitySpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+#: ``subsets``: one engine per sensor subset; ``split``: one encoder per sensor and one fusion head
+KINDS = ("subsets", "split")
 
 
 class BundleError(EdgefuseError):
@@ -78,6 +80,25 @@ def verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
         raise BundleError(f"{root}: bad modality spec in {MANIFEST}: {e}") from e
     names = [s.name for s in specs]
     files = doc["files"]
+    kind = doc.get("kind", "subsets")
+    if kind not in KINDS:
+        raise BundleError(f"{root}: unknown bundle kind {kind!r}; expected one of {KINDS}")
+
+    def listed(engine: Any, what: str) -> None:
+        if engine not in files and not any(f.startswith(f"{engine}/") for f in files):
+            raise BundleError(f"{root}: {what} engine {engine!r} is not listed among the bundle's files")
+
+    if kind == "split":
+        for key in ("encoders", "head"):
+            if key not in doc:
+                raise BundleError(f"{root}: a split bundle's {MANIFEST} has no {key!r}")
+        if sorted(doc["encoders"]) != sorted(names):
+            raise BundleError(
+                f"{root}: a split bundle needs one encoder per modality {names}, got {sorted(doc['encoders'])}"
+            )
+        for n, e in doc["encoders"].items():
+            listed(e.get("engine"), f"encoder {n!r}")
+        listed(doc["head"].get("engine"), "the head")
     for subset, entry in doc["subsets"].items():
         members = entry.get("modalities", [])
         unknown = [m for m in members if m not in names]
@@ -87,9 +108,8 @@ def verify(root: Path, doc: Mapping[str, Any]) -> list[ModalitySpec]:
             )
         if subset != SUBSET_SEP.join(n for n in names if n in members):
             raise BundleError(f"{root}: subset key {subset!r} does not match its modalities {members}")
-        engine = entry.get("engine")
-        if engine not in files and not any(f.startswith(f"{engine}/") for f in files):
-            raise BundleError(f"{root}: subset {subset!r} engine {engine!r} is not listed among the bundle's files")
+        if kind == "subsets":
+            listed(entry.get("engine"), f"subset {subset!r}")
     for rel, digest in files.items():
         p = root / rel
         if not p.is_file():

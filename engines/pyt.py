@@ -27,7 +27,10 @@ PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16"}
 class TorchEngine(Engine):
     """Args: checkpoint folder, the subset's modality names, device ('cpu', 'cuda', 'cuda:N'; None:
     the current CUDA device when there is one, else the CPU), cuda_graph (CUDA only; ignored on
-    the CPU), intra-op threads, name, precision ('fp32' or 'fp16')."""
+    the CPU), intra-op threads, name, precision ('fp32' or 'fp16'), and ``part`` for a split
+    bundle (mid-fusion models): ``encoder:<sensor>`` (the sensor's input -> ``embedding [B, D]``)
+    or ``head`` (``embeddings [B, N, D]`` + ``present [B, N]`` -> logits); None: the whole model
+    on ``modalities``."""
 
     backend = "torch"
 
@@ -40,6 +43,7 @@ class TorchEngine(Engine):
         threads: int | None = None,
         name: str | None = None,
         precision: str = "fp32",
+        part: str | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISION_DTYPES:
@@ -79,7 +83,46 @@ class TorchEngine(Engine):
         specs = {s.name: s for s in self.model.specs}
         self.inputs = [TensorSpec(n, (-1, *specs[n].shape), specs[n].dtype) for n in self.modalities]
         self.outputs = [TensorSpec("logits", (-1, self.model.num_classes), "float32")]
+        self._fn, self._out = self.model, "logits"
+        if part is not None:
+            self._split_part(part, specs)
+        self.part = part
         self._graphs: dict[int, tuple[object, dict, object]] = {}
+
+    def _split_part(self, part: str, specs) -> None:
+        """One engine of a split bundle: a sensor's encoder (and its projection), or the fusion head."""
+        model, torch = self.model, self._torch
+        if not (hasattr(model, "project") and hasattr(model, "op") and hasattr(model, "head")):
+            raise EdgefuseError(
+                f"torch engine: part {part!r} needs a mid-fusion model, got fusion {model.fusion_name!r}"
+            )
+        n, d = len(model.names), model.dim
+        if part == "head":
+            self.inputs = [TensorSpec("embeddings", (-1, n, d), "float32"), TensorSpec("present", (-1, n), "bool")]
+            self.modalities = ["embeddings", "present"]
+            cast = next(model.parameters()).dtype
+
+            def head(x):
+                return model.head(model.op(x["embeddings"].to(cast), x["present"]))
+
+            self._fn = head
+        elif part.startswith("encoder:") and part[len("encoder:") :] in model.names:
+            name = part[len("encoder:") :]
+            index = model.names.index(name)
+            self.inputs = [TensorSpec(name, (-1, *specs[name].shape), specs[name].dtype)]
+            self.outputs = [TensorSpec("embedding", (-1, d), "float32")]
+            self.modalities, self._out = [name], "embedding"
+
+            def encoder(x):
+                v = x[name]
+                return model.project.project_one(index, model.encoders[name](v.float() if v.is_floating_point() else v))
+
+            self._fn = encoder
+        else:
+            raise EdgefuseError(
+                f"torch engine: part must be 'head' or 'encoder:<sensor>' of {model.names}, got {part!r}"
+            )
+        del torch
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
@@ -87,7 +130,7 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             if not self.use_cuda_graph:
                 x = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.modalities}
-                return {"logits": self.model(x).float().cpu().numpy()}
+                return {self._out: self._fn(x).float().cpu().numpy()}
             with torch.cuda.device(self.device):  # capture and replay on the engine's GPU ('cuda:1' too)
                 if batch not in self._graphs:
                     static = {
@@ -97,17 +140,17 @@ class TorchEngine(Engine):
                     s.wait_stream(torch.cuda.current_stream())
                     with torch.cuda.stream(s):
                         for _ in range(2):  # warm: Triton compiles, cuBLAS picks algorithms
-                            self.model(static)
+                            self._fn(static)
                     torch.cuda.current_stream().wait_stream(s)
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph):
-                        out = self.model(static)
+                        out = self._fn(static)
                     self._graphs[batch] = (graph, static, out)
                 graph, static, out = self._graphs[batch]
                 for n in self.modalities:
                     static[n].copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=True)
                 graph.replay()
-            return {"logits": out.float().cpu().numpy()}
+            return {self._out: out.float().cpu().numpy()}
 
     def close(self) -> None:
         self._graphs.clear()

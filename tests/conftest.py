@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 
 import torch
@@ -70,13 +72,59 @@ def small_scenes():
     return load_sensorscenes(seed=1, sizes={"train": 600, "val": 200, "test": 300})
 
 
+@contextlib.contextmanager
+def shared(tmp_path_factory, name: str):
+    """A folder that the pytest-xdist workers of one run share, under a lock: the first to get
+    the lock finds it missing and makes it (an expensive fixture built once per run, not once
+    per worker); the others wait for it, then find it made."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root / name
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(small_scenes, tmp_path_factory):
     """A small gated model trained for two epochs, saved as a checkpoint (source: sensorscenes)."""
     from edgefuse.train import TrainConfig, train
 
-    path = tmp_path_factory.mktemp("ck") / "gated"
-    train(small_scenes, TrainConfig(fusion="gated", epochs=2, dim=16), out=path, progress=False, source="sensorscenes")
+    with shared(tmp_path_factory, "tiny-checkpoint") as path:
+        if not (path / "config.json").is_file():
+            train(
+                small_scenes,
+                TrainConfig(fusion="gated", epochs=2, dim=16),
+                out=path,
+                progress=False,
+                source="sensorscenes",
+            )
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory):
+    """The model `make demo` trains: gated fusion, SensorScenes, default settings (about a minute on 2 cores)."""
+    from edgefuse.data import load_sensorscenes
+    from edgefuse.train import TrainConfig, train
+
+    with shared(tmp_path_factory, "demo-checkpoint") as path:
+        if not (path / "config.json").is_file():
+            train(load_sensorscenes(), TrainConfig(fusion="gated"), out=path, progress=False, source="sensorscenes")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(demo_checkpoint, tmp_path_factory):
+    """`make demo`'s build: ort, int8 (minmax on 512 samples), --max-drop 1, --int8-fallback fp32."""
+    from edgefuse.build import build_bundle
+
+    with shared(tmp_path_factory, "demo-bundle") as path:
+        if not (path / "manifest.json").is_file():
+            build_bundle(demo_checkpoint, path, backend="ort", precision="int8", gate_fail="fp32", progress=False)
     return path
 
 

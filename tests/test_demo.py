@@ -1,20 +1,18 @@
 """The model `make demo` trains (gated fusion, SensorScenes, default settings) and the INT8 bundle it builds:
 the foundation's accuracy bar, and every shipped fault scenario replayed through the runtime, each phase within
 3 points of the manifest accuracy of the engines it used. Training and building take about 1.5 minutes on 2
-cores; one file, so that pytest-xdist's --dist loadfile trains once."""
+cores; the model is shared by pytest-xdist's workers (tests/conftest.py's demo_checkpoint)."""
 
 from pathlib import Path
 
 import pytest
 
-from edgefuse.build import build_bundle
 from edgefuse.checkpoint import load_checkpoint
 from edgefuse.data import load_sensorscenes
 from edgefuse.data.sensorscenes import specs
 from edgefuse.inference import subset_accuracy
 from edgefuse.runtime import Runtime
 from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, replay
-from edgefuse.train import TrainConfig, train
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"))
 
@@ -22,21 +20,6 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.t
 @pytest.fixture(scope="module")
 def data():
     return load_sensorscenes()
-
-
-@pytest.fixture(scope="module")
-def demo_checkpoint(data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo") / "checkpoint"
-    train(data, TrainConfig(fusion="gated"), out=path, progress=False, source="sensorscenes")
-    return path
-
-
-@pytest.fixture(scope="module")
-def demo_bundle(demo_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "bundle"
-    # make demo's build: ort, int8, minmax on 512 samples, --max-drop 1, --int8-fallback fp32
-    build_bundle(demo_checkpoint, out, backend="ort", precision="int8", gate_fail="fp32", progress=False)
-    return out
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ only to validate timestamps and copy frames; engines run outside it, one at a ti
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edgefuse.engines.base import Engine
 from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.health import LIVE, UNKNOWN_SENSOR, SensorHealth, Transition, check_content
 from edgefuse.runtime.policy import Policy
@@ -156,31 +158,66 @@ class Runtime:
     def __init__(
         self,
         specs: Sequence[ModalitySpec],
-        engines: Mapping[str, Any],
+        engines: Mapping[str, Any] | None = None,
         accuracy: Mapping[str, float | None] | None = None,
         class_names: Sequence[str] | None = None,
         policy: Policy | None = None,
         clock: Clock | None = None,
         source: str = "",
+        encoders: Mapping[str, Any] | None = None,
+        head: Any = None,
+        exclusive_engines: bool = False,
     ) -> None:
         self.specs = check_specs(specs)
         self.names = [s.name for s in self.specs]
         self.policy = policy or Policy()
         self.clock: Clock = clock or time.monotonic
         self.source = source
-        if not engines:
-            raise EdgefuseError("the runtime needs at least one engine, got none")
-        self.engines = {}
-        for key, engine in engines.items():
-            members = parse_subset(key, self.names)
-            if SUBSET_SEP.join(members) != key:
+        by_name = {s.name: s for s in self.specs}
+        self.split = encoders is not None or head is not None
+        self.engines: dict[str, Any] = {}
+        if self.split:
+            if engines:
+                raise EdgefuseError("a runtime runs either per-subset engines or encoders + a head, got both")
+            if head is None or encoders is None or sorted(encoders) != sorted(self.names):
                 raise EdgefuseError(
-                    f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}"
+                    f"a split runtime needs one encoder per sensor {self.names} and a head, got encoders "
+                    f"{sorted(encoders or {})} and {'a' if head is not None else 'no'} head"
                 )
-            _check_engine_inputs(key, engine, members, {s.name: s for s in self.specs})
-            self.engines[key] = engine
+            for n, e in encoders.items():
+                _check_engine_inputs(f"encoder_{n}", e, (n,), by_name)
+            self.encoders, self.head = dict(encoders), head
+            self.engines = {f"encoder_{n}": e for n, e in encoders.items()} | {"head": head}
+            dim = int(head.inputs[0].shape[-1])
+            self._embedding_rows = np.zeros((len(self.names), dim), dtype=np.float32)  # one row per sensor
+            self._embeddings = {n: self._embedding_rows[i] for i, n in enumerate(self.names)}
+            self._masks: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # live set -> present, row weights
+            self._embedding_t: dict[str, float | None] = dict.fromkeys(self.names)
+            self._encoder_locks = {n: threading.Lock() for n in self.names}
+            self._head_feeds = {
+                "embeddings": np.zeros((1, len(self.names), dim), dtype=np.float32),
+                "present": np.zeros((1, len(self.names)), dtype=bool),
+            }
+        else:
+            if not engines:
+                raise EdgefuseError("the runtime needs at least one engine, got none")
+            for key, engine in engines.items():
+                members = parse_subset(key, self.names)
+                if SUBSET_SEP.join(members) != key:
+                    raise EdgefuseError(
+                        f"engine key {key!r}: expected the canonical subset name {SUBSET_SEP.join(members)!r}"
+                    )
+                _check_engine_inputs(key, engine, members, by_name)
+                self.engines[key] = engine
+        # edgefuse's own engines skip re-validating the runtime's buffers, which match their inputs by construction
+        self._runner = {
+            k: (functools.partial(e.run, check=False) if isinstance(e, Engine) else e.run)
+            for k, e in self.engines.items()
+        }
+        # engines that may not run at the same time (TensorRT's share one device-memory block): one lock for all
+        self._exclusive = threading.Lock() if exclusive_engines else None
         self.accuracy = dict(accuracy or {})
-        n_out = _num_classes(next(iter(self.engines.values())))
+        n_out = _num_classes(self.head if self.split else next(iter(self.engines.values())))
         self.class_names = list(class_names) if class_names else [str(i) for i in range(n_out or 0)]
         params = self.policy.params(self.specs)
         now = self.clock()
@@ -218,19 +255,39 @@ class Runtime:
         from edgefuse.manifest import engine_accuracy
 
         bundle = load_bundle(path)
-        kind = bundle.manifest.get("kind", "subsets")
-        if kind != "subsets":
-            raise BundleError(f"{path}: the runtime runs per-subset bundles, got a bundle of kind {kind!r}")
+        accuracy = {k: engine_accuracy(v) for k, v in bundle.subsets.items()}
+        exclusive = bundle.manifest.get("backend") == "trt"
+        if bundle.kind == "split":
+            encoders, head = bundle.load_split_engines(warmup=True, **engine_kwargs)
+            try:
+                return cls(
+                    bundle.specs,
+                    accuracy=accuracy,
+                    class_names=bundle.class_names,
+                    policy=policy,
+                    clock=clock,
+                    source=str(bundle.root),
+                    encoders=encoders,
+                    head=head,
+                    exclusive_engines=exclusive,
+                )
+            except BaseException:
+                for e in [*encoders.values(), head]:
+                    e.close()
+                raise
+        if bundle.kind != "subsets":
+            raise BundleError(f"{path}: the runtime runs per-subset and split bundles, got one of kind {bundle.kind!r}")
         engines = bundle.load_engines(warmup=True, **engine_kwargs)
         try:
             return cls(
                 bundle.specs,
                 engines,
-                accuracy={k: engine_accuracy(v) for k, v in bundle.subsets.items()},
+                accuracy=accuracy,
                 class_names=bundle.class_names,
                 policy=policy,
                 clock=clock,
                 source=str(bundle.root),
+                exclusive_engines=exclusive,
             )
         except BaseException:
             for e in engines.values():
@@ -271,7 +328,32 @@ class Runtime:
                 self._apply(name, h.fault(now, reason, detail))
                 return False
             self._apply(name, h.accept(frame, t))
-            return True
+        if self.split:
+            self._encode(name, h, t)
+        return True
+
+    def _encode(self, name: str, h: SensorHealth, t: float) -> None:
+        """Split bundles: the sensor's encoder on its newest frame, here on the pushing thread, and the
+        embedding cached with the frame's timestamp (one encoder run at a time per sensor)."""
+        with self._encoder_locks[name]:
+            with self._lock:
+                if h.last_t != t:  # a newer frame of this sensor came in meanwhile: its own push encodes it
+                    return
+                slot = h.take()  # kept from being overwritten while the encoder reads it
+            try:
+                if self._exclusive is not None:
+                    with self._exclusive:
+                        out = self._runner[f"encoder_{name}"]({name: slot})
+                else:
+                    out = self._runner[f"encoder_{name}"]({name: slot})
+            finally:
+                with self._lock:
+                    h.release()
+            emb = _logits(out)[0]
+            with self._lock:
+                if self._embedding_t[name] is None or t > self._embedding_t[name]:
+                    np.copyto(self._embeddings[name], emb)
+                    self._embedding_t[name] = t
 
     # ---- inference ----------------------------------------------------------------------
     def infer(self) -> Result:
@@ -285,14 +367,29 @@ class Runtime:
                 for name, h in self._health.items():
                     self._apply(name, h.refresh(now))
                 live = tuple(n for n in self.names if self._health[n].state is LIVE)
-                plan = self._plans[live] if live in self._plans else self._plan(live)
+                if self.split:  # the live sensors whose embedding is within their timeout
+                    emb_t = self._embedding_t
+                    use = tuple(
+                        n for n in live if emb_t[n] is not None and now - emb_t[n] <= self._health[n].p.timeout_s
+                    )
+                    plan = self._plans[use] if use in self._plans else self._plan(use)
+                else:
+                    plan = self._plans[live] if live in self._plans else self._plan(live)
                 if plan is not None:
                     ages = {}
-                    for _, _, feeds in plan.steps:
-                        for m in feeds:
-                            feeds[m] = self._health[m].take()
-                    for m in plan.members:
-                        ages[m] = now - self._health[m].last_t  # type: ignore[operator]
+                    if self.split:
+                        present, weights = self._masks[plan.members]
+                        # the live rows, the others zeroed, in one pass; the mask swapped in, not copied
+                        np.multiply(self._embedding_rows, weights, out=self._head_feeds["embeddings"][0])
+                        self._head_feeds["present"] = present
+                        for n in plan.members:
+                            ages[n] = now - emb_t[n]  # type: ignore[operator]
+                    else:
+                        for _, _, feeds in plan.steps:
+                            for m in feeds:
+                                feeds[m] = self._health[m].take()
+                        for m in plan.members:
+                            ages[m] = now - self._health[m].last_t  # type: ignore[operator]
                 change_t, change_wall = self._change_t, self._change_wall
             name = plan.name if plan is not None else None
             swapped = not self._first and name != self._engine
@@ -305,12 +402,16 @@ class Runtime:
             else:
                 e0 = time.perf_counter()
                 if plan.combiner is None:
-                    _, engine, feeds = plan.steps[0]
-                    out = engine.run(feeds)
+                    key, _, feeds = plan.steps[0]
+                    if self._exclusive is not None:
+                        with self._exclusive:
+                            out = self._runner[key](feeds)
+                    else:
+                        out = self._runner[key](feeds)
                     engine_s = time.perf_counter() - e0
                     logits = _logits(out)[0]
                 else:
-                    outs = [_logits(e.run(f)) for _, e, f in plan.steps]
+                    outs = [_logits(self._runner[k](f)) for k, _, f in plan.steps]
                     engine_s = time.perf_counter() - e0
                     logits = np.log(np.maximum(combine(np.stack(outs), plan.combiner, plan.weights)[0], 1e-30))
                 # argmax through Python floats: right after an engine run numpy's ufuncs start cold (several
@@ -331,7 +432,7 @@ class Runtime:
                     status, now, live, name, plan.members, k, cname, logits, ages, engine_s * 1e3, 0.0, acc, reason
                 )
             with self._lock:
-                if plan is not None:
+                if plan is not None and not self.split:
                     for m in plan.members:
                         self._health[m].release()
                 self._inferences[name or "(none)"] += 1
@@ -448,6 +549,25 @@ class Runtime:
 
     # ---- internals (called with self._lock held) ---------------------------------------------
     def _plan(self, live: tuple[str, ...]) -> Plan | None:
+        if self.split:  # the head serves every subset: the mask changes, the engine does not
+            key = SUBSET_SEP.join(live)
+            on = np.array([n in live for n in self.names])
+            self._masks[live] = (on[None], on[:, None].astype(np.float32))
+            plan = (
+                None
+                if not live
+                else Plan(
+                    f"head[{key}]",
+                    live,
+                    (("head", self.head, self._head_feeds),),
+                    None,
+                    None,
+                    self.accuracy.get(key),
+                    True,
+                )
+            )
+            self._plans[live] = plan
+            return plan
         plan = make_plan(live, self.engines, self.accuracy, self.policy, self._buffers)
         self._plans[live] = plan
         return plan

@@ -3,23 +3,24 @@
 import pytest
 
 from edgefuse.build import build_bundle
+from tests.conftest import shared
 
 
 @pytest.fixture(scope="session")
 def bundles(tiny_checkpoint, small_scenes, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt-bundles")
     out = {}
     for backend, precision in (("ort", "int8"), ("ort", "fp32"), ("torch", "fp32")):
-        path = root / f"{backend}-{precision}"
-        build_bundle(
-            tiny_checkpoint,
-            path,
-            backend=backend,
-            precision=precision,
-            data=small_scenes,
-            calib_size=64,
-            max_drop=100.0,
-            progress=False,
-        )
+        with shared(tmp_path_factory, f"rt-bundle-{backend}-{precision}") as path:
+            if not (path / "manifest.json").is_file():
+                build_bundle(
+                    tiny_checkpoint,
+                    path,
+                    backend=backend,
+                    precision=precision,
+                    data=small_scenes,
+                    calib_size=64,
+                    max_drop=100.0,
+                    progress=False,
+                )
         out[(backend, precision)] = path
     return out
