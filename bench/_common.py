@@ -95,3 +95,28 @@ def macs_per_frame(model, inputs: dict) -> int:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model({k: torch.from_numpy(v[:1]) for k, v in inputs.items()})
     return int(counter.get_total_flops() // 2)
+
+
+def quantiles(us) -> dict:
+    """p50/p90/p99/max of timings in microseconds, and how many there were."""
+    import numpy as np
+
+    us = np.asarray(us, dtype=np.float64)
+    return {
+        "p50_us": float(np.median(us)),
+        "p90_us": float(np.percentile(us, 90)),
+        "p99_us": float(np.percentile(us, 99)),
+        "max_us": float(us.max()),
+        "n": int(len(us)),
+    }
+
+
+def write_report(report: dict, path: Path) -> None:
+    """Write a benchmark's JSON report and print its targets' verdicts (``report["targets"]``: name -> bool)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    for k, v in report.get("targets", {}).items():
+        print(f"  {'PASS' if v else 'FAIL'}  {k}")
+    print(f"wrote {path}")

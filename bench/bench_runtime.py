@@ -25,25 +25,13 @@ Writes ``runtime.json`` (every figure, the targets and verdicts, CPU and version
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
-
-
-def _q(us) -> dict:
-    us = np.asarray(us, dtype=np.float64)
-    return {
-        "p50_us": float(np.median(us)),
-        "p90_us": float(np.percentile(us, 90)),
-        "p99_us": float(np.percentile(us, 99)),
-        "max_us": float(us.max()),
-        "n": int(len(us)),
-    }
+from _common import machine, quantiles, write_report
 
 
 def _rss_mb() -> float:
@@ -129,9 +117,9 @@ def main(argv=None) -> int:
     assert r.engine == full
     overhead = {
         "engine": full,
-        "infer": _q(t_rt),
-        "engine_run_direct": _q(t_direct),
-        "runtime_reported_overhead": _q(own),
+        "infer": quantiles(t_rt),
+        "engine_run_direct": quantiles(t_direct),
+        "runtime_reported_overhead": quantiles(own),
         "p50_us": float(np.median(t_rt) - np.median(t_direct)),
         "p99_us": float(np.percentile(t_rt, 99) - np.percentile(t_direct, 99)),
     }
@@ -180,11 +168,11 @@ def main(argv=None) -> int:
                     if n != drop:
                         rt.push(n, frames[(k + j + 2) % 64][n])
                 served.append(rt.infer().latency_ms * 1e3)
-        lat_q, first_q, served_q = _q(lat), _q(first), _q(served)
+        lat_q, first_q, served_q = quantiles(lat), quantiles(first), quantiles(served)
         swaps[f"{full} -> {new}"] = {
             "dropped": drop,
             "swap_latency": lat_q,
-            "swap_latency_less_new_engine_run": _q(own),
+            "swap_latency_less_new_engine_run": quantiles(own),
             "new_engine_p50_us": p50[new],
             "new_engine_served": served_q,
             "swap_p99_minus_engine_p50_us": lat_q["p99_us"] - p50[new],
@@ -222,7 +210,7 @@ def main(argv=None) -> int:
     long_idle = {
         "steady": args.long_steady,
         "swaps": args.long_swaps,
-        "first_inference": _q(long_first),
+        "first_inference": quantiles(long_first),
         "first_over_served_p50": {"p50": float(np.median(long_ratio)), "max": float(np.max(long_ratio))},
     }
     print(
@@ -289,11 +277,7 @@ def main(argv=None) -> int:
             "rss growth < 20 MB": rss["growth_mb"] < 20,
         },
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtime.json").write_text(json.dumps(report, indent=2) + "\n")
-    for k, v in report["targets"].items():
-        print(f"  {'PASS' if v else 'FAIL'}  {k}")
-    print(f"wrote {args.out / 'runtime.json'}")
+    write_report(report, args.out / "runtime.json")
     return 0
 
 

@@ -6,10 +6,11 @@ of the 63 subsets an engine in the per-subset bundle), in one run, batch 1, one 
 
 * bundle bytes (every file) and build time;
 * accuracy per subset, as each manifest records it;
-* ``Runtime.infer()`` with every sensor live, p50/p99, per-subset and split interleaved, and
-  the per-subset all-sensor engine called directly (target: split ``infer()`` p50 at most half
-  of it). Two ways: back to back with no new frames (each call after the other two's), and as
-  served (each sensor's new frame pushed before each call, the split bundle running its
+* ``Runtime.infer()`` with every sensor live, p50/p99, per-subset and split interleaved, with
+  the per-subset all-sensor engine and the split bundle's head engine called directly (target:
+  split ``infer()`` p50 at most half of the all-sensor engine's), and the head's node count (in
+  its ONNX graph, and as ONNX Runtime runs it). Two ways: back to back with no new frames (each
+  call after the others'), and as served (each sensor's new frame pushed before each call, the split bundle running its
   encoders there, the engine's feeds filled before its run);
 * time from the last frame's arrival to the result: ``push`` of the last sensor's frame (a
   split bundle runs that sensor's encoder there) and ``infer()``;
@@ -24,7 +25,6 @@ Writes ``split.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -32,12 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
-
-
-def _q(us) -> dict:
-    us = np.asarray(us, dtype=np.float64)
-    return {"p50_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)), "n": int(len(us))}
+import onnx
+from _common import machine, quantiles, weighted_share, write_report
 
 
 def _bytes(path: Path) -> int:
@@ -109,22 +105,38 @@ def compare(checkpoint: Path, data, precision: str, subsets, work: Path, iters: 
     rts = {k: Runtime.from_bundle(b.root, clock=clocks[k], threads=1) for k, b in bundles.items()}
     direct = OrtEngine(bundles["subsets"].engine_path(full), threads=1)
     direct_feeds = {n: frames[0][n][None] for n in names}
+    split_bundle = bundles["split"]
+    encoders = {
+        s.name: OrtEngine(split_bundle.root / split_bundle.manifest["encoders"][s.name]["engine"], threads=1)
+        for s in data.specs
+    }
+    head_entry = split_bundle.manifest["head"]
+    head = OrtEngine(split_bundle.root / head_entry["engine"], threads=1)
+    embeddings = np.stack([next(iter(encoders[n].run({n: frames[0][n][None]}).values()))[0] for n in names])
+    head_feeds = {"embeddings": embeddings[None], "present": np.ones((1, len(names)), dtype=bool)}
+    out["head"] = {
+        "precision": head_entry.get("precision"),
+        "onnx_nodes": len(onnx.load(str(head.source)).graph.node),
+        "nodes_run": weighted_share(head, head_feeds)["nodes_per_run"],
+    }
     for k, rt in rts.items():
         clocks[k].advance(0.001)
         for n in names:
             rt.push(n, frames[0][n])
-    t = {"subsets": [], "split": [], "direct": []}
-    order = ["subsets", "split", "direct"]
+    t = {"subsets": [], "split": [], "direct": [], "head": []}
+    order = list(t)
     for i in range(iters):  # rotated, so that none always runs first
-        for k in order[i % 3 :] + order[: i % 3]:
+        for k in order[i % 4 :] + order[: i % 4]:
             t0 = time.perf_counter()
             if k == "direct":
                 direct.run(direct_feeds)
+            elif k == "head":
+                head.run(head_feeds)
             else:
                 r = rts[k].infer()
                 assert r.used == tuple(names), r
             t[k].append((time.perf_counter() - t0) * 1e6)
-    out["infer_all_live"] = {k: _q(v) for k, v in t.items()}
+    out["infer_all_live"] = {k: quantiles(v) for k, v in t.items()}
     out["split_infer_p50_over_direct_engine_p50"] = (
         out["infer_all_live"]["split"]["p50_us"] / out["infer_all_live"]["direct"]["p50_us"]
     )
@@ -132,6 +144,7 @@ def compare(checkpoint: Path, data, precision: str, subsets, work: Path, iters: 
     # as served: every sensor's new frame pushed (a split bundle encodes it there), then infer() timed; the
     # all-sensor engine in the same loop, its feeds filled from the frames, then run timed
     served = {"subsets": [], "split": [], "direct": []}
+    order = list(served)
     for i in range(iters):
         f = frames[(i + 1) % 32]
         for k in order[i % 3 :] + order[: i % 3]:
@@ -146,7 +159,7 @@ def compare(checkpoint: Path, data, precision: str, subsets, work: Path, iters: 
                 t0 = time.perf_counter()
                 rts[k].infer()
             served[k].append((time.perf_counter() - t0) * 1e6)
-    out["infer_as_served"] = {k: _q(v) for k, v in served.items()}
+    out["infer_as_served"] = {k: quantiles(v) for k, v in served.items()}
     out["split_served_p50_over_direct_engine_p50"] = (
         out["infer_as_served"]["split"]["p50_us"] / out["infer_as_served"]["direct"]["p50_us"]
     )
@@ -161,12 +174,11 @@ def compare(checkpoint: Path, data, precision: str, subsets, work: Path, iters: 
             rt.push(names[-1], frames[(i + 1) % 32][names[-1]])
             rt.infer()
             last[k].append((time.perf_counter() - t0) * 1e6)
-    out["last_frame_to_result"] = {k: _q(v) for k, v in last.items()}
+    out["last_frame_to_result"] = {k: quantiles(v) for k, v in last.items()}
 
     enc = {}
-    split_bundle = bundles["split"]
     for s in data.specs:
-        e = OrtEngine(split_bundle.root / split_bundle.manifest["encoders"][s.name]["engine"], threads=1)
+        e = encoders[s.name]
         feeds = {s.name: frames[0][s.name][None]}
         for _ in range(100):
             e.run(feeds)
@@ -194,14 +206,14 @@ def compare(checkpoint: Path, data, precision: str, subsets, work: Path, iters: 
         r = rt.infer()
         swaps.append((time.perf_counter() - t0) * 1e6)
         assert names[0] not in r.used
-    out["split_swap_latency"] = _q(swaps)
-    for r in rts.values():
-        r.close()
-    direct.close()
+    out["split_swap_latency"] = quantiles(swaps)
+    for e in [*rts.values(), direct, head, *encoders.values()]:
+        e.close()
     print(
         f"  infer(), all live, p50: per-subset {out['infer_all_live']['subsets']['p50_us']:.0f} us, split "
         f"{out['infer_all_live']['split']['p50_us']:.0f} us, the all-sensor engine alone "
-        f"{out['infer_all_live']['direct']['p50_us']:.0f} us; split/engine "
+        f"{out['infer_all_live']['direct']['p50_us']:.0f} us, the head alone "
+        f"{out['infer_all_live']['head']['p50_us']:.0f} us ({out['head']['onnx_nodes']} ONNX nodes); split/engine "
         f"{out['split_infer_p50_over_direct_engine_p50']:.2f}; bytes split/per-subset "
         f"{out['bytes_ratio_split_over_subsets']:.3f}",
         flush=True,
@@ -248,9 +260,7 @@ def main(argv=None) -> int:
             p: compare(args.checkpoint, demo, p, None, work / f"n3-{p}", args.iters) for p in ("int8", "fp32")
         }
         if args.skip_six:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "split-n3.json").write_text(json.dumps(report, indent=2) + "\n")
-            print(f"wrote {args.out / 'split-n3.json'}")
+            write_report(report, args.out / "split-n3.json")
             return 0
         six = six_sensor_data()
         ck = work / "six" / "checkpoint"
@@ -277,11 +287,7 @@ def main(argv=None) -> int:
             report["n3"]["int8"]["split_infer_p50_over_direct_engine_p50"] <= 0.5
         ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "split.json").write_text(json.dumps(report, indent=2) + "\n")
-    for k, v in report["targets"].items():
-        print(f"  {'PASS' if v else 'FAIL'}  {k}")
-    print(f"wrote {args.out / 'split.json'}")
+    write_report(report, args.out / "split.json")
     return 0
 
 

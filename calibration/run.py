@@ -24,6 +24,64 @@ from edgefuse.gate import check_gate_fail, compare, enforce
 CALIB_FORMAT = "edgefuse-calibration/1"
 
 
+def prepare(export_dir: Path, data, size: int, seed: int, split: str, want_split: bool):
+    """Read the export at ``export_dir`` and check ``data`` and ``size`` against it; return ``(export, sensor
+    names, the stratified calibration sample of data['train'], the held-out split)``."""
+    from edgefuse.export import read_export
+
+    exp = read_export(export_dir)
+    if exp["split"] != want_split:
+        raise EdgefuseError(
+            f"{export_dir}: expected a split export (edgefuse export --split), got a per-subset export"
+            if want_split
+            else f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset"
+        )
+    names = [s["name"] for s in exp["specs"]]
+    if data.modality_names != names:
+        raise EdgefuseError(f"data has modalities {data.modality_names}, the exported model expects {names}")
+    if size < 1:
+        raise EdgefuseError(f"calibration size must be >= 1, got {size}")
+    return exp, names, data.stratified_sample("train", size, seed=seed), data[split]
+
+
+def base_record(fmt: str, method: str, size: int, split: str, n: int, max_drop: float, gate_fail: str, trt: str):
+    """The fields every ``calibration.json`` starts with."""
+    return {
+        "format": fmt,
+        "method": method,
+        "size": size,
+        "gate_split": split,
+        "gate_n": n,
+        "max_drop": max_drop,
+        "gate_fail": gate_fail,
+        "trt_version": trt,
+    }
+
+
+def quantize_graph(
+    fp32: Path, out_dir: Path, reader: StratifiedReader, method: str, meta: dict, trt_version: str
+) -> dict[str, Any]:
+    """Ranges of the FP32 graph ``fp32`` from ``reader``, its Q/DQ graph, range report and TensorRT cache
+    written to ``out_dir`` beside a copy of it; return the record fields they share."""
+    ranges, hists = compute_ranges(fp32, reader, method=method, op_types=OP_TYPES)
+    stem = fp32.name[: -len(".onnx")]
+    int8 = out_dir / f"{stem}.int8.onnx"
+    quantize_qdq(fp32, int8, ranges)
+    if fp32.parent.resolve() != out_dir.resolve():
+        shutil.copy2(fp32, out_dir / fp32.name)
+    per_tensor = tensor_ranges(ranges, hists)
+    write_report(per_tensor, out_dir / f"{stem}.calib.json", {**meta, "method": method})
+    write_trt_cache(activation_scales(int8), out_dir / f"{stem}.trtcache", trt_version=trt_version)
+    return {
+        "fp32_file": fp32.name,
+        "int8_file": int8.name,
+        "report": f"{stem}.calib.json",
+        "trt_cache": f"{stem}.trtcache",
+        "qdq_nodes": check_qdq(int8),
+        "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
+    }
+
+
 def calibrate_export(
     export_dir: str | Path,
     data,
@@ -48,59 +106,27 @@ def calibrate_export(
     check_gate_fail(gate_fail)
     from tqdm.auto import tqdm
 
-    from edgefuse.export import read_export
-
     export_dir, out = Path(export_dir), Path(out)
-    exp = read_export(export_dir)
-    if exp["split"]:
-        raise EdgefuseError(
-            f"{export_dir}: calibration of split exports (encoders + head) is not supported; export per subset"
-        )
-    names = [s["name"] for s in exp["specs"]]
-    if data.modality_names != names:
-        raise EdgefuseError(f"data has modalities {data.modality_names}, the exported model expects {names}")
-    if size < 1:
-        raise EdgefuseError(f"calibration size must be >= 1, got {size}")
-    sample = data.stratified_sample("train", size, seed=seed)
-    held_out = data[split]
-    record: dict[str, Any] = {
-        "format": CALIB_FORMAT,
-        "method": method,
-        "size": len(sample),
-        "gate_split": split,
-        "gate_n": len(held_out),
-        "max_drop": max_drop,
-        "gate_fail": gate_fail,
-        "trt_version": trt_version,
-        "subsets": {},
-    }
+    exp, names, sample, held_out = prepare(export_dir, data, size, seed, split, want_split=False)
+    record: dict[str, Any] = base_record(
+        CALIB_FORMAT, method, len(sample), split, len(held_out), max_drop, gate_fail, trt_version
+    )
+    record["subsets"] = {}
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
         results = []
         for key, g in tqdm(exp["graphs"].items(), desc="calibrate", unit="subset", disable=not progress):
-            fp32 = export_dir / g["file"]
             inputs = {k: sample.inputs[k] for k in g["inputs"]}
             reader = StratifiedReader(inputs, desc=f"calibrate {key}", progress=progress)
-            ranges, hists = compute_ranges(fp32, reader, method=method, op_types=OP_TYPES)
-            stem = g["file"][: -len(".onnx")]
-            int8 = tmp / f"{stem}.int8.onnx"
-            quantize_qdq(fp32, int8, ranges)
-            counts = check_qdq(int8)
-            shutil.copy2(fp32, tmp / g["file"])
-            per_tensor = tensor_ranges(ranges, hists)
-            write_report(per_tensor, tmp / f"{stem}.calib.json", {"subset": key, "method": method, "size": len(sample)})
-            write_trt_cache(activation_scales(int8), tmp / f"{stem}.trtcache", trt_version=trt_version)
-            gate = compare(key, tmp / g["file"], int8, {k: held_out.inputs[k] for k in g["inputs"]}, held_out.labels)
+            meta = {"subset": key, "size": len(sample)}
+            files = quantize_graph(export_dir / g["file"], tmp, reader, method, meta, trt_version)
+            held = {k: held_out.inputs[k] for k in g["inputs"]}
+            gate = compare(key, tmp / g["file"], tmp / files["int8_file"], held, held_out.labels)
             results.append(gate)
             record["subsets"][key] = {
                 "modalities": g["modalities"],
-                "fp32_file": g["file"],
-                "int8_file": int8.name,
-                "report": f"{stem}.calib.json",
-                "trt_cache": f"{stem}.trtcache",
-                "qdq_nodes": counts,
+                **files,
                 "accuracy": gate.to_dict(),
-                "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
                 "int8_rejected": gate.fails(max_drop),
             }
         if gate_fail == "error":

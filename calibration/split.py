@@ -14,7 +14,6 @@ one whose return to FP32 helps the worst subset most) goes back to FP32, one at 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,17 +22,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgefuse._fs import atomic_dir
-from edgefuse.calibration.calibrate import StratifiedReader, compute_ranges, tensor_ranges
-from edgefuse.calibration.quantize import (
-    OP_TYPES,
-    activation_scales,
-    check_qdq,
-    quantize_qdq,
-    write_report,
-    write_trt_cache,
-)
-from edgefuse.errors import EdgefuseError
-from edgefuse.gate import GateResult, check_gate_fail, enforce
+from edgefuse.calibration.calibrate import StratifiedReader
+from edgefuse.calibration.run import base_record, prepare, quantize_graph
+from edgefuse.gate import GateResult, check_gate_fail, enforce, predict, run_batched
 from edgefuse.specs import all_subsets, default_subsets, subset_name
 
 SPLIT_CALIB_FORMAT = "edgefuse-split-calibration/1"
@@ -53,28 +44,9 @@ def gate_subsets(names: Sequence[str], seed: int = 0) -> list[tuple[str, ...]]:
     return base + [rest[i] for i in sorted(pick)]
 
 
-def _session(path: Path):
-    from edgefuse.engines.ort import OrtEngine
-
-    return OrtEngine(path, threads=os.cpu_count() or 1)  # throughput here, not latency
-
-
-def encode(path: Path, x: np.ndarray, batch: int = 512) -> np.ndarray:
+def encode(path: Path, sensor: str, x: np.ndarray) -> np.ndarray:
     """An encoder graph's embeddings ``[S, D]`` of one sensor's inputs ``[S, ...]``."""
-    with _session(path) as e:
-        name = e.inputs[0].name
-        return np.concatenate([e.run({name: x[s : s + batch]})["embedding"] for s in range(0, len(x), batch)])
-
-
-def head_logits(path: Path, embeddings: np.ndarray, present: np.ndarray, batch: int = 512) -> np.ndarray:
-    """The head's logits for ``embeddings [S, N, D]`` under ``present [S, N]``."""
-    with _session(path) as e:
-        return np.concatenate(
-            [
-                e.run({"embeddings": embeddings[s : s + batch], "present": present[s : s + batch]})["logits"]
-                for s in range(0, len(embeddings), batch)
-            ]
-        )
+    return run_batched(path, {sensor: x}, "embedding")
 
 
 def stack(
@@ -98,7 +70,7 @@ def pipeline_predictions(
     out = {}
     for sub in subsets:
         e, p = stack(names, embs, sub)
-        out[subset_name(sub, names)] = head_logits(head, e, p).argmax(1)
+        out[subset_name(sub, names)] = predict(head, {"embeddings": e, "present": p})
     return out
 
 
@@ -121,34 +93,15 @@ def calibrate_split(
     check_gate_fail(gate_fail)
     from tqdm.auto import tqdm
 
-    from edgefuse.export import read_export
-
     export_dir, out = Path(export_dir), Path(out)
-    exp = read_export(export_dir)
-    if not exp["split"]:
-        raise EdgefuseError(f"{export_dir}: expected a split export (edgefuse export --split), got a per-subset export")
-    names = [s["name"] for s in exp["specs"]]
-    if data.modality_names != names:
-        raise EdgefuseError(f"data has modalities {data.modality_names}, the exported model expects {names}")
-    if size < 1:
-        raise EdgefuseError(f"calibration size must be >= 1, got {size}")
-    sample = data.stratified_sample("train", size, seed=seed)
-    held_out = data[split]
+    exp, names, sample, held_out = prepare(export_dir, data, size, seed, split, want_split=True)
     subsets = gate_subsets(names, seed)
     graphs = exp["graphs"]
-    record: dict[str, Any] = {
-        "format": SPLIT_CALIB_FORMAT,
-        "method": method,
-        "size": len(sample),
-        "gate_split": split,
-        "gate_n": len(held_out),
-        "max_drop": max_drop,
-        "gate_fail": gate_fail,
-        "trt_version": trt_version,
-        "head_masks": "each calibration sample under one subset's mask, going round every non-empty subset",
-        "engines": {},
-        "subsets": {},
-    }
+    record: dict[str, Any] = base_record(
+        SPLIT_CALIB_FORMAT, method, len(sample), split, len(held_out), max_drop, gate_fail, trt_version
+    )
+    record["head_masks"] = "each calibration sample under one subset's mask, going round every non-empty subset"
+    record["engines"], record["subsets"] = {}, {}
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
         for g in graphs.values():
@@ -156,24 +109,8 @@ def calibrate_split(
 
         def quantize(key: str, reader: StratifiedReader, meta: dict) -> None:
             g = graphs[key]
-            fp32 = tmp / g["file"]
-            ranges, hists = compute_ranges(fp32, reader, method=method, op_types=OP_TYPES)
-            stem = g["file"][: -len(".onnx")]
-            int8 = tmp / f"{stem}.int8.onnx"
-            quantize_qdq(fp32, int8, ranges)
-            per_tensor = tensor_ranges(ranges, hists)
-            write_report(per_tensor, tmp / f"{stem}.calib.json", {**meta, "method": method, "size": len(sample)})
-            write_trt_cache(activation_scales(int8), tmp / f"{stem}.trtcache", trt_version=trt_version)
-            record["engines"][key] = {
-                "kind": g["kind"],
-                "modalities": g["modalities"],
-                "fp32_file": g["file"],
-                "int8_file": int8.name,
-                "report": f"{stem}.calib.json",
-                "trt_cache": f"{stem}.trtcache",
-                "qdq_nodes": check_qdq(int8),
-                "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
-            }
+            files = quantize_graph(tmp / g["file"], tmp, reader, method, {**meta, "size": len(sample)}, trt_version)
+            record["engines"][key] = {"kind": g["kind"], "modalities": g["modalities"], **files}
 
         encoders = {n: f"encoder_{n}" for n in names}
         bar = tqdm(total=len(names) + 1, desc="calibrate split", unit="graph", disable=not progress)
@@ -182,7 +119,7 @@ def calibrate_split(
             quantize(key, reader, {"engine": key})
             bar.update(1)
         # the head: FP32 embeddings of the calibration samples, each under one subset's mask in turn
-        calib_embs = {n: encode(tmp / graphs[encoders[n]]["file"], sample.inputs[n]) for n in names}
+        calib_embs = {n: encode(tmp / graphs[encoders[n]]["file"], n, sample.inputs[n]) for n in names}
         all_subs = all_subsets(names)
         emb, present = stack(names, calib_embs, names)
         for i in range(len(emb)):
@@ -198,7 +135,7 @@ def calibrate_split(
 
         # the gate: the composed pipeline on the held-out split, every subset, FP32 against INT8
         embs = {
-            p: {n: encode(tmp / record["engines"][encoders[n]][f"{p}_file"], held_out.inputs[n]) for n in names}
+            p: {n: encode(tmp / record["engines"][encoders[n]][f"{p}_file"], n, held_out.inputs[n]) for n in names}
             for p in ("fp32", "int8")
         }
         fp32_preds = pipeline_predictions(names, embs["fp32"], tmp / graphs["head"]["file"], subsets)

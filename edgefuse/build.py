@@ -108,23 +108,17 @@ def build_bundle(
         "kind": "split" if split else "subsets",
         "subsets": {},
     }
+    # how calibration runs (INT8), for per-subset and split exports alike
+    calib_options = {
+        "method": calib_method,
+        "size": calib_size,
+        "max_drop": max_drop,
+        "trt_version": trt_version or "10.3.0",
+        "progress": progress,
+        "gate_fail": gate_fail,
+    }
     if split:
-        return _build_split(
-            model,
-            data,
-            out,
-            manifest,
-            backend,
-            precision,
-            calib_method,
-            calib_size,
-            max_drop,
-            trt_max_batch,
-            trt_version,
-            progress,
-            gate_fail,
-            start,
-        )
+        return _build_split(model, data, out, manifest, calib_options, trt_max_batch, start)
 
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
@@ -150,17 +144,7 @@ def build_bundle(
             )
             graphs = exp["graphs"]
             if precision == "int8":
-                calib = calibrate_export(
-                    work / "export",
-                    data,
-                    work / "calib",
-                    method=calib_method,
-                    size=calib_size,
-                    max_drop=max_drop,
-                    trt_version=trt_version or "10.3.0",
-                    progress=progress,
-                    gate_fail=gate_fail,
-                )
+                calib = calibrate_export(work / "export", data, work / "calib", **calib_options)
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
                 rejected = [k for k, c in calib["subsets"].items() if c["int8_rejected"]]
                 manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
@@ -224,28 +208,15 @@ def build_bundle(
         return write_bundle(out, manifest, fill)
 
 
-def _build_split(
-    model,
-    data,
-    out,
-    manifest,
-    backend,
-    precision,
-    calib_method,
-    calib_size,
-    max_drop,
-    trt_max_batch,
-    trt_version,
-    progress,
-    gate_fail,
-    start,
-) -> Bundle:
-    """The split bundle: export encoders + head, calibrate them (INT8), gate the composed pipeline per subset."""
+def _build_split(model, data, out, manifest: dict, options: dict, trt_max_batch: int, start: float) -> Bundle:
+    """The split bundle: export encoders + head, calibrate them (INT8; ``options``: calibrate_split's keywords),
+    gate the composed pipeline per subset."""
     from edgefuse.calibration.split import encode, gate_subsets, pipeline_predictions
     from edgefuse.export import export_model
     from edgefuse.specs import subset_name
 
     names, test, dim = model.names, data["test"], model.dim
+    backend, precision, progress = manifest["backend"], manifest["precision"], options["progress"]
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
         calib = None
@@ -263,25 +234,15 @@ def _build_split(
             if precision == "int8":
                 from edgefuse.calibration.split import calibrate_split
 
-                calib = calibrate_split(
-                    work / "export",
-                    data,
-                    work / "calib",
-                    method=calib_method,
-                    size=calib_size,
-                    max_drop=max_drop,
-                    trt_version=trt_version or "10.3.0",
-                    progress=progress,
-                    gate_fail=gate_fail,
-                )
+                calib = calibrate_split(work / "export", data, work / "calib", **options)
                 engines = {
                     k: {"precision": e["precision"], "src": work / "calib" / e[f"{e['precision']}_file"], "calib": e}
                     for k, e in calib["engines"].items()
                 }
                 acc = {k: v["accuracy"] for k, v in calib["subsets"].items()}
                 manifest["int8_gate"] = {
-                    "max_drop_points": max_drop,
-                    "on_fail": gate_fail,
+                    "max_drop_points": options["max_drop"],
+                    "on_fail": options["gate_fail"],
                     "rejected": [k for k, e in calib["engines"].items() if e["int8_rejected"]],
                     "fallback_order": calib["fallback_order"],
                 }
@@ -290,7 +251,7 @@ def _build_split(
                     k: {"precision": "fp32", "src": work / "export" / g["file"], "calib": None}
                     for k, g in graphs.items()
                 }
-                embs = {n: encode(work / "export" / graphs[f"encoder_{n}"]["file"], test.inputs[n]) for n in names}
+                embs = {n: encode(work / "export" / graphs[f"encoder_{n}"]["file"], n, test.inputs[n]) for n in names}
                 preds = pipeline_predictions(names, embs, work / "export" / graphs["head"]["file"], gate_subsets(names))
                 acc = {k: {"fp32": float((p == test.labels).mean())} for k, p in preds.items()}
 

@@ -57,14 +57,21 @@ class GateResult:
         }
 
 
-def predict(path: Path, inputs: Mapping[str, np.ndarray], batch: int = 512) -> np.ndarray:
+def run_batched(path: Path, inputs: Mapping[str, np.ndarray], output: str = "logits", batch: int = 512) -> np.ndarray:
+    """Output ``output`` of the ONNX graph at ``path`` over every row of ``inputs`` (its input names ->
+    ``[S, ...]`` arrays), run ``batch`` rows at a time on every core."""
     from edgefuse.engines.ort import OrtEngine
 
     with OrtEngine(path, threads=os.cpu_count() or 1) as engine:  # throughput here, not latency
         names = [t.name for t in engine.inputs]
         n = len(inputs[names[0]])
-        out = [engine.run({k: inputs[k][s : s + batch] for k in names})["logits"] for s in range(0, n, batch)]
-    return np.concatenate(out).argmax(1)
+        out = [engine.run({k: inputs[k][s : s + batch] for k in names})[output] for s in range(0, n, batch)]
+    return np.concatenate(out)
+
+
+def predict(path: Path, inputs: Mapping[str, np.ndarray], batch: int = 512) -> np.ndarray:
+    """Class predictions ``[S]`` of the graph at ``path``."""
+    return run_batched(path, inputs, "logits", batch).argmax(1)
 
 
 def accuracy(path: Path, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:

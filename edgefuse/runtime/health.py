@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -79,6 +79,7 @@ class SensorParams:
 
 #: (old state, new state, reason, the clock time at which the change took effect)
 Transition = tuple[HealthState, HealthState, str, float]
+_NONE: tuple[Transition, ...] = ()  # what refresh/accept/fault return when no state changes
 
 
 def check_content(
@@ -154,10 +155,15 @@ class SensorHealth:
             self.run_frames = 0
         return old, new, reason, at
 
-    def refresh(self, now: float) -> list[Transition]:
-        """Apply the timeouts at time ``now``."""
-        out: list[Transition] = []
+    def refresh(self, now: float) -> Sequence[Transition]:
+        """Apply the timeouts at time ``now`` (runs for every sensor on every push and inference: no allocation
+        when nothing changes)."""
         p = self.p
+        if self.state is DROPPED or (
+            self.state is not STALE and (self.last_t is None or now - self.last_t <= p.timeout_s)
+        ):
+            return _NONE
+        out: list[Transition] = []
         if self.state in (LIVE, RECOVERING) and self.last_t is not None and now - self.last_t > p.timeout_s:
             what = "no valid frame" if self.state is LIVE else "recovery interrupted: no valid frame"
             out.append(
@@ -196,15 +202,15 @@ class SensorHealth:
                 )
         return None, ""
 
-    def fault(self, now: float, reason: str, detail: str) -> list[Transition]:
+    def fault(self, now: float, reason: str, detail: str) -> Sequence[Transition]:
         """Record a rejected frame: the sensor leaves LIVE (or restarts its recovery) as DROPPED."""
         self.rejected[reason] += 1
         if self.state is DROPPED:
             self.reason = f"{reason}: {detail}"
-            return []
+            return _NONE
         return [self._to(DROPPED, f"{reason}: {detail}", now)]
 
-    def accept(self, frame: np.ndarray, t: float) -> list[Transition]:
+    def accept(self, frame: np.ndarray, t: float) -> Sequence[Transition]:
         """Store a frame that passed ``check_time`` just before; readmit the sensor when its run is long enough."""
         if self._same:  # bit-identical to the stored frame (found by check_time)
             if self.frozen_since is None:
@@ -217,7 +223,7 @@ class SensorHealth:
         self.last_t = t
         self.accepted += 1
         if self.state is LIVE:
-            return []
+            return _NONE
         p = self.p
         if self.admit_first and not self.ever_live:
             return [self._to(LIVE, "first valid frame", t)]

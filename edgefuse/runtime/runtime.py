@@ -57,11 +57,10 @@ class Result:
         live: the live sensors, in spec order.
         engine: the engine that answered (a subset name, or ``late:<combiner>(...)``); None
             with NO_SENSORS.
-        used: the sensors whose frames the engine read.
         class_index, class_name: the decision (None with NO_SENSORS).
         logits: ``[C]``, the engine's output row (log-probabilities for late fusion; None with
             NO_SENSORS). ``probabilities`` is their softmax, computed when read.
-        ages: for each sensor used, the age of its frame at ``t`` (s).
+        ages: for each sensor the engine read (``used``, in spec order), the age of its frame at ``t`` (s).
         latency_ms: the engine's wall time.
         overhead_ms: the runtime's own wall time in ``infer`` (everything but the engine).
         expected_accuracy: the engine's manifest accuracy (None for late fusion and NO_SENSORS).
@@ -72,7 +71,6 @@ class Result:
     t: float
     live: tuple[str, ...]
     engine: str | None
-    used: tuple[str, ...]
     class_index: int | None
     class_name: str | None
     logits: np.ndarray | None
@@ -81,6 +79,11 @@ class Result:
     overhead_ms: float
     expected_accuracy: float | None
     reason: str = ""
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """The sensors whose frames the engine read, in spec order."""
+        return tuple(self.ages)
 
     @property
     def answered(self) -> bool:
@@ -191,7 +194,6 @@ class Runtime:
             dim = int(head.inputs[0].shape[-1])
             self._embedding_rows = np.zeros((len(self.names), dim), dtype=np.float32)  # one row per sensor
             self._embeddings = {n: self._embedding_rows[i] for i, n in enumerate(self.names)}
-            self._masks: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # live set -> present, row weights
             self._embedding_t: dict[str, float | None] = dict.fromkeys(self.names)
             self._encoder_locks = {n: threading.Lock() for n in self.names}
             self._head_feeds = {
@@ -223,8 +225,6 @@ class Runtime:
         now = self.clock()
         self._started = now
         self._health = {s.name: SensorHealth(s, params[s.name], now, self.policy.admit_first_frame) for s in self.specs}
-        # each plan's feeds dict is refilled with the sensors' latest frame slots before its engine runs
-        self._buffers = {n: h.slots[0] for n, h in self._health.items()}
         self._plans: dict[tuple[str, ...], Plan | None] = {}
         if len(self.names) <= 12:  # every live set's plan now, so that a swap only looks one up
             for live in all_subsets(self.names):
@@ -238,7 +238,6 @@ class Runtime:
         self._statuses: Counter[Status] = Counter()
         self._swaps = 0
         self._engine: str | None = None  # the engine of the last inference (None: NO_SENSORS, or none yet)
-        self._first = True
         self._change_t: float | None = None  # clock time of the last health change of the live set
         self._change_wall: float | None = None  # perf_counter of the same
         self._closed = False
@@ -251,7 +250,7 @@ class Runtime:
         """Verify the bundle at ``path``, load and warm every engine in it, and return a runtime
         over them. ``engine_kwargs`` go to each engine (ONNX Runtime: ``threads``, ``providers``,
         ``optimized_cache``; torch: ``device``, ``cuda_graph``)."""
-        from edgefuse.bundle import BundleError, load_bundle
+        from edgefuse.bundle import load_bundle
         from edgefuse.manifest import engine_accuracy
 
         bundle = load_bundle(path)
@@ -259,38 +258,24 @@ class Runtime:
         exclusive = bundle.manifest.get("backend") == "trt"
         if bundle.kind == "split":
             encoders, head = bundle.load_split_engines(warmup=True, **engine_kwargs)
-            try:
-                return cls(
-                    bundle.specs,
-                    accuracy=accuracy,
-                    class_names=bundle.class_names,
-                    policy=policy,
-                    clock=clock,
-                    source=str(bundle.root),
-                    encoders=encoders,
-                    head=head,
-                    exclusive_engines=exclusive,
-                )
-            except BaseException:
-                for e in [*encoders.values(), head]:
-                    e.close()
-                raise
-        if bundle.kind != "subsets":
-            raise BundleError(f"{path}: the runtime runs per-subset and split bundles, got one of kind {bundle.kind!r}")
-        engines = bundle.load_engines(warmup=True, **engine_kwargs)
+            parts: dict[str, Any] = {"encoders": encoders, "head": head}
+            owned = [*encoders.values(), head]
+        else:  # the manifest allows no other kind
+            parts = {"engines": bundle.load_engines(warmup=True, **engine_kwargs)}
+            owned = list(parts["engines"].values())
         try:
             return cls(
                 bundle.specs,
-                engines,
                 accuracy=accuracy,
                 class_names=bundle.class_names,
                 policy=policy,
                 clock=clock,
                 source=str(bundle.root),
                 exclusive_engines=exclusive,
+                **parts,
             )
         except BaseException:
-            for e in engines.values():
+            for e in owned:
                 e.close()
             raise
 
@@ -378,10 +363,9 @@ class Runtime:
                 if plan is not None:
                     ages = {}
                     if self.split:
-                        present, weights = self._masks[plan.members]
                         # the live rows, the others zeroed, in one pass; the mask swapped in, not copied
-                        np.multiply(self._embedding_rows, weights, out=self._head_feeds["embeddings"][0])
-                        self._head_feeds["present"] = present
+                        np.multiply(self._embedding_rows, plan.rows, out=self._head_feeds["embeddings"][0])
+                        self._head_feeds["present"] = plan.present
                         for n in plan.members:
                             ages[n] = now - emb_t[n]  # type: ignore[operator]
                     else:
@@ -392,12 +376,12 @@ class Runtime:
                             ages[m] = now - self._health[m].last_t  # type: ignore[operator]
                 change_t, change_wall = self._change_t, self._change_wall
             name = plan.name if plan is not None else None
-            swapped = not self._first and name != self._engine
+            swapped = bool(self._statuses) and name != self._engine  # not on the first inference
             if plan is None:
                 reason = (
                     "no sensor is live" if not live else f"no engine of the bundle serves the live sensors {list(live)}"
                 )
-                result = Result(Status.NO_SENSORS, now, live, None, (), None, None, None, {}, 0.0, 0.0, None, reason)
+                result = Result(Status.NO_SENSORS, now, live, None, None, None, None, {}, 0.0, 0.0, None, reason)
                 engine_s = 0.0
             else:
                 e0 = time.perf_counter()
@@ -428,9 +412,7 @@ class Runtime:
                         else f"engine {name} has no manifest accuracy to hold to the policy's {min_acc:.3f}"
                     )
                 cname = self.class_names[k] if k < len(self.class_names) else str(k)
-                result = Result(
-                    status, now, live, name, plan.members, k, cname, logits, ages, engine_s * 1e3, 0.0, acc, reason
-                )
+                result = Result(status, now, live, name, k, cname, logits, ages, engine_s * 1e3, 0.0, acc, reason)
             with self._lock:
                 if plan is not None and not self.split:
                     for m in plan.members:
@@ -458,7 +440,7 @@ class Runtime:
                             data,
                         )
                     )
-                self._engine, self._first = name, False
+                self._engine = name
             result.overhead_ms = (time.perf_counter() - start - engine_s) * 1e3
             return result
 
@@ -549,26 +531,26 @@ class Runtime:
 
     # ---- internals (called with self._lock held) ---------------------------------------------
     def _plan(self, live: tuple[str, ...]) -> Plan | None:
-        if self.split:  # the head serves every subset: the mask changes, the engine does not
+        if not self.split:  # each plan's feeds are refilled with the sensors' latest frame slots before a run
+            buffers = {n: h.slots[0] for n, h in self._health.items()}
+            plan = make_plan(live, self.engines, self.accuracy, self.policy, buffers)
+        elif not live:
+            plan = None
+        else:  # the head serves every subset: the mask changes, the engine does not
             key = SUBSET_SEP.join(live)
             on = np.array([n in live for n in self.names])
-            self._masks[live] = (on[None], on[:, None].astype(np.float32))
-            plan = (
-                None
-                if not live
-                else Plan(
-                    f"head[{key}]",
-                    live,
-                    (("head", self.head, self._head_feeds),),
-                    None,
-                    None,
-                    self.accuracy.get(key),
-                    True,
-                )
+            steps = (("head", self.head, self._head_feeds),)
+            plan = Plan(
+                f"head[{key}]",
+                live,
+                steps,
+                None,
+                None,
+                self.accuracy.get(key),
+                True,
+                on[None],
+                on[:, None].astype(np.float32),
             )
-            self._plans[live] = plan
-            return plan
-        plan = make_plan(live, self.engines, self.accuracy, self.policy, self._buffers)
         self._plans[live] = plan
         return plan
 

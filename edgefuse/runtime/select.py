@@ -32,6 +32,8 @@ class Plan:
         weights: late fusion's per-engine weights (``weighted`` only).
         accuracy: the manifest accuracy of the engine (None for late fusion).
         exact: whether every live sensor is used.
+        present: split bundles: the head's ``[1, N]`` presence mask for this live set (else None).
+        rows: split bundles: ``[N, 1]`` row weights, 1 for the used sensors' embeddings, 0 elsewhere.
     """
 
     name: str
@@ -41,6 +43,8 @@ class Plan:
     weights: np.ndarray | None
     accuracy: float | None
     exact: bool
+    present: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
 
 def make_plan(
