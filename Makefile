@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip "setuptools>=69" wheel
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[build,gpu,plot,test]"
+	$(PY) -m pip install -e ".[build,gpu,plot,ros,live,test]"
 	touch $@
 
 venv: $(VENV)/.installed

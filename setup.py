@@ -54,7 +54,10 @@ setup(
         "gpu": ["triton>=3.0; platform_system == 'Linux'"],
         "trt": ["tensorrt>=10"],
         "plot": ["matplotlib>=3.7"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "ruff==0.17.6"],
+        # ROS 2 bags (read, record) and CompressedImage decoding; rclpy comes with ROS 2 itself
+        "ros": ["rosbags>=0.10", "pillow>=10"],
+        "live": ["foxglove-sdk>=0.16"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "ruff==0.17.6", "websockets>=13"],
     },
     entry_points={"console_scripts": ["edgefuse=edgefuse.cli:main"]},
 )

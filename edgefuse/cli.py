@@ -175,33 +175,50 @@ def _print_split_build(bundle, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from edgefuse._fs import write_json
-    from edgefuse.bundle import load_bundle
+def _load_run_data(args: argparse.Namespace, bundle):
+    """The dataset ``edgefuse run`` / ``record-bag`` replays: --data, else the bundle's recorded one."""
     from edgefuse.data import load_dataset
-    from edgefuse.runtime import Policy, Runtime
-    from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, format_timeline, replay
 
-    bundle = load_bundle(args.bundle)  # verified here so that a bad bundle fails before the data is made
-    recorded = bundle.manifest.get("source", {})
+    recorded = bundle.manifest.get("source", {}) if bundle is not None else {}
     source = args.data or recorded.get("dataset")
     if not source:
         raise EdgefuseError(
             f"{args.bundle}: the bundle does not record its dataset; pass --data sensorscenes or --data FILE.npz"
         )
     seed = args.seed if args.seed is not None else int(recorded.get("seed", 0))
-    if args.scenario:
-        scenario = Scenario.from_toml(args.scenario, bundle.specs)
-    else:
-        scenario = Scenario(name="nominal", duration_s=args.duration, description="every sensor healthy throughout")
-    policy = Policy.from_toml(args.policy) if args.policy else scenario.policy
     data = load_dataset(source, seed=seed)
-    split = data[args.split]
-    if [s.to_dict() for s in data.specs] != [s.to_dict() for s in bundle.specs]:
+    if bundle is not None and [s.to_dict() for s in data.specs] != [s.to_dict() for s in bundle.specs]:
         raise EdgefuseError(
             f"data {source!r} has sensors {[(s.name, list(s.shape)) for s in data.specs]}, the bundle "
             f"{[(s.name, list(s.shape)) for s in bundle.specs]}"
         )
+    return data, {"source": source, "seed": seed, "split": args.split}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edgefuse._fs import write_json
+    from edgefuse.bundle import load_bundle
+    from edgefuse.runtime import Policy, Runtime
+    from edgefuse.runtime.scenario import ReplayClock, Scenario, check_timeline, format_timeline, replay
+
+    bundle = load_bundle(args.bundle)  # verified here so that a bad bundle fails before the data is made
+    if args.bag and args.scenario:
+        raise EdgefuseError("--bag replays a recording and --scenario a dataset: give one of them")
+    if args.topic and not args.bag:
+        raise EdgefuseError("--topic maps a sensor to a topic of --bag; give --bag too")
+    scenario, data, source = None, None, None
+    if args.bag:
+        from edgefuse.ros.bag import parse_topics
+
+        topics = parse_topics(args.topic) if args.topic else None
+        policy = Policy.from_toml(args.policy) if args.policy else None
+    else:
+        if args.scenario:
+            scenario = Scenario.from_toml(args.scenario, bundle.specs)
+        else:
+            scenario = Scenario(name="nominal", duration_s=args.duration, description="every sensor healthy throughout")
+        policy = Policy.from_toml(args.policy) if args.policy else scenario.policy
+        data, source = _load_run_data(args, bundle)
     import logging
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
@@ -209,8 +226,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("edgefuse.runtime").setLevel(logging.INFO if args.verbose else logging.ERROR)
     clock = ReplayClock(realtime=args.realtime)
     with Runtime.from_bundle(args.bundle, policy=policy, clock=clock, threads=args.threads) as rt:
+        view = None
+        if args.foxglove is not None:
+            from edgefuse.live import FoxgloveView
+
+            view = FoxgloveView(rt, port=args.foxglove)
+            print(f"Foxglove: connect to ws://localhost:{view.port} (topics /edgefuse/result, /health, /events)")
         if args.realtime:
-            print(f"replaying {scenario.name!r} in real time ({scenario.duration_s:g} s); a line per phase as it ends")
+            what = f"bag {args.bag}" if args.bag else f"{scenario.name!r} ({scenario.duration_s:g} s)"
+            print(f"replaying {what} in real time; a line per phase as it ends")
 
             def on_phase(p):
                 acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
@@ -220,8 +244,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 )
         else:
             on_phase = None
-        timeline = replay(rt, scenario, split.inputs, split.labels, clock, on_phase=on_phase)
-    timeline["data"] = {"source": source, "seed": seed, "split": args.split}
+        on_infer = view.on_result if view is not None else None
+        try:
+            if args.bag:
+                from edgefuse.ros.bag import replay_bag
+
+                timeline = replay_bag(
+                    rt,
+                    args.bag,
+                    clock,
+                    topics=topics,
+                    stamp=args.stamp,
+                    labels=args.labels,
+                    infer_rate_hz=args.infer_rate,
+                    phase_s=args.phase_s,
+                    on_phase=on_phase,
+                    on_infer=on_infer,
+                )
+            else:
+                split = data[args.split]
+                timeline = replay(rt, scenario, split.inputs, split.labels, clock, on_phase=on_phase, on_infer=on_infer)
+                timeline["data"] = source
+        finally:
+            if view is not None:
+                view.close()
     print(format_timeline(timeline))
     bad = check_timeline(timeline, args.max_drop) if args.max_drop is not None else []
     if args.json:
@@ -230,6 +276,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for line in bad:
         print(f"edgefuse run: {line}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _cmd_record_bag(args: argparse.Namespace) -> int:
+    from edgefuse.bundle import load_bundle
+    from edgefuse.ros.bag import parse_topics, record_bag
+    from edgefuse.runtime.scenario import Scenario
+
+    bundle = load_bundle(args.bundle) if args.bundle else None
+    if bundle is None and not args.data:
+        raise EdgefuseError("give --data sensorscenes (or FILE.npz), or a bundle whose dataset to record")
+    data, _ = _load_run_data(args, bundle)
+    scenario = Scenario.from_toml(args.scenario, data.specs)
+    split = data[args.split]
+    desc = record_bag(
+        scenario,
+        data.specs,
+        split.inputs,
+        split.labels,
+        args.out,
+        topics=parse_topics(args.topic) if args.topic else None,
+        image_encoding=args.image_encoding,
+    )
+    total = sum(desc["messages"].values())
+    print(f"recorded {scenario.name!r} ({scenario.duration_s:g} s, {total} messages) -> {args.out}")
+    for topic, n in desc["messages"].items():
+        print(f"  {topic:<28}{n:>8}")
+    return 0
+
+
+def _cmd_ros2(args: argparse.Namespace) -> int:
+    from edgefuse.ros.node import NodeConfig, run_node
+    from edgefuse.runtime import Policy
+
+    config = NodeConfig.from_toml(args.config)
+    policy = Policy.from_toml(args.policy) if args.policy else None
+    return run_node(args.bundle, config, policy, threads=args.threads)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -408,7 +490,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if a phase's accuracy is below the manifest accuracy of its engines minus this (e.g. 0.03)",
     )
     r.add_argument("-v", "--verbose", action="store_true", help="log each health change and swap as it happens")
+    rb = r.add_argument_group("ROS 2 bags (pip install 'edgefuse[ros]'; see docs/ros.md)")
+    rb.add_argument("--bag", type=Path, default=None, help="replay a ROS 2 bag (.mcap, .db3, or a bag folder)")
+    rb.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="SENSOR=/TOPIC",
+        help="the topic feeding a sensor (repeat per sensor; default for bags edgefuse recorded: theirs)",
+    )
+    rb.add_argument(
+        "--stamp",
+        choices=("header", "receive"),
+        default="header",
+        help="frame timestamps from header.stamp (default) or the receive time",
+    )
+    rb.add_argument(
+        "--labels", default=None, help="a std_msgs/Int32 label topic of the bag, or a CSV of stamp_ns,label rows"
+    )
+    rb.add_argument(
+        "--infer-rate", type=float, default=None, help="without labels: infer at this rate (default: slowest sensor's)"
+    )
+    rb.add_argument("--phase-s", type=float, default=None, help="cut the timeline into windows of this many seconds")
+    r.add_argument(
+        "--foxglove",
+        type=int,
+        nargs="?",
+        const=8765,
+        default=None,
+        metavar="PORT",
+        help="serve results, health and events to Foxglove over WebSocket (default port 8765; needs edgefuse[live])",
+    )
     r.set_defaults(func=_cmd_run)
+
+    rec = sub.add_parser("record-bag", help="write a fault scenario's sensor streams as a ROS 2 bag (MCAP or .db3)")
+    rec.add_argument("--scenario", type=Path, required=True, help="fault scenario (TOML)")
+    rec.add_argument("--out", type=Path, required=True, help="X.mcap or X.db3 (one file), or a folder (rosbag2)")
+    rec.add_argument("--data", default=None, help="'sensorscenes' or a .npz file (default: the bundle's dataset)")
+    rec.add_argument("--bundle", type=Path, default=None, help="record the dataset this bundle was built from")
+    rec.add_argument("--seed", type=int, default=None, help="data seed (default: the bundle's, else 0)")
+    rec.add_argument("--split", default="test", help="the split to record (default: test)")
+    rec.add_argument("--topic", action="append", default=[], metavar="SENSOR=/TOPIC", help="a sensor's topic")
+    rec.add_argument(
+        "--image-encoding",
+        choices=("32FC", "8UC"),
+        default="32FC",
+        help="images as 32-bit floats (exact; default) or 8 bits per channel (rgb8/mono8)",
+    )
+    rec.set_defaults(func=_cmd_record_bag)
+
+    ros = sub.add_parser("ros2", help="run the runtime as a ROS 2 node (needs rclpy: a sourced ROS 2)")
+    ros.add_argument("bundle", type=Path)
+    ros.add_argument("--config", type=Path, required=True, help="topics and rates (TOML; see docs/ros.md)")
+    ros.add_argument("--policy", type=Path, default=None, help="runtime policy (TOML)")
+    ros.add_argument("--threads", type=int, default=1, help="intra-op threads per engine (default: 1)")
+    ros.set_defaults(func=_cmd_ros2)
 
     i = sub.add_parser("info", help="verify a bundle and show its sensors, engines and accuracies")
     i.add_argument("bundle", type=Path)
@@ -432,6 +568,9 @@ EXTRAS = {
     "triton": "gpu",
     "matplotlib": "plot",
     "tensorrt": "trt",
+    "rosbags": "ros",
+    "PIL": "ros",
+    "foxglove": "live",
 }
 
 

@@ -14,6 +14,7 @@ DOCS = (
     "docs/benchmarks.md",
     "docs/compatibility.md",
     "docs/architecture.md",
+    "docs/ros.md",
 )
 #: top-level folders whose files the docs cite; outputs of a run (runs/, bench/results/local) are not in the tree
 TRACKED = (

@@ -317,6 +317,19 @@ class Runtime:
             self._encode(name, h, t)
         return True
 
+    def fault(self, name: str, reason: str, detail: str = "", t: float | None = None) -> None:
+        """Report a frame of sensor ``name`` that never became an array (a message that did not decode, a
+        driver error): it is counted as rejected with ``reason`` and the sensor leaves LIVE, as for an
+        invalid frame. ``t``: when (default: now). Safe from any thread."""
+        h = self._health.get(name)
+        if h is None:
+            raise EdgefuseError(f"unknown sensor {name!r}; expected one of {self.names}")
+        with self._lock:
+            now = self.clock()
+            self._apply(name, h.refresh(now))
+            self._event(Event(now if t is None else t, "reject", name, None, None, reason, {"detail": detail}))
+            self._apply(name, h.fault(now if t is None else t, reason, detail))
+
     def _encode(self, name: str, h: SensorHealth, t: float) -> None:
         """Split bundles: the sensor's encoder on its newest frame, here on the pushing thread, and the
         embedding cached with the frame's timestamp (one encoder run at a time per sensor)."""

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -222,11 +222,16 @@ class _Frame:
     faults: tuple[Fault, ...]
 
 
+def sample_period(scenario: Scenario, specs: Sequence[ModalitySpec]) -> float:
+    """How long each sample is in view: the scenario's ``sample_period_s``, else the slowest sensor's period."""
+    return scenario.sample_period_s or max(s.period_s for s in specs)
+
+
 def schedule(
     scenario: Scenario, specs: Sequence[ModalitySpec], n_samples: int
 ) -> tuple[list[_Frame], list[float], float]:
     """The replay's frames (sorted by arrival), its inference times, and the sample period."""
-    sp = scenario.sample_period_s or max(s.period_s for s in specs)
+    sp = sample_period(scenario, specs)
     frames: list[_Frame] = []
     for order, spec in enumerate(specs):
         n = int(math.ceil(scenario.duration_s * spec.rate_hz - 1e-9))
@@ -281,22 +286,53 @@ def _content(
     return x
 
 
-def replay(
-    runtime,
-    scenario: Scenario,
-    inputs: Mapping[str, np.ndarray],
-    labels: np.ndarray,
-    clock: ReplayClock,
-    on_phase: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Replay ``scenario`` over ``inputs``/``labels`` (one split) through ``runtime``, whose clock
-    must be ``clock``. Returns the timeline (see ``format_timeline``); ``on_phase`` is called
-    with each phase's record as it completes."""
-    if runtime.clock is not clock:
-        raise EdgefuseError("replay: the runtime must have been built with the replay's clock (clock=ReplayClock(...))")
-    specs = runtime.specs
+#: what one step of a replay does: open a phase, push a frame, infer
+PHASE, PUSH, INFER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a replay at time ``t`` (the replay clock's seconds). ``PHASE``: a phase starts
+    (``payload``: its fault labels); ``PUSH``: ``payload`` is ``(sensor, frame, timestamp)``, or a
+    ``(sensor, reason, detail)`` fault when ``frame_ok`` is False (a message that could not be decoded);
+    ``INFER``: the runtime infers (``payload``: the label in view, or None)."""
+
+    t: float
+    what: int
+    payload: Any
+    frame_ok: bool = True
+
+
+def scenario_steps(
+    scenario: Scenario, specs: Sequence[ModalitySpec], inputs: Mapping[str, np.ndarray], labels: np.ndarray
+) -> Iterator[Step]:
+    """The scenario's steps in time order (frames' contents made as they are reached, so the fault RNG
+    draws in arrival order). At one instant a phase starts first (frames at its start belong to it), then
+    frames arrive, then the runtime infers."""
     n = int(labels.shape[0])
-    if n == 0:
+    frames, infer_at, sp = schedule(scenario, specs, n)
+    bounds = scenario.boundaries()
+    todo = sorted(
+        [(b, PHASE, 0) for b in bounds[:-1]]
+        + [(fr.arrival, PUSH, i) for i, fr in enumerate(frames) if fr.arrival < scenario.duration_s]
+        + [(t, INFER, 0) for t in infer_at]
+    )
+    rng = np.random.default_rng(scenario.seed)
+    by_name = {s.name: s for s in specs}
+    frozen: dict = {}
+    for t, what, i in todo:
+        if what == PUSH:
+            fr = frames[i]
+            yield Step(t, PUSH, (fr.sensor, _content(by_name[fr.sensor], fr, inputs, n, frozen, rng), fr.ts))
+        elif what == INFER:
+            yield Step(t, INFER, int(labels[int(t / sp + 1e-9) % n]))
+        else:
+            yield Step(t, PHASE, [f.label for f in scenario.faults if f.start_s <= t < f.end_s])
+
+
+def check_inputs(specs: Sequence[ModalitySpec], inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
+    """Raise EdgefuseError unless ``inputs`` has a ``[S, *shape]`` array of each spec's dtype and S > 0."""
+    if int(labels.shape[0]) == 0:
         raise EdgefuseError("replay: the split has no samples")
     for s in specs:
         if s.name not in inputs:
@@ -307,77 +343,125 @@ def replay(
                 f"replay: modality {s.name!r} expected samples {list(s.shape)} {s.dtype} as the bundle's "
                 f"spec says, got {list(arr.shape[1:])} {arr.dtype}"
             )
-    frames, infer_at, sp = schedule(scenario, specs, n)
-    bounds = scenario.boundaries()
-    events: list[Any] = []
-    listen = events.append
-    runtime.add_listener(listen)
-    rng = np.random.default_rng(scenario.seed)
-    by_name = {s.name: s for s in specs}
-    frozen: dict = {}
-    # at one instant: a phase ends first (frames at its end belong to the next), then frames arrive, then the
-    # runtime infers
-    todo = sorted(
-        [(b, 0, 0) for b in bounds[1:]]
-        + [(fr.arrival, 1, i) for i, fr in enumerate(frames) if fr.arrival < scenario.duration_s]
-        + [(t, 2, 0) for t in infer_at]
-    )
-    phases: list[dict[str, Any]] = []
-    inferences: list[tuple[float, Any, int]] = []
-    wall = time.perf_counter()
-    clock.start()
-    ev0, inf0, counters0 = 0, 0, runtime.counters()
-    try:
-        for t, what, i in todo:
-            clock.wait_until(t)
-            if what == 1:
-                fr = frames[i]
-                runtime.push(fr.sensor, _content(by_name[fr.sensor], fr, inputs, n, frozen, rng), fr.ts)
-            elif what == 2:
-                inferences.append((t, runtime.infer(), int(labels[int(t / sp + 1e-9) % n])))
-            else:
-                counters1 = runtime.counters()
-                rec = _phase(scenario, bounds[len(phases)], t, inferences[inf0:], events[ev0:], counters0, counters1)
-                phases.append(rec)
-                if on_phase is not None:
-                    on_phase(rec)
-                ev0, inf0, counters0 = len(events), len(inferences), counters1
-    finally:
-        runtime.remove_listener(listen)
-    seconds = time.perf_counter() - wall
+
+
+def replay(
+    runtime,
+    scenario: Scenario,
+    inputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    clock: ReplayClock,
+    on_phase: Callable[[dict[str, Any]], None] | None = None,
+    on_infer: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``scenario`` over ``inputs``/``labels`` (one split) through ``runtime``, whose clock
+    must be ``clock``. Returns the timeline (see ``format_timeline``); ``on_phase`` is called
+    with each phase's record as it completes, ``on_infer`` with each Result."""
+    check_clock(runtime, clock)
+    check_inputs(runtime.specs, inputs, labels)
+    sp = sample_period(scenario, runtime.specs)
+    steps = scenario_steps(scenario, runtime.specs, inputs, labels)
+    timeline = drive(runtime, steps, clock, scenario.duration_s, on_phase, on_infer)
     return {
         "scenario": scenario.to_dict(),
         "source": runtime.source,
         "realtime": clock.realtime,
-        "samples": n,
+        "samples": int(labels.shape[0]),
         "sample_period_s": sp,
-        "wall_seconds": seconds,
+        **timeline,
+    }
+
+
+def check_clock(runtime, clock: ReplayClock) -> None:
+    if runtime.clock is not clock:
+        raise EdgefuseError("replay: the runtime must have been built with the replay's clock (clock=ReplayClock(...))")
+
+
+def drive(
+    runtime,
+    steps: Iterable[Step],
+    clock: ReplayClock,
+    end_s: float,
+    on_phase: Callable[[dict[str, Any]], None] | None = None,
+    on_infer: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``steps`` (in time order) through ``runtime`` on ``clock``; the last phase ends at ``end_s``.
+    ``on_phase`` gets each phase's record as it ends, ``on_infer`` each Result.
+    A replay whose first step is not a PHASE starts with a phase with no faults. Returns the timeline's
+    ``wall_seconds``, ``phases``, ``events`` (no frame rejections: those are counted) and ``counters``."""
+    events: list[Any] = []
+    listen = events.append
+    runtime.add_listener(listen)
+    phases: list[dict[str, Any]] = []
+    inferences: list[tuple[float, Any, int | None]] = []
+    wall = time.perf_counter()
+    clock.start()
+    opened: tuple[float, list[str]] | None = None
+    ev0, inf0, counters0 = 0, 0, runtime.counters()
+
+    def close(t: float) -> None:
+        nonlocal ev0, inf0, counters0
+        counters1 = runtime.counters()
+        rec = _phase(opened[0], t, opened[1], inferences[inf0:], events[ev0:], counters0, counters1)
+        phases.append(rec)
+        if on_phase is not None:
+            on_phase(rec)
+        ev0, inf0, counters0 = len(events), len(inferences), counters1
+
+    try:
+        for step in steps:
+            if step.t >= end_s:
+                break
+            clock.wait_until(step.t)
+            if step.what == PHASE or opened is None:
+                if opened is not None:
+                    close(step.t)
+                opened = (step.t if step.what == PHASE else 0.0, list(step.payload) if step.what == PHASE else [])
+            if step.what == PUSH:
+                if step.frame_ok:
+                    runtime.push(*step.payload)
+                else:
+                    runtime.fault(*step.payload)
+            elif step.what == INFER:
+                result = runtime.infer()
+                inferences.append((step.t, result, step.payload))
+                if on_infer is not None:
+                    on_infer(result)
+        clock.wait_until(end_s)
+        if opened is None:
+            opened = (0.0, [])
+        close(end_s)
+    finally:
+        runtime.remove_listener(listen)
+    return {
+        "wall_seconds": time.perf_counter() - wall,
         "phases": phases,
         "events": [e.to_dict() for e in events if e.kind != "reject"],
         "counters": runtime.counters(),
     }
 
 
-def _phase(scenario: Scenario, a: float, b: float, infs: list, events: list, c0: dict, c1: dict) -> dict[str, Any]:
+def _phase(a: float, b: float, faults: list[str], infs: list, events: list, c0: dict, c1: dict) -> dict[str, Any]:
     answered = [(r, y) for _, r, y in infs if r.answered]
+    labelled = [(r, y) for r, y in answered if y is not None]
     engines = Counter(r.engine or "(none)" for _, r, _ in infs)
     lives = Counter("+".join(r.live) or "(none)" for _, r, _ in infs)
-    known = [(r.expected_accuracy, r.class_index == y) for r, y in answered if r.expected_accuracy is not None]
-    correct = sum(int(r.class_index == y) for r, y in answered)
+    known = [(r.expected_accuracy, r.class_index == y) for r, y in labelled if r.expected_accuracy is not None]
+    correct = sum(int(r.class_index == y) for r, y in labelled)
     per_engine = {}
     for name in engines:
         rows = [(r, y) for r, y in answered if r.engine == name]
+        scored = [(r, y) for r, y in rows if y is not None]
         if rows:
             per_engine[name] = {
                 "inferences": len(rows),
-                "accuracy": sum(int(r.class_index == y) for r, y in rows) / len(rows),
+                "accuracy": sum(int(r.class_index == y) for r, y in scored) / len(scored) if scored else None,
                 "manifest_accuracy": rows[0][0].expected_accuracy,
             }
     rejected: Counter[str] = Counter()
     for reason, k in c1["rejected_by_reason"].items():
         if k - c0["rejected_by_reason"].get(reason, 0):
             rejected[reason] = k - c0["rejected_by_reason"].get(reason, 0)
-    faults = [f.label for f in scenario.faults if f.start_s <= a < f.end_s]
     return {
         "start_s": a,
         "end_s": b,
@@ -389,8 +473,9 @@ def _phase(scenario: Scenario, a: float, b: float, infs: list, events: list, c0:
         "live": dict(lives.most_common()),
         "engines": dict(engines.most_common()),
         "per_engine": per_engine,
-        "accuracy": correct / len(answered) if answered else None,
+        "accuracy": correct / len(labelled) if labelled else None,
         "expected_accuracy": sum(a for a, _ in known) / len(known) if known else None,
+        "classes": dict(Counter(r.class_name for r, _ in answered).most_common()),
         "swaps": [{"t": e.t, "from": e.old, "to": e.new, **dict(e.data)} for e in events if e.kind == "swap"],
         "state_changes": [
             {"t": e.t, "sensor": e.sensor, "from": e.old, "to": e.new, "reason": e.reason}
@@ -431,10 +516,14 @@ def format_timeline(timeline: Mapping[str, Any]) -> str:
     """The timeline as a table, one row per phase, then the swaps."""
     sc = timeline["scenario"]
     mode = "real time" if timeline["realtime"] else "simulated time"
+    what = (
+        f"{timeline['samples']} samples, one every {timeline['sample_period_s'] * 1e3:g} ms"
+        if timeline.get("samples")
+        else f"{timeline.get('labels', 0)} labels"
+    )
     lines = [
-        f"scenario {sc['name']!r}: {sc['duration_s']:g} s in {mode} ({timeline['wall_seconds']:.1f} s wall), "
-        f"{timeline['samples']} samples, one every {timeline['sample_period_s'] * 1e3:g} ms; bundle "
-        f"{timeline['source']}"
+        f"{timeline.get('kind', 'scenario')} {sc['name']!r}: {sc['duration_s']:g} s in {mode} "
+        f"({timeline['wall_seconds']:.1f} s wall), {what}; bundle {timeline['source']}"
     ]
     if sc.get("description"):
         lines.append(f"  {sc['description']}")
