@@ -14,6 +14,8 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PY) -m pip install --upgrade pip "setuptools>=69" wheel
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[build,gpu,plot,ros,live,test]"
+	# the public BasicMotions dataset ships inside aeon's wheel: tests and examples read it from there
+	$(PY) -m pip download --no-deps --dest .cache/wheels aeon==1.6.0
 	touch $@
 
 venv: $(VENV)/.installed

@@ -65,10 +65,13 @@ def load_training_data(
     from edgefuse.data import load_dataset
 
     recorded, recorded_seed = data_source(doc)
+    ds = doc.get("info", {}).get("dataset", {})
+    # the training and validation samples the model saw, when the data is the recorded source
+    sizes = {k: ds.get(k) for k in ("train_size", "val_size")} if source in (None, recorded) else {}
     source = source or recorded
     if not source:
         raise EdgefuseError(f"{checkpoint}: the checkpoint does not record its data source; pass the data explicitly")
-    return load_dataset(source, seed=recorded_seed if seed is None else seed)
+    return load_dataset(source, seed=recorded_seed if seed is None else seed, **sizes)
 
 
 def _jsonable(o: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,23 +27,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(args.data, seed=args.seed)
+    data = load_dataset(args.data, seed=args.seed, train_size=args.train_size, val_size=args.val_size)
     cfg = TrainConfig(
         fusion=args.fusion,
         epochs=args.epochs,
+        min_steps=args.min_steps,
+        max_steps=args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         dim=args.dim,
         modality_dropout=args.modality_dropout,
         patience=args.patience,
         seed=args.seed,
+        device=args.device,
+        amp=args.amp,
     )
-    result = train(data, cfg, out=args.out, source=args.data)
+    options = {"train_size": args.train_size, "val_size": args.val_size}
+    result = train(data, cfg, out=args.out, source=args.data, data_options=options)
     full = "+".join(data.modality_names)
-    print(
-        f"trained {args.fusion} in {result.seconds:.1f} s ({len(result.history)} epochs, best {result.best_epoch}); "
-        f"val accuracy all sensors {result.val_subsets[full]:.4f}; checkpoint {args.out}"
-    )
+    p = result.plan
+    how = "stopped early" if p["stopped_early"] else "full budget"
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
+        print(
+            f"trained {args.fusion} in {result.seconds:.1f} s ({p['stopped_at']} of {p['steps']} steps, {how}; kept "
+            f"step {result.best_step}); val accuracy all sensors {result.val_subsets[full]:.4f}; checkpoint {args.out}"
+        )
     return 0
 
 
@@ -58,6 +68,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(model, data, split=args.split, with_robustness=not args.no_robustness)
     report["checkpoint"] = str(args.checkpoint)
     print(format_report(report))
+    if args.baselines:
+        from edgefuse.baselines import baselines, format_baselines
+
+        base = baselines(data, split=args.split, seed=int(doc["info"].get("train_config", {}).get("seed", 0)))
+        report["baselines"] = base
+        print(f"\nbaselines on the same training split ({len(data['train'])} samples), {args.split} accuracy:")
+        print(format_baselines(report["subsets"], base, model.fusion_name))
     if args.json:
         write_json(report, args.json)
         print(f"\nwrote {args.json}")
@@ -393,14 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="sensorscenes", help="'sensorscenes' or a .npz file (default: sensorscenes)")
     t.add_argument("--fusion", default="gated", help="fusion strategy (see 'edgefuse fusions'; default: gated)")
     t.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--epochs", type=int, default=40, help="passes over the training set (default: 40) ...")
+    t.add_argument(
+        "--min-steps", type=int, default=1000, help="... but at least this many optimizer steps (default: 1000)"
+    )
+    t.add_argument("--max-steps", type=int, default=None, help="exactly this many steps (overrides both)")
+    t.add_argument("--batch-size", type=int, default=128, help="capped at a quarter of the training set (min 8)")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine to 0)")
+    t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--dim", type=int, default=64, help="shared embedding width")
     t.add_argument("--modality-dropout", type=float, default=0.5, help="per-modality drop probability while training")
-    t.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    t.add_argument("--patience", type=int, default=6, help="early stopping: validations without a better loss")
+    t.add_argument(
+        "--train-size", type=int, default=None, help="keep a stratified sample of this many training samples"
+    )
+    t.add_argument(
+        "--val-size", type=int, default=None, help="keep a stratified sample of this many validation samples"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    t.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where to train (default: cpu)")
+    t.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="accuracy of every sensor subset and robustness sweeps")
@@ -411,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     e.add_argument("--plot", type=Path, default=None, help="write a PNG of the report (needs matplotlib)")
     e.add_argument("--no-robustness", action="store_true", help="subset accuracies only")
+    e.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also train a logistic regression and an MLP per subset on the same split, and compare",
+    )
     e.set_defaults(func=_cmd_eval)
 
     x = sub.add_parser("export", help="one ONNX graph per sensor subset (or --split encoders + fusion head)")

@@ -46,7 +46,15 @@ def robustness(
     """Gaussian-noise and random-drop sweeps; see the module docstring."""
     names = model.names
     float_names = [s.name for s in model.specs if s.kind != "tokens"]
-    std = {k: model.norm.get(k, (0.0, float(split.inputs[k].std())))[1] for k in float_names}
+    from edgefuse.fusion.encoders import norm_shape
+
+    specs = {s.name: s for s in model.specs}
+    std = {  # per channel where the model normalises per channel
+        k: np.asarray(model.norm.get(k, (0.0, float(split.inputs[k].std())))[1], np.float32).reshape(
+            norm_shape(specs[k]) if np.ndim(model.norm.get(k, (0, 0))[1]) else ()
+        )
+        for k in float_names
+    }
     n = len(split)
     out: dict[str, Any] = {}
 

@@ -178,7 +178,12 @@ def sample_inputs(
         if s.kind == "tokens":
             out[s.name] = rng.integers(0, s.vocab_size, size=(batch, *s.shape)).astype(np.int64)
         else:
-            mean, std = (norm or {}).get(s.name, (0.0, 1.0))
+            from edgefuse.fusion.encoders import norm_shape
+
+            mean, std = (
+                (np.asarray(v, np.float32).reshape(norm_shape(s)) if np.ndim(v) else v)
+                for v in (norm or {}).get(s.name, (0.0, 1.0))
+            )
             out[s.name] = (mean + std * rng.standard_normal((batch, *s.shape))).astype(np.float32)
     return out
 

@@ -97,7 +97,7 @@ def tiny_checkpoint(small_scenes, tmp_path_factory):
         if not (path / "config.json").is_file():
             train(
                 small_scenes,
-                TrainConfig(fusion="gated", epochs=2, dim=16),
+                TrainConfig(fusion="gated", epochs=2, min_steps=0, dim=16),
                 out=path,
                 progress=False,
                 source="sensorscenes",

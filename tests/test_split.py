@@ -102,7 +102,13 @@ def test_split_needs_a_mid_fusion_model_and_fp32_or_int8(tiny_checkpoint, small_
     from edgefuse.train import TrainConfig, train
 
     ck = tmp_path / "late"
-    train(small_scenes, TrainConfig(fusion="late_mean", epochs=1, dim=8), out=ck, progress=False, source="sensorscenes")
+    train(
+        small_scenes,
+        TrainConfig(fusion="late_mean", epochs=1, min_steps=0, dim=8),
+        out=ck,
+        progress=False,
+        source="sensorscenes",
+    )
     with pytest.raises(EdgefuseError, match="a split bundle needs a mid-fusion model .* got fusion 'late_mean'"):
         build_bundle(ck, tmp_path / "b", split=True, data=small_scenes, progress=False)
     with pytest.raises(EdgefuseError, match="split bundles are built in fp32"):

@@ -24,20 +24,21 @@ def test_presence_samples_are_never_empty_and_cover_every_subset():
 
 @pytest.mark.parametrize("fusion", ["gated", "late_mean", "imputation", "per_subset"])
 def test_checkpoint_reload_reproduces_outputs(small_scenes, tmp_path, fusion):
-    cfg = TrainConfig(fusion=fusion, epochs=2, patience=2, dim=32)
+    cfg = TrainConfig(fusion=fusion, epochs=2, min_steps=0, patience=2, dim=32)
     result = train(small_scenes, cfg, out=tmp_path / "ck", progress=False, source="sensorscenes")
     model, doc = load_checkpoint(tmp_path / "ck")
     x = {k: v[:50] for k, v in small_scenes["test"].inputs.items()}
     np.testing.assert_array_equal(predict(result.model, x), predict(model, x))
     assert doc["info"]["dataset"]["source"] == "sensorscenes"
-    assert doc["model"]["kwargs"]["norm"]["camera"][1] > 0  # normalisation stats travel with the model
+    mean, std = doc["model"]["kwargs"]["norm"]["camera"]  # per-channel statistics travel with the model
+    assert len(mean) == len(std) == 3 and min(std) > 0
     assert len(doc["info"]["history"]) >= 1
 
 
 def test_training_learns_and_early_stops(small_scenes):
-    cfg = TrainConfig(fusion="concat", epochs=60, patience=3, dim=32, batch_size=32)
+    cfg = TrainConfig(fusion="concat", epochs=60, min_steps=0, patience=3, dim=32, batch_size=32, stop_after=0)
     result = train(small_scenes, cfg, progress=False)
-    assert len(result.history) < 60  # early stopping ends well before the budget
+    assert result.plan["stopped_early"] and len(result.history) < 40  # well before the budget
     assert len(result.history) - result.best_epoch == 3
     accs = result.val_subsets
     assert len(accs) == 7
@@ -45,7 +46,9 @@ def test_training_learns_and_early_stops(small_scenes):
 
 
 def test_save_is_atomic_when_writing_fails(small_scenes, tmp_path, monkeypatch):
-    result = train(small_scenes, TrainConfig(fusion="sum", epochs=1, dim=16), out=tmp_path / "ck", progress=False)
+    result = train(
+        small_scenes, TrainConfig(fusion="sum", epochs=1, min_steps=0, dim=16), out=tmp_path / "ck", progress=False
+    )
     before = (tmp_path / "ck" / "model.pt").read_bytes()
 
     def boom(*a, **k):
@@ -66,7 +69,7 @@ def test_auc_is_mean_accuracy_over_scaled_levels():
 
 
 def test_evaluate_reports_every_subset_and_robustness(small_scenes, tmp_path):
-    result = train(small_scenes, TrainConfig(fusion="gated", epochs=2, dim=32), progress=False)
+    result = train(small_scenes, TrainConfig(fusion="gated", epochs=8, min_steps=0, dim=32), progress=False)
     rep = evaluate(result.model, small_scenes)
     assert list(rep["subsets"]) == [
         "camera",
@@ -109,6 +112,8 @@ def test_cli_train_then_eval(tmp_path, monkeypatch, capsys):
                 str(ck),
                 "--epochs",
                 "15",
+                "--min-steps",
+                "0",
                 "--dim",
                 "16",
                 "--batch-size",
@@ -119,12 +124,14 @@ def test_cli_train_then_eval(tmp_path, monkeypatch, capsys):
     )
     assert read_config(ck)["model"]["fusion"] == "adaptive_gate"
     out = tmp_path / "eval.json"
-    assert main(["eval", str(ck), "--json", str(out), "--no-robustness"]) == 0
+    assert main(["eval", str(ck), "--json", str(out), "--no-robustness", "--baselines"]) == 0
     report = json.loads(out.read_text())
     assert set(report["subsets"]) == {"a", "b", "a+b"}
     assert report["subsets"]["a+b"] > 0.6  # the classes are well separated in both modalities
+    assert set(report["baselines"]) == {"logistic", "mlp"}
+    assert all(set(v) == {"a", "b", "a+b"} and min(v.values()) > 0.6 for v in report["baselines"].values())
     printed = capsys.readouterr().out
-    assert "a+b" in printed
+    assert "a+b" in printed and "baselines on the same training split" in printed and "margin" in printed
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):

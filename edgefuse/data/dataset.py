@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -66,6 +66,24 @@ class Dataset:
         if split not in self.splits:
             raise EdgefuseError(f"unknown split {split!r}; this dataset has {sorted(self.splits)}")
         return self.splits[split]
+
+    def reduced(self, train_size: int | None = None, val_size: int | None = None, seed: int = 0) -> "Dataset":
+        """This dataset with only a stratified sample of ``train_size`` training and ``val_size``
+        validation samples (None: the split whole)."""
+        if train_size is None and val_size is None:
+            return self
+        splits = dict(self.splits)
+        for name, n in (("train", train_size), ("val", val_size)):
+            if n is None:
+                continue
+            have = len(self.splits.get(name, ())) if name in self.splits else 0
+            if n < 1 or n > have:
+                raise EdgefuseError(
+                    f"{name}_size must be between 1 and the {have} samples of the {name} split, got {n}"
+                )
+            splits[name] = self.stratified_sample(name, n, seed)
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        return replace(self, splits=splits, description=f"{self.description} reduced to {sizes}")
 
     def stratified_sample(self, split: str, n: int, seed: int = 0) -> Split:
         """Up to ``n`` samples of ``split`` with every class represented in proportion."""

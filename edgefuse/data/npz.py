@@ -110,6 +110,22 @@ def load_npz(path: str | Path, kinds: Mapping[str, str] | None = None, seed: int
     return Dataset(specs=specs, splits=splits, class_names=class_names, name=path.stem, description=str(path))
 
 
+def save_npz(data: Dataset, path: str | Path) -> Path:
+    """Write ``data`` in the format ``load_npz`` reads: each modality's samples of every split one after
+    the other, ``label``, ``split`` (train/val/test) and ``class_names``."""
+    path = Path(path)
+    names = [s for s in SPLITS if s in data.splits and len(data.splits[s])]
+    arrays = {m: np.concatenate([data.splits[s].inputs[m] for s in names]) for m in data.modality_names}
+    arrays["label"] = np.concatenate([data.splits[s].labels for s in names]).astype(np.int64)
+    arrays["split"] = np.concatenate([np.full(len(data.splits[s]), s) for s in names])
+    arrays["class_names"] = np.array(data.class_names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
 def _split_ids(split: np.ndarray | None, labels: np.ndarray, seed: int, path: Path) -> np.ndarray:
     n = labels.shape[0]
     if split is None:

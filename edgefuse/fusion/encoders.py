@@ -32,16 +32,32 @@ class KeepFloat32(nn.Module):
         return self
 
 
+def norm_shape(spec: ModalitySpec) -> tuple[int, ...]:
+    """The shape per-channel statistics broadcast in over one sample: ``[C, 1, 1]`` for an image,
+    ``[C, 1]`` for a signal, ``[F]`` (each feature its own channel) for a vector."""
+    if spec.kind == "image":
+        return (spec.shape[0], 1, 1)
+    if spec.kind == "signal":
+        return (spec.shape[0], 1)
+    return tuple(spec.shape)
+
+
 class Normalize(KeepFloat32):
     """``(x - mean) / std`` in float32 (float64 in a float64 model), returned in the dtype the
-    model computes in (the dtype of the module's last cast)."""
+    model computes in (the dtype of the module's last cast). ``mean`` and ``std`` are scalars or
+    per-channel sequences, laid out in ``shape`` (see ``norm_shape``)."""
 
     _float32_buffers = ("mean", "std")
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, mean=0.0, std=1.0, shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        m, sd = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        if m.ndim or sd.ndim:
+            if shape is None:
+                raise EdgefuseError("per-channel statistics need the shape they broadcast in")
+            m, sd = (t.expand(shape).clone() if t.ndim == 0 else t.reshape(shape) for t in (m, sd))
+        self.register_buffer("mean", m)
+        self.register_buffer("std", sd)
         # not saved; every cast of the model casts it: its dtype is the one the model computes in
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
 
@@ -53,10 +69,10 @@ class Normalize(KeepFloat32):
 class ImageEncoder(nn.Module):
     """conv3x3(16) -> pool -> conv3x3(32) -> pool -> avg-pool to <= 4x4 -> linear."""
 
-    def __init__(self, spec: ModalitySpec, width: int = 64, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, spec: ModalitySpec, width: int = 64, mean=0.0, std=1.0) -> None:
         super().__init__()
         c, h, w = spec.shape
-        self.norm = Normalize(mean, std)
+        self.norm = Normalize(mean, std, norm_shape(spec))
         self.conv = nn.Sequential(
             nn.Conv2d(c, 16, 3, padding=1),
             nn.ReLU(),
@@ -79,10 +95,10 @@ class ImageEncoder(nn.Module):
 class SignalEncoder(nn.Module):
     """conv1d k5 (16) -> pool -> conv1d k5 (32) -> pool -> avg-pool to <= 8 -> linear."""
 
-    def __init__(self, spec: ModalitySpec, width: int = 64, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, spec: ModalitySpec, width: int = 64, mean=0.0, std=1.0) -> None:
         super().__init__()
         c, length = spec.shape
-        self.norm = Normalize(mean, std)
+        self.norm = Normalize(mean, std, norm_shape(spec))
         self.conv = nn.Sequential(
             nn.Conv1d(c, 16, 5, padding=2),
             nn.ReLU(),
@@ -104,10 +120,10 @@ class SignalEncoder(nn.Module):
 class VectorEncoder(nn.Module):
     """Two-layer MLP."""
 
-    def __init__(self, spec: ModalitySpec, width: int = 64, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, spec: ModalitySpec, width: int = 64, mean=0.0, std=1.0) -> None:
         super().__init__()
         (d,) = spec.shape
-        self.norm = Normalize(mean, std)
+        self.norm = Normalize(mean, std, norm_shape(spec))
         self.mlp = nn.Sequential(nn.Linear(d, 2 * width), nn.ReLU(), nn.Linear(2 * width, width), nn.ReLU())
         self.out_features = width
 
@@ -118,7 +134,7 @@ class VectorEncoder(nn.Module):
 class TokenEncoder(nn.Module):
     """Embedding bag (mean of token embeddings) -> linear; exported as Gather + ReduceMean."""
 
-    def __init__(self, spec: ModalitySpec, width: int = 64, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(self, spec: ModalitySpec, width: int = 64, mean=0.0, std=1.0) -> None:
         super().__init__()
         self.emb = nn.Embedding(spec.vocab_size, width)
         self.fc = nn.Sequential(nn.Linear(width, width), nn.ReLU())
@@ -136,7 +152,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_encoder(spec: ModalitySpec, width: int = 64, norm: tuple[float, float] | None = None) -> nn.Module:
+def build_encoder(spec: ModalitySpec, width: int = 64, norm: tuple | None = None) -> nn.Module:
     mean, std = norm if norm is not None else (0.0, 1.0)
     return ENCODERS[spec.kind](spec, width=width, mean=mean, std=std)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.fusion._inputs import prepare_inputs
-from edgefuse.fusion.encoders import KeepFloat32, build_encoder, resolve_encoder
+from edgefuse.fusion.encoders import KeepFloat32, Normalize, build_encoder, norm_shape, resolve_encoder
 from edgefuse.fusion.ops import MID_OPS, OP_ACTIVATION, MultiProjection, TransformerBlock, masked_softmax
 from edgefuse.kernels.exporting import is_exporting
 from edgefuse.kernels.reference import widened
@@ -56,7 +57,8 @@ class FusionModel(nn.Module):
         if num_classes < 2:
             raise EdgefuseError(f"expected num_classes >= 2, got {num_classes}")
         self.num_classes, self.dim, self.dropout = int(num_classes), int(dim), float(dropout)
-        self.norm = {k: (float(v[0]), float(v[1])) for k, v in (norm or {}).items()}
+        # per modality (mean, std): scalars, or per-channel lists (see encoders.norm_shape)
+        self.norm = {k: (_stat(v[0]), _stat(v[1])) for k, v in (norm or {}).items()}
         self.custom_encoders = sorted(encoders or {})
         unknown = set(self.custom_encoders) - set(self.names)
         if unknown:
@@ -126,6 +128,12 @@ class FusionModel(nn.Module):
         }
 
 
+def _stat(v) -> float | list[float]:
+    """A statistic as JSON keeps it: a float, or a list of floats."""
+    a = np.asarray(v, dtype=np.float64)
+    return float(a) if a.ndim == 0 else [float(x) for x in a.reshape(-1)]
+
+
 def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A floating-point input in ``dtype``; token ids (integers) as they are."""
     return x.to(dtype) if x.is_floating_point() else x
@@ -140,7 +148,6 @@ class EarlyFusion(KeepFloat32, FusionModel):
     """
 
     fusion_name = "early"
-    _float32_buffers = ("mean", "std")  # the raw inputs are normalised in float32, then cast
 
     def __init__(self, specs, num_classes, dim=64, dropout=0.1, norm=None, encoders=None, hidden: int = 256) -> None:
         super().__init__(specs, num_classes, dim, dropout, norm, encoders)
@@ -148,9 +155,13 @@ class EarlyFusion(KeepFloat32, FusionModel):
         self.embed = nn.ModuleDict({s.name: nn.Embedding(s.vocab_size, dim) for s in self.specs if s.kind == "tokens"})
         widths = [dim if s.kind == "tokens" else s.numel for s in self.specs]
         self.fill = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in widths])
-        stats = [self.norm.get(s.name, (0.0, 1.0)) for s in self.specs]
-        self.register_buffer("mean", torch.tensor([m for m, _ in stats]))
-        self.register_buffer("std", torch.tensor([s for _, s in stats]))
+        self.normalize = nn.ModuleDict(
+            {
+                s.name: Normalize(*self.norm.get(s.name, (0.0, 1.0)), norm_shape(s))
+                for s in self.specs
+                if s.kind != "tokens"
+            }
+        )
         self.mlp = nn.Sequential(
             nn.Linear(sum(widths) + len(widths), hidden),
             nn.ReLU(),
@@ -173,7 +184,7 @@ class EarlyFusion(KeepFloat32, FusionModel):
             x = (
                 self.embed[s.name](x.long()).mean(1)
                 if s.kind == "tokens"
-                else ((x.float() - self.mean[i]) / self.std[i]).to(dtype).flatten(1)
+                else self.normalize[s.name](x).to(dtype).flatten(1)
             )
             parts.append(torch.where(mask[:, i : i + 1], x, fill))
         parts.append(mask.to(dtype))
@@ -330,10 +341,10 @@ class _Tokenizer(nn.Module):
 
     def __init__(self, spec: ModalitySpec, dim: int, norm: tuple[float, float] | None) -> None:
         super().__init__()
-        from edgefuse.fusion.encoders import Normalize
+        from edgefuse.fusion.encoders import Normalize, norm_shape
 
         self.kind = spec.kind
-        self.norm = Normalize(*(norm or (0.0, 1.0)))
+        self.norm = Normalize(*(norm or (0.0, 1.0)), norm_shape(spec))
         if spec.kind == "image":
             c, h, w = spec.shape
             p = max(d for d in (4, 2, 1) if h % d == 0 and w % d == 0)
