@@ -37,12 +37,14 @@ lint: venv
 
 # the runtime's overhead and swaps, CPU engine latency (need `make demo` first); GPU kernels: bash bench/gpu_check.sh on a GPU
 bench: venv
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/bench_runtime.py --bundle $(RUN)/bundle --out bench/results/local
 	$(PY) bench/bench_split.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_engines.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_calibration.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_launch_overhead.py --out bench/results/local
 	$(PY) bench/bench_int8_scaling.py --out bench/results/local
+	$(PY) bench/bench_openvino.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -57,6 +57,8 @@ setup(
         # ROS 2 bags (read, record) and CompressedImage decoding; rclpy comes with ROS 2 itself
         "ros": ["rosbags>=0.10", "pillow>=10"],
         "live": ["foxglove-sdk>=0.16"],
+        # what make bench compares ONNX Runtime with
+        "bench": ["openvino>=2024.0"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-xdist>=3", "ruff==0.17.6", "websockets>=13"],
     },
     entry_points={"console_scripts": ["edgefuse=edgefuse.cli:main"]},

@@ -6,7 +6,9 @@ fusion width ``dim`` (the projection, gating and head grow as dim^2; the conv en
 on untrained SensorScenes models. For each model it exports the all-sensor graph, calibrates
 it with edgefuse's MinMax Q/DQ path on 256 stratified training frames, and times FP32 and
 INT8 in interleaved rounds: 1 thread, batch 1 and 8. Accuracy is not the point here (the
-models are untrained), so only latency is reported. Writes ``int8_scaling.json`` and
+models are untrained), so only latency is reported. Two INT8 forms: every Conv/Gemm/MatMul
+quantized (TensorRT's placement), and only those with >= ``--min-weights`` weights (edgefuse's
+ONNX Runtime default). Writes ``int8_scaling.json`` and
 ``int8_scaling.png``.
 
     python bench/bench_int8_scaling.py --out bench/results/cpu-2core
@@ -47,6 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--fusions", default="gated,concat")
     p.add_argument("--dims", default="64,256,512,1024")
     p.add_argument("--batches", default="1,8")
+    p.add_argument(
+        "--min-weights", type=int, default=8192, help="the second INT8 form: only weights this large (default 8192)"
+    )
     args = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -79,9 +84,11 @@ def main(argv=None) -> int:
                     fp32, StratifiedReader(sample.inputs, progress=False), method="minmax", op_types=OP_TYPES
                 )
                 int8 = quantize_qdq(fp32, work / "int8.onnx", ranges)
+                large = quantize_qdq(fp32, work / "int8-large.onnx", ranges, min_weights=args.min_weights)
                 engines = {
                     "fp32": OrtEngine(fp32, threads=1),
                     "int8": OrtEngine(int8, threads=1),
+                    "int8_large": OrtEngine(large, threads=1),
                 }  # the bundles' settings
                 for b in [int(x) for x in args.batches.split(",")]:
                     feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
@@ -94,11 +101,14 @@ def main(argv=None) -> int:
                         "fp32_p50_us": t["fp32"],
                         "int8_p50_us": t["int8"],
                         "int8_over_fp32": t["int8"] / t["fp32"],
+                        "int8_large_p50_us": t["int8_large"],
+                        "int8_large_over_fp32": t["int8_large"] / t["fp32"],
                     }
                     rows.append(row)
                     print(
                         f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
-                        f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us  int8/fp32 {row['int8_over_fp32']:.2f}",
+                        f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us ({row['int8_over_fp32']:.2f}x)  "
+                        f"int8 large {t['int8_large']:8.1f} us ({row['int8_large_over_fp32']:.2f}x)",
                         flush=True,
                     )
                 for e in engines.values():
@@ -108,6 +118,7 @@ def main(argv=None) -> int:
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "threads": 1,
         "calibration": {"method": "minmax", "size": len(sample)},
+        "int8_forms": {"int8": "every Conv/Gemm/MatMul", "int8_large": f"only weights >= {args.min_weights} values"},
         "seconds": round(time.time() - start, 1),
         "results": rows,
     }

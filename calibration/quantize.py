@@ -52,29 +52,70 @@ except ImportError as e:  # an older onnxruntime: say what is needed, not which 
 OP_TYPES = ("Conv", "Gemm", "MatMul")
 
 
+def weighted_nodes(path: str | Path, min_weights: int = 0, op_types: Sequence[str] = OP_TYPES) -> tuple[list[str], int]:
+    """``(names, total)``: the ``op_types`` nodes of the graph whose weight (a constant second input) has
+    at least ``min_weights`` values, and how many ``op_types`` nodes there are. With ``min_weights`` 0, or
+    when no weight is that large, every ``op_types`` node (activation-by-activation MatMuls included)."""
+    model = onnx.load(str(path), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.op_type in op_types]
+    big = [n.name for n in nodes if len(n.input) > 1 and weight_size(model, n.input[1]) >= min_weights]
+    return (big if min_weights > 0 and big else [n.name for n in nodes]), len(nodes)
+
+
+#: ops a weight may pass through between its initializer and the node that uses it (a gated fusion's
+#: per-sensor gate weights are slices of one stacked parameter)
+_WEIGHT_PATH = ("Gather", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Identity", "Cast", "Flatten")
+
+
+def weight_size(model: onnx.ModelProto, name: str) -> int:
+    """How many values the tensor ``name`` holds when it is a weight: an initializer, or one reached
+    through ``_WEIGHT_PATH`` ops (a Gather along the first axis takes one of its slices); 0 for an
+    activation."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    gathered = False
+    for _ in range(16):
+        if name in inits:
+            dims = list(inits[name].dims)
+            total = int(np.prod(dims)) if dims else 1
+            return total // dims[0] if gathered and dims and dims[0] else total
+        node = producer.get(name)
+        if node is None or node.op_type not in _WEIGHT_PATH:
+            return 0
+        gathered = gathered or node.op_type == "Gather"
+        name = node.input[0]
+    return 0
+
+
 def quantize_qdq(
     fp32_path: str | Path,
     out_path: str | Path,
     ranges,
     op_types: Sequence[str] = OP_TYPES,
     per_channel: bool = True,
+    min_weights: int = 0,
 ) -> Path:
-    """Write the Q/DQ INT8 graph of ``fp32_path`` to ``out_path`` using ``ranges`` (TensorsData)."""
+    """Write the Q/DQ INT8 graph of ``fp32_path`` to ``out_path`` using ``ranges`` (TensorsData).
+    ``min_weights``: quantize only the weighted nodes with at least that many weights (0: all of them)."""
     out_path = Path(out_path)
     # quantize_static warns on the root logger that the model was not pre-processed (shape
     # inference + optimisation): export's graphs are already shape-inferred and optimised
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)
+    nodes = None
+    if min_weights > 0:
+        nodes, _ = weighted_nodes(fp32_path, min_weights, op_types)
+        nodes = nodes or None  # no weight that large: the whole graph (the build's timing then decides)
     try:
-        _quantize(fp32_path, out_path, ranges, op_types, per_channel)
+        _quantize(fp32_path, out_path, ranges, op_types, per_channel, nodes)
     finally:
         quiet.setLevel(level)
     check_qdq(out_path)
     return out_path
 
 
-def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_channel: bool) -> None:
+def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_channel: bool, nodes=None) -> None:
     with tempfile.TemporaryDirectory(prefix="edgefuse-qdq.") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -90,6 +131,7 @@ def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_ch
             per_channel=per_channel,
             reduce_range=False,
             op_types_to_quantize=list(op_types),
+            nodes_to_quantize=nodes,
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,

@@ -15,6 +15,7 @@ from edgefuse.calibration.quantize import (
     activation_scales,
     check_qdq,
     quantize_qdq,
+    weighted_nodes,
     write_report,
     write_trt_cache,
 )
@@ -59,14 +60,15 @@ def base_record(fmt: str, method: str, size: int, split: str, n: int, max_drop: 
 
 
 def quantize_graph(
-    fp32: Path, out_dir: Path, reader: StratifiedReader, method: str, meta: dict, trt_version: str
+    fp32: Path, out_dir: Path, reader: StratifiedReader, method: str, meta: dict, trt_version: str, min_weights: int = 0
 ) -> dict[str, Any]:
     """Ranges of the FP32 graph ``fp32`` from ``reader``, its Q/DQ graph, range report and TensorRT cache
     written to ``out_dir`` beside a copy of it; return the record fields they share."""
     ranges, hists = compute_ranges(fp32, reader, method=method, op_types=OP_TYPES)
     stem = fp32.name[: -len(".onnx")]
     int8 = out_dir / f"{stem}.int8.onnx"
-    quantize_qdq(fp32, int8, ranges)
+    quantize_qdq(fp32, int8, ranges, min_weights=min_weights)
+    quantized, total = weighted_nodes(fp32, min_weights)
     if fp32.parent.resolve() != out_dir.resolve():
         shutil.copy2(fp32, out_dir / fp32.name)
     per_tensor = tensor_ranges(ranges, hists)
@@ -78,6 +80,7 @@ def quantize_graph(
         "report": f"{stem}.calib.json",
         "trt_cache": f"{stem}.trtcache",
         "qdq_nodes": check_qdq(int8),
+        "quantized_nodes": {"quantized": len(quantized), "of": total, "min_weights": min_weights},
         "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),
     }
 
@@ -94,6 +97,7 @@ def calibrate_export(
     trt_version: str = "10.3.0",
     progress: bool = True,
     gate_fail: str = "error",
+    min_weights: int = 0,
 ) -> dict[str, Any]:
     """Calibrate every subset graph of ``export_dir`` on a stratified sample of ``data['train']``,
     write the Q/DQ graphs to ``out`` and gate them on ``data[split]``; return ``calibration.json``.
@@ -112,6 +116,7 @@ def calibrate_export(
         CALIB_FORMAT, method, len(sample), split, len(held_out), max_drop, gate_fail, trt_version
     )
     record["subsets"] = {}
+    record["min_weights"] = min_weights
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
         results = []
@@ -119,7 +124,7 @@ def calibrate_export(
             inputs = {k: sample.inputs[k] for k in g["inputs"]}
             reader = StratifiedReader(inputs, desc=f"calibrate {key}", progress=progress)
             meta = {"subset": key, "size": len(sample)}
-            files = quantize_graph(export_dir / g["file"], tmp, reader, method, meta, trt_version)
+            files = quantize_graph(export_dir / g["file"], tmp, reader, method, meta, trt_version, min_weights)
             held = {k: held_out.inputs[k] for k in g["inputs"]}
             gate = compare(key, tmp / g["file"], tmp / files["int8_file"], held, held_out.labels)
             results.append(gate)

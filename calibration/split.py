@@ -86,6 +86,7 @@ def calibrate_split(
     trt_version: str = "10.3.0",
     progress: bool = True,
     gate_fail: str = "error",
+    min_weights: int = 0,
 ) -> dict[str, Any]:
     """Calibrate a split export (see the module docstring); write the Q/DQ graphs, reports and
     TensorRT caches to ``out``; return ``calibration.json``: per engine its files and final
@@ -101,7 +102,7 @@ def calibrate_split(
         SPLIT_CALIB_FORMAT, method, len(sample), split, len(held_out), max_drop, gate_fail, trt_version
     )
     record["head_masks"] = "each calibration sample under one subset's mask, going round every non-empty subset"
-    record["engines"], record["subsets"] = {}, {}
+    record["engines"], record["subsets"], record["min_weights"] = {}, {}, min_weights
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
         for g in graphs.values():
@@ -109,7 +110,8 @@ def calibrate_split(
 
         def quantize(key: str, reader: StratifiedReader, meta: dict) -> None:
             g = graphs[key]
-            files = quantize_graph(tmp / g["file"], tmp, reader, method, {**meta, "size": len(sample)}, trt_version)
+            meta = {**meta, "size": len(sample)}
+            files = quantize_graph(tmp / g["file"], tmp, reader, method, meta, trt_version, min_weights)
             record["engines"][key] = {"kind": g["kind"], "modalities": g["modalities"], **files}
 
         encoders = {n: f"encoder_{n}" for n in names}

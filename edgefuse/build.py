@@ -20,6 +20,12 @@ from edgefuse.bundle import Bundle, write_bundle
 from edgefuse.errors import EdgefuseError
 from edgefuse.manifest import subset_entry
 
+#: ONNX Runtime INT8 quantizes only weights with at least this many values. Measured on an AVX-512
+#: VNNI Xeon (ORT 1.32, batch 1, 1 thread; the engines issue's table): the demo model's all-sensor
+#: engine ran at 1.15x FP32 with this threshold against 1.52x with every weight quantized, and at
+#: 0.70x against 0.79x when trained with --dim 256.
+ORT_MIN_WEIGHTS = 8192
+
 PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32", "fp16")}
 
 
@@ -38,8 +44,24 @@ def build_bundle(
     progress: bool = True,
     gate_fail: str = "error",
     split: bool = False,
+    strict: bool = False,
+    latency_profile: str | Path | None = None,
+    latency_iters: int = 200,
+    int8_min_weights: int | None = None,
 ) -> Bundle:
     """Build a bundle; see the module docstring. ``data`` defaults to the checkpoint's own source.
+
+    Latency-aware precision (``ort`` INT8 builds): each subset's FP32 and INT8 graphs are timed,
+    interleaved, at batch 1 and ``trt_max_batch`` on this machine, or read from
+    ``latency_profile`` (``edgefuse profile`` run on the target device), and the subset keeps the
+    fastest that passes the accuracy gate (``edgefuse.latency.choose``). Its manifest entry
+    records every candidate's timings and accuracy and why the chosen one won. ``strict``: INT8
+    wherever it passes the gate, whatever its speed.
+
+    ``int8_min_weights``: which nodes INT8 quantizes. ONNX Runtime (default ``ORT_MIN_WEIGHTS``):
+    only the Conv/Gemm/MatMul whose weight has that many values; its INT8 kernels lose to FP32
+    on small GEMMs, and every Q/DQ pair is a node of overhead. TensorRT (default 0): every one,
+    TensorRT's recommended placement (it fuses the rest around them).
 
     ``split``: one encoder engine per sensor and one fusion-head engine that takes the embeddings
     and a presence mask (mid-fusion models; backends ort and trt): it serves every subset, and
@@ -109,7 +131,10 @@ def build_bundle(
         "subsets": {},
     }
     # how calibration runs (INT8), for per-subset and split exports alike
+    if int8_min_weights is None:
+        int8_min_weights = ORT_MIN_WEIGHTS if backend == "ort" else 0
     calib_options = {
+        "min_weights": int8_min_weights,
         "method": calib_method,
         "size": calib_size,
         "max_drop": max_drop,
@@ -117,12 +142,22 @@ def build_bundle(
         "progress": progress,
         "gate_fail": gate_fail,
     }
+    if precision == "int8":
+        manifest["int8_quantization"] = {
+            "form": "Q/DQ, symmetric INT8, per-channel weights, per-tensor activations",
+            "nodes": f"Conv/Gemm/MatMul with >= {int8_min_weights} weights"
+            if int8_min_weights
+            else "every Conv/Gemm/MatMul",
+            "min_weights": int8_min_weights,
+        }
     if split:
         return _build_split(model, data, out, manifest, calib_options, trt_max_batch, start)
 
     with tempfile.TemporaryDirectory(prefix="edgefuse-build.") as work:
         work = Path(work)
         calib, rejected = None, []  # rejected: the subsets that failed the INT8 / FP16 gate (they get FP32)
+        choice: dict[str, Any] = {}  # ort INT8: each subset's timed candidates and the chosen precision
+        slower: list[str] = []  # the subsets whose INT8 engine was not faster than FP32 (they get FP32)
         if backend == "torch":
             from edgefuse.inference import subset_accuracy
             from edgefuse.specs import default_subsets, subset_name
@@ -148,6 +183,12 @@ def build_bundle(
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
                 rejected = [k for k, c in calib["subsets"].items() if c["int8_rejected"]]
                 manifest["int8_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
+                if backend == "ort":
+                    choice = _choose_precisions(
+                        calib, work / "calib", rejected, strict, latency_profile, trt_max_batch, latency_iters, progress
+                    )
+                    manifest["latency"] = choice.pop("__meta__")
+                    slower = [k for k, c in choice.items() if c["chosen"] == "fp32" and k not in rejected]
             else:
                 acc = {
                     k: {
@@ -163,7 +204,7 @@ def build_bundle(
             if backend == "torch":
                 shutil.copytree(checkpoint, tmp / "engines" / "torch")
             for key, g in graphs.items():
-                members, fallback = g["modalities"], key in rejected
+                members, fallback = g["modalities"], key in rejected or key in slower
                 entry = subset_entry(
                     members,
                     model.specs,
@@ -173,11 +214,13 @@ def build_bundle(
                     {**acc[key], "split": "test", "n": len(test)},
                     engine="",
                 )
-                if fallback:
+                if key in rejected:
                     entry[f"{precision}_rejected"] = {
                         "drop_points": acc[key]["drop_points"],
                         "max_drop_points": max_drop,
                     }
+                if key in choice:
+                    entry["latency"] = choice[key]
                 if backend == "torch":
                     entry["engine"] = "engines/torch"
                 elif fallback:
@@ -344,6 +387,68 @@ def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: 
     if gate_fail == "error":
         enforce(gates, max_drop)
     return gates
+
+
+def _choose_precisions(
+    calib: dict, folder: Path, rejected, strict: bool, profile, max_batch: int, iters: int, progress: bool
+) -> dict[str, Any]:
+    """Per subset: its FP32 and INT8 candidates' timings (measured here, or from ``profile``) and accuracy,
+    the precision chosen (``edgefuse.latency.choose``) and why; ``__meta__``: where the timings come from."""
+    from tqdm.auto import tqdm
+
+    from edgefuse import latency
+
+    subsets = calib["subsets"]
+    if profile is not None:
+        prof = latency.read_profile(profile)
+        missing = [k for k in subsets if k not in prof["graphs"]]
+        if missing:
+            raise EdgefuseError(f"latency profile {profile}: no timings for subsets {missing}; profile the same export")
+        timed, meta = (
+            {k: prof["graphs"][k] for k in subsets},
+            {
+                "timed_on": prof["device"],
+                "source": f"profile {profile}",
+                "threads": prof["threads"],
+                "batches": prof["batches"],
+            },
+        )
+    else:
+        batches = sorted({1, max_batch})
+        timed = {}
+        for k, c in tqdm(subsets.items(), desc="time candidates", unit="subset", disable=not progress):
+            timed[k] = latency.time_graphs(
+                {"fp32": folder / c["fp32_file"], "int8": folder / c["int8_file"]}, batches, iters
+            )
+        meta = {"timed_on": latency.machine(), "source": "the build machine", "threads": 1, "batches": batches}
+    meta["rule"] = f"the fastest at batch 1 that passes the gate; INT8 must beat FP32's p50 by {latency.NOISE:.0%}" + (
+        "" if profile is not None else ", on two timings"
+    )
+    if strict:
+        meta["rule"] = "INT8 wherever it passes the gate (--strict)"
+    out: dict[str, Any] = {"__meta__": meta}
+    for k, c in subsets.items():
+        passing = ["fp32"] if k in rejected else ["int8", "fp32"]
+        chosen, why = latency.choose(timed[k], passing, strict="int8" if strict else None)
+        if chosen != "fp32" and not strict and profile is None:  # a win measured here: confirm it on a second timing
+            graphs = {"fp32": folder / c["fp32_file"], "int8": folder / c["int8_file"]}
+            again = latency.time_graphs(graphs, [1], iters)
+            chosen2, why2 = latency.choose(again, passing)
+            if chosen2 == "fp32":
+                chosen, why = "fp32", f"INT8 looked faster ({why}) but not on a second timing ({why2})"
+            else:
+                why += f"; confirmed on a second timing ({why2})"
+        if k in rejected:
+            why = f"INT8 failed the accuracy gate ({c['accuracy']['drop_points']:.2f} points)"
+        out[k] = {
+            "candidates": {
+                p: {**{f"batch{b}": t for b, t in timed[k].get(p, {}).items()}, "accuracy": c["accuracy"].get(p)}
+                for p in ("fp32", "int8")
+            },
+            "chosen": chosen,
+            "why": why,
+        }
+    return out
 
 
 def _engine_file(backend: str, precision: str, key: str, src: Path, dest: Path, work: Path, max_batch: int) -> str:

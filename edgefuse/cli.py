@@ -145,12 +145,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         trt_max_batch=args.max_batch,
         gate_fail=args.gate_fallback or "error",
         split=args.split,
+        strict=args.strict,
+        latency_profile=args.latency_profile,
+        int8_min_weights=args.int8_min_weights,
     )
     m = bundle.manifest
     if bundle.kind == "split":
         return _print_split_build(bundle, args)
     low = m["precision"] if m["precision"] in ("int8", "fp16") else "int8"  # the column of the gated precision
-    print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{low:>8}")
+    timed = "latency" in m
+    print(f"{'subset':<28}{'engine':<44}{'fp32':>8}{low:>8}" + (f"{'fp32 us':>9}{low + ' us':>9}" if timed else ""))
     for k, v in bundle.subsets.items():
         a = v["accuracy"]
         acc = f"{a[low]:8.4f}" if low in a else f"{'-':>8}"
@@ -159,15 +163,40 @@ def _cmd_build(args: argparse.Namespace) -> int:
             for p in ("int8", "fp16")
             if p + "_rejected" in v
         )
-        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{acc}{why}")
-    n, rejected = len(bundle.subsets), len(m.get(f"{low}_gate", {}).get("rejected", []))
-    what = (
-        f"{n} {m['backend']} {m['precision']} engines"
-        if not rejected
-        else f"{n} {m['backend']} engines ({n - rejected} {low}, {rejected} fp32 after failing the {low.upper()} gate "
-        f"of --max-drop {args.max_drop})"
-    )
+        us = ""
+        if "latency" in v:
+            c = v["latency"]["candidates"]
+            us = "".join(f"{c[p]['batch1']['p50_us']:9.0f}" if "batch1" in c[p] else f"{'-':>9}" for p in ("fp32", low))
+            if v["latency"]["chosen"] == "fp32" and low + "_rejected" not in v:
+                why += f"  ({low.upper()} not faster: kept FP32)"
+        print(f"{k:<28}{v['engine']:<44}{a['fp32']:8.4f}{acc}{us}{why}")
+    n = len(bundle.subsets)
+    kept = sum(1 for v in bundle.subsets.values() if v["precision"] == m["precision"])
+    rejected = len(m.get(f"{low}_gate", {}).get("rejected", []))
+    if kept == n:
+        what = f"{n} {m['backend']} {m['precision']} engines"
+    else:
+        parts = [f"{kept} {low}"]
+        if rejected:
+            parts.append(f"{rejected} fp32 after failing the {low.upper()} gate of --max-drop {args.max_drop}")
+        if n - kept - rejected:
+            parts.append(f"{n - kept - rejected} fp32 where {low.upper()} was not faster")
+        what = f"{n} {m['backend']} engines ({', '.join(parts)})"
+    if timed:
+        what += f"; timed on {m['latency']['source']}"
     print(f"built {what} in {m['build_seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from edgefuse._fs import write_json
+    from edgefuse.latency import profile
+
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"timing every candidate of {args.folder} on this machine ({args.threads} thread(s), batches {batches}):")
+    doc = profile(args.folder, batches=batches, iters=args.iters, threads=args.threads)
+    write_json(doc, args.out)
+    print(f"wrote {args.out}: pass it to edgefuse build --latency-profile on the host")
     return 0
 
 
@@ -493,6 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
         "serves every subset",
     )
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
+    b.add_argument(
+        "--int8-min-weights",
+        type=int,
+        default=None,
+        help="INT8: quantize only Conv/Gemm/MatMul with this many weights (default: 8192 for ort, 0 (all) for trt)",
+    )
+    b.add_argument(
+        "--strict", action="store_true", help="INT8 wherever it passes the gate, even where FP32 is faster here"
+    )
+    b.add_argument(
+        "--latency-profile",
+        type=Path,
+        default=None,
+        help="timings from the target device (edgefuse profile) instead of timing on this machine",
+    )
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("run", help="replay a dataset as timed sensor streams with scripted faults through the runtime")
@@ -580,6 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--policy", type=Path, default=None, help="runtime policy (TOML)")
     ros.add_argument("--threads", type=int, default=1, help="intra-op threads per engine (default: 1)")
     ros.set_defaults(func=_cmd_ros2)
+
+    pr = sub.add_parser(
+        "profile", help="time the candidate engines of a calibration/export folder or bundle on this device"
+    )
+    pr.add_argument("folder", type=Path, help="edgefuse calibrate's output (FP32 and INT8), an export, or a bundle")
+    pr.add_argument("--out", type=Path, required=True, help="the profile (JSON) for edgefuse build --latency-profile")
+    pr.add_argument("--batches", default="1,32", help="batch sizes to time (default: 1,32; batch 1 decides)")
+    pr.add_argument("--iters", type=int, default=300, help="timed runs of each graph per batch (default: 300)")
+    pr.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
+    pr.set_defaults(func=_cmd_profile)
 
     i = sub.add_parser("info", help="verify a bundle and show its sensors, engines and accuracies")
     i.add_argument("bundle", type=Path)

@@ -124,7 +124,15 @@ def demo_bundle(demo_checkpoint, tmp_path_factory):
 
     with shared(tmp_path_factory, "demo-bundle") as path:
         if not (path / "manifest.json").is_file():
-            build_bundle(demo_checkpoint, path, backend="ort", precision="int8", gate_fail="fp32", progress=False)
+            build_bundle(  # fewer timing rounds than make demo's 200: the tests read what the manifest records
+                demo_checkpoint,
+                path,
+                backend="ort",
+                precision="int8",
+                gate_fail="fp32",
+                progress=False,
+                latency_iters=50,
+            )
     return path
 
 

@@ -42,3 +42,18 @@ def test_every_phase_is_within_3_points_of_the_manifest(demo_bundle, data, path)
     # the nominal phases and the faulted ones used different engines: swaps happened and were timed
     swaps = [s for p in phases for s in p["swaps"]]
     assert swaps and all(s["first_latency_ms"] > 0 for s in swaps if s["to"] != "(none)")
+
+
+@pytest.mark.slow
+def test_no_engine_of_the_demo_bundle_is_slower_than_its_fp32_engine_and_the_manifest_says_why(demo_bundle):
+    import json
+
+    m = json.loads((demo_bundle / "manifest.json").read_text())
+    assert m["latency"]["source"] == "the build machine" and m["int8_quantization"]["min_weights"] == 8192
+    for key, e in m["subsets"].items():
+        lat = e["latency"]
+        c = lat["candidates"]
+        assert c["fp32"]["batch1"]["p50_us"] > 0 and c["int8"]["batch1"]["p50_us"] > 0, key
+        assert c["fp32"]["accuracy"] == e["accuracy"]["fp32"] and c["int8"]["accuracy"] == e["accuracy"]["int8"]
+        assert lat["chosen"] == e["precision"] and lat["why"], key
+        assert c[lat["chosen"]]["batch1"]["p50_us"] <= c["fp32"]["batch1"]["p50_us"] * 1.05, key

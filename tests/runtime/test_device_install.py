@@ -63,6 +63,25 @@ def test_the_device_install_runs_bundles_without_torch_or_triton(bundles, tmp_pa
     )
     assert run.returncode == 0, run.stderr
     assert "radar nan" in run.stdout and "camera+lidar (20)" in run.stdout
+    # timing a bundle's engines for the host's latency-aware build needs nothing more
+    prof = subprocess.run(
+        [
+            str(bin_ / "edgefuse"),
+            "profile",
+            bundle,
+            "--out",
+            str(tmp_path / "p.json"),
+            "--iters",
+            "5",
+            "--batches",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
+    assert prof.returncode == 0, prof.stderr
+    assert '"format": "edgefuse-latency-profile/1"' in (tmp_path / "p.json").read_text()
     # a verb of the build extra says which extra, in one line
     train = subprocess.run(
         [str(bin_ / "edgefuse"), "train", "--out", str(tmp_path / "ck")], capture_output=True, text=True
