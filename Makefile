@@ -45,6 +45,7 @@ bench: venv
 	$(PY) bench/bench_launch_overhead.py --out bench/results/local
 	$(PY) bench/bench_int8_scaling.py --out bench/results/local
 	$(PY) bench/bench_openvino.py --checkpoint $(RUN)/checkpoint --out bench/results/local
+	$(PY) bench/bench_lean.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

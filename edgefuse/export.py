@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgefuse import __version__
@@ -112,6 +113,110 @@ class _SubsetGraph(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return self.model(dict(zip(self.names, xs)))
+
+
+class _Shift(nn.Module):
+    """``x - mean`` in float32: what remains of an encoder's input normalisation once its scale is folded
+    into the first convolution (a zero-padded convolution cannot absorb the shift exactly)."""
+
+    def __init__(self, mean: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() - self.mean
+
+
+def fold_normalization(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose built-in encoders' input normalisation ``(x - mean) / std`` is folded into
+    their first layer: a vector encoder's first Linear absorbs both (``W / std``, ``b - W / std @ mean``); an
+    image or signal encoder's first Conv absorbs the scale, a Sub keeps the shift. The same function, in
+    fewer ONNX nodes; ``model`` is left as it is."""
+    import copy
+
+    from edgefuse.fusion.encoders import ImageEncoder, Normalize, SignalEncoder, VectorEncoder
+
+    out = copy.deepcopy(model)
+    encoders = getattr(out, "encoders", None)
+    if not isinstance(encoders, nn.ModuleDict):
+        return out
+    with torch.no_grad():
+        for enc in encoders.values():
+            norm = getattr(enc, "norm", None)
+            if not isinstance(norm, Normalize):
+                continue
+            if isinstance(enc, VectorEncoder):
+                lin = enc.mlp[0]
+                inv = (1.0 / norm.std).expand(lin.in_features).to(lin.weight.dtype)
+                mean = norm.mean.expand(lin.in_features).to(lin.weight.dtype)
+                lin.weight.mul_(inv.unsqueeze(0))
+                lin.bias.sub_(lin.weight @ mean)
+                enc.norm = nn.Identity()
+            elif isinstance(enc, (ImageEncoder, SignalEncoder)):
+                conv = enc.conv[0]
+                c = conv.in_channels
+                shape = (1, c) + (1,) * (conv.weight.dim() - 2)
+                inv = (1.0 / norm.std).reshape(-1).expand(c) if norm.std.numel() in (1, c) else None
+                if inv is None:
+                    continue
+                conv.weight.mul_(inv.reshape(shape).to(conv.weight.dtype))
+                enc.norm = _Shift(norm.mean)
+    return out
+
+
+class _LeanGatedSubset(_SubsetGraph):
+    """One subset's graph of a gated-fusion (softmax) mid-fusion model, in about half the ONNX nodes of
+    the model's own formulation: each present sensor's projection in one Gemm, no stacking into
+    ``[B, N, D]``, and the N gate MatMuls, the context mean and the gate bias as one Gemm of the
+    concatenated embeddings. The same function (the export check compares it with the model)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__(model, names)
+        self.present = [i for i, n in enumerate(model.names) if n in self.names]
+        op, d = model.op, model.dim
+        w = op.gate_w.detach()
+        self.k, self.d = len(self.present), d
+        # the gate logits [e_1 .. e_k] @ blockdiag(G_i^e) + mean(e) @ [G_1^ctx .. G_k^ctx] + b, with the mean
+        # folded in: mean(e) @ W = [e_1 .. e_k] @ (vstack(W, k times) / k), so one Gemm with its bias
+        w_e = torch.block_diag(*[w[i, :d] for i in self.present])  # [kD, kD]
+        w_ctx = torch.cat([w[i, d:] for i in self.present], dim=1)  # [D, kD]
+        self.register_buffer("w_gate", w_e + w_ctx.repeat(self.k, 1) / self.k)
+        self.register_buffer("b_gate", op.gate_b.detach()[self.present].reshape(1, self.k * d))
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        from edgefuse.kernels.reference import act_normalize
+
+        m = self.model
+        inputs = dict(zip(self.names, xs))
+        proj = m.project
+        es = []
+        for i in self.present:
+            n = m.names[i]
+            feats = m.encoders[n](inputs[n].float() if inputs[n].is_floating_point() else inputs[n])
+            es.append(act_normalize(F.linear(feats, proj.weight[i], proj.bias[i]), proj.act, proj.normalize))
+        if self.k == 1:  # a softmax over one gate is 1: the fused embedding is the sensor's own
+            return m.head(es[0])
+        flat = torch.cat(es, dim=1)  # [B, k*D]
+        logits = (flat @ self.w_gate + self.b_gate).reshape(-1, self.k, self.d)
+        return m.head((torch.softmax(logits, dim=1) * flat.reshape(-1, self.k, self.d)).sum(1))
+
+
+def _subset_graph(model: nn.Module, members: Sequence[str], lean: bool, fold_norm: bool = False) -> nn.Module:
+    """The module one subset's ONNX graph is exported from (see ``export_model``'s ``lean``)."""
+    if not lean:
+        return _SubsetGraph(model, members)
+    from edgefuse.fusion import MidFusion
+    from edgefuse.fusion.ops import GatedFusion
+
+    folded = (fold_normalization(model) if fold_norm else model).eval()
+    if (
+        isinstance(folded, MidFusion)
+        and isinstance(folded.op, GatedFusion)
+        and folded.op.gate == "softmax"
+        and not folded.custom_encoders
+    ):
+        return _LeanGatedSubset(folded, members)
+    return _SubsetGraph(folded, members)
 
 
 class _EncoderGraph(nn.Module):
@@ -266,6 +371,8 @@ def export_model(
     tolerance: float = 1e-4,
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    lean: bool = True,
+    fold_norm: bool = False,
 ) -> dict[str, Any]:
     """Export ``model`` (a FusionModel in eval mode) to ``out``; return the ``export.json`` record.
 
@@ -275,6 +382,12 @@ def export_model(
         split: one encoder graph per sensor plus one fusion-head graph (mid-fusion models only).
         tolerance: maximum |ONNX Runtime - PyTorch| allowed on a random batch.
         source: facts about the checkpoint and data (recorded for the next stages).
+        lean: per-subset graphs with less work: gated fusion's projections, context mean, gate
+            MatMuls and bias in one Gemm with no stacking (``_LeanGatedSubset``). ``False``
+            exports the model's own formulation.
+        fold_norm: also fold the input normalisation into the encoders' first layers
+            (``fold_normalization``): 2-4 fewer nodes, but INT8 weights quantized after the fold
+            lost 0.3 more points on the demo model, so it is off by default.
     """
     from tqdm.auto import tqdm
 
@@ -293,6 +406,8 @@ def export_model(
         "source": dict(source or {}),
         "output": OUTPUT,
         "split": split,
+        "lean": lean,
+        "fold_norm": fold_norm,
         "graphs": {},
     }
     feeds_all = sample_inputs(model.specs, batch=5, norm=model.norm, seed=0)
@@ -310,7 +425,7 @@ def export_model(
         for kind, key in tqdm(jobs, desc="export", unit="graph", disable=not progress):
             if kind == "subset":
                 members = [n for n in key.split("+")]
-                module = _SubsetGraph(model, members)
+                module = _subset_graph(model, members, lean, fold_norm)
                 feeds = {n: feeds_all[n] for n in members}
                 args = tuple(torch.from_numpy(feeds[n][:2]) for n in members)
                 file, in_names, dyn = f"{key}.onnx", members, [{0: "batch"} for _ in members]

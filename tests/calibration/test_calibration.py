@@ -41,12 +41,13 @@ def test_int8_graphs_are_symmetric_qdq_with_scalar_activation_scales(calibrated)
         assert entry["qdq_nodes"] == check_qdq(calibrated / entry["int8_file"])
 
 
-def test_gated_gate_exports_as_2d_matmuls_that_int8_quantizes(exported, calibrated):
-    """The gate's weights are constant 2-D MatMul inputs (not an Einsum, not a batched 3-D
-    MatMul), so calibration puts a per-channel weight DequantizeLinear in front of each."""
+def test_gated_gate_exports_as_a_2d_matmul_that_int8_quantizes(exported, calibrated):
+    """The lean graph's gate is one MatMul with a constant 2-D weight (not an Einsum, not a batched 3-D
+    MatMul), so calibration with every weight quantized (TensorRT's placement) puts a per-channel weight
+    DequantizeLinear in front of it."""
     fp32 = onnx.load(str(exported / "camera+lidar+radar.onnx"))
     ops = [n.op_type for n in fp32.graph.node]
-    assert "Einsum" not in ops and ops.count("MatMul") >= 3
+    assert "Einsum" not in ops and ops.count("MatMul") >= 1
     m = onnx.load(str(calibrated / "camera+lidar+radar.int8.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     producers = {o: n for n in m.graph.node for o in n.output}
@@ -59,7 +60,7 @@ def test_gated_gate_exports_as_2d_matmuls_that_int8_quantizes(exported, calibrat
             assert inits[w.input[0]].ndim == 2 and inits[w.input[0]].dtype == np.int8
             assert inits[w.input[1]].size == inits[w.input[0]].shape[1]  # one scale per output column
             quantized += 1
-    assert quantized >= 3
+    assert quantized >= 1
 
 
 def test_trt_cache_round_trips_exact_float32_scales(tmp_path):
