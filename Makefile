@@ -46,6 +46,8 @@ bench: venv
 	$(PY) bench/bench_int8_scaling.py --out bench/results/local
 	$(PY) bench/bench_openvino.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_lean.py --checkpoint $(RUN)/checkpoint --out bench/results/local
+	$(PY) bench/bench_small_data.py --out bench/results/local
+	$(PY) bench/bench_bag.py --bundle $(RUN)/bundle --out bench/results/local
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -25,16 +25,11 @@ WEIGHTED_OPS = frozenset(
 
 def machine() -> dict:
     """CPU model, core count, the SIMD features INT8 speed depends on, and the Python version."""
-    info: dict = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
+    from edgefuse._platform import cpu
+
+    name, flags = cpu()
     return {
-        "cpu": info.get("model name") or platform.processor() or platform.machine() or "unknown",
+        "cpu": name,
         "cores": os.cpu_count(),
         "avx2": "avx2" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
@@ -120,3 +115,18 @@ def write_report(report: dict, path: Path) -> None:
     for k, v in report.get("targets", {}).items():
         print(f"  {'PASS' if v else 'FAIL'}  {k}")
     print(f"wrote {path}")
+
+
+def ort_session(path: Path, optimized: Path | None = None):
+    """An ONNX Runtime CPU session as edgefuse's engines run: one thread, sequential, every graph
+    optimisation; ``optimized``: where ONNX Runtime writes the graph it runs (to count its nodes)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if optimized is not None:
+        so.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

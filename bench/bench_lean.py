@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, quantiles, write_report
+from _common import machine, ort_session, quantiles, write_report
 
 
 def main(argv=None) -> int:
@@ -50,16 +50,9 @@ def main(argv=None) -> int:
             feeds = {k: np.ascontiguousarray(test.inputs[k][:1]) for k in g["inputs"]}
             for lean, form in ((False, "own"), (True, "lean")):
                 path = work / str(lean) / recs[lean]["graphs"][key]["file"]
-                so = ort.SessionOptions()
-                so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                so.optimized_model_filepath = str(work / f"{key}.{form}.opt.onnx")
-                so.log_severity_level = 3
-                sessions[form] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                nodes[form] = {
-                    "onnx": len(onnx.load(str(path)).graph.node),
-                    "ort": len(onnx.load(so.optimized_model_filepath).graph.node),
-                }
+                opt = work / f"{key}.{form}.opt.onnx"
+                sessions[form] = ort_session(path, opt)
+                nodes[form] = {"onnx": len(onnx.load(str(path)).graph.node), "ort": len(onnx.load(str(opt)).graph.node)}
             diff = float(np.abs(sessions["own"].run(None, feeds)[0] - sessions["lean"].run(None, feeds)[0]).max())
             t = {"own": [], "lean": []}
             for _ in range(100):

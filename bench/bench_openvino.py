@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, quantiles, write_report
+from _common import machine, ort_session, quantiles, write_report
 
 
 def main(argv=None) -> int:
@@ -61,13 +61,7 @@ def main(argv=None) -> int:
             graphs[form] = work / form / rec["subsets"][full]["int8_file"]
         runners, nodes = {}, {}
         for form, path in graphs.items():
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.optimized_model_filepath = str(work / f"{form}.ort-opt.onnx")
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess = ort_session(path, work / f"{form}.ort-opt.onnx")
             runners[f"ort_{form}"] = lambda s=sess: s.run(None, feeds)
             nodes[f"ort_{form}"] = len(onnx.load(str(work / f"{form}.ort-opt.onnx")).graph.node)
             core = ov.Core()

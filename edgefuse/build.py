@@ -234,16 +234,7 @@ def build_bundle(
                         / (calib["subsets"][key]["int8_file"] if calib else g["file"])
                     )
                     if calib:
-                        c = calib["subsets"][key]
-                        (tmp / "calibration").mkdir(exist_ok=True)
-                        for f in (c["report"], c["trt_cache"]):
-                            shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
-                        entry["calibration"] = {
-                            "method": calib["method"],
-                            "size": calib["size"],
-                            "report": f"calibration/{c['report']}",
-                            "trt_cache": f"calibration/{c['trt_cache']}",
-                        }
+                        entry["calibration"] = _place_calibration(calib, calib["subsets"][key], work, tmp)
                     entry["engine"] = _engine_file(backend, precision, key, src, tmp / "engines", work, trt_max_batch)
                 manifest["subsets"][key] = entry
             manifest["build_seconds"] = time.perf_counter() - start
@@ -316,17 +307,8 @@ def _build_split(model, data, out, manifest: dict, options: dict, trt_max_batch:
                     ),
                 }
                 if e["calib"] is not None:
-                    c = e["calib"]
-                    (tmp / "calibration").mkdir(exist_ok=True)
-                    for f in (c["report"], c["trt_cache"]):
-                        shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
-                    entry["calibration"] = {
-                        "method": calib["method"],
-                        "size": calib["size"],
-                        "report": f"calibration/{c['report']}",
-                        "trt_cache": f"calibration/{c['trt_cache']}",
-                    }
-                    if c["int8_rejected"]:
+                    entry["calibration"] = _place_calibration(calib, e["calib"], work, tmp)
+                    if e["calib"]["int8_rejected"]:
                         entry["int8_rejected"] = True
                 return entry
 
@@ -387,6 +369,19 @@ def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: 
     if gate_fail == "error":
         enforce(gates, max_drop)
     return gates
+
+
+def _place_calibration(calib: dict, graph: dict, work: Path, tmp: Path) -> dict[str, Any]:
+    """Copy one graph's range report and TensorRT cache into the bundle; return its manifest entry."""
+    (tmp / "calibration").mkdir(exist_ok=True)
+    for f in (graph["report"], graph["trt_cache"]):
+        shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
+    return {
+        "method": calib["method"],
+        "size": calib["size"],
+        "report": f"calibration/{graph['report']}",
+        "trt_cache": f"calibration/{graph['trt_cache']}",
+    }
 
 
 def _choose_precisions(

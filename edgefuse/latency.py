@@ -35,16 +35,11 @@ def machine() -> dict[str, Any]:
 
     import onnxruntime
 
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
+    from edgefuse._platform import cpu
+
+    name, flags = cpu()
     return {
-        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu": name,
         "cores": os.cpu_count(),
         "simd": sorted(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd") if f in flags),
         "python": platform.python_version(),

@@ -122,22 +122,15 @@ def environment() -> dict[str, Any]:
     import platform
 
     from edgefuse import __version__
+    from edgefuse._platform import cpu
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "edgefuse": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "cpu": cpu,
+        "cpu": cpu()[0],
         "gpu": gpu,
         "torch_threads": torch.get_num_threads(),
     }
