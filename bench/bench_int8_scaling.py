@@ -8,7 +8,8 @@ it with edgefuse's MinMax Q/DQ path on 256 stratified training frames, and times
 INT8 in interleaved rounds: 1 thread, batch 1 and 8. Accuracy is not the point here (the
 models are untrained), so only latency is reported. Two INT8 forms: every Conv/Gemm/MatMul
 quantized (TensorRT's placement), and only those with >= ``--min-weights`` weights (edgefuse's
-ONNX Runtime default). Writes ``int8_scaling.json`` and
+ONNX Runtime default); the latter also with asymmetric U8 activations (zero points free, Relu
+folded into the range), the form the issue asked to measure before adopting. Writes ``int8_scaling.json`` and
 ``int8_scaling.png``.
 
     python bench/bench_int8_scaling.py --out bench/results/cpu-2core
@@ -41,6 +42,35 @@ def _p50_us(engines: dict, feeds: dict, rounds: int = 10, per_round: int = 60) -
                 e.run(feeds)
                 samples[k].append(time.perf_counter() - t)
     return {k: float(np.median(v) * 1e6) for k, v in samples.items()}
+
+
+def _quantize_u8(fp32: Path, out: Path, inputs: dict, min_weights: int) -> Path:
+    """The asymmetric-U8-activation form, straight from onnxruntime's quantize_static (MinMax)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from edgefuse.calibration.quantize import weighted_nodes
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            n = len(next(iter(inputs.values())))
+            self._it = iter([{k: v[i : i + 1] for k, v in inputs.items()} for i in range(n)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    nodes, _ = weighted_nodes(fp32, min_weights)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_quantize=nodes or None,
+        extra_options={"WeightSymmetric": True, "QuantizeBias": False},
+    )
+    return out
 
 
 def main(argv=None) -> int:
@@ -85,10 +115,12 @@ def main(argv=None) -> int:
                 )
                 int8 = quantize_qdq(fp32, work / "int8.onnx", ranges)
                 large = quantize_qdq(fp32, work / "int8-large.onnx", ranges, min_weights=args.min_weights)
+                u8 = _quantize_u8(fp32, work / "int8-large-u8.onnx", sample.inputs, args.min_weights)
                 engines = {
                     "fp32": OrtEngine(fp32, threads=1),
                     "int8": OrtEngine(int8, threads=1),
                     "int8_large": OrtEngine(large, threads=1),
+                    "int8_large_u8": OrtEngine(u8, threads=1),
                 }  # the bundles' settings
                 for b in [int(x) for x in args.batches.split(",")]:
                     feeds = {k: np.ascontiguousarray(v[:b]) for k, v in test.inputs.items()}
@@ -103,12 +135,15 @@ def main(argv=None) -> int:
                         "int8_over_fp32": t["int8"] / t["fp32"],
                         "int8_large_p50_us": t["int8_large"],
                         "int8_large_over_fp32": t["int8_large"] / t["fp32"],
+                        "int8_large_u8_p50_us": t["int8_large_u8"],
+                        "int8_large_u8_over_fp32": t["int8_large_u8"] / t["fp32"],
                     }
                     rows.append(row)
                     print(
                         f"{fusion:7s} dim {dim:5d} batch {b:3d}  {macs / 1e6:7.2f} M MACs/frame  "
                         f"fp32 {t['fp32']:8.1f} us  int8 {t['int8']:8.1f} us ({row['int8_over_fp32']:.2f}x)  "
-                        f"int8 large {t['int8_large']:8.1f} us ({row['int8_large_over_fp32']:.2f}x)",
+                        f"int8 large {t['int8_large']:8.1f} us ({row['int8_large_over_fp32']:.2f}x)  "
+                        f"u8 large {t['int8_large_u8']:8.1f} us ({row['int8_large_u8_over_fp32']:.2f}x)",
                         flush=True,
                     )
                 for e in engines.values():
@@ -118,7 +153,11 @@ def main(argv=None) -> int:
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "threads": 1,
         "calibration": {"method": "minmax", "size": len(sample)},
-        "int8_forms": {"int8": "every Conv/Gemm/MatMul", "int8_large": f"only weights >= {args.min_weights} values"},
+        "int8_forms": {
+            "int8": "every Conv/Gemm/MatMul",
+            "int8_large": f"only weights >= {args.min_weights} values",
+            "int8_large_u8": f"only weights >= {args.min_weights} values, asymmetric U8 activations",
+        },
         "seconds": round(time.time() - start, 1),
         "results": rows,
     }

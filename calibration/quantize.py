@@ -58,12 +58,11 @@ def weighted_nodes(path: str | Path, min_weights: int = 0, op_types: Sequence[st
     when no weight is that large, every ``op_types`` node (activation-by-activation MatMuls included)."""
     model = onnx.load(str(path), load_external_data=False)
     nodes = [n for n in model.graph.node if n.op_type in op_types]
+    kept = [n.name for n in nodes if not (len(n.input) > 1 and _fp32_kept(n.input[1]))]
     big = [
-        n.name
-        for n in nodes
-        if len(n.input) > 1 and weight_size(model, n.input[1]) >= min_weights and not _fp32_kept(n.input[1])
+        n.name for n in nodes if n.name in kept and len(n.input) > 1 and weight_size(model, n.input[1]) >= min_weights
     ]
-    return (big if min_weights > 0 and big else [n.name for n in nodes]), len(nodes)
+    return (big if min_weights > 0 and big else kept), len(nodes)
 
 
 #: ops a weight may pass through between its initializer and the node that uses it (a gated fusion's
@@ -74,7 +73,8 @@ _WEIGHT_PATH = ("Gather", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice
 def _fp32_kept(weight: str) -> bool:
     """A lean gated graph's gate weight (``edgefuse.export._LeanGatedSubset``): block-diagonal, mostly
     zeros, feeding a softmax; quantized, the demo model's INT8 engines lost more accuracy and ran slower
-    (the all-sensor one at 2x FP32), so it stays FP32."""
+    (the all-sensor one at 2x FP32; dequantized on every run, the weight costs more than its MatMul
+    saves), so it stays FP32 in every INT8 form, TensorRT's included."""
     return weight.endswith("w_gate")
 
 
@@ -114,10 +114,8 @@ def quantize_qdq(
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    nodes = None
-    if min_weights > 0:
-        nodes, _ = weighted_nodes(fp32_path, min_weights, op_types)
-        nodes = nodes or None  # no weight that large: the whole graph (the build's timing then decides)
+    # no weight that large: the whole graph (the build's timing then decides); FP32-kept weights never
+    nodes, _ = weighted_nodes(fp32_path, min_weights, op_types)
     try:
         _quantize(fp32_path, out_path, ranges, op_types, per_channel, nodes)
     finally:
@@ -142,7 +140,7 @@ def _quantize(fp32_path, out_path: Path, ranges, op_types: Sequence[str], per_ch
             per_channel=per_channel,
             reduce_range=False,
             op_types_to_quantize=list(op_types),
-            nodes_to_quantize=nodes,
+            nodes_to_quantize=nodes or None,
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,

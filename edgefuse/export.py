@@ -164,6 +164,13 @@ def fold_normalization(model: nn.Module) -> nn.Module:
     return out
 
 
+#: the widest k*D (sensors x fusion width) exported as ``_LeanGatedSubset``. Its one dense [kD, kD] gate
+#: Gemm costs k^2 D^2 MACs where the model's own form costs 2 k D^2 and it stays FP32 in INT8 engines:
+#: a win in nodes at the demo's 4 x 64, a loss from 4 x 256 (bench/bench_int8_scaling.py: at dim 512 the
+#: all-sensor INT8 engine ran 0.7x FP32 instead of 0.45x), so wider subsets keep the model's form
+LEAN_GATE_MAX_WIDTH = 256
+
+
 class _LeanGatedSubset(_SubsetGraph):
     """One subset's graph of a gated-fusion (softmax) mid-fusion model, in about half the ONNX nodes of
     the model's own formulation: each present sensor's projection in one Gemm, no stacking into
@@ -214,6 +221,7 @@ def _subset_graph(model: nn.Module, members: Sequence[str], lean: bool, fold_nor
         and isinstance(folded.op, GatedFusion)
         and folded.op.gate == "softmax"
         and not folded.custom_encoders
+        and len(members) * folded.dim <= LEAN_GATE_MAX_WIDTH
     ):
         return _LeanGatedSubset(folded, members)
     return _SubsetGraph(folded, members)
