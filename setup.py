@@ -52,7 +52,7 @@ setup(
         # 6.0's 2.3.0a0+nv24.03 build, which ">=2.3" would replace
         "build": ["torch>=2.3.0a0", "onnx>=1.16", "onnxscript>=0.1", "tqdm>=4.60"],
         "gpu": ["triton>=3.0; platform_system == 'Linux'"],
-        "trt": ["tensorrt>=10"],
+        "trt": ["tensorrt>=10", "cuda-python>=12"],
         "plot": ["matplotlib>=3.7"],
         # ROS 2 bags (read, record) and CompressedImage decoding; rclpy comes with ROS 2 itself
         "ros": ["rosbags>=0.10", "pillow>=10"],

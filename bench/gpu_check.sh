@@ -79,6 +79,19 @@ else
 fi
 pack
 
+# TensorRT for real, wherever it is importable (the lent GPU machines have none): a portable INT8
+# bundle built here, its plans compiled by `edgefuse compile`'s code, and the runtime on them
+# against ONNX Runtime (tests/engines/test_trt.py; its other tests run the same path on fakes)
+if "$PY" -c "import tensorrt, cuda" 2>/dev/null; then
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider \
+    tests/engines/test_trt.py::test_real_tensorrt_compiles_a_portable_bundle_and_matches_onnxruntime \
+    2>&1 | tee "$OUT/tensorrt.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "skipped: tensorrt and cuda-python are not both importable here" | tee "$OUT/tensorrt.log"
+fi
+pack
+
 # random shapes, options and launch plans against the float64 references, compiled here
 # (tools/fuzz_kernels.py; CPU runs go through the interpreter, which does not fault on an
 # out-of-bounds access as the GPU does): the launchers, then the ops layer (views, bfloat16,

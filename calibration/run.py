@@ -60,10 +60,17 @@ def base_record(fmt: str, method: str, size: int, split: str, n: int, max_drop: 
 
 
 def quantize_graph(
-    fp32: Path, out_dir: Path, reader: StratifiedReader, method: str, meta: dict, trt_version: str, min_weights: int = 0
+    fp32: Path,
+    out_dir: Path,
+    reader: StratifiedReader,
+    method: str,
+    meta: dict,
+    trt_version: str | None,
+    min_weights: int = 0,
 ) -> dict[str, Any]:
-    """Ranges of the FP32 graph ``fp32`` from ``reader``, its Q/DQ graph, range report and TensorRT cache
-    written to ``out_dir`` beside a copy of it; return the record fields they share."""
+    """Ranges of the FP32 graph ``fp32`` from ``reader``, its Q/DQ graph and range report written to
+    ``out_dir`` beside a copy of it, and TensorRT's calibration cache when ``trt_version`` is given (only
+    implicit-INT8 builds and DLA on TensorRT <= 10 read one); return the record fields they share."""
     ranges, hists = compute_ranges(fp32, reader, method=method, op_types=OP_TYPES)
     stem = fp32.name[: -len(".onnx")]
     int8 = out_dir / f"{stem}.int8.onnx"
@@ -73,12 +80,13 @@ def quantize_graph(
         shutil.copy2(fp32, out_dir / fp32.name)
     per_tensor = tensor_ranges(ranges, hists)
     write_report(per_tensor, out_dir / f"{stem}.calib.json", {**meta, "method": method})
-    write_trt_cache(activation_scales(int8), out_dir / f"{stem}.trtcache", trt_version=trt_version)
+    if trt_version:
+        write_trt_cache(activation_scales(int8), out_dir / f"{stem}.trtcache", trt_version=trt_version)
     return {
         "fp32_file": fp32.name,
         "int8_file": int8.name,
         "report": f"{stem}.calib.json",
-        "trt_cache": f"{stem}.trtcache",
+        "trt_cache": f"{stem}.trtcache" if trt_version else None,
         "qdq_nodes": check_qdq(int8),
         "quantized_nodes": {"quantized": len(quantized), "of": total, "min_weights": min_weights},
         "max_saturated_pct": max((t.saturated_pct for t in per_tensor.values()), default=0.0),

@@ -26,6 +26,8 @@ from edgefuse.manifest import subset_entry
 #: 0.70x against 0.79x when trained with --dim 256.
 ORT_MIN_WEIGHTS = 8192
 
+#: the TensorRT a bundle is built for unless --trt-version says otherwise: JetPack 6.1/6.2's
+TRT_TARGET_VERSION = "10.3.0"
 PRECISIONS = {"ort": ("fp32", "int8"), "trt": ("fp32", "fp16", "int8"), "torch": ("fp32", "fp16")}
 
 
@@ -88,11 +90,7 @@ def build_bundle(
         precision == "int8"
     ):  # an onnxruntime too old to calibrate (Python 3.10 has no other) fails here, not after export
         from edgefuse.calibration import calibrate_export
-    if backend == "trt":  # fail before minutes of work, not after
-        from edgefuse.engines.trt import import_tensorrt
-
-        trt = import_tensorrt()
-        trt_version = trt_version or trt.__version__
+    trt_version = trt_version or TRT_TARGET_VERSION  # the device's TensorRT: what the calibration cache is for
     start = time.perf_counter()
     model, doc = load_checkpoint(checkpoint)
     dataset = {}
@@ -138,7 +136,8 @@ def build_bundle(
         "method": calib_method,
         "size": calib_size,
         "max_drop": max_drop,
-        "trt_version": trt_version or "10.3.0",
+        # TensorRT's calibration cache is read only by implicit-INT8 builds and DLA on TensorRT <= 10
+        "trt_version": trt_version if backend == "trt" and trt_cache_readable(trt_version) else None,
         "progress": progress,
         "gate_fail": gate_fail,
     }
@@ -149,6 +148,12 @@ def build_bundle(
             if int8_min_weights
             else "every Conv/Gemm/MatMul",
             "min_weights": int8_min_weights,
+        }
+    if backend == "trt":
+        manifest["trt"] = {
+            "max_batch": trt_max_batch,
+            "target_version": trt_version,
+            "plans": "none: run `edgefuse compile BUNDLE` on the device (plans are tied to its GPU and TensorRT)",
         }
     if split:
         return _build_split(model, data, out, manifest, calib_options, trt_max_batch, start)
@@ -178,7 +183,12 @@ def build_bundle(
                 model, work / "export", subsets=subsets, progress=progress, source={"checkpoint": str(checkpoint)}
             )
             graphs = exp["graphs"]
-            if precision == "int8":
+            if precision == "fp16":  # TensorRT FP16: the FP16 graph itself, through ONNX Runtime here
+                gates = _fp16_graph_gate(graphs, work, test, max_drop, gate_fail, progress)
+                acc = {g.subset: {**g.to_dict(), "device": "cpu (onnxruntime)"} for g in gates}
+                rejected = [g.subset for g in gates if g.fails(max_drop)]
+                manifest["fp16_gate"] = {"max_drop_points": max_drop, "on_fail": gate_fail, "rejected": rejected}
+            elif precision == "int8":
                 calib = calibrate_export(work / "export", data, work / "calib", **calib_options)
                 acc = {k: c["accuracy"] for k, c in calib["subsets"].items()}
                 rejected = [k for k, c in calib["subsets"].items() if c["int8_rejected"]]
@@ -339,6 +349,28 @@ def _build_split(model, data, out, manifest: dict, options: dict, trt_max_batch:
         return write_bundle(out, manifest, fill)
 
 
+def _fp16_graph_gate(graphs: dict, work: Path, test, max_drop: float, gate_fail: str, progress: bool) -> list:
+    """TensorRT FP16: each subset's FP32 graph against its FP16 graph (``edgefuse.engines.fp16``, the one
+    the device compiles) on ``test``, both through ONNX Runtime on this machine; the FP16 graphs are left
+    in ``work`` as ``<subset>.fp16.onnx``. Raises AccuracyGateError when ``gate_fail='error'`` and a subset
+    drops more than ``max_drop`` points."""
+    from tqdm.auto import tqdm
+
+    from edgefuse.engines.fp16 import to_fp16
+    from edgefuse.gate import compare, enforce
+
+    gates = []
+    for key, g in tqdm(graphs.items(), desc="fp16 gate", unit="subset", disable=not progress):
+        fp32 = work / "export" / g["file"]
+        half = to_fp16(fp32, work / f"{key}.fp16.onnx")
+        r = compare(key, fp32, half, {m: test.inputs[m] for m in g["inputs"]}, test.labels)
+        r.precision = "fp16"
+        gates.append(r)
+    if gate_fail == "error":
+        enforce(gates, max_drop)
+    return gates
+
+
 def _fp16_gate(model, test, subsets, max_drop: float, gate_fail: str, progress: bool) -> list:
     """Each subset's FP32 and FP16 accuracy (the model cast with ``.half()``, on the CPU) and
     their top-1 agreement on ``test``; raises AccuracyGateError when ``gate_fail='error'`` and
@@ -375,13 +407,12 @@ def _place_calibration(calib: dict, graph: dict, work: Path, tmp: Path) -> dict[
     """Copy one graph's range report and TensorRT cache into the bundle; return its manifest entry."""
     (tmp / "calibration").mkdir(exist_ok=True)
     for f in (graph["report"], graph["trt_cache"]):
-        shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
-    return {
-        "method": calib["method"],
-        "size": calib["size"],
-        "report": f"calibration/{graph['report']}",
-        "trt_cache": f"calibration/{graph['trt_cache']}",
-    }
+        if f:
+            shutil.copy2(work / "calib" / f, tmp / "calibration" / f)
+    entry = {"method": calib["method"], "size": calib["size"], "report": f"calibration/{graph['report']}"}
+    if graph["trt_cache"]:  # TensorRT <= 10 (implicit INT8, DLA); a Q/DQ build does not read it
+        entry["trt_cache"] = f"calibration/{graph['trt_cache']}"
+    return entry
 
 
 def _choose_precisions(
@@ -455,13 +486,22 @@ def _engine_file(backend: str, precision: str, key: str, src: Path, dest: Path, 
         shutil.copy2(src, target)
         write_optimized_cache(target)  # checksummed with the bundle; read only by the same ORT version
         return f"engines/{target.name}"
-    from edgefuse.engines.trt import build_plan
-
-    onnx_path = src
+    # TensorRT: the graph itself (Q/DQ INT8, FP16 or FP32); the device builds the plan (edgefuse compile)
+    target = dest / f"{stem}.onnx"
     if precision == "fp16":
-        from edgefuse.engines.fp16 import to_fp16
+        fp16 = work / f"{key}.fp16.onnx"  # gated by _fp16_graph_gate
+        if fp16.is_file():
+            shutil.copy2(fp16, target)
+        else:
+            from edgefuse.engines.fp16 import to_fp16
 
-        onnx_path = to_fp16(src, work / f"{stem}.fp16.onnx")
-    target = dest / f"{stem}.plan"
-    build_plan(onnx_path, target, max_batch=max_batch, timing_cache=work / "timing.cache")
+            to_fp16(src, target)
+    else:
+        shutil.copy2(src, target)
     return f"engines/{target.name}"
+
+
+def trt_cache_readable(version: str) -> bool:
+    """Whether TensorRT ``version`` reads a calibration cache at all: only its implicit-INT8 builds and DLA
+    do, and TensorRT 11 removed them (strongly typed Q/DQ builds, edgefuse's, never read one)."""
+    return int(str(version).split(".")[0]) <= 10

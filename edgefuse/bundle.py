@@ -58,7 +58,18 @@ class Bundle:
         if entry["backend"] == "torch":
             kwargs.setdefault("modalities", entry["modalities"])
             kwargs.setdefault("precision", entry["precision"])
-        return load_engine(entry["backend"], self.engine_path(subset), name=subset, **kwargs)
+        return load_engine(
+            entry["backend"], self._engine_file(entry["backend"], entry["engine"]), name=subset, **kwargs
+        )
+
+    def _engine_file(self, backend: str, rel: str) -> Path:
+        """What an engine loads from: the bundle's file, or for TensorRT the plan ``edgefuse compile`` built
+        from it for this GPU and TensorRT (``BundleError`` saying to run it when there is none)."""
+        if backend == "trt":
+            from edgefuse.engines.trt.compile import plan_for
+
+            return plan_for(self, rel)
+        return self.root / rel
 
     def load_split_engines(self, warmup: bool = True, **kwargs: Any) -> tuple[dict[str, Any], Any]:
         """A split bundle's engines, constructed and (by default) warmed: ``({sensor: encoder}, head)``."""
@@ -82,10 +93,12 @@ class Bundle:
 
             for name, e in self.manifest["encoders"].items():
                 encoders[name] = load_engine(
-                    backend, self.root / e["engine"], name=f"encoder_{name}", **part(e, [name])
+                    backend, self._engine_file(backend, e["engine"]), name=f"encoder_{name}", **part(e, [name])
                 )
             h = self.manifest["head"]
-            head = load_engine(backend, self.root / h["engine"], name="head", **part(h, self.modality_names))
+            head = load_engine(
+                backend, self._engine_file(backend, h["engine"]), name="head", **part(h, self.modality_names)
+            )
             if warmup:
                 for engine in [*encoders.values(), head]:
                     engine.warmup()

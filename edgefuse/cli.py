@@ -143,6 +143,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         max_drop=args.max_drop,
         subsets=_subsets(args.subsets),
         trt_max_batch=args.max_batch,
+        trt_version=args.trt_version,
         gate_fail=args.gate_fallback or "error",
         split=args.split,
         strict=args.strict,
@@ -360,6 +361,27 @@ def _cmd_ros2(args: argparse.Namespace) -> int:
     return run_node(args.bundle, config, policy, threads=args.threads)
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import json
+
+    from edgefuse.engines.trt.compile import PLANS_JSON, compile_bundle
+
+    folder = compile_bundle(
+        args.bundle,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+        tf32=not args.no_tf32,
+        hardware_compatible=args.hardware_compatible,
+    )
+    doc = json.loads((folder / PLANS_JSON).read_text())
+    gpu = doc["gpu"]
+    print(
+        f"{len(doc['plans'])} plans for {gpu['name']} (compute capability {gpu['compute_capability']}), TensorRT "
+        f"{doc['tensorrt']}, in {doc['seconds']:.1f} s: {folder}"
+    )
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import importlib.util
     import json
@@ -413,6 +435,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(
             f"  {key:<28}{e['precision']:<6}{file}accuracy {acc if acc is None else f'{acc:.4f}'}"
             f"{'' if fp32 is None else f' (fp32 {fp32:.4f})'}{note}"
+        )
+    if m.get("backend") == "trt":
+        from edgefuse.engines.trt.compile import compiled_targets
+
+        targets = compiled_targets(bundle.root)
+        print(
+            f"TensorRT plans (built for TensorRT {m.get('trt', {}).get('target_version', '?')}): "
+            + (", ".join(targets) if targets else "none yet: run `edgefuse compile BUNDLE` on the device")
         )
     have = ", ".join(k for k in ("torch", "tensorrt") if env[k]) or "neither torch nor tensorrt"
     print(
@@ -522,6 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serves every subset",
     )
     b.add_argument("--max-batch", type=int, default=32, help="TensorRT: largest batch of the optimisation profile")
+    b.add_argument(
+        "--trt-version",
+        default=None,
+        help="TensorRT: the device's version (default 10.3.0, JetPack 6); a calibration cache is written for <= 10",
+    )
     b.add_argument(
         "--int8-min-weights",
         type=int,
@@ -635,6 +670,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
     pr.set_defaults(func=_cmd_profile)
 
+    co = sub.add_parser(
+        "compile",
+        help="on the device: build a TensorRT bundle's plans for this GPU and TensorRT (needs tensorrt, cuda-python)",
+    )
+    co.add_argument("bundle", type=Path)
+    co.add_argument("--max-batch", type=int, default=None, help="largest batch (default: the bundle's --max-batch)")
+    co.add_argument("--workspace-mb", type=int, default=1024)
+    co.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="FP32 layers in full FP32 (TensorRT uses TF32 by default), as ONNX Runtime computes them",
+    )
+    co.add_argument(
+        "--hardware-compatible",
+        action="store_true",
+        help="plans for any Ampere-or-newer discrete GPU (slower; TensorRT does not offer it on Jetson)",
+    )
+    co.set_defaults(func=_cmd_compile)
+
     i = sub.add_parser("info", help="verify a bundle and show its sensors, engines and accuracies")
     i.add_argument("bundle", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest and this machine's engines as JSON")
@@ -657,6 +711,7 @@ EXTRAS = {
     "triton": "gpu",
     "matplotlib": "plot",
     "tensorrt": "trt",
+    "cuda": "trt",
     "rosbags": "ros",
     "PIL": "ros",
     "foxglove": "live",

@@ -45,7 +45,7 @@ def test_a_split_bundle_has_an_encoder_per_sensor_a_head_and_every_subsets_accur
     cam = m["encoders"]["camera"]
     assert cam["engine"] == "engines/encoder_camera.int8.onnx" and cam["inputs"][0]["shape"] == [-1, 3, 16, 16]
     assert cam["outputs"] == [{"name": "embedding", "shape": [-1, 16], "dtype": "float32"}]
-    assert cam["calibration"]["trt_cache"] in m["files"] and cam["calibration"]["size"] == 64
+    assert cam["calibration"]["report"] in m["files"] and cam["calibration"]["size"] == 64
     assert [i["name"] for i in m["head"]["inputs"]] == ["embeddings", "present"]
     assert m["head"]["inputs"][1] == {"name": "present", "shape": [-1, 3], "dtype": "bool"}
     assert list(b.subsets) == SUBSETS

@@ -16,7 +16,10 @@ from pathlib import Path
 from edgefuse.engines.base import BackendUnavailable
 from edgefuse.errors import EdgefuseError
 
-INSTALL = "pip install 'edgefuse[trt]' (TensorRT 10+ with its CUDA libraries; on Jetson, JetPack's python3-libnvinfer)"
+INSTALL = (
+    "pip install 'edgefuse[trt]' (TensorRT 10+ and cuda-python; on Jetson, JetPack's python3-libnvinfer and "
+    "pip install cuda-python)"
+)
 
 
 def import_tensorrt():
@@ -44,8 +47,15 @@ def build_plan(
     opt_batch: int = 1,
     workspace_mb: int = 1024,
     timing_cache: str | Path | None = None,
+    tf32: bool = True,
+    hardware_compatible: bool = False,
 ) -> Path:
-    """Parse ``onnx_path`` into a strongly typed network and serialise a plan to ``plan_path``."""
+    """Parse ``onnx_path`` into a strongly typed network and serialise a plan to ``plan_path``.
+
+    ``tf32=False`` clears TensorRT's TF32 flag (on by default), so FP32 layers compute in full FP32 as
+    ONNX Runtime does. ``hardware_compatible``: a plan for every Ampere-or-newer discrete GPU
+    (``HardwareCompatibilityLevel.AMPERE_PLUS``; TensorRT does not support it on Jetson's integrated
+    GPUs), at some speed cost."""
     trt = import_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -56,6 +66,10 @@ def build_plan(
         raise EdgefuseError(f"TensorRT could not parse {Path(onnx_path).name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)

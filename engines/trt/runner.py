@@ -1,66 +1,71 @@
 """TensorRT runner (TensorRT 10 and 11 Python API): load a plan and run it (``loader.py`` builds plans).
 
-An execution context per plan; I/O in device buffers held as torch CUDA tensors (a
-CUDA build of torch is required; pycuda buffers are not implemented); the enqueue is captured into a CUDA graph per
-batch size when capture succeeds and replayed afterwards; contexts that never run
-concurrently (the runtime's one-engine-at-a-time swap) share one device-memory block.
+Device buffers, the stream and CUDA graphs come from the CUDA runtime through ``cuda-python``
+(``edgefuse.engines.trt.cuda``): no torch on the device. Per batch size the engine keeps one
+execution context, bound once to that batch's shapes and buffers, so a CUDA graph captured for
+it is never replayed after a shape change (NVIDIA/TensorRT#3798); it is captured after a plain
+enqueue, in thread-local mode. Contexts of engines that never run at the same time (the runtime's
+one-engine-at-a-time swap) share one scratch block (``SharedDeviceMemory``), which every engine
+attached to it holds and whose lock serialises their runs.
 
-Nothing here imports tensorrt at module import: ``import edgefuse.engines`` works without it,
-and constructing anything raises ``BackendUnavailable`` with the install command.
+Nothing here imports tensorrt or cuda-python at module import: ``import edgefuse.engines`` works
+without them, and constructing an engine raises ``BackendUnavailable`` with the install command.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from edgefuse.engines.base import BackendUnavailable, Engine, TensorSpec
+from edgefuse.engines.base import Engine, TensorSpec
 from edgefuse.engines.trt.loader import _logger, import_tensorrt
 from edgefuse.errors import EdgefuseError
 
 
 class SharedDeviceMemory:
-    """One device-memory block for several execution contexts that never run at the same time
+    """One scratch block for the execution contexts of engines that never run at the same time
     (the runtime calls one engine at a time): the total is the largest, not the sum.
 
-    Each engine ``attach``es with the scratch size its context needs. When a later engine
-    needs more, the block is reallocated and every earlier context is re-pointed at the new
-    block (and drops the CUDA graphs it captured, which hold the old address) before the old
-    block is freed. Attach every engine before running any (``Bundle.load_engines`` does), so
-    no graph is ever dropped; and never attach while an engine is running.
+    Every attached engine holds the block (TensorRT: memory given to ``set_device_memory`` must stay
+    valid while a context may run), runs under its ``lock``, and detaches when closed. When a later
+    engine needs more, a larger block is allocated, every attached engine is re-pointed at it (and
+    drops the CUDA graphs that hold the old address), and only then is the old one freed. Attach
+    every engine before running any (``Bundle.load_engines`` does), so no graph is ever dropped.
     """
 
     def __init__(self, alloc=None) -> None:
         self.size = 0
         self._buf = None
-        self._users: list = []  # weak references to attached engines
-        self._alloc = alloc or _cuda_bytes
+        self._users: list = []  # weak references: an engine holds the block, not the other way round
+        self._alloc = alloc
+        self.lock = threading.RLock()
 
     def attach(self, engine, size: int) -> None:
-        """Point ``engine``'s context (via ``engine._set_device_memory(ptr, size)``) at the block."""
-        import weakref
+        """Point ``engine``'s contexts (via ``engine._set_device_memory(ptr, size)``) at the block."""
+        with self.lock:
+            self._users = [r for r in self._users if r() is not None]
+            if size > self.size or self._buf is None:
+                buf = (self._alloc or engine._cuda.alloc)(max(int(size), 1))
+                for ref in self._users:
+                    ref()._set_device_memory(buf.ptr, buf.size)
+                old, self._buf, self.size = self._buf, buf, buf.size
+                if old is not None:
+                    old.free()  # no context points at it any more
+            self._users.append(weakref.ref(engine))
+            engine._set_device_memory(self._buf.ptr, self.size)
 
-        self._users = [r for r in self._users if r() is not None]
-        if size > self.size or self._buf is None:
-            size = max(size, 1)
-            buf = self._alloc(size)
-            for ref in self._users:
-                ref()._set_device_memory(buf.data_ptr(), size)
-            self._buf, self.size = buf, size  # the old block is released here, once no context points at it
-        self._users.append(weakref.ref(engine))
-        engine._set_device_memory(self._buf.data_ptr(), self.size)
+    def detach(self, engine) -> None:
+        with self.lock:
+            self._users = [r for r in self._users if r() is not None and r() is not engine]
 
     @property
     def users(self) -> int:
         return sum(r() is not None for r in self._users)
-
-
-def _cuda_bytes(size: int):
-    import torch
-
-    return torch.empty(size, dtype=torch.uint8, device="cuda")
 
 
 def _device_memory_size(engine) -> int:
@@ -69,6 +74,25 @@ def _device_memory_size(engine) -> int:
     if hasattr(engine, "device_memory_size_v2"):
         return int(engine.device_memory_size_v2)
     return int(engine.device_memory_size)
+
+
+def _set_context_memory(context, ptr: int, size: int) -> None:
+    if hasattr(context, "set_device_memory"):  # TensorRT >= 10.1: setDeviceMemoryV2(memory, size)
+        context.set_device_memory(ptr, size)
+    else:  # TensorRT 10.0
+        context.device_memory = ptr
+
+
+@dataclass
+class _Slot:
+    """One batch size: its own execution context, bound once, its buffers and its CUDA graph."""
+
+    context: object
+    device: dict  # name -> DeviceBuffer
+    host: dict  # output name -> numpy array the results land in
+    graph: object = None
+    runs: int = 0
+    keep: list = field(default_factory=list)  # host inputs of the run in flight
 
 
 class TrtEngine(Engine):
@@ -82,33 +106,24 @@ class TrtEngine(Engine):
         shared_memory: SharedDeviceMemory | None = None,
         cuda_graph: bool = True,
         name: str | None = None,
+        cuda=None,
     ) -> None:
         super().__init__()
         trt = import_tensorrt()
-        try:
-            import torch
-        except ImportError as e:
-            raise BackendUnavailable(
-                "the TensorRT backend keeps device buffers as torch CUDA tensors: install torch with CUDA"
-            ) from e
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("the TensorRT backend needs a CUDA device; none is visible")
-        self._trt, self._torch = trt, torch
+        if cuda is None:
+            from edgefuse.engines.trt.cuda import Cuda
+
+            cuda = Cuda()
+        self._trt, self._cuda = trt, cuda
         plan_path = Path(plan_path)
         self.name = name or plan_path.stem
         self.runtime = trt.Runtime(_logger(trt))
         self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
             raise EdgefuseError(
-                f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU?)"
+                f"TensorRT could not deserialise {plan_path.name} (built by another TensorRT version or GPU? "
+                "run `edgefuse compile` on this device)"
             )
-        self._graphs: dict[int, object] = {}
-        if shared_memory is not None:
-            self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            shared_memory.attach(self, _device_memory_size(self.engine))
-        else:
-            self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._np_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
@@ -122,90 +137,112 @@ class TrtEngine(Engine):
             for n in names
             if not self._is_input[n]
         ]
+        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.inputs[0].name, 0))
+        self.batch_range = (int(lo[0]), int(hi[0]))
         self.use_cuda_graph = cuda_graph
-        self._buffers: dict[int, dict[str, object]] = {}  # batch -> name -> torch tensor
-        self._bound: int | None = None  # batch size whose buffers the context points at
         self.graph_failures: dict[int, str] = {}
+        self._slots: dict[int, _Slot] = {}
+        self._memory: tuple[int, int] | None = None
+        self._shared = shared_memory  # held: the contexts point into it
+        self._lock = shared_memory.lock if shared_memory is not None else threading.RLock()
+        self.stream = cuda.stream()
+        if shared_memory is not None:
+            shared_memory.attach(self, _device_memory_size(self.engine))
 
     def _set_device_memory(self, ptr: int, size: int) -> None:
-        """Point the context's scratch memory at ``ptr`` (SharedDeviceMemory calls this)."""
-        if hasattr(self.context, "set_device_memory"):  # TensorRT >= 10.1: setDeviceMemoryV2(memory, size)
-            self.context.set_device_memory(ptr, size)
-        else:  # TensorRT 10.0
-            self.context.device_memory = ptr
-        self._graphs.clear()  # captured graphs hold the old address
+        """Point every context's scratch memory at ``ptr`` (SharedDeviceMemory calls this)."""
+        self._memory = (ptr, size)
+        for slot in self._slots.values():
+            _set_context_memory(slot.context, ptr, size)
+            if slot.graph is not None:  # a captured graph holds the old address
+                slot.graph.destroy()
+                slot.graph = None
 
-    def _bind(self, batch: int) -> dict[str, object]:
-        """Buffers for ``batch`` (allocated once), bound to the context only when the batch changes."""
-        torch = self._torch
-        if batch not in self._buffers:
-            bufs = {}
+    def _slot(self, batch: int) -> _Slot:
+        slot = self._slots.get(batch)
+        if slot is not None:
+            return slot
+        lo, hi = self.batch_range
+        if not lo <= batch <= hi:
+            raise ValueError(
+                f"TensorRT engine {self.name!r}: batch {batch} is outside its optimisation profile "
+                f"({lo}..{hi}); rebuild the plans with a larger --max-batch"
+            )
+        trt, cuda = self._trt, self._cuda
+        if self._shared is not None:
+            context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            _set_context_memory(context, *self._memory)
+        else:
+            context = self.engine.create_execution_context()
+        if context is None:
+            raise EdgefuseError(f"TensorRT engine {self.name!r}: could not create an execution context")
+        device, host = {}, {}
+        try:
             for t in self.inputs:
-                bufs[t.name] = torch.empty(
-                    (batch, *t.shape[1:]), dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda"
-                )
-                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))  # output shapes follow from these
+                shape = (batch, *t.shape[1:])
+                if not context.set_input_shape(t.name, shape):
+                    raise ValueError(
+                        f"TensorRT engine {self.name!r}: input {t.name!r} shape {shape} is outside the "
+                        f"profile (batch {lo}..{hi}, per sample {tuple(t.shape[1:])})"
+                    )
+                device[t.name] = cuda.alloc(int(np.prod(shape)) * self._np_dtype[t.name].itemsize)
             for t in self.outputs:
-                shape = tuple(self.context.get_tensor_shape(t.name))
-                bufs[t.name] = torch.empty(shape, dtype=_torch_dtype(torch, self._np_dtype[t.name]), device="cuda")
-            self._buffers[batch] = bufs
-            self._bound = None
-        bufs = self._buffers[batch]
-        if self._bound != batch:
-            for t in self.inputs:
-                self.context.set_input_shape(t.name, tuple(bufs[t.name].shape))
-            for name, buf in bufs.items():
-                self.context.set_tensor_address(name, buf.data_ptr())
-            self._bound = batch
-        return bufs
+                shape = tuple(int(d) for d in context.get_tensor_shape(t.name))
+                host[t.name] = np.empty(shape, self._np_dtype[t.name])
+                device[t.name] = cuda.alloc(host[t.name].nbytes)
+            for n, buf in device.items():
+                if not context.set_tensor_address(n, buf.ptr):
+                    raise EdgefuseError(f"TensorRT engine {self.name!r}: set_tensor_address({n!r}) failed")
+        except BaseException:
+            for buf in device.values():
+                buf.free()
+            raise
+        slot = self._slots[batch] = _Slot(context, device, host)
+        return slot
 
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _enqueue(self, slot: _Slot) -> None:
+        if not slot.context.execute_async_v3(self.stream):
             raise EdgefuseError(f"TensorRT engine {self.name!r}: enqueue failed")
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
-        batch = next(iter(feeds.values())).shape[0]
-        bufs = self._bind(batch)
-        with torch.cuda.stream(self.stream):
-            for t in self.inputs:
-                bufs[t.name].copy_(torch.from_numpy(np.ascontiguousarray(feeds[t.name])), non_blocking=True)
-            graph = self._graphs.get(batch)
-            if graph is not None:
-                graph.replay()
+        if self.engine is None:
+            raise EdgefuseError(f"TensorRT engine {self.name!r} is closed")
+        batch = int(next(iter(feeds.values())).shape[0])
+        cuda = self._cuda
+        with self._lock:  # the shared scratch block serves one context at a time
+            slot = self._slot(batch)
+            slot.keep = [np.ascontiguousarray(feeds[t.name], dtype=self._np_dtype[t.name]) for t in self.inputs]
+            for t, arr in zip(self.inputs, slot.keep):
+                cuda.htod(slot.device[t.name].ptr, arr, self.stream)
+            if slot.graph is not None:
+                slot.graph.replay(self.stream)
             else:
-                self._enqueue()
-                if self.use_cuda_graph and batch not in self.graph_failures:
-                    self._capture(batch)
-            outs = {t.name: bufs[t.name].cpu() for t in self.outputs}
-        self.stream.synchronize()
-        return {k: v.numpy() for k, v in outs.items()}
+                self._enqueue(slot)  # a plain enqueue first: TensorRT sets up the shapes' state there
+                if self.use_cuda_graph and batch not in self.graph_failures and slot.runs > 0:
+                    self._capture(slot, batch)
+            slot.runs += 1
+            for t in self.outputs:
+                cuda.dtoh(slot.host[t.name], slot.device[t.name].ptr, self.stream)
+            cuda.synchronize(self.stream)
+            slot.keep = []
+            return {t.name: slot.host[t.name].copy() for t in self.outputs}
 
-    def _capture(self, batch: int) -> None:
-        torch = self._torch
+    def _capture(self, slot: _Slot, batch: int) -> None:
         try:
-            self.stream.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self._enqueue()
-            self._graphs[batch] = graph
+            self._cuda.synchronize(self.stream)
+            slot.graph = self._cuda.capture(self.stream, lambda: self._enqueue(slot))
         except Exception as e:  # some plans (e.g. data-dependent shapes) cannot be captured: run them plainly
             self.graph_failures[batch] = f"{type(e).__name__}: {e}"
 
     def close(self) -> None:
-        self._graphs.clear()
-        self._buffers.clear()
-        self.context = None
-        self.engine = None
+        with self._lock:
+            for slot in self._slots.values():
+                if slot.graph is not None:
+                    slot.graph.destroy()
+                for buf in slot.device.values():
+                    buf.free()
+            self._slots.clear()
+            if self._shared is not None:
+                self._shared.detach(self)
+            self.engine = None
         super().close()
-
-
-def _torch_dtype(torch, dt: np.dtype):
-    return {
-        np.dtype("float32"): torch.float32,
-        np.dtype("float16"): torch.float16,
-        np.dtype("int64"): torch.int64,
-        np.dtype("int32"): torch.int32,
-        np.dtype("bool"): torch.bool,
-        np.dtype("int8"): torch.int8,
-    }[np.dtype(dt)]
