@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
-FUSION ?= gated
 
 .PHONY: venv demo test lint bench clean
 
@@ -20,10 +19,9 @@ $(VENV)/.installed: setup.py pyproject.toml
 
 venv: $(VENV)/.installed
 
+# train, evaluate, build, replay a camera dropout through the runtime, benchmark: one summary table at the end
 demo: venv
-	$(VENV)/bin/edgefuse train --data sensorscenes --fusion $(FUSION) --out $(RUN)/checkpoint
-	$(VENV)/bin/edgefuse eval $(RUN)/checkpoint --json $(RUN)/eval.json --plot $(RUN)/eval.png
-	$(VENV)/bin/edgefuse build $(RUN)/checkpoint --backend ort --precision int8 --int8-fallback fp32 --out $(RUN)/bundle
+	$(VENV)/bin/edgefuse demo --out $(RUN)
 
 # two pytest-xdist workers, one torch thread each (tests/conftest.py); whole files per worker, so that a
 # module's expensive fixture (the demo model, the AOT compiles) is built once

@@ -79,6 +79,18 @@ else
 fi
 pack
 
+# edgefuse bench on a torch bundle of that model: its engines (eager, Triton kernels) against CUDA-graph
+# replay and torch.compile of the same model, plain ONNX Runtime n/a (edgefuse/benchmark.py). Optional too
+if [ "$SECONDS" -lt 230 ] && [ -f "${CK:-/nonexistent}/config.json" ]; then
+  timeout 60 bash -c '"$1" -m edgefuse build "$2" --backend torch --precision fp32 --out "$2.bundle" > /dev/null &&
+    "$1" -m edgefuse bench "$2.bundle" --batches 1,8 --iters 100 --swaps 20 --out "$3/bench_torch"' \
+    _ "$PY" "$CK" "$OUT" 2>&1 | tail -n 40 | tee "$OUT/bench_torch.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "skipped: no time left or no trained model" | tee "$OUT/bench_torch.log"
+fi
+pack
+
 # TensorRT for real, wherever it is importable (the lent GPU machines have none): a portable INT8
 # bundle built here, its plans compiled by `edgefuse compile`'s code, and the runtime on them
 # against ONNX Runtime (tests/engines/test_trt.py; its other tests run the same path on fakes)

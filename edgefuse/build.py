@@ -148,6 +148,7 @@ def build_bundle(
             if int8_min_weights
             else "every Conv/Gemm/MatMul",
             "min_weights": int8_min_weights,
+            "calibration": {"method": calib_method, "size": calib_size},
         }
     if backend == "trt":
         manifest["trt"] = {

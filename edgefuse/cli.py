@@ -361,6 +361,58 @@ def _cmd_ros2(args: argparse.Namespace) -> int:
     return run_node(args.bundle, config, policy, threads=args.threads)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edgefuse.compare import compare, format_table, write_outputs
+    from edgefuse.data import load_dataset
+
+    data = load_dataset(args.data, seed=args.seed)
+    options = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps), ("dim", args.dim)) if v}
+    doc = compare(
+        data,
+        args.out,
+        fusions=args.fusions.split(",") if args.fusions else None,
+        seed=args.seed,
+        train_options=options,
+        calib_size=args.calib_size,
+        source=args.data,
+    )
+    print(format_table(doc))
+    for p in write_outputs(doc, args.out):
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edgefuse.demo import format_summary, run_demo
+
+    summary = run_demo(args.out, fast=args.fast)
+    print()
+    print(format_summary(summary))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from edgefuse.benchmark import bench_bundle, format_markdown, write_outputs
+
+    report = bench_bundle(
+        args.bundle,
+        batches=[int(b) for b in args.batches.split(",")],
+        iters=args.iters,
+        warmup=args.warmup,
+        duration=args.duration,
+        threads=args.threads,
+        checkpoint=args.checkpoint,
+        eager=not args.no_eager,
+        against=args.against,
+        swaps=args.swaps,
+    )
+    print(format_markdown(report))
+    if args.out is not None:
+        for p in write_outputs(report, args.out):
+            print(f"wrote {p}")
+    return 0
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     import json
 
@@ -669,6 +721,55 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--iters", type=int, default=300, help="timed runs of each graph per batch (default: 300)")
     pr.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
     pr.set_defaults(func=_cmd_profile)
+
+    dm = sub.add_parser(
+        "demo",
+        help="the main job end to end: train, evaluate, build, replay a sensor dropout, benchmark, one summary",
+    )
+    dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for every artefact (runs/demo)")
+    dm.add_argument(
+        "--fast", action="store_true", help="300 training steps and short timings: checks the pipeline, not the model"
+    )
+    dm.set_defaults(func=_cmd_demo)
+
+    cm = sub.add_parser(
+        "compare",
+        help="every fusion strategy on the same data and seed: accuracy, robustness, size, MACs, FP32/INT8 latency",
+    )
+    cm.add_argument("--data", default="sensorscenes", help="'sensorscenes' or a .npz file (default: sensorscenes)")
+    cm.add_argument("--out", type=Path, default=Path("runs/compare"), help="results folder (a rerun resumes there)")
+    cm.add_argument("--fusions", default=None, help="comma-separated strategies (default: every one)")
+    cm.add_argument("--seed", type=int, default=0)
+    cm.add_argument("--epochs", type=int, default=None, help="training epochs (default: edgefuse train's)")
+    cm.add_argument("--max-steps", type=int, default=None, help="exactly this many training steps")
+    cm.add_argument("--dim", type=int, default=None, help="fusion width (default: edgefuse train's, 64)")
+    cm.add_argument("--calib-size", type=int, default=256)
+    cm.set_defaults(func=_cmd_compare)
+
+    be = sub.add_parser(
+        "bench",
+        help="latency of every engine of a bundle beside plain ONNX Runtime and PyTorch eager, cold start, "
+        "runtime overhead and swaps (JSON, Markdown, plots)",
+    )
+    be.add_argument("bundle", type=Path)
+    be.add_argument("--out", type=Path, default=None, help="folder for bench.json, bench.md and the plots")
+    be.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
+    be.add_argument("--iters", type=int, default=200, help="interleaved rounds per engine and batch (default 200)")
+    be.add_argument("--warmup", type=int, default=20, help="calls per engine before timing (default 20)")
+    be.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="MLPerf SingleStream style: batch 1, this many seconds and >= 1024 queries per engine; p90 headline",
+    )
+    be.add_argument("--threads", type=int, default=1, help="intra-op threads of every engine (default 1)")
+    be.add_argument("--checkpoint", type=Path, default=None, help="for the PyTorch eager peer (default: the bundle's)")
+    be.add_argument("--no-eager", action="store_true", help="leave out the PyTorch eager peer")
+    be.add_argument(
+        "--against", type=Path, default=None, help="a second bundle of the same model, timed in the same run"
+    )
+    be.add_argument("--swaps", type=int, default=50, help="swaps per sensor for the swap latency (default 50)")
+    be.set_defaults(func=_cmd_bench)
 
     co = sub.add_parser(
         "compile",

@@ -186,11 +186,15 @@ def test_compile_options_reach_the_builder(trt_bundle, tmp_path, fake_trt):
     engine.close()
 
 
-def test_compile_refuses_a_non_tensorrt_bundle(demo_bundle, fake_trt):
+def test_compile_refuses_a_non_tensorrt_bundle(tiny_checkpoint, tmp_path, fake_trt):
+    from edgefuse.build import build_bundle
     from edgefuse.engines.trt.compile import compile_bundle
 
+    b = build_bundle(
+        tiny_checkpoint, tmp_path / "o", backend="ort", precision="fp32", subsets=[("radar",)], progress=False
+    )
     with pytest.raises(BundleError, match=r"backend 'ort'; only TensorRT bundles are compiled"):
-        compile_bundle(demo_bundle, progress=False)
+        compile_bundle(b.root, progress=False)
 
 
 def test_tensorrt_fp16_bundles_gate_the_fp16_graph(tiny_checkpoint, tmp_path):
