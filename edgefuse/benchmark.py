@@ -495,14 +495,11 @@ def write_outputs(report: Mapping[str, Any], out: str | Path) -> list[Path]:
     paths = [write_json(json.loads(json.dumps(report)), out / "bench.json")]
     (out / "bench.md").write_text(format_markdown(report))
     paths.append(out / "bench.md")
-    try:
-        import matplotlib
+    from edgefuse._plot import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return paths
-    paths += _plots(report, out, plt)
+    plt = pyplot()
+    if plt is not None:
+        paths += _plots(report, out, plt)
     return paths
 
 

@@ -261,12 +261,10 @@ def write_outputs(doc: dict[str, Any], out: str | Path) -> list[Path]:
         "robustness AUCs, batch-1 p50 of the all-sensor ONNX Runtime engines (one thread).\n\n" + format_table(doc)
     )
     paths.append(out / "compare.md")
-    try:
-        import matplotlib
+    from edgefuse._plot import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return paths
     rows = doc["strategies"]
     fig, ax = plt.subplots(figsize=(7, 4.5))

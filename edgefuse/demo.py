@@ -47,6 +47,7 @@ def run_demo(
     from tqdm.auto import tqdm
 
     from edgefuse._fs import write_json
+    from edgefuse._plot import pyplot
     from edgefuse.benchmark import bench_bundle, write_outputs
     from edgefuse.build import build_bundle
     from edgefuse.data import load_sensorscenes
@@ -87,39 +88,30 @@ def run_demo(
     report = evaluate(model, data, split="test", with_robustness=not fast)
     report["checkpoint"] = str(out / "checkpoint")
     write_json(report, out / "eval.json")
-    plot_report(report, out / "eval.png")
+    if pyplot() is not None:  # plots are the plot extra's; the rest of the demo needs none
+        plot_report(report, out / "eval.png")
     seconds["evaluate"] = time.perf_counter() - t
     stages.update()
     # -- the deployable bundle, then INT8 everywhere it passes the gate (for INT8 / FP32 in one bench run)
     iters = 20 if fast else 200
     calib = {"calib_size": 128} if fast else {}
-    t = stage("build")
-    bundle = build_bundle(
-        out / "checkpoint",
-        out / "bundle",
-        backend="ort",
-        precision="int8",
-        gate_fail="fp32",
-        progress=progress,
-        latency_iters=iters,
-        **calib,
-    )
-    seconds["build"] = time.perf_counter() - t
-    stages.update()
-    t = stage("build int8")
-    forced = build_bundle(
-        out / "checkpoint",
-        out / "bundle-int8",
-        backend="ort",
-        precision="int8",
-        gate_fail="fp32",
-        strict=True,
-        progress=progress,
-        latency_iters=iters,
-        **calib,
-    )
-    seconds["build int8"] = time.perf_counter() - t
-    stages.update()
+    built = {}
+    for name, folder, strict in (("build", "bundle", False), ("build int8", "bundle-int8", True)):
+        t = stage(name)
+        built[name] = build_bundle(
+            out / "checkpoint",
+            out / folder,
+            backend="ort",
+            precision="int8",
+            gate_fail="fp32",
+            strict=strict,
+            progress=progress,
+            latency_iters=iters,
+            **calib,
+        )
+        seconds[name] = time.perf_counter() - t
+        stages.update()
+    bundle, forced = built["build"], built["build int8"]
     # -- the runtime through a camera dropout
     t = stage("replay")
     text = SCENARIO.read_text() if SCENARIO.is_file() else _SCENARIO_TOML
@@ -260,12 +252,10 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _plot_timeline(timeline: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
+    from edgefuse._plot import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 3.2))
     for p in timeline["phases"]:

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgefuse.data import Dataset, Split
-from edgefuse.errors import EdgefuseError
 from edgefuse.specs import all_subsets
 
 GAUSSIAN_LEVELS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
@@ -122,13 +121,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     """A PNG: subset accuracies (bars) and the two robustness sweeps (curves). Needs matplotlib."""
-    try:
-        import matplotlib
+    from edgefuse._plot import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise EdgefuseError("plotting needs matplotlib: pip install 'edgefuse[plot]'") from e
+    plt = pyplot(required=True)
     rob = report.get("robustness")
     cols = 3 if rob else 1
     fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 4), squeeze=False)

@@ -46,9 +46,9 @@ def test_every_subset_graph_is_valid_and_matches_torch(exported, tiny_checkpoint
             np.testing.assert_allclose(_ort(exported / g["file"], feeds), want, atol=1e-4, rtol=0)
 
 
-# on a 5-sensor spec set with a tokens-free 2-of-3 subset; every strategy's all-sensor SensorScenes graph is
-# exported and checked by tests/test_compare.py
-@pytest.mark.parametrize("fusion", ["transformer", "per_subset", "imputation", "attention"])
+@pytest.mark.parametrize(
+    "fusion", ["early", "late_poe", "late_vote", "transformer", "per_subset", "imputation", "mfb", "attention"]
+)
 def test_other_strategies_export_and_match(fusion, tmp_path):
     torch.manual_seed(0)
     specs = specs_n(3)[:2] + [specs_n(5)[4]]  # image, signal, vector
