@@ -728,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for every artefact (runs/demo)")
     dm.add_argument(
-        "--fast", action="store_true", help="300 training steps and short timings: checks the pipeline, not the model"
+        "--fast",
+        action="store_true",
+        help="300 training steps, short timings, 4 subsets: checks the pipeline, not the model",
     )
     dm.set_defaults(func=_cmd_demo)
 

@@ -42,7 +42,8 @@ def run_demo(
     checkpoint: str | Path | None = None,
 ) -> dict:
     """Run every stage into ``out``; return the summary (also written as ``summary.json``). ``fast``: a few
-    hundred training steps and short timings (the numbers are not the demo's). ``checkpoint``: start from
+    hundred training steps, short timings and the four subsets the replay uses (the numbers are not the
+    demo's). ``checkpoint``: start from
     this trained gated SensorScenes model (copied in) instead of training."""
     from tqdm.auto import tqdm
 
@@ -94,7 +95,9 @@ def run_demo(
     stages.update()
     # -- the deployable bundle, then INT8 everywhere it passes the gate (for INT8 / FP32 in one bench run)
     iters = 20 if fast else 200
-    calib = {"calib_size": 128} if fast else {}
+    names = data.modality_names
+    # fast: 128 calibration samples, and only the subsets the replay needs (all sensors, each one missing)
+    calib = {"calib_size": 128, "subsets": [names, *[[n for n in names if n != m] for m in names]]} if fast else {}
     built = {}
     for name, folder, strict in (("build", "bundle", False), ("build int8", "bundle-int8", True)):
         t = stage(name)

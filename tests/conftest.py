@@ -64,6 +64,26 @@ def _guarded_interpreter():
         yield
 
 
+#: the files that take longest on 2 cores, collected first: pytest-xdist hands whole files to the workers
+#: (--dist loadfile) in collection order, and a long file collected last (tools/test_aot.py, over 2 minutes)
+#: ran alone while the other worker idled. Longest first keeps the two busy to the end.
+SLOW_FIRST = (
+    "tests/tools/test_aot.py",
+    "tests/test_demo_cli.py",
+    "tests/test_demo.py",
+    "tests/test_latency.py",
+    "tests/engines/test_trt.py",
+    "tests/runtime/test_runtime.py",
+    "tests/test_compare.py",
+    "tests/test_bench_cli.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {f: i for i, f in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def small_scenes():
     """A small SensorScenes (fast to train on) shared by the training tests."""

@@ -21,7 +21,7 @@ def _png(path) -> bool:
 
 @pytest.fixture(scope="module")
 def bundles(tiny_checkpoint, tmp_path_factory):
-    """The tiny model as a latency-aware INT8 bundle and INT8 wherever it passes the gate (strict)."""
+    """The tiny model as an FP32 bundle and INT8 wherever it passes the gate (strict): INT8 / FP32 from one run."""
     from edgefuse.build import build_bundle
 
     root = tmp_path_factory.mktemp("bench")
@@ -35,12 +35,14 @@ def bundles(tiny_checkpoint, tmp_path_factory):
         progress=False,
         subsets=subsets,
     )
-    a = build_bundle(tiny_checkpoint, root / "chosen", latency_iters=20, **kw)
+    a = build_bundle(tiny_checkpoint, root / "chosen", **{**kw, "precision": "fp32"})
     b = build_bundle(tiny_checkpoint, root / "int8", strict=True, latency_iters=20, **kw)
     return a.root, b.root
 
 
 def test_bench_reports_every_field_from_one_run(bundles, tmp_path, capsys):
+    from edgefuse.benchmark import bench_bundle
+
     chosen, forced = bundles
     out = tmp_path / "report"
     args = ["bench", str(chosen), "--iters", "15", "--warmup", "2", "--swaps", "3", "--against", str(forced)]
@@ -55,8 +57,11 @@ def test_bench_reports_every_field_from_one_run(bundles, tmp_path, capsys):
     cold = r["cold_start"]
     assert cold["verify_ms"] > 0 and cold["files_verified"] > 4
     assert set(cold["load_ms"]) == set(cold["first_inference_ms"]) == set(r["precision"])
-    assert r["calibration"]["method"] == "minmax" and r["calibration"]["size"] == 64
-    assert "int8_quantization" in r["calibration"] and "latency" in r["calibration"]
+    assert r["calibration"] == {}  # an FP32 bundle; the INT8 one's facts:
+    int8 = bench_bundle(forced, batches=(1,), iters=2, warmup=0, eager=False, runtime_iters=0, progress=False)
+    int8 = int8["calibration"]
+    assert int8["method"] == "minmax" and int8["size"] == 64
+    assert "int8_quantization" in int8 and "int8_gate" in int8 and "latency" in int8
     assert r["peers"] == ["against", "edgefuse", "plain_ort", "torch_eager"]
     assert len(r["engines"]) == 4 * 3
     for row in r["engines"]:

@@ -52,7 +52,7 @@ def trt_bundle(tiny_checkpoint, tmp_path_factory):
 
     with shared(tmp_path_factory, "trt-bundle") as path:
         if not (path / "manifest.json").is_file():
-            build_bundle(
+            build_bundle(  # every sensor, and each one missing: what the runtime swaps between
                 tiny_checkpoint,
                 path,
                 backend="trt",
@@ -61,6 +61,7 @@ def trt_bundle(tiny_checkpoint, tmp_path_factory):
                 max_drop=100.0,
                 progress=False,
                 trt_max_batch=8,
+                subsets=[("camera", "lidar", "radar"), ("lidar", "radar"), ("camera", "radar"), ("camera", "lidar")],
             )
     return path
 
@@ -135,8 +136,8 @@ def test_compile_writes_plans_keyed_by_gpu_and_version_and_the_runtime_picks_the
     assert compiled_targets(compiled) == ["sm87-orin-nvgpu-trt10.3.0"]
     doc = json.loads((compiled / "plans" / "sm87-orin-nvgpu-trt10.3.0" / PLANS_JSON).read_text())
     assert doc["gpu"] == {"name": "Orin (nvgpu)", "compute_capability": "8.7"} and doc["tensorrt"] == "10.3.0"
-    assert len(doc["plans"]) == 7 and all(b["tf32"] and b["hardware_compatible"] == 0 for b in trt.BUILT)
-    assert (compiled / "plans" / "sm87-orin-nvgpu-trt10.3.0.timing-cache").read_bytes() == b"fake-timing-cache:7"
+    assert len(doc["plans"]) == 4 and all(b["tf32"] and b["hardware_compatible"] == 0 for b in trt.BUILT)
+    assert (compiled / "plans" / "sm87-orin-nvgpu-trt10.3.0.timing-cache").read_bytes() == b"fake-timing-cache:4"
     bundle = load_bundle(compiled)  # the plans beside it leave the bundle valid
     # the same TensorRT on a different GPU: the plans do not fit, and the error says what to do
     rt.STATE.reset(name=b"NVIDIA H100", major=9, minor=0)
@@ -162,10 +163,10 @@ def test_plans_of_another_tensorrt_or_a_changed_graph_are_refused(compiled, fake
     monkeypatch.setattr(trt, "__version__", "10.3.0")
     plans = compiled / "plans" / "sm87-orin-nvgpu-trt10.3.0"
     doc = json.loads((plans / "plans.json").read_text())
-    doc["plans"]["engines/lidar.int8.onnx"]["onnx_sha256"] = "0" * 64
+    doc["plans"]["engines/lidar+radar.int8.onnx"]["onnx_sha256"] = "0" * 64
     (plans / "plans.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="compiled from another graph"):
-        load_bundle(compiled).load_engine("lidar")
+        load_bundle(compiled).load_engine("lidar+radar")
 
 
 def test_compile_options_reach_the_builder(trt_bundle, tmp_path, fake_trt):
@@ -181,8 +182,8 @@ def test_compile_options_reach_the_builder(trt_bundle, tmp_path, fake_trt):
     assert all(p["camera"][2][0] == 4 for p in (b["profile"] for b in trt.BUILT) if "camera" in p)
     # hardware-compatible plans serve another Ampere-or-newer GPU with the same TensorRT
     rt.STATE.reset(name=b"NVIDIA H100", major=9, minor=0)
-    engine = load_bundle(root).load_engine("lidar")
-    assert engine.run(_feeds(load_bundle(root), "lidar", 2))["logits"].shape[0] == 2
+    engine = load_bundle(root).load_engine("lidar+radar")
+    assert engine.run(_feeds(load_bundle(root), "lidar+radar", 2))["logits"].shape[0] == 2
     engine.close()
 
 
@@ -282,15 +283,15 @@ def test_changing_batch_never_replays_a_graph_captured_under_other_shapes(compil
 def test_a_batch_outside_the_profile_is_a_value_error_naming_the_range(compiled, fake_trt):
     """Bug: set_input_shape's result was unchecked and the batch never compared with the profile."""
     bundle = load_bundle(compiled)
-    engine = bundle.load_engine("lidar")
+    engine = bundle.load_engine("lidar+radar")
     try:
         with pytest.raises(ValueError, match=r"batch 9 is outside its optimisation profile \(1\.\.8\)"):
-            engine.run(_feeds(bundle, "lidar", 9))
+            engine.run(_feeds(bundle, "lidar+radar", 9))
         engine.batch_range = (1, 64)  # past the check, TensorRT itself refuses the shape: also a ValueError
         with pytest.raises(ValueError, match=r"shape \(9, .*outside the profile"):
-            engine.run(_feeds(bundle, "lidar", 9))
+            engine.run(_feeds(bundle, "lidar+radar", 9))
         engine.batch_range = (1, 8)
-        assert engine.run(_feeds(bundle, "lidar", 8))["logits"].shape[0] == 8  # the engine still works
+        assert engine.run(_feeds(bundle, "lidar+radar", 8))["logits"].shape[0] == 8  # the engine still works
     finally:
         engine.close()
 
@@ -311,7 +312,7 @@ def test_engines_sharing_a_block_never_run_at_once(compiled, fake_trt):
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in ("camera", "lidar", "radar", "camera+lidar")]
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in engines]
     for t in threads:
         t.start()
     for t in threads:
@@ -326,7 +327,7 @@ def test_capture_is_thread_local_so_other_threads_keep_working(compiled, fake_tr
     during a capture. The fake fails them likewise; captures must use the thread-local mode."""
     _, rt = fake_trt
     bundle = load_bundle(compiled)
-    a, b = bundle.load_engine("camera"), bundle.load_engine("radar")  # separate blocks: may run together
+    a, b = bundle.load_engine("camera+lidar"), bundle.load_engine("lidar+radar")  # separate blocks: may run together
     errors = []
 
     def run(engine, key):
@@ -337,7 +338,10 @@ def test_capture_is_thread_local_so_other_threads_keep_working(compiled, fake_tr
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(a, "camera")), threading.Thread(target=run, args=(b, "radar"))]
+    threads = [
+        threading.Thread(target=run, args=(a, "camera+lidar")),
+        threading.Thread(target=run, args=(b, "lidar+radar")),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -354,14 +358,14 @@ def test_a_closed_engine_is_detached_from_the_shared_block(compiled, fake_trt):
 
     bundle = load_bundle(compiled)
     shared_memory = SharedDeviceMemory()
-    small = bundle.load_engine("radar", shared_memory=shared_memory)
+    small = bundle.load_engine("lidar+radar", shared_memory=shared_memory)
     small.warmup()
     small.close()
     assert shared_memory.users == 0
     big = bundle.load_engine("camera+lidar+radar", shared_memory=shared_memory)  # grows the block
     big.warmup()
     with pytest.raises(Exception, match="closed"):
-        small.run(_feeds(bundle, "radar", 1))
+        small.run(_feeds(bundle, "lidar+radar", 1))
     big.close()
 
 
@@ -373,15 +377,15 @@ def test_growing_the_block_moves_running_engines_and_frees_the_old_one_after(com
 
     bundle = load_bundle(compiled)
     shared_memory = SharedDeviceMemory()
-    small = bundle.load_engine("radar", shared_memory=shared_memory)
-    feeds = _feeds(bundle, "radar", 1)
+    small = bundle.load_engine("lidar+radar", shared_memory=shared_memory)
+    feeds = _feeds(bundle, "lidar+radar", 1)
     for _ in range(3):
         small.run(feeds)
     old = small._memory[0]
     big = bundle.load_engine("camera+lidar+radar", shared_memory=shared_memory)
     assert old in rt.STATE.freed and small._memory[0] != old and shared_memory.users == 2
     for _ in range(3):  # would read poisoned memory if anything still pointed at the old block
-        np.testing.assert_allclose(small.run(feeds)["logits"], _ort(bundle, "radar", feeds), atol=1e-5)
+        np.testing.assert_allclose(small.run(feeds)["logits"], _ort(bundle, "lidar+radar", feeds), atol=1e-5)
     small.close()
     big.close()
 
@@ -426,7 +430,7 @@ def test_the_device_install_compiles_and_runs_without_torch(trt_bundle, tmp_path
         [str(py), "-m", "edgefuse", "compile", str(root)], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert out.returncode == 0, out.stderr
-    assert "7 plans for Orin (nvgpu) (compute capability 8.7), TensorRT 10.3.0" in out.stdout
+    assert "4 plans for Orin (nvgpu) (compute capability 8.7), TensorRT 10.3.0" in out.stdout
     code = (
         "import sys, numpy as np\n"
         "from edgefuse.bundle import load_bundle\n"
@@ -473,7 +477,7 @@ def test_real_tensorrt_compiles_a_portable_bundle_and_matches_onnxruntime(trt_bu
     bundle = load_bundle(root)
     runtime = Runtime.from_bundle(root)
     try:
-        for key in ("camera+lidar+radar", "lidar"):
+        for key in ("camera+lidar+radar", "lidar+radar"):
             for batch in (1, 8, 1):
                 feeds = _feeds(bundle, key, batch, seed=batch)
                 got = runtime.engines[key].run(feeds)["logits"]
