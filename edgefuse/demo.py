@@ -133,7 +133,7 @@ def run_demo(
     t = stage("bench")
     bench = bench_bundle(
         out / "bundle",
-        batches=(1, 8, 32),
+        batches=(1, 8) if fast else (1, 8, 32),
         iters=20 if fast else bench_iters,
         against=out / "bundle-int8",
         checkpoint=out / "checkpoint",

@@ -96,6 +96,7 @@ def test_a_device_profile_decides_and_strict_demands_int8(tiny_checkpoint, small
     path = tmp_path / "orin.json"
     path.write_text(json.dumps(prof))
     kw = dict(precision="int8", data=small_scenes, calib_size=64, max_drop=100.0, progress=False)
+    kw["subsets"] = [("camera",), ("radar",), ("camera", "lidar", "radar")]  # two fast in INT8 on the device, one not
     b = build_bundle(tiny_checkpoint, tmp_path / "b", latency_profile=path, **kw)
     assert {k for k, e in b.subsets.items() if e["precision"] == "int8"} == fast
     assert b.manifest["latency"]["timed_on"]["cpu"] == "Cortex-A78AE (Jetson Orin)"
