@@ -46,6 +46,7 @@ bench: venv
 	$(PY) bench/bench_lean.py --checkpoint $(RUN)/checkpoint --out bench/results/local
 	$(PY) bench/bench_small_data.py --out bench/results/local
 	$(PY) bench/bench_bag.py --bundle $(RUN)/bundle --out bench/results/local
+	COMPARE=0 bash bench/bench_product.sh
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -83,13 +83,10 @@ def weighted_share(engine, feeds: dict, runs: int = 500) -> dict:
 
 
 def macs_per_frame(model, inputs: dict) -> int:
-    """Multiply-accumulates of one frame through ``model`` (torch's matmul/conv FLOP counter / 2)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """Multiply-accumulates of one frame through ``model`` (edgefuse compare's counter)."""
+    from edgefuse.compare import macs_per_frame as count
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model({k: torch.from_numpy(v[:1]) for k, v in inputs.items()})
-    return int(counter.get_total_flops() // 2)
+    return count(model, inputs)
 
 
 def quantiles(us) -> dict:

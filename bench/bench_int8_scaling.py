@@ -82,6 +82,13 @@ def main(argv=None) -> int:
     p.add_argument(
         "--min-weights", type=int, default=8192, help="the second INT8 form: only weights this large (default 8192)"
     )
+    p.add_argument(
+        "--lean-gate-max-width",
+        type=int,
+        default=None,
+        help="export gated subsets lean up to this sensors x width (edgefuse.export.LEAN_GATE_MAX_WIDTH, 256); "
+        "a large value times the dense lean gate at every width, as exports before that limit did",
+    )
     args = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -94,6 +101,10 @@ def main(argv=None) -> int:
     from edgefuse.export import export_model
     from edgefuse.fusion import build_model
 
+    if args.lean_gate_max_width is not None:
+        import edgefuse.export
+
+        edgefuse.export.LEAN_GATE_MAX_WIDTH = args.lean_gate_max_width
     torch.manual_seed(0)
     torch.set_num_threads(1)
     data = load_sensorscenes()

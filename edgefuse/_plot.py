@@ -18,3 +18,13 @@ def pyplot(required: bool = False):
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save(fig, path, dpi: int = 110):
+    """Lay ``fig`` out, write it to ``path`` as PNG and close it; return ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

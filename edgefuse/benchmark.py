@@ -504,6 +504,8 @@ def write_outputs(report: Mapping[str, Any], out: str | Path) -> list[Path]:
 
 
 def _plots(report, out: Path, plt) -> list[Path]:
+    from edgefuse._plot import save
+
     rows1 = [r for r in report["engines"] if r["batch"] == 1]
     written = []
     # latency CDF per engine (batch 1): from the quantiles recorded
@@ -518,10 +520,7 @@ def _plots(report, out: Path, plt) -> list[Path]:
     ax.set_ylabel("quantile")
     ax.set_title(f"edgefuse engines on {report['machine']['cpu'][:40]}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "latency_cdf.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "latency_cdf.png")
+    written.append(save(fig, out / "latency_cdf.png"))
     # p50 / p99 against the peers (batch 1)
     peers = ["edgefuse", *[p for p in PEERS if p in report["peers"]]]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -536,10 +535,7 @@ def _plots(report, out: Path, plt) -> list[Path]:
     ax.set_yscale("log")
     ax.set_ylabel("latency (µs, batch 1; bar p50, tick p99)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "peers.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "peers.png")
+    written.append(save(fig, out / "peers.png"))
     # accuracy per subset, FP32 vs the reduced precision (the manifest's, measured at build)
     acc = report["accuracy"]
     keys = list(acc)
@@ -553,8 +549,5 @@ def _plots(report, out: Path, plt) -> list[Path]:
     ax.set_ylabel("test accuracy (bundle manifest)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-    written.append(out / "accuracy.png")
+    written.append(save(fig, out / "accuracy.png"))
     return written

@@ -261,7 +261,7 @@ def write_outputs(doc: dict[str, Any], out: str | Path) -> list[Path]:
         "robustness AUCs, batch-1 p50 of the all-sensor ONNX Runtime engines (one thread).\n\n" + format_table(doc)
     )
     paths.append(out / "compare.md")
-    from edgefuse._plot import pyplot
+    from edgefuse._plot import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -289,10 +289,7 @@ def write_outputs(doc: dict[str, Any], out: str | Path) -> list[Path]:
     ax.set_xlabel("all-sensor engine p50, batch 1, one thread (µs)")
     ax.set_ylabel("test accuracy, all sensors")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_latency.png", dpi=110)
-    plt.close(fig)
-    paths.append(out / "accuracy_latency.png")
+    paths.append(save(fig, out / "accuracy_latency.png"))
     n = len(rows)
     cols = min(4, n)
     fig, axes = plt.subplots(
@@ -307,8 +304,5 @@ def write_outputs(doc: dict[str, Any], out: str | Path) -> list[Path]:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("fused features of the test split, first two principal components, coloured by class", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "pca.png", dpi=100)
-    plt.close(fig)
-    paths.append(out / "pca.png")
+    paths.append(save(fig, out / "pca.png", dpi=100))
     return paths

@@ -255,7 +255,7 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _plot_timeline(timeline: dict[str, Any], path: Path) -> None:
-    from edgefuse._plot import pyplot
+    from edgefuse._plot import pyplot, save
 
     plt = pyplot()
     if plt is None:
@@ -275,6 +275,4 @@ def _plot_timeline(timeline: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("scenario time (s); red: engine swaps; dashed: the manifest's accuracy")
     ax.set_ylabel("accuracy per phase")
     ax.set_title(timeline["scenario"]["name"], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

@@ -39,7 +39,6 @@ class SharedDeviceMemory:
     """
 
     def __init__(self, alloc=None) -> None:
-        self.size = 0
         self._buf = None
         self._users: list = []  # weak references: an engine holds the block, not the other way round
         self._alloc = alloc
@@ -49,19 +48,24 @@ class SharedDeviceMemory:
         """Point ``engine``'s contexts (via ``engine._set_device_memory(ptr, size)``) at the block."""
         with self.lock:
             self._users = [r for r in self._users if r() is not None]
-            if size > self.size or self._buf is None:
+            if self._buf is None or size > self._buf.size:
                 buf = (self._alloc or engine._cuda.alloc)(max(int(size), 1))
                 for ref in self._users:
                     ref()._set_device_memory(buf.ptr, buf.size)
-                old, self._buf, self.size = self._buf, buf, buf.size
+                old, self._buf = self._buf, buf
                 if old is not None:
                     old.free()  # no context points at it any more
             self._users.append(weakref.ref(engine))
-            engine._set_device_memory(self._buf.ptr, self.size)
+            engine._set_device_memory(self._buf.ptr, self._buf.size)
 
     def detach(self, engine) -> None:
         with self.lock:
             self._users = [r for r in self._users if r() is not None and r() is not engine]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the block (0 before the first engine attaches)."""
+        return self._buf.size if self._buf is not None else 0
 
     @property
     def users(self) -> int:

@@ -68,7 +68,7 @@ def test_wide_gated_subsets_keep_the_models_own_gate(tiny_checkpoint, tmp_path, 
 
 def test_the_dense_gate_weight_stays_fp32_in_every_int8_form(tiny_checkpoint, tmp_path):
     """Quantizing every weight (TensorRT's placement, min_weights 0) still leaves the lean gate weight FP32: ONNX
-    Runtime would dequantize it at every run (measured 4.5 ms a run at 512 wide)."""
+    Runtime would dequantize it at every run."""
     from edgefuse.calibration.quantize import weighted_nodes
 
     model, _ = load_checkpoint(tiny_checkpoint)
